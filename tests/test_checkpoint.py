@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, LlamaForCausalLM, SiglipVisionModel
 
-from conftest import random_frames, tiny_config, tiny_model
+from tiny_models import random_frames, tiny_config, tiny_model
 from videollm_online.checkpoint import (
     RELEASED_LORA_TARGETS,
     add_lora,

