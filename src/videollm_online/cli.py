@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_warnings_as_lines()
     if not args.verbose:
         quiet_libraries()
     try:
@@ -210,6 +211,19 @@ def is_user_error(error: BaseException) -> bool:
     from .video import VideoSourceError
 
     return isinstance(error, (UserError, VideoSourceError))
+
+
+def show_warnings_as_lines() -> None:
+    """Our own warnings (a corrupt stretch of video, ...) read as one `warning:` line on stderr."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("videollm_online"):
+            print(f"videollm-online: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def quiet_libraries() -> None:
