@@ -1,4 +1,4 @@
-"""Shared builders for tier-1 tests (importable: pytest puts tests/ on sys.path): tiny random models on the CPU, built in the test, no files."""
+"""Shared builders for tier-1 tests: tiny random models on the CPU, built in the test, no files."""
 
 from __future__ import annotations
 

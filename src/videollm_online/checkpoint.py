@@ -233,10 +233,11 @@ def add_lora(model: LiveModel, r: int = 128, alpha: int = 256, dropout: float = 
 # ---------------------------------------------------------------------- save / load
 def save_checkpoint(
     model: LiveModel, template: StreamTemplate, directory: str | Path, *, save_vision: bool | None = None,
-    save_llm: bool | None = None
+    save_llm: bool | None = None, dtype: str | torch.dtype | None = None
 ) -> Path:
     """Write a checkpoint directory atomically. By default the base LLM and vision weights are written only when
-    the config cannot rebuild them from a named source (random-config parts)."""
+    the config cannot rebuild them from a named source (random-config parts). `dtype` (e.g. float16) stores the
+    floating-point weights in that type, to halve a shipped checkpoint; loading casts them back."""
     from safetensors.torch import save_file
 
     config = model.config
@@ -259,7 +260,22 @@ def save_checkpoint(
             if model.frame_encoder is None:
                 raise ValueError("this model has no vision encoder to save")
             model.frame_encoder.vision_model.save_pretrained(tmp / VISION_DIR)
+        if dtype is not None:
+            for path in tmp.rglob("*.safetensors"):
+                cast_safetensors(path, parse_dtype(dtype))
     return directory
+
+
+def cast_safetensors(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in `dtype`, keeping its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, path, metadata=metadata)
 
 
 def base_llm_state_dict(llm: nn.Module) -> dict[str, torch.Tensor]:

@@ -153,6 +153,76 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- data synth-world / preprocess
+def cmd_data_synth_world(args: argparse.Namespace) -> int:
+    from .data.frames import write_jsonl
+    from .data.streaming import world_conversations
+    from .data.synth_world import WorldConfig, load_world, write_world
+
+    try:
+        config = WorldConfig(width=args.size, height=args.size, fps=args.video_fps, min_duration=args.min_duration,
+                             max_duration=args.max_duration, time_grid=args.time_grid)
+        result = write_world(args.out, args.videos, seed=args.seed, config=config, progress=not args.quiet,
+                             workers=args.workers)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    annotations = [a for a in load_world(args.out) if a["id"] in set(result.ids)]
+    rows = world_conversations(annotations, fps=args.stream_fps, seed=args.seed)
+    write_jsonl(Path(args.out) / "conversations.jsonl", rows)
+    print(f"{len(result.written)} videos written, {len(result.skipped)} already there; {len(rows)} conversations "
+          f"in {Path(args.out) / 'conversations.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_preprocess(args: argparse.Namespace) -> int:
+    from .config import LiveConfig
+    from .data.frames import preprocess_videos
+
+    fps, resolution = args.fps, args.resolution
+    if args.preset:
+        preset = LiveConfig.from_name(args.preset)
+        fps, resolution = fps or preset.frame_fps, resolution or preset.frame_resolution
+    if not fps or not resolution:
+        raise UserError("give --fps and --resolution, or a --preset to take them from")
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    counts = preprocess_videos(args.videos, args.out, fps=fps, resolution=resolution, rank=rank,
+                               world_size=world_size, workers=args.workers, progress=not args.quiet)
+    print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done, "
+          f"{counts['failed']} failed (see warnings)", file=sys.stderr)
+    return 0
+
+
+def cmd_data_features(args: argparse.Namespace) -> int:
+    from .data.frames import extract_features
+
+    model, _, name = load_model_from_args(args)
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if str(args.device).startswith("cuda") and world_size > 1:
+        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    counts = extract_features(args.frames, args.out, model, batch_size=args.batch_size, rank=rank,
+                              world_size=world_size, progress=not args.quiet)
+    print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done ({name})",
+          file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .train.trainer import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        config = TrainConfig(**values)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    final = train(config, resume=args.resume)
+    print(f"final checkpoint: {final}", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -186,6 +256,75 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the preset's LLM)")
     tokenize.add_argument("--preset", default="demo", help="config preset for the format (default: demo)")
     tokenize.set_defaults(func=cmd_data_tokenize)
+
+    world = data.add_parser("synth-world", help="render synthetic activity videos with exact annotations and "
+                                                "their streaming conversations")
+    world.add_argument("--out", required=True, type=Path, help="output directory (resumable)")
+    world.add_argument("--videos", type=int, default=100, help="number of videos (default: 100)")
+    world.add_argument("--seed", type=int, default=0, help="world seed; each video's seed derives from it")
+    world.add_argument("--size", type=int, default=256, help="frame width and height in pixels (default: 256)")
+    world.add_argument("--video-fps", type=int, default=10, help="frame rate of the rendered mp4 (default: 10)")
+    world.add_argument("--min-duration", type=float, default=20.0, help="shortest video in seconds (default: 20)")
+    world.add_argument("--max-duration", type=float, default=60.0, help="longest video in seconds (default: 60)")
+    world.add_argument("--time-grid", type=float, default=0.0,
+                       help="snap event times to this grid in seconds, e.g. 0.5 for 2 fps training (default: off)")
+    world.add_argument("--stream-fps", type=float, default=2.0, help="frame rate of the conversations (default: 2)")
+    world.add_argument("--workers", type=int, default=1, help="render in this many processes (default: 1)")
+    world.add_argument("--quiet", "-q", action="store_true")
+    world.set_defaults(func=cmd_data_synth_world)
+
+    preprocess = data.add_parser("preprocess", help="sample and letterbox videos into per-video frame files "
+                                                    "(split by RANK/WORLD_SIZE under torchrun)")
+    preprocess.add_argument("videos", help="directory of videos")
+    preprocess.add_argument("--out", required=True, type=Path, help="output directory of .safetensors files")
+    preprocess.add_argument("--preset", help="take --fps and --resolution from a model preset")
+    preprocess.add_argument("--fps", type=positive_float)
+    preprocess.add_argument("--resolution", type=int)
+    preprocess.add_argument("--workers", type=int, default=1, help="processes per rank (default: 1)")
+    preprocess.add_argument("--quiet", "-q", action="store_true")
+    preprocess.set_defaults(func=cmd_data_preprocess)
+
+    features = data.add_parser("features", help="vision encoder features of preprocessed frames (frozen-encoder "
+                                                "training; split by RANK/WORLD_SIZE under torchrun)")
+    features.add_argument("frames", help="directory written by `data preprocess`")
+    features.add_argument("--out", required=True, type=Path)
+    add_model_options(features)
+    features.add_argument("--batch-size", type=int, default=64)
+    features.add_argument("--quiet", "-q", action="store_true")
+    features.set_defaults(func=cmd_data_features)
+
+    train = commands.add_parser("train", help="train a LIVE model (LoRA + connector, vision optional) on stream "
+                                              "conversations; torchrun for many GPUs")
+    train.add_argument("--data", required=True, help="JSONL of samples {video, conversation, start_frame}")
+    train.add_argument("--frames", required=True, help="directory of preprocessed frames (or features)")
+    train.add_argument("--output-dir", required=True, help="checkpoints and the final model go here")
+    train.add_argument("--model", help="preset (fresh connector) or checkpoint to continue (default: demo)")
+    train.add_argument("--eval-data", help="JSONL of held-out samples")
+    train.add_argument("--features", action="store_true", default=None, help="frames dir holds features")
+    train.add_argument("--train-vision", action="store_true", default=None, help="train the vision encoder too")
+    train.add_argument("--lora-r", type=int)
+    train.add_argument("--lora-alpha", type=int)
+    train.add_argument("--lora-dropout", type=float)
+    train.add_argument("--lora-targets", help="regex or comma-separated module names ('' for no LoRA)")
+    train.add_argument("--stream-loss-weight", type=float)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--vision-learning-rate", type=float)
+    train.add_argument("--num-epochs", type=float)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--grad-accum", type=int)
+    train.add_argument("--max-length", type=int)
+    train.add_argument("--bf16", action="store_true", default=None)
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    train.add_argument("--logging-steps", type=int)
+    train.add_argument("--save-steps", type=int)
+    train.add_argument("--eval-steps", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--dataloader-workers", type=int)
+    train.add_argument("--max-time-minutes", type=float, help="stop (and save) after this many minutes")
+    train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

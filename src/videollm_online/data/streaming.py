@@ -264,3 +264,19 @@ def live_chat(annotation: Mapping[str, Any] | Episode, fps: float = 2.0, *, seed
                 asked += 1
                 break
     return build_conversation(turns, duration, fps, instruction=instruction, system_prompt=system_prompt)
+
+
+def world_conversations(annotations: Sequence[Mapping[str, Any]], fps: float = 2.0, *, seed: int = 0,
+                        kinds: Sequence[str] = ("narration", "live_chat")) -> list[dict[str, Any]]:
+    """Training rows `{"video", "kind", "conversation", "start_frame"}` for a synthetic world's annotations: one
+    narration stream and one live chat per video (seeded per video, so a video always gets the same dialogue)."""
+    rows = []
+    for index, annotation in enumerate(annotations):
+        video = annotation["id"]
+        if "narration" in kinds:
+            conversation = narration_stream(annotation["narrations"], annotation["duration"], fps, seed=seed + index)
+            rows.append({"video": video, "kind": "narration", "conversation": conversation, "start_frame": 0})
+        if "live_chat" in kinds:
+            conversation = live_chat(annotation, fps, seed=seed + index)
+            rows.append({"video": video, "kind": "live_chat", "conversation": conversation, "start_frame": 0})
+    return rows

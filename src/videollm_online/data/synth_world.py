@@ -129,6 +129,9 @@ class WorldConfig:
     """Average three sub-frame renders while an object moves."""
     crf: int = 23
     """x264 constant rate factor (0 lossless .. 51 worst)."""
+    time_grid: float = 0.0
+    """When > 0, events start and end on multiples of this many seconds. Set it to the training frame period
+    (0.5 s at 2 fps) so the frame a narration follows shows the finished event."""
 
     def __post_init__(self) -> None:
         for name in ("event_duration", "idle_gap"):
@@ -162,6 +165,8 @@ class WorldConfig:
             value = getattr(self, name)
             if not 0 <= value <= hi:
                 raise ValueError(f"WorldConfig.{name} must be in [0, {hi}], got {value}")
+        if not 0 <= self.time_grid <= 5:
+            raise ValueError(f"WorldConfig.time_grid must be in [0, 5] seconds, got {self.time_grid}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"WorldConfig.crf must be in [0, 51], got {self.crf}")
 
@@ -884,7 +889,12 @@ class _Clock:
 
     def slot(self, after: float | None = None) -> tuple[float, float]:
         start = round((self.t if after is None else after) + self.rng.uniform(*self.config.idle_gap), 2)
-        return start, round(start + max(0.1, self.rng.uniform(*self.config.event_duration)), 2)
+        end = round(start + max(0.1, self.rng.uniform(*self.config.event_duration)), 2)
+        grid = self.config.time_grid
+        if grid:
+            start = round(math.ceil(start / grid - 1e-6) * grid, 2)
+            end = round(max(start + grid, math.ceil(end / grid - 1e-6) * grid), 2)
+        return start, end
 
 
 def _timed(draft: _Draft, start: float, end: float, rng: np.random.Generator) -> Event:
@@ -1248,14 +1258,15 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, config: WorldConfig | None = None,
-                progress: bool = True) -> WorldWriteResult:
+                progress: bool = True, workers: int = 1) -> WorldWriteResult:
     """Write `num_videos` episodes under `out_dir`, resumably.
 
     Layout: `index.json` = {"format", "seed", "config", "videos": [id, ...]}; per video `videos/{id}.mp4` and
     `annotations/{id}.json` (the episode's annotation plus "id" and "video": {"path", "fps", "width", "height",
     "num_frames"}). Both files are written to a temporary name and renamed; the annotation is written last, so a
     video counts as done when its annotation exists, and done videos are skipped. Re-running with a larger
-    `num_videos` extends the world; a different seed or config in the same directory is refused.
+    `num_videos` extends the world; a different seed or config in the same directory is refused. `workers` > 1
+    renders videos in that many processes.
     """
     _check_seed(seed)
     if not isinstance(num_videos, int) or num_videos < 0:
@@ -1274,26 +1285,42 @@ def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, conf
                              f"{old.get('format')!r}, seed {old.get('seed')!r}); use another directory")
         ids = old["videos"] if len(old["videos"]) > len(ids) else ids
     _write_json(index_path, {**meta, "videos": ids})
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        def tqdm(iterable, **_):  # type: ignore[no-redef]
-            return iterable
+    from tqdm import tqdm
+
     result = WorldWriteResult(ids[:num_videos], [], [])
-    for i in tqdm(range(num_videos), desc="synthetic videos", unit="video", disable=not progress):
+    todo = []
+    for i in range(num_videos):
         vid = ids[i]
-        video_path, annotation_path = out / "videos" / f"{vid}.mp4", out / "annotations" / f"{vid}.json"
-        if annotation_path.exists() and video_path.exists():
+        if (out / "annotations" / f"{vid}.json").exists() and (out / "videos" / f"{vid}.mp4").exists():
             result.skipped.append(vid)
-            continue
-        episode = generate_episode(episode_seed(seed, i), config)
-        render_episode(episode, video_path, config)
-        annotation = episode.to_annotation()
-        video = {"path": f"videos/{vid}.mp4", "fps": config.fps, "width": config.width, "height": config.height,
-                 "num_frames": num_frames(episode.duration, config.fps)}
-        _write_json(annotation_path, {"format": FORMAT, "id": vid, "video": video, **annotation})
-        result.written.append(vid)
+        else:
+            todo.append((str(out), i, vid, int(seed), config))
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            done = pool.imap_unordered(_write_video, todo)
+            result.written += list(tqdm(done, total=len(todo), desc="synthetic videos", unit="video",
+                                        disable=not progress))
+    else:
+        result.written += [_write_video(job) for job in tqdm(todo, desc="synthetic videos", unit="video",
+                                                             disable=not progress)]
+    result.written.sort()
     return result
+
+
+def _write_video(job: tuple[str, int, str, int, WorldConfig]) -> str:
+    """Render one video and then its annotation (the annotation marks it done)."""
+    out_dir, i, vid, seed, config = job
+    out = Path(out_dir)
+    video_path, annotation_path = out / "videos" / f"{vid}.mp4", out / "annotations" / f"{vid}.json"
+    episode = generate_episode(episode_seed(seed, i), config)
+    render_episode(episode, video_path, config)
+    annotation = episode.to_annotation()
+    video = {"path": f"videos/{vid}.mp4", "fps": config.fps, "width": config.width, "height": config.height,
+             "num_frames": num_frames(episode.duration, config.fps)}
+    _write_json(annotation_path, {"format": FORMAT, "id": vid, "video": video, **annotation})
+    return vid
 
 
 def load_world(out_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -1,0 +1,187 @@
+"""Preprocessed frames on disk: one safetensors file per video, written once, read by training and evaluation.
+
+`preprocess_videos` samples each video at the model's fps and letterboxes it (the `narrate` sampler, so training
+reads exactly what inference sees) into `frames` (N, R, R, 3) uint8; `extract_features` adds the frozen vision
+encoder's output (N, T, Hv). Finished outputs are skipped, corrupt videos are logged and skipped, and the work is
+split by rank and world size so `torchrun` can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def list_videos(video_dir: str | Path) -> list[Path]:
+    video_dir = Path(video_dir)
+    if not video_dir.is_dir():
+        raise UserError(f"no such directory: {video_dir}")
+    return sorted(p for p in video_dir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def shard(items: Sequence, rank: int, world_size: int) -> list:
+    """Items of one rank: every world_size-th, so ranks get equal shares and each item exactly one rank."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    return list(items[rank::world_size])
+
+
+def preprocess_videos(
+    video_dir: str | Path, out_dir: str | Path, *, fps: float, resolution: int, rank: int = 0, world_size: int = 1,
+    workers: int = 1, progress: bool = True,
+) -> dict[str, int]:
+    """Sample and letterbox every video of a directory into `out_dir/{stem}.safetensors`; returns counts.
+    `rank`/`world_size` split the videos between machines or processes, `workers` processes share a rank's."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"written": 0, "skipped": 0, "failed": 0}
+    jobs = []
+    for path in shard(list_videos(video_dir), rank, world_size):
+        if (out_dir / f"{path.stem}.safetensors").exists():
+            counts["skipped"] += 1
+        else:
+            jobs.append((path, out_dir, fps, resolution))
+    bar = {"desc": f"preprocess [rank {rank}]", "unit": "video", "total": len(jobs), "disable": not progress}
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            outcomes = list(tqdm(pool.imap_unordered(_preprocess_one, jobs), **bar))
+    else:
+        outcomes = [_preprocess_one(job) for job in tqdm(jobs, **bar)]
+    for outcome in outcomes:
+        counts[outcome] += 1
+    return counts
+
+
+def _preprocess_one(job: tuple[Path, Path, float, int]) -> str:
+    from ..video import VideoSourceError, open_video
+
+    path, out_dir, fps, resolution = job
+    try:
+        with open_video(str(path), fps=fps, resolution=resolution) as stream:
+            images = [frame.image for frame in stream]
+        if not images:
+            raise VideoSourceError(f"{path} has no video frames")
+    except VideoSourceError as error:
+        logger.warning("skipping %s: %s", path, error)
+        return "failed"
+    frames = torch.from_numpy(np.stack(images))  # (N, R, R, 3) uint8
+    metadata = {"fps": str(fps), "resolution": str(resolution), "source": path.name}
+    _save_atomic({"frames": frames}, out_dir / f"{path.stem}.safetensors", metadata)
+    return "written"
+
+
+class FrameStore:
+    """Reads per-video frames (`frames`, uint8) or features (`features`) from a directory of safetensors."""
+
+    def __init__(self, directory: str | Path, key: str = "frames"):
+        self.directory = Path(directory)
+        self.key = key
+        if not self.directory.is_dir():
+            raise UserError(f"no such frames directory: {self.directory} (make it with `videollm-online data "
+                            "preprocess`)")
+
+    def path(self, video: str) -> Path:
+        return self.directory / f"{video}.safetensors"
+
+    def metadata(self, video: str) -> dict[str, str]:
+        with safe_open(self.path(video), framework="pt") as file:
+            return file.metadata() or {}
+
+    def load(self, video: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        path = self.path(video)
+        if not path.exists():
+            raise FileNotFoundError(f"no preprocessed frames for video {video!r}: {path}")
+        with safe_open(path, framework="pt") as file:
+            if stop is None:
+                return file.get_tensor(self.key)[start:]
+            return file.get_slice(self.key)[start:stop]
+
+    def num_frames(self, video: str) -> int:
+        with safe_open(self.path(video), framework="pt") as file:
+            return file.get_slice(self.key).get_shape()[0]
+
+
+def write_jsonl(path: str | Path, rows) -> None:
+    """Write rows as JSON lines atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    rows = []
+    with open(path) as file:
+        for number, line in enumerate(file, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise UserError(f"{path}:{number} is not valid JSON: {error}") from error
+    return rows
+
+
+def extract_features(
+    frames_dir: str | Path, out_dir: str | Path, model, *, batch_size: int = 64, rank: int = 0, world_size: int = 1,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Run the model's frozen vision encoder + pooling over preprocessed frames: `features` (N, T, Hv) per video,
+    in the encoder's dtype, with the encoder's identity in the metadata."""
+    from tqdm import tqdm
+
+    from ..model import preprocess_frames
+
+    source = FrameStore(frames_dir, "frames")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos = shard(sorted(p.stem for p in source.directory.glob("*.safetensors")), rank, world_size)
+    counts = {"written": 0, "skipped": 0}
+    encoder = model.frame_encoder
+    if encoder is None:
+        raise UserError("the model has no vision encoder to extract features with")
+    dtype = next(encoder.parameters()).dtype
+    for video in tqdm(videos, desc=f"features [rank {rank}]", unit="video", disable=not progress):
+        target = out_dir / f"{video}.safetensors"
+        if target.exists():
+            counts["skipped"] += 1
+            continue
+        frames = source.load(video)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(frames), batch_size):
+                pixels = preprocess_frames(frames[start : start + batch_size], model.config, model.device, dtype)
+                chunks.append(model.encode_frames(pixels).cpu())
+        metadata = {**source.metadata(video), "encoder": str(model.config.vision or "config"),
+                    "frame_num_tokens": str(model.config.frame_num_tokens)}
+        _save_atomic({"features": torch.cat(chunks).contiguous()}, target, metadata)
+        counts["written"] += 1
+    return counts

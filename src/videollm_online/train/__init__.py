@@ -1,0 +1,1 @@
+"""Training: datasets of stream conversations with their frames, and the Trainer-based loop."""

@@ -1,0 +1,78 @@
+"""Training samples: a stream conversation, tokenized with its labels, plus the frames its stream messages consume.
+
+A sample row is `{"video": ID, "conversation": [...], "start_frame": 0}`; its stream messages take consecutive
+frames of that video from `start_frame` on. Frames come from a `FrameStore` as uint8 pixels (the vision encoder runs
+in the step, trainable or not) or as precomputed features (the encoder stays frozen and is not run).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..data.frames import FrameStore
+from ..model import preprocess_frames
+from ..text import IGNORE_INDEX, StreamTemplate
+
+
+def conversation_frames(conversation: list[dict[str, Any]]) -> int:
+    return sum(m.get("num_frames", 0) for m in conversation if m.get("role") == "stream")
+
+
+class StreamDataset(Dataset):
+    def __init__(self, rows: list[dict[str, Any]], store: FrameStore, template: StreamTemplate,
+                 max_length: int | None = None):
+        self.rows = rows
+        self.store = store
+        self.template = template
+        self.max_length = max_length
+        for index, row in enumerate(rows):
+            if "video" not in row or "conversation" not in row:
+                raise ValueError(f"sample {index} needs 'video' and 'conversation'")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        tokens = self.template.tokenize(row["conversation"])
+        start = int(row.get("start_frame", 0))
+        needed = conversation_frames(row["conversation"])
+        frames = self.store.load(row["video"], start, start + needed)
+        if frames.shape[0] != needed:
+            raise ValueError(f"sample {index} (video {row['video']}) needs {needed} frames from {start}, "
+                             f"the store has {frames.shape[0]}")
+        input_ids, labels = tokens.input_ids, tokens.labels
+        if self.max_length is not None and len(input_ids) > self.max_length:
+            raise ValueError(f"sample {index} has {len(input_ids)} tokens, over max_length {self.max_length}: "
+                             "split long videos into shorter conversations")
+        return {"input_ids": input_ids, "labels": labels, "frames": frames}
+
+
+class StreamCollator:
+    """Pads ids (with eos) and labels (IGNORE_INDEX) to the longest sample; concatenates frames in sample order.
+    uint8 frames become normalised pixels; float frames are features."""
+
+    def __init__(self, template: StreamTemplate):
+        self.template = template
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(sample["input_ids"]) for sample in batch)
+        pad = self.template.ids.eos
+        input_ids = torch.full((len(batch), length), pad, dtype=torch.long)
+        labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), length), dtype=torch.long)
+        for row, sample in enumerate(batch):
+            n = len(sample["input_ids"])
+            input_ids[row, :n] = torch.tensor(sample["input_ids"])
+            labels[row, :n] = torch.tensor(sample["labels"])
+            attention_mask[row, :n] = 1
+        frames = torch.cat([sample["frames"] for sample in batch])
+        out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if frames.dtype == torch.uint8:
+            out["pixel_values"] = preprocess_frames(frames, self.template.config)  # (N, 3, R, R)
+        else:
+            out["frame_features"] = frames  # (N, T, Hv)
+        return out

@@ -1,0 +1,249 @@
+"""Training on the Hugging Face `Trainer`: LoRA on the LLM, a trainable connector, the vision encoder frozen or not.
+
+The same code trains the tiny test model on a CPU and an 8B model on many GPUs (`torchrun` / `accelerate launch`:
+the Trainer runs DDP or FSDP). Intermediate checkpoints hold only the trainable weights plus the Trainer's optimizer,
+scheduler and RNG state, so resuming after a kill continues exactly; the final model is a project checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_checkpoint, save_checkpoint
+from ..config import PRESETS, LiveConfig
+from ..data.frames import FrameStore, read_jsonl
+from ..errors import UserError
+from .dataset import StreamCollator, StreamDataset
+
+logger = logging.getLogger(__name__)
+TRAINABLE_FILE = "trainable.safetensors"
+FINAL_DIR = "final"
+
+
+@dataclass
+class TrainConfig:
+    """What to train on, what to train, and how."""
+
+    data: str
+    """JSONL of samples: {"video", "conversation", "start_frame"}."""
+    frames: str
+    """Directory of per-video safetensors: `frames` (uint8 pixels) or `features` (see `features`)."""
+    output_dir: str
+    """Checkpoints go to output_dir/checkpoint-STEP, the final model to output_dir/final."""
+    model: str = "demo"
+    """A preset name (fresh connector) or a checkpoint to continue from."""
+    eval_data: str | None = None
+    """JSONL of held-out samples; evaluated every `eval_steps`."""
+    features: bool = False
+    """Read precomputed features (key `features`) instead of pixels; the vision encoder is then frozen."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = RELEASED_LORA_TARGETS
+    """Regex (or comma-separated names) of LLM modules that get LoRA; empty: no LoRA, the LLM stays frozen."""
+    train_vision: bool = False
+    """Train the vision encoder too (pixels only)."""
+    stream_loss_weight: float | None = None
+    """Overrides the model config's weight of the frame-position loss."""
+    learning_rate: float = 2e-4
+    vision_learning_rate: float | None = None
+    """Learning rate of the vision encoder (default: learning_rate)."""
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int | None = None
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    eval_steps: int = 200
+    seed: int = 42
+    dataloader_workers: int = 0
+    report_to: list[str] = field(default_factory=list)
+    max_time_minutes: float | None = None
+    """Stop cleanly (saving) after this many minutes of training."""
+    save_dtype: str | None = None
+    """Store the final checkpoint's weights in this dtype (e.g. float16 to ship it small)."""
+
+    def __post_init__(self) -> None:
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_r must be >= 0 and lora_alpha > 0")
+        if self.features and self.train_vision:
+            raise ValueError("train_vision needs pixels: precomputed features fix the encoder")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def build_training_model(config: TrainConfig):
+    """The model with its trainable parts switched on: connector always, LoRA if asked, vision if asked."""
+    if config.model in PRESETS and not Path(config.model).exists():
+        overrides = {}
+        if config.stream_loss_weight is not None:
+            overrides["stream_loss_weight"] = config.stream_loss_weight
+        model, template = build_model(LiveConfig.from_name(config.model, **overrides))
+    else:
+        model, template = load_checkpoint(config.model, is_trainable=True)
+        if config.stream_loss_weight is not None:
+            model.config.stream_loss_weight = config.stream_loss_weight
+    if config.lora_r > 0 and config.lora_targets and not hasattr(model.llm, "peft_config"):
+        is_regex = any(c in config.lora_targets for c in "|*$")
+        targets = config.lora_targets if is_regex else [t.strip() for t in config.lora_targets.split(",")]
+        add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, target_modules=targets)
+    if not hasattr(model.llm, "peft_config"):  # PEFT already froze the base and opened LoRA + the connector
+        model.base_llm.requires_grad_(False)
+        model.connector.requires_grad_(True)
+    if model.frame_encoder is not None:
+        model.frame_encoder.requires_grad_(config.train_vision)
+    model.train()
+    return model, template
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class LiveTrainer(Trainer):
+    """Saves and restores only the trainable weights (LoRA, connector, vision if trained)."""
+
+    vision_learning_rate: float | None = None
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = Path(output_dir or self.args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_file(trainable_state(self.model), output_dir / TRAINABLE_FILE)
+        self.model.config.save(output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model or self.model
+        state = load_file(Path(resume_from_checkpoint) / TRAINABLE_FILE)
+        expected = trainable_state(model)
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise UserError(f"{resume_from_checkpoint} lacks trainable weights, e.g. {missing[0]}: was it "
+                            "written by a different training setup?")
+        with torch.no_grad():
+            parameters = dict(model.named_parameters())
+            for name, value in state.items():
+                parameters[name].copy_(value)
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        if best:
+            self._load_from_checkpoint(best)
+
+    def create_optimizer(self):
+        if self.optimizer is None and self.vision_learning_rate is not None:
+            vision = {id(p) for p in self.model.frame_encoder.parameters()} if self.model.frame_encoder else set()
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for p in params if id(p) not in vision], "lr": self.args.learning_rate},
+                {"params": [p for p in params if id(p) in vision], "lr": self.vision_learning_rate},
+            ]
+            optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+            kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
+            return self.optimizer
+        return super().create_optimizer()
+
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Train; returns the directory of the final checkpoint."""
+    torch.manual_seed(config.seed)
+    model, template = build_training_model(config)
+    if config.gradient_checkpointing:
+        model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    key = "features" if config.features else "frames"
+    store = FrameStore(config.frames, key)
+    train_set = StreamDataset(read_jsonl(config.data), store, template, config.max_length)
+    eval_set = StreamDataset(read_jsonl(config.eval_data), store, template, config.max_length) if (
+        config.eval_data) else None
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+    args = training_arguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup=config.warmup_ratio,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        lr_scheduler_type="cosine",
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if eval_set is not None else "no",
+        eval_steps=config.eval_steps,
+        bf16=config.bf16,
+        seed=config.seed,
+        dataloader_num_workers=config.dataloader_workers,
+        remove_unused_columns=False,
+        report_to=config.report_to,
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.cuda.is_available() else None,
+        disable_tqdm=False,
+    )
+    trainer = LiveTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                            data_collator=StreamCollator(template))
+    trainer.vision_learning_rate = config.vision_learning_rate if config.train_vision else None
+    if config.max_time_minutes is not None:
+        trainer.add_callback(TimeLimit(config.max_time_minutes * 60))
+    last = get_last_checkpoint(str(output_dir)) if resume else None
+    if resume and last is None:
+        logger.warning("no checkpoint in %s to resume from: starting fresh", output_dir)
+    trainer.train(resume_from_checkpoint=last)
+    final = output_dir / FINAL_DIR
+    if trainer.is_world_process_zero():
+        model.config.extra["train"] = {k: v for k, v in dataclasses.asdict(config).items() if k != "report_to"}
+        save_checkpoint(model, template, final, save_vision=config.train_vision or None, dtype=config.save_dtype)
+        (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    return final
+
+
+def training_arguments(warmup: float, **kwargs) -> TrainingArguments:
+    """TrainingArguments across transformers 5.x: the warmup ratio moved from `warmup_ratio` to a float
+    `warmup_steps`."""
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    kwargs["warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"] = warmup
+    return TrainingArguments(**kwargs)
+
+
+class TimeLimit(TrainerCallback):
+    """Stop training, with a save, once a wall-clock budget is spent."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() > self.deadline:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, grad_accum: int, world_size: int | None = None) -> int:
+    world_size = world_size or int(os.environ.get("WORLD_SIZE", 1))
+    return math.ceil(num_samples / (batch_size * world_size * grad_accum))

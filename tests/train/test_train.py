@@ -1,0 +1,106 @@
+"""Training end to end on a tiny synthetic world: loss goes down, a killed run resumes exactly, features and
+torchrun (2 gloo processes) work."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiny_models import tiny_model
+from videollm_online.checkpoint import load_checkpoint, save_checkpoint
+from videollm_online.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Three short synthetic videos at 2 fps, preprocessed to the tiny model's 32 px frames."""
+    root = tmp_path_factory.mktemp("world")
+    assert main(["data", "synth-world", "--out", str(root), "--videos", "3", "--seed", "7", "--size", "64",
+                 "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10", "-q"]) == 0
+    assert main(["data", "preprocess", str(root / "videos"), "--out", str(root / "frames"), "--fps", "2",
+                 "--resolution", "32", "-q"]) == 0
+    return root
+
+
+def train_args(world: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(world / "conversations.jsonl"), "--frames", str(world / "frames"),
+            "--output-dir", str(out), "--model", "tiny", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8",
+            "--logging-steps", "1", "--seed", "3", *extra]
+
+
+def losses(out: Path) -> list[float]:
+    return [entry["loss"] for entry in json.loads((out / "log_history.json").read_text()) if "loss" in entry]
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(world, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(world, out, "--max-steps", "16", "--learning-rate", "5e-3", "--train-vision",
+                           "--save-steps", "100", "--save-dtype", "float16")) == 0
+    history = losses(out)
+    assert sum(history[-4:]) / 4 < sum(history[:4]) / 4 * 0.9, history
+    model, template = load_checkpoint(out / "final")
+    files = {p.name for p in (out / "final").iterdir()}
+    assert {"adapter_model.safetensors", "vision", "llm", "videollm_online.json"} <= files
+    adapter = load_file(out / "final" / "adapter_model.safetensors")
+    assert all(t.dtype == torch.float16 for t in adapter.values())
+    assert next(model.parameters()).dtype == torch.float32  # cast back on load
+    assert model.config.extra["train"]["max_steps"] == 16
+
+
+def test_a_killed_run_resumes_to_the_same_weights(world, tmp_path):
+    steps = ["--max-steps", "8", "--save-steps", "2", "--learning-rate", "1e-3"]
+    uninterrupted = tmp_path / "whole"
+    assert main(train_args(world, uninterrupted, *steps)) == 0
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "videollm_online.cli", *train_args(world, killed, *steps)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint-4" / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "checkpoint-8").exists() and not (killed / "final").exists()
+
+    assert main([*train_args(world, killed, *steps), "--resume"]) == 0
+    expected = load_file(uninterrupted / "checkpoint-8" / "trainable.safetensors")
+    resumed = load_file(killed / "checkpoint-8" / "trainable.safetensors")
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], msg=key)
+
+
+def test_training_from_precomputed_features(world, tmp_path):
+    model, template = tiny_model()
+    checkpoint = tmp_path / "start"
+    save_checkpoint(model, template, checkpoint)
+    assert main(["data", "features", str(world / "frames"), "--out", str(tmp_path / "features"), "--model",
+                 str(checkpoint), "-q"]) == 0
+    features = load_file(next((tmp_path / "features").glob("*.safetensors")))["features"]
+    assert features.shape[1:] == (10, 32)
+    out = tmp_path / "run"
+    args = train_args(world, out, "--max-steps", "2", "--save-steps", "100")
+    args[args.index("--frames") + 1] = str(tmp_path / "features")
+    args[args.index("--model") + 1] = str(checkpoint)
+    assert main([*args, "--features"]) == 0
+    assert (out / "final" / "adapter_model.safetensors").exists()
+
+
+def test_torchrun_with_two_gloo_processes(world, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "videollm_online.cli", *train_args(world, out, "--max-steps", "3", "--save-steps", "100")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((out / "log_history.json").read_text())
+    assert state[-1]["step"] == 3
+    assert (out / "final" / "adapter_model.safetensors").exists()
