@@ -22,9 +22,12 @@ def test_frames_to_logits_and_loss(llm, vision):
     embeds = model.frames_to_embeds(images)
     assert embeds.shape == (5, 10, 32)  # (N, CLS + 3x3, H)
     tokens = template.tokenize(CONVERSATION)
-    input_ids = torch.tensor([tokens.input_ids])
-    output = model(input_ids, frame_embeds=embeds, labels=torch.tensor([tokens.labels]))
-    assert output.logits.shape == (1, len(tokens.input_ids), model.base_llm.config.vocab_size)
+    input_ids, labels = torch.tensor([tokens.input_ids]), torch.tensor([tokens.labels])
+    full = model(input_ids, frame_embeds=embeds).logits
+    assert full.shape == (1, len(tokens.input_ids), model.base_llm.config.vocab_size)
+    output = model(input_ids, frame_embeds=embeds, labels=labels)  # the LM head runs at learned positions only
+    learned = labels != IGNORE_INDEX
+    torch.testing.assert_close(output.logits, full[learned], atol=1e-5, rtol=1e-5)
     assert torch.isfinite(output.loss)
     output.loss.backward()
     assert model.connector[0].weight.grad is not None

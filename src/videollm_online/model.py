@@ -176,15 +176,21 @@ class LiveModel(nn.Module):
 
     def forward_embeds(self, inputs_embeds, past_key_values=None, use_cache=None, attention_mask=None, labels=None,
                        input_ids=None, **kwargs) -> LiveOutput:
-        """The LLM over ready embeddings (B, L, H); the cache argument is named for the installed transformers."""
+        """The LLM over ready embeddings (B, L, H); the cache argument is named for the installed transformers.
+        With labels (training) the LM head runs only at learned positions, and `logits` holds just those rows:
+        most positions are frame tokens that learn nothing, and full-vocabulary logits would dominate memory."""
+        if labels is not None and past_key_values is None:
+            hidden = self.base_llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                                 use_cache=False, **kwargs).last_hidden_state  # (B, L, H)
+            learned = labels != IGNORE_INDEX
+            logits = self.base_llm.get_output_embeddings()(hidden[learned])  # (N_learned, V)
+            loss = self.loss(logits, labels[learned], input_ids[learned])
+            return LiveOutput(loss=loss, logits=logits)
         if past_key_values is not None:
             kwargs[self._cache_kwarg] = past_key_values
         outputs = self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=use_cache, **kwargs)
-        loss = None
-        if labels is not None:
-            loss = self.loss(outputs.logits, labels, input_ids)
         cache = outputs["cache"] if self._cache_kwarg == "cache" else outputs["past_key_values"]
-        return LiveOutput(loss=loss, logits=outputs.logits, kv_cache=cache)
+        return LiveOutput(logits=outputs.logits, kv_cache=cache)
 
     @functools.cached_property
     def _cache_kwarg(self) -> str:
@@ -192,15 +198,12 @@ class LiveModel(nn.Module):
         return "cache" if "cache" in inspect.signature(self.base_llm.forward).parameters else "past_key_values"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over learned positions; positions whose input is `<v>` (the stream decisions) weigh
-        `stream_loss_weight`. Normalised by the number of learned positions, as the seed does."""
-        ce = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-        )
-        v_mask = (input_ids == self.ids.v_placeholder).flatten()
-        weight = torch.where(v_mask, self.config.stream_loss_weight, 1.0)
-        num_learned = (labels != IGNORE_INDEX).sum().clamp(min=1)
-        return (ce * weight).sum() / num_learned
+        """Cross-entropy over learned positions (logits (N, V) and labels (N,) of those positions); positions whose
+        input is `<v>` (the stream decisions) weigh `stream_loss_weight`. Normalised by the number of learned
+        positions, as the seed does."""
+        ce = F.cross_entropy(logits.float(), labels, reduction="none")
+        weight = torch.where(input_ids == self.ids.v_placeholder, self.config.stream_loss_weight, 1.0)
+        return (ce * weight).sum() / max(len(labels), 1)
 
 
 def attach_connector(llm: nn.Module, vision_hidden: int, config: LiveConfig) -> nn.Module:

@@ -59,6 +59,15 @@ class TrainConfig:
     """Overrides the model config's weight of the frame-position loss."""
     learning_rate: float = 2e-4
     vision_learning_rate: float | None = None
+    time_budget: TimeBudget | None = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.time_budget is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            self.time_budget.max_steps = num_training_steps
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.time_budget.factor)
+        return self.lr_scheduler
     """Learning rate of the vision encoder (default: learning_rate)."""
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
@@ -77,7 +86,8 @@ class TrainConfig:
     dataloader_workers: int = 0
     report_to: list[str] = field(default_factory=list)
     max_time_minutes: float | None = None
-    """Stop cleanly (saving) after this many minutes of training."""
+    """A wall-clock budget: the learning-rate schedule spans it (or max_steps, whichever ends first) and training
+    stops, saving, when it is spent."""
     save_dtype: str | None = None
     """Store the final checkpoint's weights in this dtype (e.g. float16 to ship it small)."""
 
@@ -124,6 +134,15 @@ class LiveTrainer(Trainer):
     """Saves and restores only the trainable weights (LoRA, connector, vision if trained)."""
 
     vision_learning_rate: float | None = None
+    time_budget: TimeBudget | None = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.time_budget is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            self.time_budget.max_steps = num_training_steps
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.time_budget.factor)
+        return self.lr_scheduler
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = Path(output_dir or self.args.output_dir)
@@ -180,6 +199,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
+    if config.bf16 and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise UserError("--bf16 needs a GPU with bfloat16 support; leave it out on a CPU")
     args = training_arguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
@@ -210,7 +231,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                             data_collator=StreamCollator(template))
     trainer.vision_learning_rate = config.vision_learning_rate if config.train_vision else None
     if config.max_time_minutes is not None:
-        trainer.add_callback(TimeLimit(config.max_time_minutes * 60))
+        trainer.time_budget = TimeBudget(config.max_time_minutes * 60, config.warmup_ratio, config.max_steps)
+        trainer.add_callback(trainer.time_budget)
     last = get_last_checkpoint(str(output_dir)) if resume else None
     if resume and last is None:
         logger.warning("no checkpoint in %s to resume from: starting fresh", output_dir)
@@ -231,14 +253,28 @@ def training_arguments(warmup: float, **kwargs) -> TrainingArguments:
     return TrainingArguments(**kwargs)
 
 
-class TimeLimit(TrainerCallback):
-    """Stop training, with a save, once a wall-clock budget is spent."""
+class TimeBudget(TrainerCallback):
+    """Warmup then cosine decay over whichever runs out first, the steps or the wall-clock budget; stops (with a
+    save) when the budget is spent. The rate follows max(step fraction, time fraction), so a run cut by time still
+    ends with a decayed rate. `LiveTrainer.create_scheduler` turns `factor` into the learning-rate scheduler."""
 
-    def __init__(self, seconds: float):
-        self.deadline = time.monotonic() + seconds
+    def __init__(self, seconds: float, warmup: float, max_steps: int):
+        self.seconds, self.warmup, self.max_steps = seconds, warmup, max_steps
+        self.started = time.monotonic()
+
+    def factor(self, step: int) -> float:
+        by_time = (time.monotonic() - self.started) / self.seconds
+        by_steps = step / self.max_steps if self.max_steps > 0 else 0.0
+        p = min(1.0, max(by_time, by_steps))
+        if p < self.warmup:
+            return p / self.warmup
+        return 0.5 * (1 + math.cos(math.pi * (p - self.warmup) / (1 - self.warmup)))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() > self.deadline:
+        if time.monotonic() - self.started > self.seconds:
             control.should_training_stop = True
             control.should_save = True
         return control
