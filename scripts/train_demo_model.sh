@@ -9,7 +9,7 @@ OUT=${OUT:-outputs/demo-model-run}
 WORKERS=${WORKERS:-$(nproc)}
 TRAIN_VIDEOS=${TRAIN_VIDEOS:-1000}
 MINUTES=${MINUTES:-5}
-BATCH=${BATCH:-8}
+BATCH=${BATCH:-16}
 CLI=${CLI:-videollm-online}
 PRECISION=${PRECISION---bf16}  # PRECISION= (empty) on a CPU
 WORLD="--size 256 --video-fps 2 --time-grid 0.5 --workers $WORKERS -q"
@@ -28,5 +28,5 @@ if [[ $STAGE == all || $STAGE == train ]]; then
     --eval-data "$WORK/heldout/conversations.jsonl" --output-dir "$OUT" \
     --train-vision --lora-r 16 --lora-alpha 32 --learning-rate 4e-4 --vision-learning-rate 1e-3 \
     --batch-size "$BATCH" --num-epochs 100 --max-time-minutes "$MINUTES" $PRECISION \
-    --logging-steps 25 --eval-steps 400 --save-steps 400 --dataloader-workers 6 --save-dtype float16
+    --logging-steps 25 --eval-steps 400 --save-steps 400 --dataloader-workers 10 --save-dtype float16
 fi

@@ -104,3 +104,18 @@ def test_torchrun_with_two_gloo_processes(world, tmp_path):
     state = json.loads((out / "log_history.json").read_text())
     assert state[-1]["step"] == 3
     assert (out / "final" / "adapter_model.safetensors").exists()
+
+
+def test_samples_with_missing_or_short_frames_are_dropped_with_a_warning(world):
+    from videollm_online.data.frames import FrameStore, read_jsonl
+    from videollm_online.train.dataset import StreamDataset
+
+    _, template = tiny_model()
+    rows = read_jsonl(world / "conversations.jsonl")
+    short = {**rows[0], "start_frame": 5}  # runs past the video's last frame
+    missing = {**rows[0], "video": "no-such-video"}
+    with pytest.warns(UserWarning, match=r"dropped 2 of \d+ samples .*no-such-video \(needs \d+, has 0\)"):
+        dataset = StreamDataset([*rows, short, missing], FrameStore(world / "frames"), template)
+    assert len(dataset) == len(rows)
+    sample = dataset[0]
+    assert sample["frames"].shape[0] * 10 == sample["input_ids"].count(template.ids.v_placeholder)

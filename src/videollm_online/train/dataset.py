@@ -7,6 +7,7 @@ in the step, trainable or not) or as precomputed features (the encoder stays fro
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -22,15 +23,32 @@ def conversation_frames(conversation: list[dict[str, Any]]) -> int:
 
 
 class StreamDataset(Dataset):
+    """Rows whose video is missing from the store, or has fewer frames than the conversation needs (a corrupt or
+    cut video), are dropped up front with a warning that counts them, so a bad video never stops a run."""
+
     def __init__(self, rows: list[dict[str, Any]], store: FrameStore, template: StreamTemplate,
                  max_length: int | None = None):
-        self.rows = rows
         self.store = store
         self.template = template
         self.max_length = max_length
+        available: dict[str, int] = {}
+        self.rows, dropped = [], []
         for index, row in enumerate(rows):
             if "video" not in row or "conversation" not in row:
                 raise ValueError(f"sample {index} needs 'video' and 'conversation'")
+            video = row["video"]
+            if video not in available:
+                available[video] = store.num_frames(video) if store.path(video).exists() else 0
+            needed = int(row.get("start_frame", 0)) + conversation_frames(row["conversation"])
+            if needed > available[video]:
+                dropped.append(f"{video} (needs {needed}, has {available[video]})")
+            else:
+                self.rows.append(row)
+        if dropped:
+            warnings.warn(f"dropped {len(dropped)} of {len(rows)} samples whose frames are missing or short: "
+                          f"{', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}", stacklevel=2)
+        if not self.rows:
+            raise ValueError(f"no usable samples: all {len(rows)} need frames the store {store.directory} lacks")
 
     def __len__(self) -> int:
         return len(self.rows)
