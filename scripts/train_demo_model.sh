@@ -11,6 +11,7 @@ TRAIN_VIDEOS=${TRAIN_VIDEOS:-1000}
 MINUTES=${MINUTES:-5}
 BATCH=${BATCH:-16}
 CLI=${CLI:-videollm-online}
+MODEL=${MODEL:-demo}  # a preset (fresh connector) or a checkpoint to continue from
 PRECISION=${PRECISION---bf16}  # PRECISION= (empty) on a CPU
 WORLD="--size 256 --video-fps 2 --time-grid 0.5 --workers $WORKERS -q"
 
@@ -24,8 +25,9 @@ if [[ $STAGE == all || $STAGE == data ]]; then
 fi
 if [[ $STAGE == all || $STAGE == train ]]; then
   # SmolLM2-135M-Instruct + a 4-layer SigLIP-shaped encoder from scratch; LoRA r16 on every projection + lm_head.
-  $CLI train --model demo --data "$WORK/train/conversations.jsonl" --frames "$WORK/train/frames" \
-    --eval-data "$WORK/heldout/conversations.jsonl" --output-dir "$OUT" \
+  $CLI train --model "$MODEL" --data "$WORK/train/conversations.jsonl" --frames "$WORK/train/frames" \
+    --eval-data "$WORK/heldout/conversations.jsonl" \
+    --eval-frames "$WORK/heldout/frames" --output-dir "$OUT" \
     --train-vision --lora-r 16 --lora-alpha 32 --learning-rate 4e-4 --vision-learning-rate 1e-3 \
     --batch-size "$BATCH" --num-epochs 100 --max-time-minutes "$MINUTES" $PRECISION \
     --logging-steps 25 --eval-steps 400 --save-steps 400 --dataloader-workers 10 --save-dtype float16

@@ -105,7 +105,7 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = gguf_tokenizer(gguf_path)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # save_pretrained refuses a GGUF-loaded model: copy its weights into a plain model of the same config.
     config = loaded.config
@@ -117,6 +117,22 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target
+
+
+def gguf_tokenizer(gguf_path: Path):
+    """The tokenizer of a GGUF file, with bos/eos/pad set from the file's own metadata: transformers releases
+    disagree on them (5.17 gives SmolLM2 the wrong eos), and the eos decides where every response ends."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    fields = gguf.GGUFReader(gguf_path).fields
+    for name in ("bos", "eos", "pad"):
+        field = fields.get(f"tokenizer.ggml.{name}_token_id" if name != "pad" else "tokenizer.ggml.padding_token_id")
+        if field is not None:
+            token_id = int(field.parts[field.data[0]][0])
+            setattr(tokenizer, f"{name}_token", tokenizer.convert_ids_to_tokens(token_id))
+    return tokenizer
 
 
 @contextmanager
@@ -409,7 +425,7 @@ def load_tokenizer(spec: str | None):
         converted = cache_dir() / "llm" / path.stem
         if (converted / "tokenizer.json").exists():
             return AutoTokenizer.from_pretrained(converted)
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        return gguf_tokenizer(path)
     if path.is_dir() and not _has_tokenizer(path):
         raise ModelNotFoundError(f"{path} has no tokenizer files (tokenizer.json or tokenizer_config.json)")
     return AutoTokenizer.from_pretrained(path)

@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", required=True, help="checkpoints and the final model go here")
     train.add_argument("--model", help="preset (fresh connector) or checkpoint to continue (default: demo)")
     train.add_argument("--eval-data", help="JSONL of held-out samples")
+    train.add_argument("--eval-frames", help="frames directory of the held-out samples (default: --frames)")
     train.add_argument("--features", action="store_true", default=None, help="frames dir holds features")
     train.add_argument("--train-vision", action="store_true", default=None, help="train the vision encoder too")
     train.add_argument("--lora-r", type=int)

@@ -106,6 +106,11 @@ class LiveModel(nn.Module):
         return self.base_llm.connector
 
     @property
+    def hidden_size(self) -> int:
+        """Width of the LLM's embeddings, which frame embeddings match."""
+        return self.base_llm.get_input_embeddings().embedding_dim
+
+    @property
     def device(self) -> torch.device:
         return next(self.llm.parameters()).device
 

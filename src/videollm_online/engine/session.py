@@ -110,7 +110,7 @@ class StreamSession:
         started = wallclock.perf_counter()
         if self.last_frame_time is not None and video_time < self.last_frame_time:
             raise ValueError(f"frames must come in time order: {video_time} after {self.last_frame_time}")
-        expected = (self.model.config.frame_num_tokens, self.model.connector[-1].out_features)
+        expected = (self.model.config.frame_num_tokens, self.model.hidden_size)
         if tuple(frame_embeds.shape) != expected:
             raise ValueError(f"frame_embeds must have shape {expected}, got {tuple(frame_embeds.shape)}")
         events = self._answer_queries(lambda t: t < video_time, started)

@@ -46,6 +46,8 @@ class TrainConfig:
     """A preset name (fresh connector) or a checkpoint to continue from."""
     eval_data: str | None = None
     """JSONL of held-out samples; evaluated every `eval_steps`."""
+    eval_frames: str | None = None
+    """Frames directory of the held-out samples (default: `frames`)."""
     features: bool = False
     """Read precomputed features (key `features`) instead of pixels; the vision encoder is then frozen."""
     lora_r: int = 16
@@ -193,8 +195,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     key = "features" if config.features else "frames"
     store = FrameStore(config.frames, key)
     train_set = StreamDataset(read_jsonl(config.data), store, template, config.max_length)
-    eval_set = StreamDataset(read_jsonl(config.eval_data), store, template, config.max_length) if (
-        config.eval_data) else None
+    eval_set = None
+    if config.eval_data:
+        eval_store = FrameStore(config.eval_frames, key) if config.eval_frames else store
+        eval_set = StreamDataset(read_jsonl(config.eval_data), eval_store, template, config.max_length)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
