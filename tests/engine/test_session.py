@@ -98,3 +98,15 @@ def test_frames_out_of_order_and_wrong_shape_raise(tiny):
         session.push_frame(2.0, torch.zeros(3, 32))
     with pytest.raises(ValueError, match="threshold"):
         EngineConfig(threshold=2.0)
+
+
+def test_session_with_a_lora_wrapped_model(tiny):
+    from videollm_online.checkpoint import add_lora
+
+    model, template = tiny
+    add_lora(model, r=4, alpha=8, dropout=0.0)
+    model.eval()
+    session = StreamSession(model, template, EngineConfig(threshold=0.0, max_new_tokens=2))
+    session.push_query(0.0, "hi?")
+    events = session.push_frame(0.0, random_frames(1, model)[0])
+    assert [e.role for e in events] == ["user", "assistant"]

@@ -51,7 +51,7 @@ class StreamEvent:
     """Seconds from the call that produced this turn to the turn being complete."""
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "content": self.text, "time": round(self.video_time, 3)}
+        return {"role": self.role, "content": self.text.strip(), "time": round(self.video_time, 3)}
 
 
 # Where the conversation stands, which decides the text that joins the next frame or turn.
