@@ -103,7 +103,7 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
     target = cache_dir() / "llm" / gguf_path.stem
     if (target / "config.json").exists():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     tokenizer = gguf_tokenizer(gguf_path)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
