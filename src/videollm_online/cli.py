@@ -174,6 +174,11 @@ def cmd_data_synth_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def distributed_rank() -> tuple[int, int]:
+    """This process's rank and the world size, as torchrun (or SLURM through it) sets them."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 def cmd_data_preprocess(args: argparse.Namespace) -> int:
     from .config import LiveConfig
     from .data.frames import preprocess_videos
@@ -184,7 +189,7 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
         fps, resolution = fps or preset.frame_fps, resolution or preset.frame_resolution
     if not fps or not resolution:
         raise UserError("give --fps and --resolution, or a --preset to take them from")
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world_size = distributed_rank()
     counts = preprocess_videos(args.videos, args.out, fps=fps, resolution=resolution, rank=rank,
                                world_size=world_size, workers=args.workers, progress=not args.quiet)
     print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done, "
@@ -196,7 +201,7 @@ def cmd_data_features(args: argparse.Namespace) -> int:
     from .data.frames import extract_features
 
     model, _, name = load_model_from_args(args)
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     counts = extract_features(args.frames, args.out, model, batch_size=args.batch_size, rank=rank,

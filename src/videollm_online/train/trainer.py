@@ -61,15 +61,6 @@ class TrainConfig:
     """Overrides the model config's weight of the frame-position loss."""
     learning_rate: float = 2e-4
     vision_learning_rate: float | None = None
-    time_budget: TimeBudget | None = None
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.time_budget is None:
-            return super().create_scheduler(num_training_steps, optimizer)
-        if self.lr_scheduler is None:
-            self.time_budget.max_steps = num_training_steps
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.time_budget.factor)
-        return self.lr_scheduler
     """Learning rate of the vision encoder (default: learning_rate)."""
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
