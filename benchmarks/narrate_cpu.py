@@ -74,22 +74,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     clip = synthetic_clip(cache_dir() / "bench" / f"clip-{args.minutes:g}min.mp4", args.minutes)
-    results = []
-    for model_name in args.models:
-        for scenario in args.scenarios:
-            result = run(model_name, clip, scenario, args.minutes)
-            print(json.dumps(result), flush=True)
-            results.append(result)
     report = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/narrate_cpu.py", *sys.argv[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "transformers": transformers.__version__},
         "video": {"minutes": args.minutes, "source": "640x360 H.264, 10 fps", "sampled_fps": 2},
-        "results": results,
+        "results": [],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    for model_name in args.models:
+        for scenario in args.scenarios:
+            result = run(model_name, clip, scenario, args.minutes)
+            print(json.dumps(result), flush=True)
+            report["results"].append(result)
+            args.output.write_text(json.dumps(report, indent=2) + "\n")  # after each run: a kill keeps the rest
     print(f"written to {args.output}")
 
 
