@@ -414,6 +414,19 @@ def load_model(
     return model, template, spec
 
 
+def model_config(spec: str | None = None, preset: str | None = None) -> LiveConfig:
+    """The config of what `load_model(spec)` would load, read without any weights (to check inputs first)."""
+    from .config import PRESETS
+
+    spec = spec or default_model()
+    if spec in PRESETS and not Path(spec).exists():
+        return LiveConfig.from_name(spec)
+    directory = resolve_model_dir(spec)
+    if (directory / CONFIG_FILE).exists():
+        return LiveConfig.load(directory)
+    return LiveConfig.from_name(preset or "8b-v1plus")
+
+
 def load_tokenizer(spec: str | None):
     """A tokenizer from a directory, a .gguf file, a `package:` file or a hub id; None: the tiny byte tokenizer."""
     from transformers import AutoTokenizer

@@ -93,6 +93,12 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     if not (source.startswith(("rtsp://", "rtmp://", "http://", "https://", "/dev/")) or Path(source).exists()):
         raise UserError(f"no such file or directory: {source}")
     queries = ([(0.0, args.query)] if args.query else []) + list(args.query_at or [])
+    if Path(source).exists():  # a local file or folder: find out it is no video before loading any weights
+        from .checkpoint import model_config
+
+        config = model_config(args.model, args.preset)
+        with open_video(source, fps=args.fps or config.frame_fps, resolution=config.frame_resolution) as probe:
+            next(iter(probe), None)
     model, template, name = load_model_from_args(args)
     fps = args.fps or model.config.frame_fps
     engine = EngineConfig(threshold=args.threshold, max_new_tokens=args.max_new_tokens)
