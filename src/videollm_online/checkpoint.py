@@ -10,7 +10,6 @@ directory with only a PEFT adapter is read as a released VideoLLM-online checkpo
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -376,10 +375,6 @@ def load_checkpoint(
     model_, template = assemble(config, llm_module, tokenizer, vision_model if with_vision else None)
     model_.eval()
     return model_.to(device), template
-
-
-def describe_config(config: LiveConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2)
 
 
 # ---------------------------------------------------------------------- entry points for commands

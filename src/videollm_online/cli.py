@@ -161,9 +161,9 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- data synth-world / preprocess
 def cmd_data_synth_world(args: argparse.Namespace) -> int:
-    from .data.frames import write_jsonl
     from .data.streaming import world_conversations
     from .data.synth_world import WorldConfig, load_world, write_world
+    from .files import write_jsonl
 
     try:
         config = WorldConfig(width=args.size, height=args.size, fps=args.video_fps, min_duration=args.min_duration,

@@ -118,8 +118,10 @@ class LiveConfig:
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:
+        from .files import write_json_atomic
+
         path = Path(directory) / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json_atomic(path, self.to_dict())
         return path
 
     @classmethod

@@ -7,9 +7,6 @@ JSON atomically after every turn so an interrupt loses nothing that was said.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .engine import EngineConfig, StreamEvent, StreamSession
+from .files import write_json_atomic
 from .model import LiveModel
 from .text import StreamTemplate
 
@@ -65,20 +63,6 @@ class History:
         if self.path is None:
             return
         write_json_atomic(self.path, self.to_dict())
-
-
-def write_json_atomic(path: Path, data) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            json.dump(data, file, indent=2, ensure_ascii=False)
-            file.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _batches(frames: Iterable, batch_size: int, times: StageTimes):

@@ -107,7 +107,8 @@ def test_torchrun_with_two_gloo_processes(world, tmp_path):
 
 
 def test_samples_with_missing_or_short_frames_are_dropped_with_a_warning(world):
-    from videollm_online.data.frames import FrameStore, read_jsonl
+    from videollm_online.data.frames import FrameStore
+    from videollm_online.files import read_jsonl
     from videollm_online.train.dataset import StreamDataset
 
     _, template = tiny_model()

@@ -8,9 +8,7 @@ split by rank and world size so `torchrun` can share it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,15 +18,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import UserError
+from ..files import write_with
 
 logger = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def list_videos(video_dir: str | Path) -> list[Path]:
@@ -122,32 +119,6 @@ class FrameStore:
     def num_frames(self, video: str) -> int:
         with safe_open(self.path(video), framework="pt") as file:
             return file.get_slice(self.key).get_shape()[0]
-
-
-def write_jsonl(path: str | Path, rows) -> None:
-    """Write rows as JSON lines atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as file:
-        for row in rows:
-            file.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no such file: {path}")
-    rows = []
-    with open(path) as file:
-        for number, line in enumerate(file, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise UserError(f"{path}:{number} is not valid JSON: {error}") from error
-    return rows
 
 
 def extract_features(

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..files import write_json_atomic
+
 FORMAT = "synth_world/1"
 """Version tag written into every annotation and index."""
 
@@ -1251,12 +1253,6 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, config: WorldConfig | None = None,
                 progress: bool = True, workers: int = 1) -> WorldWriteResult:
     """Write `num_videos` episodes under `out_dir`, resumably.
@@ -1284,7 +1280,7 @@ def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, conf
             raise ValueError(f"{out} holds a world written with another format, seed or config (format "
                              f"{old.get('format')!r}, seed {old.get('seed')!r}); use another directory")
         ids = old["videos"] if len(old["videos"]) > len(ids) else ids
-    _write_json(index_path, {**meta, "videos": ids})
+    write_json_atomic(index_path, {**meta, "videos": ids})
     from tqdm import tqdm
 
     result = WorldWriteResult(ids[:num_videos], [], [])
@@ -1319,7 +1315,7 @@ def _write_video(job: tuple[str, int, str, int, WorldConfig]) -> str:
     annotation = episode.to_annotation()
     video = {"path": f"videos/{vid}.mp4", "fps": config.fps, "width": config.width, "height": config.height,
              "num_frames": num_frames(episode.duration, config.fps)}
-    _write_json(annotation_path, {"format": FORMAT, "id": vid, "video": video, **annotation})
+    write_json_atomic(annotation_path, {"format": FORMAT, "id": vid, "video": video, **annotation})
     return vid
 
 

@@ -23,8 +23,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_checkpoint, save_checkpoint
 from ..config import PRESETS, LiveConfig
-from ..data.frames import FrameStore, read_jsonl
+from ..data.frames import FrameStore
 from ..errors import UserError
+from ..files import read_jsonl
 from .dataset import StreamCollator, StreamDataset
 
 logger = logging.getLogger(__name__)
