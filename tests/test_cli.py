@@ -115,3 +115,28 @@ def test_data_tokenize_with_the_smollm2_tokenizer(tmp_path, capsys):
 def test_console_script_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "videollm_online.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("videollm-online ")
+
+
+def _narrate_process(clip, checkpoint, *extra):
+    command = [sys.executable, "-m", "videollm_online.cli", "narrate", str(clip), "--model", str(checkpoint), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_interrupt_keeps_the_history_and_a_closed_pipe_is_quiet(tiny_checkpoint, make_clip, tmp_path):
+    import signal
+
+    clip = make_clip("long.mp4", frames=200, fps=10, size=(64, 64))  # 20 s, paced to the wall clock
+    history = tmp_path / "history.json"
+    process = _narrate_process(clip, tiny_checkpoint, "--realtime", "--max-new-tokens", "2", "--output", history)
+    first = process.stdout.readline()  # a turn was printed, so the history holds it
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert first.startswith("[") and process.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert json.loads(history.read_text())["conversation"]
+
+    process = _narrate_process(clip, tiny_checkpoint, "--max-new-tokens", "2")
+    process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and "Traceback" not in err

@@ -17,6 +17,7 @@ from .errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
 # ---------------------------------------------------------------------- shared options
@@ -113,6 +114,7 @@ def cmd_narrate(args: argparse.Namespace) -> int:
 
         def print_turn(event) -> None:
             bar.write(f"[{event.video_time:.1f}s] {event.role.capitalize()}: {event.text.strip()}", file=sys.stdout)
+            sys.stdout.flush()  # turns appear as they happen, also through a pipe
 
         live = args.realtime or stream.info.is_live
         try:
@@ -351,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:
         if args.verbose or not is_user_error(error):
             raise
