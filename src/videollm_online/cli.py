@@ -219,6 +219,27 @@ def cmd_data_features(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.runner import evaluate_world
+    from .files import write_json_atomic
+
+    if args.dataset != "synth-world":
+        raise UserError(f"unknown dataset {args.dataset!r}; valid datasets: synth-world")
+    if not Path(args.data_root).exists():
+        raise UserError(f"no such directory: {args.data_root}")
+    model, template, name = load_model_from_args(args)
+    metrics = evaluate_world(model, template, args.data_root, limit=args.limit, threshold=args.threshold,
+                             window=args.window, progress=not args.quiet)
+    metrics = {"model": name, "dataset": args.dataset, "data_root": str(args.data_root), **metrics}
+    width = max(len(key) for key in metrics)
+    for key, value in metrics.items():
+        print(f"{key:<{width}}  {round(value, 4) if isinstance(value, float) else value}")
+    if args.output:
+        write_json_atomic(args.output, metrics)
+    return 0
+
+
 # ---------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
@@ -305,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--batch-size", type=int, default=64)
     features.add_argument("--quiet", "-q", action="store_true")
     features.set_defaults(func=cmd_data_features)
+
+    evaluate = commands.add_parser("eval", help="streaming metrics (LM-PPL, TimeDiff, Fluency, LM-Correctness) and "
+                                                "event recall/precision on a dataset")
+    add_model_options(evaluate)
+    evaluate.add_argument("--dataset", default="synth-world", help="dataset format (default: synth-world)")
+    evaluate.add_argument("--data-root", required=True, help="the dataset's directory")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N videos")
+    evaluate.add_argument("--threshold", type=unit_float, help="decision threshold (default: the model's)")
+    evaluate.add_argument("--window", type=positive_float, default=1.0,
+                          help="seconds within which a said sentence matches a ground-truth narration (default: 1)")
+    evaluate.add_argument("--output", "-o", type=Path, help="write the metrics as JSON here")
+    evaluate.add_argument("--quiet", "-q", action="store_true")
+    evaluate.set_defaults(func=cmd_eval)
 
     train = commands.add_parser("train", help="train a LIVE model (LoRA + connector, vision optional) on stream "
                                               "conversations; torchrun for many GPUs")

@@ -1,0 +1,26 @@
+"""`videollm-online eval` end to end on a one-video synthetic world with a tiny checkpoint."""
+
+import json
+
+from tiny_models import make_decisive, tiny_model
+from videollm_online.checkpoint import save_checkpoint
+from videollm_online.cli import main
+
+
+def test_eval_command_writes_the_metrics(tmp_path, capsys):
+    world = tmp_path / "world"
+    assert main(["data", "synth-world", "--out", str(world), "--videos", "1", "--seed", "5", "--size", "64",
+                 "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10", "-q"]) == 0
+    model, template = tiny_model()
+    make_decisive(model, template, seed=4)
+    save_checkpoint(model, template, tmp_path / "ckpt")
+    out = tmp_path / "metrics.json"
+    assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["videos"] == 1 and metrics["num_conversations"] == 2 and metrics["num_turns"] >= 2
+    assert metrics["lm_ppl"] > 1 and metrics["time_diff"] >= 0
+    assert 0 <= metrics["fluency"] <= 1 and 0 <= metrics["lm_correctness"] <= 1
+    assert metrics["event_recall"] == 0.0  # random weights say no ground-truth sentence
+    assert metrics["narrations"] == len(json.loads((world / "annotations" / "000000.json").read_text())["narrations"])
+    assert "event_precision" in capsys.readouterr().out
+    assert main(["eval", "--data-root", str(tmp_path / "nowhere")]) == 2
