@@ -42,7 +42,7 @@ def load_model_from_args(args: argparse.Namespace):
     spec = args.model or default_model()
     if spec in PRESETS and not Path(spec).exists():
         print(f"note: {spec!r} is a preset, not a trained checkpoint: its connector is untrained, so what it says is "
-              "noise (the bundled demo model is not trained yet)", file=sys.stderr)
+              "noise (leave --model out for the bundled trained model)", file=sys.stderr)
 
     dtype = args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32")
     return load_model(args.model, preset=args.preset, llm=args.llm, vision=args.vision, device=args.device,
