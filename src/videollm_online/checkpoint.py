@@ -211,17 +211,16 @@ def _check_vocab(tokenizer, llm: nn.Module, v_placeholder_id: int) -> None:
 
 
 def assemble(
-    config: LiveConfig, llm: nn.Module, tokenizer, vision: nn.Module | None
+    config: LiveConfig, llm: nn.Module, tokenizer, vision: nn.Module
 ) -> tuple[LiveModel, StreamTemplate]:
     """Tie the parts together; the LLM must already carry its connector."""
     template = StreamTemplate(tokenizer, config)
     _check_vocab(tokenizer, llm, template.ids.v_placeholder)
-    encoder = FrameEncoder(vision, config) if vision is not None else None
-    return LiveModel(config, llm, encoder, template.ids), template
+    return LiveModel(config, llm, FrameEncoder(vision, config), template.ids), template
 
 
 def build_model(
-    config: LiveConfig, *, dtype=torch.float32, device: str | torch.device = "cpu", with_vision: bool = True
+    config: LiveConfig, *, dtype=torch.float32, device: str | torch.device = "cpu"
 ) -> tuple[LiveModel, StreamTemplate]:
     """A new LIVE model from a config: base LLM and vision encoder from their sources, a fresh connector."""
     dtype = parse_dtype(dtype)
@@ -230,7 +229,7 @@ def build_model(
     vision = load_vision(config, dtype=dtype)
     with _fork_and_seed(config.seed + 2):
         attach_connector(llm, vision.config.hidden_size, config)
-    model, template = assemble(config, llm, tokenizer, vision if with_vision else None)
+    model, template = assemble(config, llm, tokenizer, vision)
     return model.to(device), template
 
 
@@ -272,8 +271,6 @@ def save_checkpoint(
         if save_llm:
             model.base_llm.save_pretrained(tmp / LLM_DIR, state_dict=base_llm_state_dict(model.base_llm))
         if save_vision:
-            if model.frame_encoder is None:
-                raise ValueError("this model has no vision encoder to save")
             model.frame_encoder.vision_model.save_pretrained(tmp / VISION_DIR)
         if dtype is not None:
             for path in tmp.rglob("*.safetensors"):
@@ -319,7 +316,6 @@ def load_checkpoint(
     dtype=torch.float32,
     device: str | torch.device = "cpu",
     merge_lora: bool = False,
-    with_vision: bool = True,
     is_trainable: bool = False,
 ) -> tuple[LiveModel, StreamTemplate]:
     """Load a project checkpoint or a released VideoLLM-online adapter (directory or cached hub id).
@@ -372,7 +368,7 @@ def load_checkpoint(
         llm_module = base_llm
     else:
         raise ModelNotFoundError(f"{directory} has no connector weights ({ADAPTER_CONFIG} or {CONNECTOR_FILE})")
-    model_, template = assemble(config, llm_module, tokenizer, vision_model if with_vision else None)
+    model_, template = assemble(config, llm_module, tokenizer, vision_model)
     model_.eval()
     return model_.to(device), template
 

@@ -87,7 +87,7 @@ class LiveOutput(ModelOutput):
 class LiveModel(nn.Module):
     """Vision encoder + connector + LLM, one forward for training and streaming alike."""
 
-    def __init__(self, config: LiveConfig, llm: nn.Module, frame_encoder: FrameEncoder | None, ids: SpecialIds):
+    def __init__(self, config: LiveConfig, llm: nn.Module, frame_encoder: FrameEncoder, ids: SpecialIds):
         super().__init__()
         self.config = config
         self.llm = llm
@@ -121,8 +121,6 @@ class LiveModel(nn.Module):
     # ------------------------------------------------------------------ frames
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Normalised pixels (N, 3, R, R) -> frame features (N, T, Hv), before the connector."""
-        if self.frame_encoder is None:
-            raise ValueError("this model has no vision encoder loaded; pass precomputed frame features instead")
         return self.frame_encoder(pixel_values)
 
     def embed_frames(self, frame_features: torch.Tensor) -> torch.Tensor:
@@ -131,7 +129,7 @@ class LiveModel(nn.Module):
 
     def frames_to_embeds(self, images) -> torch.Tensor:
         """uint8 RGB frames (N, R, R, 3) -> frame embeddings (N, T, H)."""
-        encoder_dtype = next(self.frame_encoder.parameters()).dtype if self.frame_encoder is not None else None
+        encoder_dtype = next(self.frame_encoder.parameters()).dtype
         pixels = preprocess_frames(images, self.config, device=self.device, dtype=encoder_dtype)
         return self.embed_frames(self.encode_frames(pixels))
 

@@ -137,8 +137,6 @@ def extract_features(
     videos = shard(sorted(p.stem for p in source.directory.glob("*.safetensors")), rank, world_size)
     counts = {"written": 0, "skipped": 0}
     encoder = model.frame_encoder
-    if encoder is None:
-        raise UserError("the model has no vision encoder to extract features with")
     dtype = next(encoder.parameters()).dtype
     for video in tqdm(videos, desc=f"features [rank {rank}]", unit="video", disable=not progress):
         target = out_dir / f"{video}.safetensors"

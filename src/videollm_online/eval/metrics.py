@@ -54,17 +54,6 @@ import torch.nn.functional as F
 
 from ..text import IGNORE_INDEX, StreamTemplate
 
-__all__ = [
-    "ConversationResult",
-    "EventMatch",
-    "StreamMetrics",
-    "TurnResult",
-    "aggregate",
-    "evaluate_conversation",
-    "event_match",
-    "normalize_sentence",
-]
-
 
 @dataclass
 class TurnResult:

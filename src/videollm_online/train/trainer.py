@@ -114,8 +114,7 @@ def build_training_model(config: TrainConfig):
     if not hasattr(model.llm, "peft_config"):  # PEFT already froze the base and opened LoRA + the connector
         model.base_llm.requires_grad_(False)
         model.connector.requires_grad_(True)
-    if model.frame_encoder is not None:
-        model.frame_encoder.requires_grad_(config.train_vision)
+    model.frame_encoder.requires_grad_(config.train_vision)
     model.train()
     return model, template
 
@@ -164,7 +163,7 @@ class LiveTrainer(Trainer):
 
     def create_optimizer(self):
         if self.optimizer is None and self.vision_learning_rate is not None:
-            vision = {id(p) for p in self.model.frame_encoder.parameters()} if self.model.frame_encoder else set()
+            vision = {id(p) for p in self.model.frame_encoder.parameters()}
             params = [p for p in self.model.parameters() if p.requires_grad]
             groups = [
                 {"params": [p for p in params if id(p) not in vision], "lr": self.args.learning_rate},
@@ -274,8 +273,3 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
             control.should_save = True
         return control
-
-
-def steps_per_epoch(num_samples: int, batch_size: int, grad_accum: int, world_size: int | None = None) -> int:
-    world_size = world_size or int(os.environ.get("WORLD_SIZE", 1))
-    return math.ceil(num_samples / (batch_size * world_size * grad_accum))
