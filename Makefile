@@ -31,6 +31,10 @@ system-deps:
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
 		echo "installing python3-venv (apt)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv python3-pip; }
+	@# Speech playback (the tts extra's sounddevice) loads the system PortAudio library.
+	@dpkg-query -W -f='$${Status}' libportaudio2 2>/dev/null | grep -q "ok installed" || { \
+		echo "installing libportaudio2 (apt)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libportaudio2; }
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps
