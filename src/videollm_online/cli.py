@@ -221,22 +221,22 @@ def cmd_data_features(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.runner import evaluate_world
+    from .eval.runner import EvalOptions, format_table, run_eval
     from .files import write_json_atomic
 
-    if args.dataset != "synth-world":
-        raise UserError(f"unknown dataset {args.dataset!r}; valid datasets: synth-world")
-    if not Path(args.data_root).exists():
-        raise UserError(f"no such directory: {args.data_root}")
+    options = EvalOptions(dataset=args.dataset, data_root=args.data_root, split=args.split, frames=args.frames,
+                          limit=args.limit, threshold=args.threshold, window=args.window,
+                          max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.batch_size,
+                          progress=not args.quiet)
+    rank, world_size = distributed_rank()
+    if str(args.device).startswith("cuda") and world_size > 1:
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     model, template, name = load_model_from_args(args)
-    metrics = evaluate_world(model, template, args.data_root, limit=args.limit, threshold=args.threshold,
-                             window=args.window, progress=not args.quiet)
-    metrics = {"model": name, "dataset": args.dataset, "data_root": str(args.data_root), **metrics}
-    width = max(len(key) for key in metrics)
-    for key, value in metrics.items():
-        print(f"{key:<{width}}  {round(value, 4) if isinstance(value, float) else value}")
-    if args.output:
-        write_json_atomic(args.output, metrics)
+    report = run_eval(model, template, name, options, rank=rank, world_size=world_size)
+    if rank == 0:
+        print(format_table(report))
+        if args.output:
+            write_json_atomic(args.output, report)
     return 0
 
 
@@ -327,16 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--quiet", "-q", action="store_true")
     features.set_defaults(func=cmd_data_features)
 
-    evaluate = commands.add_parser("eval", help="streaming metrics (LM-PPL, TimeDiff, Fluency, LM-Correctness) and "
-                                                "event recall/precision on a dataset")
+    evaluate = commands.add_parser(
+        "eval", help="the paper's metrics on a dataset: streaming metrics, COIN and Ego4D LTA benchmarks",
+        description="Score a model on a dataset and print a table (JSON with --output). Datasets: world (a "
+                    "synthetic world), coin-step, coin-task, coin-next, coin-procedure, coin-procedure-goal, "
+                    "ego4d-lta, and the streaming metrics on any stream dataset of `data convert` (ego4d-narration, "
+                    "...). Under torchrun the samples are shared between the processes.")
     add_model_options(evaluate)
-    evaluate.add_argument("--dataset", default="synth-world", help="dataset format (default: synth-world)")
-    evaluate.add_argument("--data-root", required=True, help="the dataset's directory")
-    evaluate.add_argument("--limit", type=int, help="evaluate only the first N videos")
+    evaluate.add_argument("--dataset", default="world", help="dataset name (default: world)")
+    evaluate.add_argument("--data-root", required=True, type=Path,
+                          help="the dataset's directory (a synthetic world, or the annotation files)")
+    evaluate.add_argument("--split", help="split to score (default: test for COIN, val otherwise)")
+    evaluate.add_argument("--frames", type=Path,
+                          help="preprocessed frames or features of the videos (default: DATA_ROOT/frames or "
+                               "DATA_ROOT/features)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N videos (world) or samples")
     evaluate.add_argument("--threshold", type=unit_float, help="decision threshold (default: the model's)")
     evaluate.add_argument("--window", type=positive_float, default=1.0,
                           help="seconds within which a said sentence matches a ground-truth narration (default: 1)")
-    evaluate.add_argument("--output", "-o", type=Path, help="write the metrics as JSON here")
+    evaluate.add_argument("--max-new-tokens", type=int, default=512,
+                          help="longest benchmark answer in tokens (default: 512, as the seed)")
+    evaluate.add_argument("--num-beams", type=int, default=5,
+                          help="Ego4D LTA: beams, and candidates K scored (default: 5, as the seed)")
+    evaluate.add_argument("--batch-size", type=int, default=1, help="benchmark prompts generated together")
+    evaluate.add_argument("--output", "--out", "-o", type=Path, help="write the report as JSON here")
     evaluate.add_argument("--quiet", "-q", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
 
