@@ -89,6 +89,8 @@ class StreamCollator:
             attention_mask[row, :n] = 1
         frames = torch.cat([sample["frames"] for sample in batch])
         out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if frames.shape[0] == 0:  # text-only samples (e.g. the robustness set): vision encoders reject empty batches
+            return out
         if frames.dtype == torch.uint8:
             out["pixel_values"] = preprocess_frames(frames, self.template.config)  # (N, 3, R, R)
         else:
