@@ -11,11 +11,14 @@ an episode frame by frame (camera jitter, lighting drift, noise, motion blur) in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
+import re
+import string
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -694,6 +697,131 @@ def make_event_draft(world: _World, rng: np.random.Generator, kind: str, **kwarg
     return builder(world, rng, **kwargs)
 
 
+# ---------------------------------------------------------------------------------------------------- narration parsing
+@dataclass(frozen=True)
+class EventKey:
+    """The canonical content of a narration: which event happened to which object. Synonyms and tenses of the
+    templates map to one key; what a sentence may leave unsaid is None."""
+
+    kind: str
+    """An `EVENT_KINDS` name."""
+    colour: str
+    """The object's colour as the sentence names it (for a recolour: before the change)."""
+    shape: str
+    size: str | None = None
+    """Said only sometimes ("the small red circle")."""
+    target: str | None = None
+    """Where or what to: the place (appear, move; a `PLACES` name), the edge (enter, leave), the new colour
+    (recolour), or the other object as "colour shape" (move_next_to, put_on, put_into). None when unsaid (leave:
+    "You take the red circle away.")."""
+
+    def matches(self, other: EventKey) -> bool:
+        """Same event: kind, colour and shape equal; size and target equal where both sentences say them."""
+        def agree(a: str | None, b: str | None) -> bool:
+            return a is None or b is None or a == b
+
+        return ((self.kind, self.colour, self.shape) == (other.kind, other.colour, other.shape)
+                and agree(self.size, other.size) and agree(self.target, other.target))
+
+
+def _alternation(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+def _object_pattern(prefix: str) -> str:
+    # Articles are not part of the event: "a", "an" and "the" are all accepted in every object slot.
+    return (f"(?:the|an?) (?:(?P<{prefix}size>{_alternation(SIZES)}) )?(?P<{prefix}colour>{_alternation(PALETTE)}) "
+            f"(?P<{prefix}shape>{_alternation(SHAPES)})")
+
+
+_PLACE_BY_PHRASE = {**{phrase: name for name, phrase in PLACE_AT.items()},
+                    **{phrase: name for name, phrase in PLACE_TO.items()}}
+_FIELD_PATTERNS = {
+    "a_obj": _object_pattern("obj_"),
+    "obj": _object_pattern("obj_"),
+    "other": _object_pattern("other_"),
+    "edge": f"(?P<edge>{_alternation(EDGES)})",
+    "place_at": f"(?P<place>{_alternation(PLACE_AT.values())})",
+    "place_to": f"(?P<place>{_alternation(PLACE_TO.values())})",
+    "colour": f"(?P<colour>{_alternation(PALETTE)})",
+}
+
+
+def _normalize_narration(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(" .!")
+
+
+def _compile_templates() -> list[tuple[str, re.Pattern]]:
+    """One regex per (kind, phrasing, tense) of `TEMPLATES`, with a named group per field."""
+    compiled = []
+    for kind, phrasings in TEMPLATES.items():
+        for phrasing in phrasings:
+            for form in phrasing:
+                pattern = ""
+                for literal, name, _, _ in string.Formatter().parse(_normalize_narration(form)):
+                    pattern += re.escape(literal)
+                    if name is not None:
+                        if name not in _FIELD_PATTERNS:
+                            raise ValueError(f"template field {{{name}}} of {kind!r} has no parsing pattern")
+                        pattern += _FIELD_PATTERNS[name]
+                compiled.append((kind, re.compile(pattern)))
+    return compiled
+
+
+_TEMPLATE_PATTERNS = _compile_templates()
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_narration(text: str) -> EventKey | None:
+    """The event a narration sentence states, read with the generator's own templates (any phrasing and tense,
+    case, spacing and the final full stop ignored), or None when no template reads it or two read it differently."""
+    sentence = _normalize_narration(text)
+    keys = set()
+    for kind, pattern in _TEMPLATE_PATTERNS:
+        found = pattern.fullmatch(sentence)
+        if found is None:
+            continue
+        fields = found.groupdict()
+        if fields.get("other_colour"):
+            target = f"{fields['other_colour']} {fields['other_shape']}"
+        elif fields.get("place"):
+            target = _PLACE_BY_PHRASE[fields["place"]]
+        else:
+            target = fields.get("edge") or fields.get("colour")
+        keys.add(EventKey(kind, fields["obj_colour"], fields["obj_shape"], fields["obj_size"], target))
+    return keys.pop() if len(keys) == 1 else None
+
+
+def same_event(said: str, reference: str) -> bool:
+    """Whether two narration sentences state the same event (`EventKey.matches`); sentences that do not parse
+    match only when equal after normalisation."""
+    a, b = parse_narration(said), parse_narration(reference)
+    if a is None or b is None:
+        return _normalize_narration(said) == _normalize_narration(reference)
+    return a.matches(b)
+
+
+def event_keys(episode: Episode | Mapping[str, Any]) -> list[EventKey]:
+    """The full key (size and target always set) of each event of an episode, from its record: the ground truth a
+    parsed narration is compared with."""
+    if not isinstance(episode, Episode):
+        episode = Episode.from_annotation(episode)
+    specs = {spec.id: spec for spec in episode.objects}
+    colours = {oid: state.colour for oid, state in episode.initial_state.items()}
+    keys = []
+    for event in episode.events:
+        spec = specs[event.object]
+        if "other" in event.args:
+            target = f"{colours[event.args['other']]} {specs[event.args['other']].shape}"
+        elif event.kind in ("enter", "leave"):
+            target = event.args["edge"]
+        else:
+            target = event.args["place"] if event.kind in ("appear", "move") else event.args["colour"]
+        keys.append(EventKey(event.kind, colours[event.object], spec.shape, spec.size, target))
+        colours[event.object] = event.after.colour
+    return keys
+
+
 _FREE_WEIGHTS = {"enter": 2.0, "appear": 1.0, "leave": 1.0, "move": 3.0, "move_next_to": 2.0, "recolour": 2.0,
                  "put_on": 1.0, "put_into": 1.5}
 
@@ -1071,7 +1199,8 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r:
         if not shadow:
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=line, width=edge)
             inner = r - thick
-            draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), outline=line, width=edge)
+            if inner > 0:  # a ring just appearing in a small frame is all rim
+                draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), outline=line, width=edge)
     elif shape in ("square", "box"):
         corners = _polygon(cx, cy, [r * 1.25] * 4, angle, offset=45.0)
         if shape == "square":
@@ -1206,6 +1335,63 @@ class _Renderer:
         if config.noise_std > 0:
             image += rng.standard_normal(image.shape, dtype=np.float32) * config.noise_std
         return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+    def drawn(self, t: float) -> list[DrawnObject]:
+        """The objects frame time `t` shows, in drawing order: the object of an event in progress at its
+        interpolated centre and scale (carried: on / inside nothing), with the nearer palette colour of a fade."""
+        k = bisect_right(self.starts, t) - 1
+        active = self.episode.events[k] if k >= 0 and t < self.episode.events[k].end else None
+        carried = active.object if active is not None and active.kind != "recolour" else None
+        state = self.states[k if active else k + 1]
+        items = self._objects(t)
+        centres = {oid: pos for _, oid, pos, _, _ in items}
+        out = []
+        for _, oid, (x, y), rgb, scale in items:
+            on, inside = (None, None) if oid == carried else (state[oid].on, state[oid].inside)
+            root = oid
+            for _ in range(_MAX_STACK + 2):  # up the stack / out of the container to what stands on the table
+                parent = None if root == carried else state[root].on or state[root].inside
+                if parent is None or parent not in centres:
+                    break
+                root = parent
+            colour = min(PALETTE, key=lambda name: sum((a - b) ** 2 for a, b in zip(PALETTE[name], rgb)))
+            spec = self.specs[oid]
+            out.append(DrawnObject(oid, spec.shape, spec.size, colour, (float(x), float(y)),
+                                   place_of(*centres[root]), float(scale), on, inside,
+                                   active is not None and oid == active.object))
+        return out
+
+
+@dataclass(frozen=True)
+class DrawnObject:
+    """An object as one rendered frame shows it (see `render_frames`)."""
+
+    id: str
+    shape: str
+    size: str
+    colour: str
+    """The palette colour nearest to the drawn one (during a colour change: the nearer of the two)."""
+    xy: tuple[float, float]
+    """Drawn centre in normalised table coordinates; outside [0, 1] while entering or leaving."""
+    place: str
+    """Named place of the centre of the stack or container the object belongs to (its own while carried)."""
+    scale: float
+    """Drawn size relative to the object's own (below 1 while appearing or inside a container)."""
+    on: str | None
+    inside: str | None
+    active: bool
+    """The object of the event in progress (moving, appearing or changing colour)."""
+
+
+def render_frames(episode: Episode, indices: Iterable[int],
+                  config: WorldConfig | None = None) -> Iterator[tuple[np.ndarray, list[DrawnObject]]]:
+    """Frames `indices` of an episode, each with the objects it shows: (uint8 H x W x 3 identical to
+    `render_episode`'s, `DrawnObject`s at the frame's time). One renderer serves all, so it is cheaper per frame
+    than `render_frame`."""
+    config = config or WorldConfig()
+    renderer = _Renderer(episode, config)
+    for index in indices:
+        yield renderer.frame(index), renderer.drawn(index / config.fps)
 
 
 def render_frame(episode: Episode, index: int, config: WorldConfig | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..data.frames import FrameStore, shard
+from ..data.synth_world import same_event
 from ..engine import EngineConfig, StreamSession
 from ..errors import UserError
 from ..files import read_jsonl
@@ -99,6 +100,10 @@ def evaluate_world(
     threshold: float | None = None, window: float = 1.0, max_new_tokens: int = 32, progress: bool = True,
     rank: int = 0, world_size: int = 1,
 ) -> dict:
+    """Streaming metrics of the world's conversations, and event recall / precision of the engine's narration: a
+    ground-truth narration is found when a turn within `window` seconds states the same canonical event
+    (`synth_world.same_event`: the same kind, object colour and shape, and size and destination where both say
+    them, read with the generator's own phrase tables), whichever synonym or tense each sentence uses."""
     from tqdm import tqdm
 
     root = Path(root)
@@ -127,7 +132,7 @@ def evaluate_world(
                 said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
             annotation = json.loads((root / "annotations" / f"{video}.json").read_text())
             parts.append((results, event_match(said, [(n["time"], n["text"]) for n in annotation["narrations"]],
-                                               window=window)))
+                                               window=window, same=same_event)))
     parts = gather(parts, world_size)
     metrics = aggregate([result for results, _ in parts for result in results]).to_dict()
     matches = [match for _, match in parts]
