@@ -42,3 +42,27 @@ def random_frames(num_frames: int, model, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     hidden = model.base_llm.get_input_embeddings().embedding_dim
     return torch.randn(num_frames, model.config.frame_num_tokens, hidden, generator=generator)
+
+
+def scripted_model(answer: str):
+    """A tiny model that, after the prompt's last token `:` (of `Assistant:`), always says `answer` then eos.
+
+    Every layer's output projections are zeroed, so each position's hidden state is its own token embedding: the
+    model is a bigram table. The answer's tokens (and `:`) get orthogonal embeddings, and the LM head maps each one
+    to the token that follows it. The answer's characters must all differ (one successor per token)."""
+    model, template = tiny_model()
+    llm = model.base_llm
+    chain = template.encode(":" + answer)
+    if len(set(chain)) != len(chain):
+        raise ValueError(f"the answer's tokens must all differ: {answer!r}")
+    hidden = llm.get_input_embeddings().embedding_dim
+    with torch.no_grad():
+        for layer in llm.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embedding, head = llm.get_input_embeddings().weight, llm.get_output_embeddings().weight
+        head.zero_()
+        for k, (token, following) in enumerate(zip(chain, [*chain[1:], template.ids.eos])):
+            embedding[token] = torch.eye(hidden)[k]
+            head[following] = 100 * torch.eye(hidden)[k]
+    return model, template

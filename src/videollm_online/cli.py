@@ -221,13 +221,14 @@ def cmd_data_features(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.runner import EvalOptions, format_table, run_eval
+    from .eval.runner import EvalOptions, check_inputs, format_table, run_eval
     from .files import write_json_atomic
 
     options = EvalOptions(dataset=args.dataset, data_root=args.data_root, split=args.split, frames=args.frames,
                           limit=args.limit, threshold=args.threshold, window=args.window,
                           max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.batch_size,
                           progress=not args.quiet)
+    check_inputs(options)
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"

@@ -173,6 +173,14 @@ def test_threshold_flips_a_decision(template):
     assert run(template, conversation, probs, threshold=0.0).turns[0].frame_diff == 0  # plain argmax
 
 
+def test_threshold_applies_in_the_late_forward_too(template):
+    # turn 0 (frames 0-3) stays silent; in the appended frames 4, 5, 6 P(silence) is 0.9, 0.6, 0.1
+    conversation = narration(4, 5)
+    probs = {5: 0.6, 6: 0.1, 8: 0.1}
+    assert run(template, conversation, probs, threshold=0.725).turns[0].frame_diff == -2  # responds at frame 5
+    assert run(template, conversation, probs, threshold=0.5).turns[0].frame_diff == -3  # 0.6 >= 0.5: frame 6
+
+
 def test_fluency_with_a_mistake_mid_response(template):
     conversation = narration(4)
     positions = lm_positions(template, conversation)

@@ -269,6 +269,19 @@ def evaluate(model: LiveModel, template: StreamTemplate, options: EvalOptions, *
     return evaluate_stream_dataset(model, template, options, rank=rank, world_size=world_size)
 
 
+def check_inputs(options: EvalOptions) -> None:
+    """Find a missing annotation file or frames directory before any weights load (raises UserError naming it)."""
+    if options.dataset in WORLD_DATASETS:
+        root = options.data_root
+        if not (root / "conversations.jsonl").exists() or not (root / "annotations").is_dir():
+            raise UserError(f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
+                            f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)")
+        return
+    if options.dataset in BENCHMARK_DATASETS:
+        _answer_space(options)
+    open_frames(options)
+
+
 def run_eval(model: LiveModel, template: StreamTemplate, model_name: str, options: EvalOptions, *, rank: int = 0,
              world_size: int = 1) -> dict[str, Any]:
     """`evaluate` inside a process group when torchrun started several processes; the report (model, dataset,
