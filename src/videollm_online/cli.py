@@ -6,6 +6,7 @@ User errors (a missing file, a malformed option, a model that is not here) print
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -94,6 +95,10 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     if not (source.startswith(("rtsp://", "rtmp://", "http://", "https://", "/dev/")) or Path(source).exists()):
         raise UserError(f"no such file or directory: {source}")
     queries = ([(0.0, args.query)] if args.query else []) + list(args.query_at or [])
+    if args.speak or args.speech_dir:
+        from .speech import require_tts
+
+        require_tts("--speak")
     if Path(source).exists():  # a local file or folder: find out it is no video before loading any weights
         from .checkpoint import model_config
 
@@ -105,9 +110,14 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     engine = EngineConfig(threshold=args.threshold, max_new_tokens=args.max_new_tokens)
     history = History(video_path=source, frame_fps=fps, model=name, path=args.output)
     history.save()
+    speaker = None
+    if args.speak or args.speech_dir:  # spoken on its own thread: the stream never waits for speech
+        from .speech import start_speaking
+
+        speaker = start_speaking(play=args.speak, wav_dir=args.speech_dir)
 
     stream = open_video(source, fps=fps, resolution=model.config.frame_resolution, realtime=args.realtime)
-    with stream:
+    with stream, (speaker or contextlib.nullcontext()):
         total = int(stream.info.duration * fps) + 1 if stream.info.duration and not stream.info.is_live else None
         bar = tqdm(total=total, unit="frame", desc="narrating", disable=args.quiet or None, dynamic_ncols=True,
                    file=sys.stderr)
@@ -115,6 +125,8 @@ def cmd_narrate(args: argparse.Namespace) -> int:
         def print_turn(event) -> None:
             bar.write(f"[{event.video_time:.1f}s] {event.role.capitalize()}: {event.text.strip()}", file=sys.stdout)
             sys.stdout.flush()  # turns appear as they happen, also through a pipe
+            if speaker is not None and event.role == "assistant":
+                speaker.say(event.text, event.video_time)
 
         live = args.realtime or stream.info.is_live
         try:
@@ -130,8 +142,25 @@ def cmd_narrate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         if args.output:
             print(f"history written to {args.output}", file=sys.stderr)
+        if speaker is not None:
+            print(speaker.describe(), file=sys.stderr)
     if summary["frames"] == 0:
         raise UserError(f"{source} gave no frames to narrate")
+    return 0
+
+
+# ---------------------------------------------------------------------- render
+def cmd_render(args: argparse.Namespace) -> int:
+    from .render import RenderConfig, describe, render_video
+
+    try:
+        config = RenderConfig(layout=args.layout, panel_size=args.panel_size, font_size=args.font_size,
+                              speech=args.speech, crf=args.crf)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    result = render_video(args.history, args.out, video=args.video, config=config, progress=not args.quiet)
+    if not args.quiet:
+        print(describe(result), file=sys.stderr)
     return 0
 
 
@@ -280,8 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
     narrate.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
     narrate.add_argument("--realtime", action="store_true", help="pace a file to the wall clock, as a live feed")
     narrate.add_argument("--output", "-o", type=Path, help="write the history JSON here, updated after every turn")
+    narrate.add_argument("--speak", action="store_true",
+                         help="speak each response aloud as it is complete (needs the tts extra)")
+    narrate.add_argument("--speech-dir", type=Path, metavar="DIR", help="keep each spoken response as a WAV file here")
     narrate.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     narrate.set_defaults(func=cmd_narrate)
+
+    render = commands.add_parser("render", help="write a video with the conversation beside or below the frames, "
+                                                "optionally with the responses spoken")
+    render.add_argument("history", help="history JSON written by `narrate --output`")
+    render.add_argument("--video", help="the source video (default: the history's video_path)")
+    render.add_argument("--out", "-o", required=True, type=Path, help="output video (.mp4, .mov, .mkv)")
+    render.add_argument("--speech", action="store_true",
+                        help="add an audio track with each response spoken at its time (needs the tts extra)")
+    render.add_argument("--layout", choices=("side", "below"), default="side",
+                        help="conversation panel right of the frames or under them (default: side)")
+    render.add_argument("--panel-size", type=int, help="panel width (side) or height (below) in pixels")
+    render.add_argument("--font-size", type=int, help="text height in pixels (default: from the video height)")
+    render.add_argument("--crf", type=int, default=20, help="H.264 quality, 0 (lossless) to 51 (default: 20)")
+    render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    render.set_defaults(func=cmd_render)
 
     data = commands.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True,
                                                                           metavar="TOOL")

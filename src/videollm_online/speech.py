@@ -208,6 +208,8 @@ class SpeechStats:
     """Texts dropped unspoken because newer ones came while the queue was full."""
     synth_seconds: float = 0.0
     audio_seconds: float = 0.0
+    ready_delays: list[float] = field(default_factory=list)
+    """Per text said: seconds from `say()` to its sound being ready to play (waiting in the queue + synthesis)."""
     wav_files: list[Path] = field(default_factory=list)
 
 
@@ -231,7 +233,7 @@ class SpeechQueue:
         self.no_playback_reason = "playback is off"
         if play:  # no device is no error: the caller decides how to tell (`no_playback_reason`)
             self.player, self.no_playback_reason = open_player(self.voice.sample_rate, device)
-        self._pending: deque[tuple[int, str, float | None]] = deque()
+        self._pending: deque[tuple[int, str, float | None, float]] = deque()
         self._count = 0
         self._closing = False
         self._drain = True
@@ -250,7 +252,7 @@ class SpeechQueue:
             if len(self._pending) >= self.max_pending:
                 self._pending.popleft()
                 self.stats.dropped += 1
-            self._pending.append((self._count, text, video_time))
+            self._pending.append((self._count, text, video_time, time.perf_counter()))
             self._count += 1
             self._condition.notify()
         return True
@@ -273,6 +275,14 @@ class SpeechQueue:
             self.player.stop()
         self._thread.join(timeout)
 
+    def describe(self) -> str:
+        """One line: what was said, dropped and kept."""
+        stats = self.stats
+        kept = f", WAV files in {self.wav_dir}" if self.wav_dir is not None and stats.wav_files else ""
+        played = "" if self.player is not None else " (not played)"
+        return (f"speech: {stats.said} responses spoken{played}, {stats.audio_seconds:.1f} s of audio, "
+                f"{stats.dropped} dropped for newer ones{kept}")
+
     def __enter__(self) -> SpeechQueue:
         return self
 
@@ -287,10 +297,10 @@ class SpeechQueue:
                         self._condition.wait()
                     if not self._pending:
                         return
-                    index, text, video_time = self._pending.popleft()
+                    index, text, video_time, queued = self._pending.popleft()
                     self._busy = True
                 try:
-                    self._speak(index, text, video_time)
+                    self._speak(index, text, video_time, queued)
                 finally:
                     with self._condition:
                         self._busy = False
@@ -298,13 +308,15 @@ class SpeechQueue:
             if self.player is not None:
                 self.player.close()
 
-    def _speak(self, index: int, text: str, video_time: float | None) -> None:
+    def _speak(self, index: int, text: str, video_time: float | None, queued: float) -> None:
         started = time.perf_counter()
         samples = self.voice.synthesize(text)
-        self.stats.synth_seconds += time.perf_counter() - started
+        ready = time.perf_counter()
+        self.stats.synth_seconds += ready - started
         if not len(samples):
             return
         self.stats.said += 1
+        self.stats.ready_delays.append(ready - queued)
         self.stats.audio_seconds += len(samples) / self.voice.sample_rate
         if self.wav_dir is not None:
             stamp = f"-{video_time:.1f}s" if video_time is not None else ""
@@ -322,3 +334,16 @@ class SpeechQueue:
                     player.close()
                 except Exception:  # the device is gone; nothing more to release
                     pass
+
+
+def start_speaking(*, play: bool = True, wav_dir: str | Path | None = None,
+                   device: int | str | None = None) -> SpeechQueue:
+    """A `SpeechQueue` for a command: the missing extra is a `UserError`; no playback device is one `SpeechWarning`
+    (speech is still synthesised, and kept when `wav_dir` is given)."""
+    require_tts()
+    speaker = SpeechQueue(play=play, device=device, wav_dir=wav_dir)
+    if play and speaker.player is None:
+        keep = f"; WAV files go to {wav_dir}" if wav_dir else "; --speech-dir DIR keeps it as WAV files"
+        warnings.warn(f"{speaker.no_playback_reason}: speech is synthesised but not played{keep}", SpeechWarning,
+                      stacklevel=2)
+    return speaker
