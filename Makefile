@@ -35,6 +35,10 @@ system-deps:
 	@dpkg-query -W -f='$${Status}' libportaudio2 2>/dev/null | grep -q "ok installed" || { \
 		echo "installing libportaudio2 (apt)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libportaudio2; }
+	@# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+	@[ -x /usr/bin/chromium ] || { \
+		echo "installing chromium (apt)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps

@@ -287,6 +287,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- serve / demo
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServerConfig
+    from .server.run import serve_model
+
+    try:
+        config = ServerConfig(host=args.host, port=args.port, token=args.token or ServerConfig.token_from_env(),
+                              max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
+                              max_frame_rate=args.max_frame_rate, max_pending_frames=args.max_pending_frames,
+                              idle_timeout=args.idle_timeout)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    model, template, name = load_model_from_args(args)
+    serve_model(model, template, name, config)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .webdemo import run
+
+    examples = [str(path) for path in args.example] if args.example else None
+    for path in examples or []:
+        if not Path(path).exists():
+            raise UserError(f"no such file: {path}")
+    model, template, name = load_model_from_args(args)
+    run(model, template, name, host=args.host, port=args.port, examples=examples, threshold=args.threshold,
+        max_new_tokens=args.max_new_tokens)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -435,6 +465,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
+    serve = commands.add_parser("serve", help="serve the model over HTTP: a WebSocket streaming API, SSE, health and "
+                                              "metrics (docs/api.md)")
+    add_model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--token", help="require `Authorization: Bearer TOKEN` on every endpoint but /health "
+                                       "(default: $VIDEOLLM_ONLINE_TOKEN; unset: no auth)")
+    serve.add_argument("--max-sessions", type=int, default=64, help="streaming sessions at once (default: 64)")
+    serve.add_argument("--max-frame-bytes", type=int, default=2 * 1024 * 1024,
+                       help="largest frame message in bytes (default: 2 MiB)")
+    serve.add_argument("--max-frame-rate", type=positive_float, default=30.0,
+                       help="frame messages per second a session may send (default: 30)")
+    serve.add_argument("--max-pending-frames", type=int, default=8,
+                       help="frames a session may have waiting; beyond it the oldest is dropped (default: 8)")
+    serve.add_argument("--idle-timeout", type=positive_float, default=60.0,
+                       help="close a session after this many seconds without a message (default: 60)")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = commands.add_parser("demo", help="the web demo (Gradio): play a video or use the webcam, ask at any time")
+    add_model_options(demo)
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    demo.add_argument("--example", action="append", type=Path, metavar="VIDEO",
+                      help="an example video to offer (repeatable; default: a synthetic one, made once)")
+    demo.add_argument("--threshold", type=unit_float, default=None,
+                      help="initial silence threshold (default: the model's; the page has a slider)")
+    demo.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

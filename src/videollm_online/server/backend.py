@@ -1,0 +1,216 @@
+"""The inference backend behind the API and the web demo: many stream sessions over one model.
+
+The model is not thread safe, so every model call of every session runs on one worker thread, in the order the
+calls were submitted; callers get `concurrent.futures.Future`s, which both asyncio code (`asyncio.wrap_future`) and
+threads can wait on. That small interface (`StreamBackend.open` -> `BackendSession.submit_*`) is what a faster
+engine (one that batches the frames of many sessions into one forward) replaces. No web framework is imported here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..engine import EngineConfig, StreamEvent, StreamSession
+from ..model import LiveModel
+from ..text import StreamTemplate
+
+TokenCallback = Callable[[list[int]], None]
+"""The token ids of the turn being generated, so far (a new turn starts when there is one); called on the worker
+thread after each token."""
+
+
+class ContextFullError(RuntimeError):
+    """The session's KV cache would pass the LLM's context length."""
+
+
+class BackendSession(Protocol):
+    """One stream. Calls return at once; the work runs in submission order."""
+
+    threshold: float
+    max_new_tokens: int
+
+    def submit_frame(self, video_time: float, image: np.ndarray,
+                     on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+        """A letterboxed (R, R, 3) uint8 RGB frame at a video time -> the turns it triggers."""
+
+    def submit_query(self, video_time: float, text: str) -> Future[None]:
+        """Queue a user query; it is answered with the next frame (or `submit_finish`)."""
+
+    def submit_finish(self, on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+        """The stream has ended: answer the queries still waiting."""
+
+    def close(self) -> Future[None]:
+        """Release the session's cache; calls submitted after this one fail."""
+
+    def decode(self, token_ids: list[int]) -> str:
+        """Text of token ids (thread safe: the tokenizer only)."""
+
+
+class StreamBackend(Protocol):
+    name: str
+    """A name for the model (histories, /health)."""
+    frame_resolution: int
+    """Side of the square frames `submit_frame` takes."""
+    frame_fps: float
+    """The frame rate the model was trained at (the default sampling rate)."""
+
+    def open(self, config: EngineConfig | None = None) -> BackendSession: ...
+
+    def shutdown(self) -> None: ...
+
+
+class SerialBackend:
+    """One model, one worker thread: sessions' calls interleave in submission order (first come, first served)."""
+
+    def __init__(self, model: LiveModel, template: StreamTemplate, name: str = "model") -> None:
+        self.model = model
+        self.template = template
+        self.name = name
+        self.frame_resolution = int(model.config.frame_resolution)
+        self.frame_fps = float(model.config.frame_fps)
+        self.context_length = _context_length(model)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videollm-infer")
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Calls submitted and not finished yet (all sessions): the inference queue depth."""
+        return self._pending
+
+    def open(self, config: EngineConfig | None = None) -> SerialSession:
+        return SerialSession(self, config or EngineConfig())
+
+    def submit(self, fn: Callable, *args) -> Future:
+        with self._pending_lock:
+            self._pending += 1
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SerialSession:
+    """A `StreamSession` whose calls run on its backend's worker thread."""
+
+    def __init__(self, backend: SerialBackend, config: EngineConfig) -> None:
+        self._backend = backend
+        # Built here, not on the worker: it only tokenizes the prompts, and holds no cache until the first frame.
+        self._session: StreamSession | None = StreamSession(backend.model, backend.template, config)
+        self._frame_tokens = backend.model.config.frame_num_tokens + 1
+
+    @property
+    def threshold(self) -> float:
+        return self._session.threshold if self._session else 0.0
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        if self._session is not None:
+            self._session.threshold = float(value)  # read once per frame by the worker: takes effect at once
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self._session.config.max_new_tokens if self._session else 0
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {value}")
+        if self._session is not None:
+            self._session.config.max_new_tokens = int(value)
+
+    @property
+    def num_frames(self) -> int:
+        return self._session.num_frames if self._session else 0
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self._backend.template.decode(token_ids)
+
+    def submit_frame(self, video_time: float, image: np.ndarray,
+                     on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+        return self._backend.submit(self._frame, float(video_time), image, on_token)
+
+    def submit_query(self, video_time: float, text: str) -> Future[None]:
+        return self._backend.submit(self._query, float(video_time), text)
+
+    def submit_finish(self, on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+        return self._backend.submit(self._finish, on_token)
+
+    def close(self) -> Future[None]:
+        return self._backend.submit(self._close)
+
+    # ------------------------------------------------------------------ on the worker thread
+    def _live(self) -> StreamSession:
+        if self._session is None:
+            raise RuntimeError("the session is closed")
+        return self._session
+
+    @torch.inference_mode()
+    def _frame(self, video_time: float, image: np.ndarray, on_token: TokenCallback | None) -> list[StreamEvent]:
+        session = self._live()
+        # A response may follow this frame: leave room for the frame, the prompt and a whole reply.
+        needed = self._frame_tokens + 16 + session.config.max_new_tokens
+        if self._backend.context_length and session.num_tokens + needed > self._backend.context_length:
+            raise ContextFullError(f"the session reached the model's context length "
+                                   f"({self._backend.context_length} tokens, {session.num_frames} frames)")
+        embeds = self._backend.model.frames_to_embeds(image[None])[0]  # (T, H)
+        session.on_token = _turn_tracker(session, on_token)
+        try:
+            return session.push_frame(video_time, embeds)
+        finally:
+            session.on_token = None
+
+    def _query(self, video_time: float, text: str) -> None:
+        self._live().push_query(video_time, text)
+
+    @torch.inference_mode()
+    def _finish(self, on_token: TokenCallback | None) -> list[StreamEvent]:
+        session = self._live()
+        session.on_token = _turn_tracker(session, on_token)
+        try:
+            return session.finish()
+        finally:
+            session.on_token = None
+
+    def _close(self) -> None:
+        self._session = None  # drops the KV cache
+
+
+def _turn_tracker(session: StreamSession, on_token: TokenCallback | None) -> Callable[[int], None] | None:
+    """Adapt the session's per-token hook to whole turns. One call may produce several turns (queries answered
+    before and after a frame); within a turn each token follows the previous one into the cache, so the cache grew
+    by exactly one token since the last call, while a new turn's prompt (eos, `]`, `Assistant:` ...) adds more."""
+    if on_token is None:
+        return None
+    tokens: list[int] = []
+    last_length = -2
+
+    def hook(token: int) -> None:
+        nonlocal last_length
+        length = session.num_tokens
+        if length != last_length + 1:
+            tokens.clear()
+        last_length = length
+        tokens.append(int(token))
+        on_token(list(tokens))
+
+    return hook
+
+
+def _context_length(model: LiveModel) -> int | None:
+    config = getattr(model.base_llm, "config", None)
+    return getattr(config, "max_position_embeddings", None)

@@ -1,0 +1,342 @@
+"""A streaming session as the server holds it: the input queue, the ordered event log, and its followers.
+
+Inputs (frames and queries) are taken in the order they arrive and handed to the backend one at a time, so a
+session's frames are watched in order; events get consecutive `seq` numbers and go to every subscriber (the
+WebSocket that owns the session, and any SSE followers). Everything here runs on the event loop; model work runs
+on the backend's worker thread and comes back through futures and `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import EngineConfig, StreamEvent
+from ..video.sampling import LiveSampler
+from . import protocol as P
+from .backend import BackendSession, ContextFullError, StreamBackend
+from .config import ServerConfig
+from .metrics import Metrics
+
+log = logging.getLogger("videollm_online.server")
+
+
+@dataclass
+class SessionParams:
+    """What a client may choose when it opens a session (or later, with `session.update`)."""
+
+    threshold: float | None = None
+    max_new_tokens: int = 64
+    fps: float | None = None
+    """Frames per second of video time the model watches; extra frames are skipped. None: the model's (2)."""
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 1 <= self.max_new_tokens <= 1024:
+            raise ValueError(f"max_new_tokens must be in 1..1024, got {self.max_new_tokens}")
+        if self.fps is not None and not 0 < self.fps <= 30:
+            raise ValueError(f"fps must be in (0, 30], got {self.fps}")
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> SessionParams:
+        """From query parameters or a JSON message (strings or numbers); ValueError names the bad field."""
+        kwargs: dict[str, Any] = {}
+        for name, kind in (("threshold", float), ("max_new_tokens", int), ("fps", float)):
+            value = values.get(name)
+            if value is None or value == "":
+                continue
+            try:
+                if isinstance(value, bool):
+                    raise ValueError
+                number = kind(value)
+                if kind is float and not math.isfinite(number):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number, got {value!r}") from None
+            kwargs[name] = number
+        return cls(**kwargs)
+
+
+@dataclass
+class _Frame:
+    video_time: float
+    data: bytes
+    received: float
+
+
+@dataclass
+class _Query:
+    video_time: float
+    text: str
+    received: float
+
+
+@dataclass
+class _Finish:
+    received: float
+
+
+@dataclass
+class _Response:
+    id: str
+    text: str = ""
+
+
+@dataclass
+class _Call:
+    """The responses one backend call is streaming (created from the worker's token callbacks)."""
+
+    responses: list[_Response] = field(default_factory=list)
+
+
+class LiveSession:
+    def __init__(self, backend: StreamBackend, config: ServerConfig, metrics: Metrics, params: SessionParams) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self.created = time.time()
+        self.backend = backend
+        self.config = config
+        self.metrics = metrics
+        self.params = params
+        self.engine: BackendSession = backend.open(EngineConfig(threshold=params.threshold,
+                                                                max_new_tokens=params.max_new_tokens))
+        self.sampler = LiveSampler(params.fps or backend.frame_fps)
+        self.log: deque[dict] = deque(maxlen=config.event_log)
+        self.subscribers: set[asyncio.Queue] = set()
+        self.closed = False
+        self.done = asyncio.Event()
+        self._seq = 0
+        self._inputs: deque = deque()
+        self._wake = asyncio.Event()
+        self._pending_frames = 0
+        self._last_time: float | None = None
+        self._recent: deque[float] = deque()  # wall-clock arrival times of the last second's frames
+        self._response_counter = 0
+        self._loop = asyncio.get_running_loop()
+        self.task = asyncio.create_task(self._run(), name=f"session-{self.id}")
+
+    # ------------------------------------------------------------------ events
+    def describe(self) -> dict:
+        return {"id": self.id, "model": self.backend.name, "threshold": self.engine.threshold,
+                "max_new_tokens": self.engine.max_new_tokens, "fps": self.sampler.fps,
+                "frame_resolution": self.backend.frame_resolution, "frames": self.engine_frames,
+                "created": round(self.created, 3),
+                "limits": {"max_frame_bytes": self.config.max_frame_bytes,
+                           "max_frame_pixels": self.config.max_frame_pixels,
+                           "max_frame_rate": self.config.max_frame_rate,
+                           "max_pending_frames": self.config.max_pending_frames,
+                           "idle_timeout": self.config.idle_timeout}}
+
+    @property
+    def engine_frames(self) -> int:
+        return getattr(self.engine, "num_frames", -1)
+
+    @property
+    def pending_frames(self) -> int:
+        return self._pending_frames
+
+    def emit(self, type_: str, **fields: Any) -> dict:
+        event = {"type": type_, "seq": self._seq, "session_id": self.id, **fields}
+        self._seq += 1
+        self.log.append(event)
+        self.metrics.events[type_] += 1
+        if type_ == P.ERROR:
+            self.metrics.errors[fields["error"]["code"]] += 1
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+        return event
+
+    def error(self, code: str, message: str, **extra: Any) -> None:
+        self.emit(P.ERROR, error={"code": code, "message": message, **extra})
+
+    def subscribe(self, since: int | None = None) -> asyncio.Queue:
+        """A queue of this session's events: those after `since` still in the log, then live ones."""
+        queue: asyncio.Queue = asyncio.Queue()
+        if since is not None:
+            for event in self.log:
+                if event["seq"] > since:
+                    queue.put_nowait(event)
+        self.subscribers.add(queue)
+        return queue
+
+    # ------------------------------------------------------------------ inputs (from the socket)
+    def add_frame(self, message: bytes) -> None:
+        now = time.monotonic()
+        self.metrics.frames_received += 1
+        if len(message) > self.config.max_frame_bytes:
+            self.error(P.FRAME_TOO_LARGE, f"the frame message is {len(message)} bytes; the limit is "
+                       f"{self.config.max_frame_bytes} bytes (send a smaller JPEG)", limit=self.config.max_frame_bytes)
+            return
+        while self._recent and self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= self.config.max_frame_rate:
+            self.error(P.RATE_LIMITED, f"more than {self.config.max_frame_rate:g} frames in one second; this one "
+                       "is dropped (send at most the session's fps)", limit=self.config.max_frame_rate)
+            return
+        self._recent.append(now)
+        try:
+            video_time, data = P.unpack_frame(message)
+        except P.FrameError as error:
+            self.error(P.INVALID_FRAME, str(error))
+            return
+        if self._last_time is not None and video_time < self._last_time:
+            self.error(P.INVALID_FRAME, f"frames must come in video-time order: {video_time} after "
+                       f"{self._last_time}", video_time=video_time)
+            return
+        self._last_time = video_time
+        if self.sampler.push(video_time) is None:  # finer than the session's fps: skipped, as narrate does
+            self.metrics.frames_dropped["sampled"] += 1
+            return
+        if self._pending_frames >= self.config.max_pending_frames:
+            self._drop_oldest_frame()
+        self._pending_frames += 1
+        self._push(_Frame(video_time, data, now))
+
+    def _drop_oldest_frame(self) -> None:
+        for item in self._inputs:
+            if isinstance(item, _Frame):
+                self._inputs.remove(item)
+                self._pending_frames -= 1
+                self.metrics.frames_dropped["queue_full"] += 1
+                self.emit(P.FRAME_DROPPED, video_time=item.video_time, reason="queue_full")
+                return
+
+    def add_query(self, message: dict) -> None:
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("a query needs a non-empty string 'text'")
+        if len(text) > self.config.max_query_chars:
+            raise ValueError(f"the query is {len(text)} characters; the limit is {self.config.max_query_chars}")
+        video_time = message.get("video_time", self._last_time or 0.0)
+        if isinstance(video_time, bool) or not isinstance(video_time, (int, float)) or not video_time >= 0:
+            raise ValueError(f"video_time must be a number >= 0, got {video_time!r}")
+        self._push(_Query(float(video_time), text.strip(), time.monotonic()))
+
+    def update(self, message: dict) -> None:
+        params = SessionParams.parse({k: message.get(k) for k in ("threshold", "max_new_tokens", "fps")})
+        if params.threshold is not None:
+            self.engine.threshold = params.threshold  # takes effect with the next frame the model watches
+        if "max_new_tokens" in message:
+            self.engine.max_new_tokens = params.max_new_tokens
+        if params.fps is not None:
+            self.sampler = LiveSampler(params.fps, first_index=math.floor((self._last_time or 0) * params.fps) + 1)
+        self.emit(P.SESSION_UPDATED, session=self.describe())
+
+    def finish(self) -> None:
+        self._push(_Finish(time.monotonic()))
+
+    def _push(self, item) -> None:
+        self._inputs.append(item)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the worker coroutine
+    async def _run(self) -> None:
+        try:
+            while True:
+                while not self._inputs:
+                    self._wake.clear()
+                    await self._wake.wait()
+                item = self._inputs.popleft()
+                if isinstance(item, _Frame):
+                    self._pending_frames -= 1
+                    await self._watch(item)
+                elif isinstance(item, _Query):
+                    await asyncio.wrap_future(self.engine.submit_query(item.video_time, item.text))
+                    self.emit(P.ITEM_CREATED, item={"role": "user", "content": item.text,
+                                                    "video_time": item.video_time})
+                else:
+                    await self._call(lambda on_token: self.engine.submit_finish(on_token), item.received, None)
+                    self.close("finished")
+                    return
+        except ContextFullError as error:
+            self.error(P.CONTEXT_FULL, f"{error}; open a new session to go on")
+            self.close("context_full")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug, not the client's fault: say so, end this session, keep the server
+            log.exception("session %s failed", self.id)
+            self.error(P.SERVER_ERROR, f"the server failed on this session ({type(error).__name__}); it is closed")
+            self.close("server_error")
+
+    async def _watch(self, frame: _Frame) -> None:
+        try:
+            image = await asyncio.to_thread(P.decode_image, frame.data, self.backend.frame_resolution,
+                                            self.config.max_frame_pixels)
+        except P.FrameError as error:
+            self.metrics.frames_dropped["invalid"] += 1
+            self.error(P.INVALID_FRAME, str(error), video_time=frame.video_time)
+            return
+        await self._call(lambda on_token: self.engine.submit_frame(frame.video_time, image, on_token),
+                         frame.received, frame.video_time)
+        latency = time.monotonic() - frame.received
+        self.metrics.frame_done(latency)
+        self.emit(P.FRAME_PROCESSED, video_time=frame.video_time, frame_index=self.engine_frames - 1,
+                  latency_s=round(latency, 4), pending_frames=self._pending_frames)
+
+    async def _call(self, submit, received: float, frame_time: float | None) -> None:
+        """Run one backend call, streaming its responses as their tokens come, then close them."""
+        call = _Call()
+        on_token = self._token_callback(call)
+        events: list[StreamEvent] = await asyncio.wrap_future(submit(on_token))
+        assistant = [event for event in events if event.role == "assistant"]
+        for index, event in enumerate(assistant):
+            if index < len(call.responses):
+                response = call.responses[index]
+            else:  # a turn with no tokens (the model said eos at once): nothing was streamed
+                response = self._open_response(call)
+            text = event.text.strip()
+            latency = time.monotonic() - received
+            self.metrics.responses += 1
+            self.metrics.response_latency.observe(latency)
+            self.emit(P.RESPONSE_DONE, response_id=response.id, video_time=round(event.video_time, 3),
+                      text=text, frame_time=frame_time, frame_index=event.frame_index, latency_s=round(latency, 4))
+
+    def _open_response(self, call: _Call) -> _Response:
+        self._response_counter += 1
+        response = _Response(f"resp_{self._response_counter}")
+        call.responses.append(response)
+        self.emit(P.RESPONSE_CREATED, response_id=response.id)
+        return response
+
+    def _token_callback(self, call: _Call):
+        """Called on the worker thread after each token; the text delta is worked out there and sent from the
+        loop. A delta ending in a partial UTF-8 character waits for the next token."""
+        decode = self.engine.decode
+
+        def on_token(token_ids: list[int]) -> None:
+            text = decode(token_ids)
+            self._loop.call_soon_threadsafe(self._delta, call, text, len(token_ids) == 1)
+
+        return on_token
+
+    def _delta(self, call: _Call, text: str, first: bool) -> None:
+        if self.closed:  # the client left while the worker was still generating
+            return
+        if first or not call.responses:
+            self._open_response(call)
+        response = call.responses[-1]
+        stable = text.rstrip("\ufffd")
+        if len(stable) > len(response.text) and stable.startswith(response.text):
+            self.emit(P.RESPONSE_DELTA, response_id=response.id, delta=stable[len(response.text):])
+            response.text = stable
+
+    # ------------------------------------------------------------------ ending
+    def close(self, reason: str) -> None:
+        """Stop taking inputs, release the model's cache, and tell subscribers (the last event)."""
+        if self.closed:
+            return
+        self.closed = True
+        current = asyncio.current_task()
+        if current is not self.task:
+            self.task.cancel()
+        self.engine.close()  # runs after any call of this session still on the worker
+        self.emit(P.SESSION_CLOSED, reason=reason)
+        self._inputs.clear()
+        self._pending_frames = 0
+        self.done.set()
