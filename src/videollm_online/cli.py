@@ -248,6 +248,66 @@ def cmd_data_features(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------- data convert / synthesize
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .data.convert import convert
+    from .data.datasets import ConvertOptions, get_loader
+    from .data.datasets.common import frames_from_metadata, frames_from_store
+    from .data.datasets.robustness import write_robustness_frames
+
+    get_loader(args.dataset)  # an unknown name fails before any file is read
+    if not Path(args.anno_root).exists() and args.dataset != "robustness":
+        raise UserError(f"no such file or directory: {args.anno_root}")
+    video_frames = None
+    if args.frames and args.dataset != "robustness":
+        video_frames = frames_from_store(args.frames)
+    elif args.video_metadata or (Path(args.anno_root) / "ego4d.json").exists():
+        video_frames = frames_from_metadata(args.video_metadata or Path(args.anno_root) / "ego4d.json", args.fps)
+    try:
+        options = ConvertOptions(anno_root=args.anno_root, split=args.split, fps=args.fps, seed=args.seed,
+                                 video_frames=video_frames)
+        report = convert(args.dataset, options, args.out, augment_copies=args.augment, max_frames=args.max_frames)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    if args.dataset == "robustness" and args.frames:
+        for path in write_robustness_frames(args.frames, seed=args.seed):
+            print(f"wrote {path}", file=sys.stderr)
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    print(f"conversations in {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_synthesize(args: argparse.Namespace) -> int:
+    from .data.synthesize import HFBackend, OpenAIBackend, SynthesisConfig, generic_items, goalstep_items, synthesize
+
+    if not Path(args.annotations).exists():
+        raise UserError(f"no such file or directory: {args.annotations}")
+    if bool(args.base_url) == bool(args.hf_model):
+        raise UserError("choose one backend: --base-url URL (OpenAI-compatible server) or --hf-model MODEL")
+    try:
+        config = SynthesisConfig(fps=args.fps, dialogues_per_item=args.dialogues_per_item,
+                                 questions_per_dialogue=args.questions, min_span=args.min_span,
+                                 max_span=args.max_span, max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, seed=args.seed)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    items = goalstep_items(args.annotations, args.splits.split(",")) if args.source == "ego4d-goalstep" \
+        else generic_items(args.annotations)
+    if args.limit is not None:
+        items = items[: args.limit]
+    if args.base_url:
+        backend = OpenAIBackend(args.base_url, args.llm_name, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                                timeout=args.timeout, retries=args.retries)
+    else:
+        backend = HFBackend(args.hf_model, device=args.device, dtype=args.dtype)
+    report = synthesize(items, backend, args.out, config, concurrency=args.concurrency, progress=not args.quiet,
+                        retry_dropped=args.retry_dropped)
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    return 0 if report.written or report.already_done or not items else 1
+
 # ---------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.runner import EvalOptions, check_inputs, format_table, run_eval
@@ -404,6 +464,55 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--batch-size", type=int, default=64)
     features.add_argument("--quiet", "-q", action="store_true")
     features.set_defaults(func=cmd_data_features)
+
+    convert = data.add_parser("convert", help="a dataset's annotation files -> stream conversations (JSONL) with "
+                                              "frame ranges, for `train`")
+    convert.add_argument("--dataset", required=True,
+                         help="ego4d-narration, ego4d-refined-narration, ego4d-goalstep-livechat, robustness, ...")
+    convert.add_argument("--anno-root", required=True, type=Path,
+                         help="the dataset's annotation directory (or, for dialogues, a file)")
+    convert.add_argument("--out", required=True, type=Path, help="JSONL of {video, conversation, start_frame, ...}")
+    convert.add_argument("--split", default="train", help="train, val or test (default: train)")
+    convert.add_argument("--fps", type=positive_float, default=2.0, help="frame rate of the frames (default: 2)")
+    convert.add_argument("--frames", type=Path, help="preprocessed frames/features: each video's length is read "
+                                                     "there (robustness: its synthetic videos are written there)")
+    convert.add_argument("--video-metadata", type=Path, help="Ego4D's ego4d.json, or a JSON map video -> seconds "
+                                                             "(default: ANNO_ROOT/ego4d.json when present)")
+    convert.add_argument("--augment", type=int, default=0, metavar="N",
+                         help="add N augmented copies of each conversation (wrong, late, missed turns)")
+    convert.add_argument("--max-frames", type=int, help="cut conversations before this many frames")
+    convert.add_argument("--seed", type=int, default=0)
+    convert.set_defaults(func=cmd_data_convert)
+
+    synth = data.add_parser("synthesize", help="streaming dialogues written by an LLM from timestamped annotations "
+                                               "(resumable)")
+    synth.add_argument("annotations", type=Path,
+                       help="Ego4D annotation dir (goalstep_{split}.json) or a JSON/JSONL of {video, annotations}")
+    synth.add_argument("--out", required=True, type=Path, help="JSONL of dialogues (appended; a run resumes)")
+    synth.add_argument("--source", choices=("ego4d-goalstep", "generic"), default="generic")
+    synth.add_argument("--splits", default="train,val", help="GoalStep splits (default: train,val)")
+    synth.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    synth.add_argument("--llm-name", default="default", help="model name sent to the endpoint")
+    synth.add_argument("--api-key", help="bearer token for the endpoint (default: $OPENAI_API_KEY)")
+    synth.add_argument("--concurrency", type=int, default=8, help="parallel requests to the endpoint (default: 8)")
+    synth.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per request (default: 600)")
+    synth.add_argument("--retries", type=int, default=3, help="retries of a failed request (default: 3)")
+    synth.add_argument("--hf-model", help="local Hugging Face causal LM: directory, cached hub id, .gguf or "
+                                          "package:PKG/FILE.gguf")
+    synth.add_argument("--device", default="cpu")
+    synth.add_argument("--dtype", default=None)
+    synth.add_argument("--fps", type=positive_float, default=2.0)
+    synth.add_argument("--dialogues-per-item", type=int, default=2)
+    synth.add_argument("--questions", type=int, default=3, help="user questions per dialogue (default: 3)")
+    synth.add_argument("--min-span", type=float, default=60.0, help="drop dialogues shorter than this (s)")
+    synth.add_argument("--max-span", type=float, default=3600.0, help="drop dialogues longer than this (s)")
+    synth.add_argument("--max-new-tokens", type=int, default=2048)
+    synth.add_argument("--temperature", type=float, default=0.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--limit", type=int, help="only the first N annotated items")
+    synth.add_argument("--retry-dropped", action="store_true", help="ask again for dialogues an earlier run dropped")
+    synth.add_argument("--quiet", "-q", action="store_true")
+    synth.set_defaults(func=cmd_data_synthesize)
 
     evaluate = commands.add_parser(
         "eval", help="the paper's metrics on a dataset: streaming metrics, COIN and Ego4D LTA benchmarks",
