@@ -17,20 +17,23 @@ def test_stream_through_cache_equals_full_forward(llm):
     fed_ids, fed_logits, frame_positions = [], [], []
 
     # Record every position the session feeds, with the logits it computed there.
-    original_feed = session._feed
+    original_feed = session.backend.feed
 
-    def recording_feed(ids, frame_embeds=None):
+    def recording_feed(feeds):
         logits_before = len(fed_ids)
-        fed_ids.extend(ids)
-        if frame_embeds is not None:
-            frame_positions.append(len(fed_ids))
-            fed_ids.extend([template.ids.v_placeholder] * len(frame_embeds))
-        logits = original_feed(ids, frame_embeds)
-        fed_logits.append((len(fed_ids) - 1, logits))
+        ends = []
+        for feed in feeds:
+            fed_ids.extend(feed.ids)
+            if feed.frame is not None:
+                frame_positions.append(len(fed_ids))
+                fed_ids.extend([template.ids.v_placeholder] * len(feed.frame))
+            ends.append(len(fed_ids) - 1)
+        results = original_feed(feeds)
+        fed_logits.extend((end, result.logits) for end, result in zip(ends, results))
         assert len(fed_ids) > logits_before
-        return logits
+        return results
 
-    session._feed = recording_feed
+    session.backend.feed = recording_feed
     events = []
     for index, frame in enumerate(frames):
         events += session.push_frame(index * 0.5, frame)

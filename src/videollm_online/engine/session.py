@@ -4,6 +4,10 @@ The session speaks token ids and frame embeddings; text enters and leaves only t
 (queries in, decoded responses out). It holds no UI and prints nothing: `push_frame` / `push_query` / `finish`
 return the events they produce. The protocol is DESIGN.md section 3; the plain per-frame loop in
 `engine.reference` is the oracle it is tested against.
+
+The protocol is written once, as generators that yield the `Feed`s they need and receive `FeedResult`s; a session
+drives them through its own backend (`HFCacheBackend` by default, a slot of the static-cache engine for speed),
+and `engine.batch` drives many sessions' generators together, one batched forward per step.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import bisect
 import itertools
 import time as wallclock
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ..model import LiveModel
 from ..text import StreamTemplate
+from .backend import Feed, FeedResult, HFCacheBackend
 
 
 @dataclass
@@ -57,11 +63,15 @@ class StreamEvent:
 # Where the conversation stands, which decides the text that joins the next frame or turn.
 _START, _STREAM, _TEXT = "start", "stream", "text"
 
+# A protocol step: yields the feeds of one forward, receives their results, returns its events at the end.
+Steps = Generator[list[Feed], list[FeedResult], list[StreamEvent]]
+
 
 class StreamSession:
     """Feed frames and queries in video-time order; collect the assistant's turns."""
 
-    def __init__(self, model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None):
+    def __init__(self, model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None,
+                 backend=None):
         self.model = model
         self.template = template
         self.config = config or EngineConfig()
@@ -69,8 +79,10 @@ class StreamSession:
             model.config.frame_token_interval_threshold
         )
         ids = template.ids
-        self._silence_id = ids.silence
         self._eos_id = ids.eos
+        self.backend = backend if backend is not None else HFCacheBackend(model, ids.silence)
+        self.on_token: Callable[[int], None] | None = None
+        """Called with each response token as it is generated (servers stream text with it)."""
         # Prompt pieces tokenized once.
         system = template.system_text(self.config.system_prompt)
         self._start_stream_ids = template.encode(system + template.STREAM_PROMPT)
@@ -84,7 +96,7 @@ class StreamSession:
     # ------------------------------------------------------------------ public API
     def reset(self) -> None:
         """Forget everything: an empty cache, no frames, no queries."""
-        self._cache = None
+        self.backend.reset()
         self._state = _START
         self._carry: list[int] = []  # ids owed before the next input (the eos closing the last response)
         self._queries: list[tuple[float, int, str]] = []
@@ -96,7 +108,7 @@ class StreamSession:
     @property
     def num_tokens(self) -> int:
         """Tokens in the KV cache."""
-        return 0 if self._cache is None else int(self._cache.get_seq_length())
+        return self.backend.num_tokens
 
     def push_query(self, video_time: float, text: str) -> None:
         """Queue a user query at a video time; it is answered before the first frame later than that time."""
@@ -104,17 +116,94 @@ class StreamSession:
             raise ValueError("a query needs some text")
         bisect.insort(self._queries, (float(video_time), next(self._query_counter), text))
 
-    @torch.inference_mode()
     def push_frame(self, video_time: float, frame_embeds: torch.Tensor) -> list[StreamEvent]:
         """Feed one frame, (frame_num_tokens, H) embeddings, at a video time; return the turns it triggers."""
-        started = wallclock.perf_counter()
-        if self.last_frame_time is not None and video_time < self.last_frame_time:
-            raise ValueError(f"frames must come in time order: {video_time} after {self.last_frame_time}")
+        self.check_frame(video_time, frame_embeds)
+        return self.run(self.frame_steps(video_time, frame_embeds))
+
+    def push_frames(self, times: Sequence[float], frames: torch.Tensor, ahead: int = 8) -> list[StreamEvent]:
+        """Feed frames (N, T, H) that are all available now (a file): up to `ahead` frames go in one forward on
+        the guess that the model stays silent after each; the cache is rolled back to the first frame where it
+        would not. The events are those of feeding the frames one by one."""
+        if len(times) != len(frames):
+            raise ValueError(f"{len(times)} times for {len(frames)} frames")
+        for index, frame in enumerate(frames):
+            self.check_frame(times[index], frame, times[index - 1] if index else None)
+        return self.run(self.frames_steps(times, frames, ahead))
+
+    def finish(self) -> list[StreamEvent]:
+        """The stream has ended: answer the queries still waiting."""
+        return self.run(self.finish_steps())
+
+    def wants_response(self, result: FeedResult) -> bool:
+        """The decision after a frame: respond unless P(silence) >= threshold. (With the silence token zeroed, any
+        argmax is a non-silence token, so no second condition is needed.)"""
+        return result.silence < self.threshold
+
+    def check_frame(self, video_time: float, frame_embeds: torch.Tensor, previous: float | None = None) -> None:
+        previous = self.last_frame_time if previous is None else previous
+        if previous is not None and video_time < previous:
+            raise ValueError(f"frames must come in time order: {video_time} after {previous}")
         expected = (self.model.config.frame_num_tokens, self.model.hidden_size)
         if tuple(frame_embeds.shape) != expected:
             raise ValueError(f"frame_embeds must have shape {expected}, got {tuple(frame_embeds.shape)}")
-        events = self._answer_queries(lambda t: t < video_time, started)
 
+    @torch.inference_mode()
+    def run(self, steps: Steps) -> list[StreamEvent]:
+        """Drive protocol steps through this session's own backend."""
+        try:
+            feeds = next(steps)
+            while True:
+                feeds = steps.send(self.backend.feed(feeds))
+        except StopIteration as done:
+            return done.value
+
+    # ------------------------------------------------------------------ protocol steps
+    def frame_steps(self, video_time: float, frame_embeds: torch.Tensor, started: float | None = None) -> Steps:
+        started = wallclock.perf_counter() if started is None else started
+        events = yield from self._answer_queries(lambda t: t < video_time, started)
+        (result,) = yield [Feed(self._frame_prefix(), frame_embeds)]
+        events += yield from self._after_frame(video_time, result, started)
+        self.events += events
+        return events
+
+    def frames_steps(self, times: Sequence[float], frames: torch.Tensor, ahead: int) -> Steps:
+        started = wallclock.perf_counter()
+        events: list[StreamEvent] = []
+        index = 0
+        while index < len(frames):
+            if self._state != _STREAM or ahead <= 1 or self._query_due(times[index], strict=True):
+                events += yield from self.frame_steps(times[index], frames[index], started)
+                index += 1
+                continue
+            end = index  # frames index..end-1 go in one forward; none has a query due before it
+            while end < len(frames) and end - index < ahead and not self._query_due(times[end], strict=True):
+                end += 1
+                if self._query_due(times[end - 1], strict=False):
+                    break  # a query comes right after this frame: it ends the guess
+            feeds = [Feed(self._silent_ids, frames[k]) for k in range(index, end)]
+            results = yield feeds
+            base = self.num_tokens - sum(feed.length for feed in feeds)  # after the feed: it may have evicted
+            for k in range(index, end):
+                base += feeds[k - index].length
+                stops = self._query_due(times[k], strict=False) or self._wants_response_at(results[k - index])
+                if stops or k == end - 1:
+                    self.backend.truncate(base)  # undo the frames guessed after this one
+                    frame_events = yield from self._after_frame(times[k], results[k - index], started)
+                    self.events += frame_events
+                    events += frame_events
+                    index = k + 1
+                    break
+                self._count_frame(times[k])
+        return events
+
+    def finish_steps(self) -> Steps:
+        events = yield from self._answer_queries(lambda t: True, wallclock.perf_counter())
+        self.events += events
+        return events
+
+    # ------------------------------------------------------------------ internals
+    def _frame_prefix(self) -> list[int]:
         if self._state == _START:
             prefix = self._start_stream_ids
         elif self._state == _STREAM:
@@ -122,33 +211,37 @@ class StreamSession:
         else:
             prefix = self._carry + self._stream_prompt_ids
         self._carry = []
-        logits = self._feed(prefix, frame_embeds)
+        return prefix
+
+    def _count_frame(self, video_time: float) -> None:
         self._state = _STREAM
         self.num_frames += 1
         self.last_frame_time = video_time
 
-        answered = self._answer_queries(lambda t: t <= video_time, started)
-        if answered:  # a query after this frame closes the stream; the frame's own decision is not taken
-            events += answered
-        elif self._should_respond(logits):
-            events.append(self._respond(video_time, self._respond_ids, started))
-        self.events += events
-        return events
+    def _wants_response_at(self, result: FeedResult) -> bool:
+        """`wants_response` for a frame of a multi-frame guess, as if it were the frame just fed."""
+        self.num_frames += 1  # the decision may depend on the frame count (a schedule): show it the right one
+        try:
+            return self.wants_response(result)
+        finally:
+            self.num_frames -= 1
 
-    @torch.inference_mode()
-    def finish(self) -> list[StreamEvent]:
-        """The stream has ended: answer the queries still waiting."""
-        events = self._answer_queries(lambda t: True, wallclock.perf_counter())
-        self.events += events
-        return events
+    def _after_frame(self, video_time: float, result: FeedResult, started: float) -> Steps:
+        """A frame was fed: queries due at its time are answered (and then its own decision is not taken)."""
+        self._count_frame(video_time)
+        answered = yield from self._answer_queries(lambda t: t <= video_time, started)
+        if answered:
+            return answered
+        if self.wants_response(result):
+            return [(yield from self._respond(video_time, self._respond_ids, started))]
+        return []
 
-    # ------------------------------------------------------------------ internals
-    def _should_respond(self, logits: torch.Tensor) -> bool:
-        """Respond unless P(silence) >= threshold (after zeroing it, any argmax is a non-silence token)."""
-        probability = logits.float().softmax(dim=-1)[self._silence_id]
-        return bool(probability < self.threshold)
+    def _query_due(self, video_time: float, strict: bool) -> bool:
+        if not self._queries:
+            return False
+        return self._queries[0][0] < video_time if strict else self._queries[0][0] <= video_time
 
-    def _answer_queries(self, due, started: float) -> list[StreamEvent]:
+    def _answer_queries(self, due: Callable[[float], bool], started: float) -> Steps:
         events = []
         while self._queries and due(self._queries[0][0]):
             query_time, _, text = self._queries.pop(0)
@@ -164,36 +257,25 @@ class StreamSession:
                 prompt = self._carry + text_ids
             self._carry = []
             events.append(StreamEvent(video_time, "user", text, frame_index=self.num_frames - 1))
-            events.append(self._respond(video_time, prompt, started))
+            events.append((yield from self._respond(video_time, prompt, started)))
         return events
 
-    def _respond(self, video_time: float, prompt_ids: list[int], started: float) -> StreamEvent:
+    def _respond(self, video_time: float, prompt_ids: list[int], started: float) -> Steps:
         """Feed the prompt, then greedy tokens until eos or max_new_tokens. The eos is fed with the next input."""
-        logits = self._feed(prompt_ids)
+        (result,) = yield [Feed(prompt_ids)]
         tokens: list[int] = []
         while True:
-            token = int(logits.argmax())
+            token = result.token
             if token == self._eos_id:
                 break
             tokens.append(token)
+            if self.on_token is not None:
+                self.on_token(token)
             if len(tokens) >= self.config.max_new_tokens:
                 break  # cut short: the eos still closes the turn, as if the model had said it
-            logits = self._feed([token])
+            (result,) = yield [Feed([token])]
         self._carry = [self._eos_id]
         self._state = _TEXT
         text = self.template.decode(tokens)
         latency = wallclock.perf_counter() - started
         return StreamEvent(video_time, "assistant", text, tokens, self.num_frames - 1, latency)
-
-    def _feed(self, ids: list[int], frame_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Run ids (then a frame's embeddings) through the LLM with the cache; return the last position's logits."""
-        model = self.model
-        parts = []
-        if ids:
-            parts.append(model.embed_tokens(torch.tensor([ids], device=model.device))[0])
-        if frame_embeds is not None:
-            parts.append(frame_embeds.to(device=model.device, dtype=model.dtype))
-        inputs_embeds = torch.cat(parts)[None]  # (1, L, H)
-        output = model.forward_embeds(inputs_embeds, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        self._cache = output.kv_cache
-        return output.logits[0, -1]

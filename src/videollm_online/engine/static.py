@@ -1,0 +1,349 @@
+"""The fast decode path: a static KV cache for many sessions, one forward per step for all of them, CUDA graphs.
+
+`StaticKV` runs Llama-family decoders (Llama, Mistral, Qwen2, SmolLM2: pre-norm, RoPE, grouped-query attention,
+gated MLP) with its own forward over the Hugging Face weights: q/k/v and gate/up fused, LoRA merged, the cache
+allocated once as (layers, sessions, kv heads, tokens, head dim). Each session owns a slot; a step feeds any number
+of slots at once, each at its own position with its own length (rows that have nothing to feed pad along), and
+attention reads only the filled part of the cache, rounded up to a bucket. On CUDA every (batch, length, span)
+shape is captured once as a CUDA graph and replayed. What comes back per feed is the argmax token and P(silence),
+computed on the GPU: one small host read per step.
+
+Endless streams: a `MemoryPolicy` keeps a session's first tokens (system prompt and first frame: the attention
+sink) and its most recent ones; when the slot is full the oldest tokens after the sink are dropped and the kept
+keys are re-rotated so positions stay contiguous (RoPE rotations compose), so memory and positions stay bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.activations import ACT2FN
+
+from ..errors import UserError
+from ..model import LiveModel
+from .backend import Feed, FeedResult
+
+
+class ContextFullError(UserError):
+    """A session outgrew its cache and no memory policy lets it drop old tokens."""
+
+
+@dataclass
+class MemoryPolicy:
+    """Keep the sink and a recent window when a session fills its slot."""
+
+    sink_tokens: int | None = None
+    """Tokens kept at the start; None: everything before the first frame's decision (system prompt + frame 1)."""
+    evict_fraction: float = 0.25
+    """Share of the droppable tokens dropped at once when full: one shift of the cache serves many frames."""
+
+    def __post_init__(self) -> None:
+        if self.sink_tokens is not None and self.sink_tokens < 0:
+            raise ValueError(f"sink_tokens must be >= 0, got {self.sink_tokens}")
+        if not 0.0 < self.evict_fraction < 1.0:
+            raise ValueError(f"evict_fraction must be in (0, 1), got {self.evict_fraction}")
+
+
+def _bucket(value: int, buckets: list[int]) -> int:
+    for bucket in buckets:
+        if value <= bucket:
+            return bucket
+    raise ValueError(f"{value} is larger than the largest bucket {buckets[-1]}")
+
+
+def _merged_weight(linear: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear layer's weight with its active LoRA adapters folded in, and its bias."""
+    base = getattr(linear, "base_layer", linear)
+    weight = base.weight
+    for adapter in getattr(linear, "active_adapters", []) or []:
+        if adapter in getattr(linear, "lora_A", {}) and not getattr(linear, "merged", False):
+            weight = weight + linear.get_delta_weight(adapter).to(weight.dtype)
+    return weight.detach(), (None if base.bias is None else base.bias.detach())
+
+
+def _fuse(linears: list[torch.nn.Module]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weights, biases = zip(*(_merged_weight(linear) for linear in linears))
+    if all(b is None for b in biases):
+        return torch.cat(weights).contiguous(), None
+    biases = [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+              for w, b in zip(weights, biases)]
+    return torch.cat(weights).contiguous(), torch.cat(biases)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Layer:
+    def __init__(self, layer: torch.nn.Module):
+        attention, mlp = layer.self_attn, layer.mlp
+        self.qkv, self.qkv_bias = _fuse([attention.q_proj, attention.k_proj, attention.v_proj])
+        self.o, self.o_bias = _merged_weight(attention.o_proj)
+        self.gate_up, _ = _fuse([mlp.gate_proj, mlp.up_proj])
+        self.down, _ = _merged_weight(mlp.down_proj)
+        self.norm_1 = layer.input_layernorm.weight.detach()
+        self.norm_2 = layer.post_attention_layernorm.weight.detach()
+
+
+class StaticKV:
+    """Sessions' KV caches in one static tensor and the forward that feeds them, batched."""
+
+    def __init__(self, model: LiveModel, silence_id: int, max_sessions: int = 1, max_tokens: int | None = None,
+                 policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None, span_bucket: int = 1024,
+                 max_step_tokens: int = 256):
+        llm = model.base_llm
+        config = llm.config
+        decoder = llm.get_decoder()
+        if getattr(config, "sliding_window", None) and (
+            getattr(config, "use_sliding_window", True) is not False
+        ):
+            raise UserError("the fast engine does not do sliding-window attention; use the default engine")
+        needed = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
+        if not hasattr(decoder, "layers") or not all(hasattr(decoder.layers[0], name) for name in needed):
+            raise UserError(f"the fast engine runs Llama-family decoders; {type(llm).__name__} is not one "
+                            "(use the default engine)")
+        self.model = model
+        self.silence_id = silence_id
+        self.device = model.device
+        self.dtype = model.dtype
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.hidden_size = config.hidden_size
+        self.eps = config.rms_norm_eps
+        self.act = ACT2FN[config.hidden_act]
+        self.scale = self.head_dim**-0.5
+        self.max_sessions = max_sessions
+        self.max_tokens = max_tokens or config.max_position_embeddings
+        self.policy = policy
+        self.max_step_tokens = max_step_tokens
+        with torch.no_grad():
+            self.layers = [_Layer(layer) for layer in decoder.layers]
+            self.embedding = llm.get_input_embeddings().weight.detach()
+            self.final_norm = decoder.norm.weight.detach()
+            self.lm_head, _ = _merged_weight(llm.get_output_embeddings())  # the released LoRA targets lm_head too
+            # Room past the capacity for a step's padding, which lands beyond a session's length and is overwritten.
+            self.allocated = self.max_tokens + max_step_tokens
+            positions = torch.arange(self.allocated + 1, device=self.device)[None]
+            probe = torch.zeros(1, device=self.device, dtype=torch.float32)
+            cos, sin = decoder.rotary_emb(probe, positions)  # (1, L, D), with the rope's own scaling
+            self.rope_scaling = float(getattr(decoder.rotary_emb, "attention_scaling", 1.0))
+            self.cos_f32, self.sin_f32 = cos[0].float(), sin[0].float()
+            self.cos, self.sin = self.cos_f32.to(self.dtype), self.sin_f32.to(self.dtype)
+            shape = (len(self.layers), max_sessions, self.num_kv_heads, self.allocated, self.head_dim)
+            self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.lengths = [0] * max_sessions
+        self.sinks: list[int | None] = [None] * max_sessions
+        self.evictions = [0] * max_sessions
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs needs the model on a CUDA device")
+        frame_step = model.config.frame_num_tokens + 1
+        self.step_buckets = sorted({1, 2, 4, 8, frame_step, *[2**i for i in range(4, 16) if 2**i < max_step_tokens],
+                                    max_step_tokens})
+        self.span_buckets = sorted({*range(span_bucket, self.allocated, span_bucket), self.allocated})
+        self.batch_buckets = sorted({*[2**i for i in range(16) if 2**i < max_sessions], max_sessions})
+        self._graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
+        self._pool = None
+
+    # ------------------------------------------------------------------ slots
+    def reset_slot(self, slot: int) -> None:
+        self.lengths[slot] = 0
+        self.sinks[slot] = None
+        self.evictions[slot] = 0
+
+    def truncate(self, slot: int, num_tokens: int) -> None:
+        self.lengths[slot] = min(self.lengths[slot], num_tokens)
+
+    @property
+    def bytes_per_token(self) -> int:
+        return 2 * len(self.layers) * self.num_kv_heads * self.head_dim * self.k_cache.element_size()
+
+    def _make_room(self, slot: int, incoming: int) -> None:
+        """Drop old tokens after the sink (re-rotating the kept keys) so `incoming` more fit."""
+        length = self.lengths[slot]
+        if length + incoming <= self.max_tokens:
+            return
+        sink = self.sinks[slot] if self.sinks[slot] is not None else length
+        if self.policy is None:
+            raise ContextFullError(
+                f"the stream outgrew the cache ({self.max_tokens} tokens, about "
+                f"{self.max_tokens // (self.model.config.frame_num_tokens + 1)} frames): give the engine a memory "
+                "policy (--memory-window) or a larger max_tokens"
+            )
+        sink = self.policy.sink_tokens if self.policy.sink_tokens is not None else sink
+        droppable = length - sink
+        drop = max(length + incoming - self.max_tokens, math.ceil(droppable * self.policy.evict_fraction))
+        if sink + incoming > self.max_tokens or drop > droppable:
+            raise ContextFullError(f"a single input of {incoming} tokens does not fit the cache of "
+                                   f"{self.max_tokens} tokens beside the {sink} kept at the start")
+        # Keys were rotated for their old positions p; they now sit at p - drop: rotate by -drop.
+        cos = self.cos_f32[drop] / self.rope_scaling
+        sin = -self.sin_f32[drop] / self.rope_scaling
+        keep = slice(sink + drop, length)
+        kept_k = self.k_cache[:, slot, :, keep].float()
+        kept_k = (kept_k * cos + _rotate_half(kept_k) * sin).to(self.dtype)
+        kept_v = self.v_cache[:, slot, :, keep].clone()
+        self.k_cache[:, slot, :, sink:length - drop] = kept_k
+        self.v_cache[:, slot, :, sink:length - drop] = kept_v
+        self.lengths[slot] = length - drop
+        self.evictions[slot] += drop
+
+    # ------------------------------------------------------------------ the forward
+    def _embed_inputs(self, ids: torch.Tensor, frames: torch.Tensor, is_frame: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(ids.clamp(max=self.embedding.shape[0] - 1), self.embedding)  # (B, T, H)
+        return torch.where(is_frame[..., None], frames, x)
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(self.dtype) * weight
+
+    def _forward(self, ids: torch.Tensor, frames: torch.Tensor, is_frame: torch.Tensor, positions: torch.Tensor,
+                 read_index: torch.Tensor, span: int) -> torch.Tensor:
+        """One step for rows 0..B-1 (B, T): returns (B, R, 2) = (argmax token, P(silence)) at `read_index`."""
+        batch, steps = ids.shape
+        kv_heads, group, head_dim = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        x = self._embed_inputs(ids, frames, is_frame)
+        cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]  # (B, T, 1, D)
+        rows = torch.arange(batch, device=ids.device)[:, None].expand(batch, steps)  # (B, T)
+        # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
+        visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+        visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
+        q_size, kv_size = self.num_heads * head_dim, kv_heads * head_dim
+        for index, layer in enumerate(self.layers):
+            h = self._rms_norm(x, layer.norm_1)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            q = qkv[..., :q_size].view(batch, steps, self.num_heads, head_dim)
+            k = qkv[..., q_size:q_size + kv_size].view(batch, steps, kv_heads, head_dim)
+            v = qkv[..., q_size + kv_size:].view(batch, steps, kv_heads, head_dim)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # (S, KVH, L, D)
+            k_cache[rows, :, positions] = k
+            v_cache[rows, :, positions] = v
+            # Queries grouped under their kv head: (B, KVH, G * T, D), head h reads kv head h // G.
+            q = q.view(batch, steps, kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
+            q = q.reshape(batch, kv_heads, group * steps, head_dim)
+            attended = F.scaled_dot_product_attention(
+                q, k_cache[:batch, :, :span], v_cache[:batch, :, :span], attn_mask=visible, scale=self.scale
+            )  # (B, KVH, G * T, D)
+            attended = attended.view(batch, kv_heads, group, steps, head_dim).permute(0, 3, 1, 2, 4)
+            x = x + F.linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias)
+            h = self._rms_norm(x, layer.norm_2)
+            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + F.linear(self.act(gate) * up, layer.down)
+        x = x.gather(1, read_index[..., None].expand(-1, -1, x.shape[-1]))  # (B, R, H)
+        logits = F.linear(self._rms_norm(x, self.final_norm), self.lm_head).float()  # (B, R, V)
+        silence = (logits[..., self.silence_id] - logits.logsumexp(dim=-1)).exp()
+        return torch.stack([logits.argmax(dim=-1).float(), silence], dim=-1)
+
+    def _run(self, inputs: dict[str, torch.Tensor], span: int) -> torch.Tensor:
+        if not self.cuda_graphs:
+            return self._forward(**inputs, span=span)
+        key = (*inputs["ids"].shape, inputs["read_index"].shape[1], span)
+        if key in self._graphs:
+            graph, buffers, output = self._graphs[key]
+            for name, value in inputs.items():
+                buffers[name].copy_(value, non_blocking=True)
+            graph.replay()
+            return output
+        # First time for this shape: a warm-up run (its result is the real one: the inputs are the real ones, and
+        # the cache writes it makes are the ones the replay would make), then capture.
+        buffers = {name: value.clone() for name, value in inputs.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            result = self._forward(**buffers, span=span).clone()
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = self._forward(**buffers, span=span)
+        self._graphs[key] = (graph, buffers, output)
+        return result
+
+    # ------------------------------------------------------------------ feeding
+    @torch.inference_mode()
+    def feed(self, rows: dict[int, list[Feed]]) -> dict[int, list[FeedResult]]:
+        """Feed each slot its feeds (in order, one forward for all); return each feed's result."""
+        rows = {slot: feeds for slot, feeds in rows.items() if feeds}
+        for slot, feeds in rows.items():
+            total = sum(feed.length for feed in feeds)
+            while total > self.max_step_tokens:  # a long prompt: feed its head alone first
+                head, feeds = self._split(feeds)
+                self._step({slot: head})
+                total = sum(feed.length for feed in feeds)
+            rows[slot] = feeds
+        return self._step(rows)
+
+    def _split(self, feeds: list[Feed]) -> tuple[list[Feed], list[Feed]]:
+        """Split the leading ids of the first feed into a text-only head (its result is not needed)."""
+        first = feeds[0]
+        cut = min(len(first.ids) - (first.frame is None), self.max_step_tokens)  # leave the feed a token to read
+        if cut <= 0:
+            raise ValueError(f"a multi-frame feed longer than max_step_tokens ({self.max_step_tokens}); "
+                             "feed fewer frames at once")
+        return [Feed(first.ids[:cut])], [Feed(first.ids[cut:], first.frame), *feeds[1:]]
+
+    def _step(self, rows: dict[int, list[Feed]]) -> dict[int, list[FeedResult]]:
+        for slot, feeds in rows.items():
+            self._make_room(slot, sum(feed.length for feed in feeds))
+        batch = _bucket(max(rows) + 1, self.batch_buckets)
+        steps = _bucket(max(sum(f.length for f in feeds) for feeds in rows.values()), self.step_buckets)
+        reads = max(len(feeds) for feeds in rows.values())
+        ids = torch.zeros(batch, steps, dtype=torch.long)
+        is_frame = torch.zeros(batch, steps, dtype=torch.bool)
+        read_index = torch.zeros(batch, reads, dtype=torch.long)
+        frames = torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device)
+        starts = torch.tensor([self.lengths[slot] if slot < self.max_sessions else 0 for slot in range(batch)])
+        for slot, feeds in rows.items():
+            offset = 0
+            for index, feed in enumerate(feeds):
+                ids[slot, offset:offset + len(feed.ids)] = torch.tensor(feed.ids, dtype=torch.long)
+                offset += len(feed.ids)
+                if feed.frame is not None:
+                    size = feed.frame.shape[0]
+                    frames[slot, offset:offset + size] = feed.frame
+                    is_frame[slot, offset:offset + size] = True
+                    offset += size
+                read_index[slot, index] = offset - 1
+            read_index[slot, len(feeds):] = offset - 1
+        positions = starts[:, None] + torch.arange(steps)[None]  # (B, T)
+        span = _bucket(int(positions.max()) + 1, self.span_buckets)
+        inputs = {"ids": ids, "frames": frames, "is_frame": is_frame, "positions": positions,
+                  "read_index": read_index}
+        inputs = {name: value.to(self.device, non_blocking=True) for name, value in inputs.items()}
+        output = self._run(inputs, span).tolist()  # the one host read of the step
+        results = {}
+        for slot, feeds in rows.items():
+            if self.sinks[slot] is None and any(feed.frame is not None for feed in feeds):
+                self.sinks[slot] = self.lengths[slot] + sum(feed.length for feed in feeds)
+            self.lengths[slot] += sum(feed.length for feed in feeds)
+            results[slot] = [FeedResult(int(token), silence) for token, silence in output[slot][:len(feeds)]]
+        return results
+
+
+class SlotBackend:
+    """One session's view of a `StaticKV`: the backend interface of `engine.backend` over a slot."""
+
+    def __init__(self, static: StaticKV, slot: int):
+        self.static = static
+        self.slot = slot
+
+    def reset(self) -> None:
+        self.static.reset_slot(self.slot)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.static.lengths[self.slot]
+
+    def feed(self, feeds: list[Feed]) -> list[FeedResult]:
+        return self.static.feed({self.slot: feeds})[self.slot]
+
+    def truncate(self, num_tokens: int) -> None:
+        self.static.truncate(self.slot, num_tokens)
