@@ -242,9 +242,9 @@ def cmd_data_features(args: argparse.Namespace) -> int:
     if str(args.device).startswith("cuda") and world_size > 1:
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     counts = extract_features(args.frames, args.out, model, batch_size=args.batch_size, rank=rank,
-                              world_size=world_size, progress=not args.quiet)
-    print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done ({name})",
-          file=sys.stderr)
+                              world_size=world_size, progress=not args.quiet, encoder_name=name)
+    print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done, "
+          f"{counts['failed']} unreadable (see warnings) ({name})", file=sys.stderr)
     return 0
 
 

@@ -123,10 +123,12 @@ class FrameStore:
 
 def extract_features(
     frames_dir: str | Path, out_dir: str | Path, model, *, batch_size: int = 64, rank: int = 0, world_size: int = 1,
-    progress: bool = True,
+    progress: bool = True, encoder_name: str | None = None,
 ) -> dict[str, int]:
     """Run the model's frozen vision encoder + pooling over preprocessed frames: `features` (N, T, Hv) per video,
-    in the encoder's dtype, with the encoder's identity in the metadata."""
+    in the encoder's dtype, with the encoder's identity in the metadata (`encoder_name`, e.g. the checkpoint, else
+    the config's vision source). A frames file that cannot be read is logged and skipped."""
+    from safetensors import SafetensorError
     from tqdm import tqdm
 
     from ..model import preprocess_frames
@@ -135,22 +137,33 @@ def extract_features(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = shard(sorted(p.stem for p in source.directory.glob("*.safetensors")), rank, world_size)
-    counts = {"written": 0, "skipped": 0}
+    counts = {"written": 0, "skipped": 0, "failed": 0}
     encoder = model.frame_encoder
     dtype = next(encoder.parameters()).dtype
+    vision_config = encoder.vision_model.config
+    identity = {
+        "encoder": str(encoder_name or model.config.vision or "config"),
+        "encoder_type": vision_config.model_type, "encoder_hidden": str(encoder.hidden_size),
+        "encoder_layers": str(getattr(vision_config, "num_hidden_layers", "")),
+        "frame_num_tokens": str(model.config.frame_num_tokens), "dtype": str(dtype).removeprefix("torch."),
+    }
     for video in tqdm(videos, desc=f"features [rank {rank}]", unit="video", disable=not progress):
         target = out_dir / f"{video}.safetensors"
         if target.exists():
             counts["skipped"] += 1
             continue
-        frames = source.load(video)
+        try:
+            frames = source.load(video)
+            metadata = source.metadata(video)
+        except (SafetensorError, OSError, KeyError) as error:
+            logger.warning("skipping %s: unreadable frames file (%s)", source.path(video), error)
+            counts["failed"] += 1
+            continue
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(frames), batch_size):
                 pixels = preprocess_frames(frames[start : start + batch_size], model.config, model.device, dtype)
-                chunks.append(model.encode_frames(pixels).cpu())
-        metadata = {**source.metadata(video), "encoder": str(model.config.vision or "config"),
-                    "frame_num_tokens": str(model.config.frame_num_tokens)}
-        _save_atomic({"features": torch.cat(chunks).contiguous()}, target, metadata)
+                chunks.append(model.encode_frames(pixels).cpu())  # (n, T, Hv)
+        _save_atomic({"features": torch.cat(chunks).contiguous()}, target, {**metadata, **identity})
         counts["written"] += 1
     return counts
