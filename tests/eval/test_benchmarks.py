@@ -100,3 +100,15 @@ def test_generation_matches_a_naive_greedy_loop():
     batched = generate_answers(model, template, [ids, short], [frames, frames[:1]], max_new_tokens=6)
     alone = generate_answers(model, template, [short], [frames[:1]], max_new_tokens=6)
     assert batched == [[answer], alone[0]]
+    # beam search returns K candidates per prompt (LTA scores the best of them)
+    beams = generate_answers(model, template, [ids, short], [frames, frames[:1]], max_new_tokens=6, num_beams=3,
+                             num_return_sequences=3)
+    assert [len(candidates) for candidates in beams] == [3, 3]
+
+
+def test_scripted_beams_agree_on_the_only_likely_answer():
+    model, template = scripted_model(" Cut.")
+    ids = prompt_ids(template, [{"role": "stream", "num_frames": 1, "learn": True}])
+    ((best, *_),) = generate_answers(model, template, [ids], [random_frames(1, model)], max_new_tokens=8, num_beams=2,
+                                     num_return_sequences=2)
+    assert best == " Cut."
