@@ -263,6 +263,12 @@ class SpeechQueue:
         with self._condition:
             return len(self._pending) + int(self._busy)
 
+    @property
+    def speaking(self) -> bool:
+        """Whether the worker holds a text now (synthesising or playing it)."""
+        with self._condition:
+            return self._busy
+
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop taking texts. `drain`: speak what is queued first; otherwise drop it and cut the current sound."""
         with self._condition:
