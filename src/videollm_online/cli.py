@@ -110,13 +110,12 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     engine = EngineConfig(threshold=args.threshold, max_new_tokens=args.max_new_tokens)
     history = History(video_path=source, frame_fps=fps, model=name, path=args.output)
     history.save()
+    stream = open_video(source, fps=fps, resolution=model.config.frame_resolution, realtime=args.realtime)
     speaker = None
     if args.speak or args.speech_dir:  # spoken on its own thread: the stream never waits for speech
         from .speech import start_speaking
 
         speaker = start_speaking(play=args.speak, wav_dir=args.speech_dir)
-
-    stream = open_video(source, fps=fps, resolution=model.config.frame_resolution, realtime=args.realtime)
     with stream, (speaker or contextlib.nullcontext()):
         total = int(stream.info.duration * fps) + 1 if stream.info.duration and not stream.info.is_live else None
         bar = tqdm(total=total, unit="frame", desc="narrating", disable=args.quiet or None, dynamic_ncols=True,

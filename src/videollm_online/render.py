@@ -295,7 +295,7 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
     skipped = False
     speech = SpeechTrack(turns, voice) if config.speech else None
     times = [turn.time for turn in turns]
-    with av.open(str(tmp), mode="w", format=FORMATS[out.suffix.lower()], options=options) as sink:
+    with av.open(str(tmp), mode="w", format=FORMATS[out.suffix.lower()], container_options=options) as sink:
         v_out = sink.add_stream("libx264", rate=rate, options={"crf": str(config.crf), "preset": config.preset})
         v_out.width, v_out.height, v_out.pix_fmt = out_w, out_h, "yuv420p"
         v_out.time_base = v_out.codec_context.time_base = time_base
