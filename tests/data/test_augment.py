@@ -123,8 +123,8 @@ def test_robustness_rows_train_through_the_dataset(tmp_path):
     """The robustness rows (text-only ones included) load, collate and give a finite loss with a tiny model."""
     import torch
     from safetensors.torch import save_file
-    from tiny_models import tiny_model
 
+    from tiny_models import tiny_model
     from videollm_online.data.datasets import ConvertOptions, get_loader
     from videollm_online.data.datasets.robustness import write_robustness_frames
     from videollm_online.data.frames import FrameStore

@@ -80,7 +80,8 @@ def test_features_shape_metadata_and_skips(videos, tmp_path, caplog, capsys):
     assert main(args) == 0
     assert "3 written, 0 already done, 1 unreadable" in capsys.readouterr().err and "torn" in caplog.text
     key, shape, metadata = header(features / "b.safetensors")
-    assert (key, shape) == ("features", (sampled_frames(videos / "b.mp4"), 10, 32))  # (frames, tokens per frame, encoder hidden)
+    # (frames, tokens per frame, encoder hidden)
+    assert (key, shape) == ("features", (sampled_frames(videos / "b.mp4"), 10, 32))
     assert metadata["fps"] == "2.0" and metadata["resolution"] == "32" and metadata["source"] == "b.mp4"
     assert metadata["encoder"] == "tiny (untrained)" and metadata["encoder_type"] == "siglip_vision_model"
     assert (metadata["encoder_hidden"], metadata["frame_num_tokens"], metadata["dtype"]) == ("32", "10", "float32")
