@@ -117,6 +117,7 @@ def test_user_errors_are_one_line(coin, tmp_path, capsys):
         (["--dataset", "ego4d-lta", "--data-root", str(root)], "no fho_lta_taxonomy.json in"),
         (["--dataset", "world", "--data-root", str(root)], "is not a synthetic world"),
         (["--dataset", "coin-step", "--data-root", str(root), "--split", "val"], "COIN has no 'val' split"),
+        (["--dataset", "coin-step", "--data-root", str(root), "--split", "dev"], "unknown split 'dev'"),
     ]
     for args, message in cases:
         assert main(["eval", "--model", str(checkpoint), "-q", *args]) == 2

@@ -178,8 +178,12 @@ def load_rows(options: EvalOptions, store: FrameStore, fps: float) -> list[dict[
     from ..data.datasets import ConvertOptions, get_loader
     from ..data.datasets.common import frames_from_store
 
-    converted = get_loader(options.dataset)(ConvertOptions(anno_root=options.data_root, split=options.split, fps=fps,
-                                                           video_frames=frames_from_store(store.directory)))
+    try:
+        convert_options = ConvertOptions(anno_root=options.data_root, split=options.split, fps=fps,
+                                         video_frames=frames_from_store(store.directory))
+    except ValueError as error:  # an unknown split
+        raise UserError(f"{options.dataset}: {error}") from error
+    converted = get_loader(options.dataset)(convert_options)
     for reason, count in sorted(converted.skipped.items()):
         logger.warning("%s: skipped %d (%s)", options.dataset, count, reason)
     rows = converted.rows[: options.limit]
