@@ -297,3 +297,20 @@ def test_bundled_model_answers_over_the_api(bundled, tmp_path):
     assert answers and answers[0]["text"], turns
     deltas = [event for event in events if event["type"] == P.RESPONSE_DELTA]
     assert len(deltas) > 1  # streamed token by token
+
+
+def test_the_example_streams_a_file_and_prints_the_turns(server, make_clip):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    clip = make_clip("clip.mp4", frames=30, fps=10)  # 3 s
+    example = Path(__file__).resolve().parents[2] / "examples" / "stream_to_server.py"
+    result = subprocess.run([sys.executable, str(example), str(clip), "--url", server.ws_url, "--threshold", "1",
+                             "--ask", "1.2:What is this?", "--fast"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "[1.2s] User: What is this?" in result.stdout
+    assert result.stdout.count("Assistant:") >= 2 and "[0.0s]" in result.stdout
+    missing = subprocess.run([sys.executable, str(example), "/no/such.mp4", "--url", server.ws_url],
+                             capture_output=True, text=True, timeout=180)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
