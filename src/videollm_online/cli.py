@@ -225,6 +225,11 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
         fps, resolution = fps or preset.frame_fps, resolution or preset.frame_resolution
     if not fps or not resolution:
         raise UserError("give --fps and --resolution, or a --preset to take them from")
+    if args.slurm_tasks:
+        from .data.launch import launch
+
+        return launch(args, ["data", "preprocess", str(Path(args.videos).resolve()), "--out", str(args.out.resolve()),
+                             "--fps", str(fps), "--resolution", str(resolution), "--workers", str(args.workers), "-q"])
     rank, world_size = distributed_rank()
     counts = preprocess_videos(args.videos, args.out, fps=fps, resolution=resolution, rank=rank,
                                world_size=world_size, workers=args.workers, progress=not args.quiet)
@@ -236,6 +241,11 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
 def cmd_data_features(args: argparse.Namespace) -> int:
     from .data.frames import extract_features
 
+    if args.slurm_tasks:
+        from .data.launch import launch, model_argv
+
+        return launch(args, ["data", "features", str(Path(args.frames).resolve()), "--out", str(args.out.resolve()),
+                             "--batch-size", str(args.batch_size), "-q", *model_argv(args)])
     model, _, name = load_model_from_args(args)
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
@@ -245,7 +255,6 @@ def cmd_data_features(args: argparse.Namespace) -> int:
     print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done, "
           f"{counts['failed']} unreadable (see warnings) ({name})", file=sys.stderr)
     return 0
-
 
 
 # ---------------------------------------------------------------------- data convert / synthesize
@@ -379,6 +388,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data.launch import add_slurm_options
 
     parser = argparse.ArgumentParser(prog="videollm-online", description=__doc__.splitlines()[0].replace("The ", "", 1))
     parser.add_argument("--version", action="version", version=f"videollm-online {__version__}")
@@ -453,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--resolution", type=int)
     preprocess.add_argument("--workers", type=int, default=1, help="processes per rank (default: 1)")
     preprocess.add_argument("--quiet", "-q", action="store_true")
+    add_slurm_options(preprocess)
     preprocess.set_defaults(func=cmd_data_preprocess)
 
     features = data.add_parser("features", help="vision encoder features of preprocessed frames (frozen-encoder "
@@ -462,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(features)
     features.add_argument("--batch-size", type=int, default=64)
     features.add_argument("--quiet", "-q", action="store_true")
+    add_slurm_options(features)
     features.set_defaults(func=cmd_data_features)
 
     convert = data.add_parser("convert", help="a dataset's annotation files -> stream conversations (JSONL) with "

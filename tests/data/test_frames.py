@@ -87,3 +87,19 @@ def test_features_shape_metadata_and_skips(videos, tmp_path, caplog, capsys):
     assert (metadata["encoder_hidden"], metadata["frame_num_tokens"], metadata["dtype"]) == ("32", "10", "float32")
     assert main(args) == 0
     assert "0 written, 3 already done" in capsys.readouterr().err
+
+
+def test_submitit_launch_with_two_tasks(videos, tmp_path, capsys):
+    """The SLURM path, run through submitit's local executor: two tasks, each taking its rank from the job."""
+    pytest.importorskip("submitit")
+    out = tmp_path / "frames"
+    assert main(["data", "preprocess", str(videos), "--out", str(out), "--fps", "2", "--resolution", "16",
+                 "--slurm-tasks", "2", "--slurm-local", "--slurm-wait", "--slurm-cpus-per-task", "1",
+                 "--slurm-folder", str(tmp_path / "logs")]) == 0
+    assert "all 2 tasks finished" in capsys.readouterr().err
+    assert sorted(p.stem for p in out.glob("*.safetensors")) == ["a", "b", "c"]
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*_log.err"))
+    assert "rank 0/2: 1 written, 0 already done, 1 failed" in logs and "rank 1/2: 2 written" in logs
+    assert main(["data", "preprocess", str(videos), "--out", str(out), "--fps", "2", "--resolution", "16",
+                 "--slurm-tasks", "3", "--slurm-nodes", "2"]) == 2
+    assert "multiple of --slurm-nodes" in capsys.readouterr().err
