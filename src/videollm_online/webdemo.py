@@ -250,7 +250,6 @@ class DemoSession:
             self.turns.append(Turn("user", text, video_time))
             self.engine.submit_query(video_time, text)
             self.waiting_queries += 1
-            self.last_feed = min(self.last_feed, time.monotonic())
 
     def messages(self) -> list[dict]:
         with self.lock:
