@@ -102,7 +102,7 @@ def main() -> None:
     output = args.output or Path(__file__).resolve().parent / "results" / f"feature_throughput_{args.device}.json"
     machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads(),
-               "cpu_count": os.cpu_count()}
+               "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}  # other work skews CPU runs
     if args.device == "cuda":
         machine["gpu"] = torch.cuda.get_device_name()
     results = {"command": " ".join(["python", *sys.argv]), "device": args.device, "dtype": str(dtype),
@@ -130,6 +130,7 @@ def main() -> None:
         del encoder
         if args.device == "cuda":
             torch.cuda.empty_cache()
+    machine["load_average_at_end"] = os.getloadavg()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
