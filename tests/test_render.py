@@ -170,3 +170,57 @@ def test_bad_inputs_are_one_line_errors(make_clip, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".out.mp4.*"))  # nothing half-written
     result = _cli(good, "--out", out, "-q")
     assert result.returncode == 0 and out.exists() and result.stderr == ""
+
+
+def clip_with_tone(path, seconds=3.0, fps=10, rate=44100, hz=440.0):
+    """A real H.264 + AAC clip: pattern frames and a stereo sine tone starting 0.25 s in."""
+    from conftest import frame_pattern
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="stereo")
+        t = np.arange(int((seconds - 0.25) * rate)) / rate
+        tone = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            block = np.ascontiguousarray(np.stack([tone[start : start + 1024]] * 2))
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, start + int(0.25 * rate)
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+        for i in range(int(seconds * fps)):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame_pattern(i, 64, 48), format="rgb24")))
+        container.mux(video.encode())
+    return path
+
+
+def audio_of(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate, channels = stream.sample_rate, stream.codec_context.layout.nb_channels
+        samples = np.concatenate([frame.to_ndarray() for frame in container.decode(audio=0)], axis=1)
+    return samples, rate, channels
+
+
+def test_source_audio_is_carried_and_speech_mixed_over_it(tmp_path):
+    clip = clip_with_tone(tmp_path / "tone.mp4")
+    history = write_history(tmp_path / "h.json", clip, [("assistant", "Listen to this sentence now.", 1.5)])
+    plain = render_video(history, tmp_path / "plain.mp4")
+    samples, rate, channels = audio_of(plain.path)
+    assert (rate, channels) == (44100, 2) and duration_of(plain.path, "audio") == pytest.approx(3.0, abs=0.1)
+    window = lambda a, b: samples[:, int(a * rate) : int(b * rate)]  # noqa: E731
+    assert np.sqrt(np.mean(window(0.0, 0.2) ** 2)) < 0.01  # the tone starts at 0.25 s, as in the source
+    assert np.sqrt(np.mean(window(0.5, 2.5) ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+
+    assert not render_video(history, tmp_path / "silent.mp4", config=RenderConfig(source_audio=False)).turns_spoken
+    with av.open(str(tmp_path / "silent.mp4")) as container:
+        assert not container.streams.audio
+
+    if not pytest.importorskip("videollm_online.speech").tts_available():
+        pytest.skip("the tts extra is not installed")
+    spoken = render_video(history, tmp_path / "spoken.mp4", config=RenderConfig(speech=True))
+    mixed, rate, _ = audio_of(spoken.path)
+    assert spoken.turns_spoken == 1 and rate == 44100
+    difference = mixed[:, : samples.shape[1]] - samples[:, : mixed.shape[1]]  # the speech alone, roughly
+    level = lambda a, b: float(np.sqrt(np.mean(difference[:, int(a * rate) : int(b * rate)] ** 2)))  # noqa: E731
+    assert level(0.5, 1.4) < 0.02 and level(1.6, 2.6) > 0.05

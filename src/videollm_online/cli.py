@@ -154,7 +154,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     try:
         config = RenderConfig(layout=args.layout, panel_size=args.panel_size, font_size=args.font_size,
-                              speech=args.speech, crf=args.crf)
+                              speech=args.speech, source_audio=not args.no_source_audio, crf=args.crf)
     except ValueError as error:
         raise UserError(str(error)) from error
     result = render_video(args.history, args.out, video=args.video, config=config, progress=not args.quiet)
@@ -420,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--video", help="the source video (default: the history's video_path)")
     render.add_argument("--out", "-o", required=True, type=Path, help="output video (.mp4, .mov, .mkv)")
     render.add_argument("--speech", action="store_true",
-                        help="add an audio track with each response spoken at its time (needs the tts extra)")
+                        help="mix each response, spoken, into the audio at its time (needs the tts extra)")
+    render.add_argument("--no-source-audio", action="store_true", help="leave the source's own audio out")
     render.add_argument("--layout", choices=("side", "below"), default="side",
                         help="conversation panel right of the frames or under them (default: side)")
     render.add_argument("--panel-size", type=int, help="panel width (side) or height (below) in pixels")

@@ -1,5 +1,5 @@
-"""Render a narrated video: the source's frames with the conversation in a panel beside or below them, and optionally
-the assistant's speech as an AAC track, encoded H.264 into an MP4/MOV/MKV.
+"""Render a narrated video: the source's frames with the conversation in a panel beside or below them, its audio,
+and optionally the assistant's speech mixed in, encoded H.264 + AAC into an MP4/MOV/MKV.
 
 It streams: frames are decoded, composed and encoded one at a time, and speech is synthesised turn by turn just
 before its time, so memory does not grow with the video's length. A turn appears in the panel from its video time
@@ -49,12 +49,14 @@ class RenderConfig:
     font_size: int | None = None
     """Text height in pixels; None: about 1/24 of the video height, between 12 and 36."""
     speech: bool = False
-    """Add an AAC track with each assistant turn spoken at its time (needs the tts extra)."""
+    """Mix each assistant turn, spoken, into the audio at its time (needs the tts extra)."""
     crf: int = 20
     """libx264 quality: 0 lossless .. 51 worst; 18-23 looks like the source."""
     preset: str = "veryfast"
     """libx264 speed/size trade-off."""
-    audio_bitrate: int = 96_000
+    source_audio: bool = True
+    """Carry the source's own audio (mixed under the speech); False: the speech alone, or no audio track."""
+    audio_bitrate: int = 128_000
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -178,27 +180,37 @@ def format_time(seconds: float) -> str:
     return f"{int(minutes)}:{rest:04.1f}" if minutes else f"{rest:.1f}s"
 
 
-# ---------------------------------------------------------------------- speech
+# ---------------------------------------------------------------------- audio
 class SpeechTrack:
     """The assistant's turns spoken at their times, read in consecutive blocks; overlapping turns are mixed.
 
     Each turn is synthesised when the read position comes near it and forgotten once it has been read, so only
-    the turns sounding at the moment are in memory.
+    the turns sounding at the moment are in memory. `sample_rate` is the track's (the voice's by default).
     """
 
-    def __init__(self, turns: list[Turn], voice: Any) -> None:
+    def __init__(self, turns: list[Turn], voice: Any, sample_rate: int | None = None) -> None:
         self.voice = voice
-        self.sample_rate: int = voice.sample_rate
+        self.sample_rate: int = sample_rate or voice.sample_rate
         self._waiting = [turn for turn in turns if turn.role == "assistant"]
         self._sounding: list[tuple[int, np.ndarray]] = []  # (start sample, samples)
         self.spoken = 0
+
+    def _synthesize(self, text: str) -> np.ndarray:
+        samples = self.voice.synthesize(text)
+        if self.voice.sample_rate == self.sample_rate or not len(samples):
+            return samples
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="fltp", layout="mono")
+        frame.sample_rate = self.voice.sample_rate
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=self.sample_rate)
+        parts = [f.to_ndarray()[0] for f in [*resampler.resample(frame), *resampler.resample(None)]]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Samples [start, start + count) of the mix, clipped to [-1, 1]."""
         end = start + count
         while self._waiting and round(self._waiting[0].time * self.sample_rate) < end:
             turn = self._waiting.pop(0)
-            samples = self.voice.synthesize(turn.text)
+            samples = self._synthesize(turn.text)
             if len(samples):
                 self._sounding.append((round(turn.time * self.sample_rate), samples))
                 self.spoken += 1
@@ -209,6 +221,100 @@ class SpeechTrack:
                 block[lo - start : hi - start] += samples[lo - at : hi - at]
         self._sounding = [(at, samples) for at, samples in self._sounding if at + len(samples) > end]
         return np.clip(block, -1.0, 1.0)
+
+
+class AudioBed:
+    """The source's own audio, resampled to the output's format and held between its packets and the encoder.
+
+    Samples are placed by the source's timestamps (silence before the first one, samples before the video's start
+    cut), then taken in order; the buffer holds only what the demuxer has read ahead of the video.
+    """
+
+    def __init__(self, sample_rate: int, layout: str, start_s: float) -> None:
+        self.sample_rate = sample_rate
+        self.channels = av.AudioLayout(layout).nb_channels
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        self._start_s = start_s
+        self._chunks: list[np.ndarray] = []
+        self._started = False
+        self._skip = 0  # source samples before the video's start, still to cut
+        self.available = 0
+        self.ended = False
+
+    def push(self, frame: av.AudioFrame | None) -> None:
+        """A decoded source frame (None: the source's audio has ended)."""
+        if frame is not None and not self._started:
+            self._started = True
+            offset = round((float(frame.time) - self._start_s) * self.sample_rate) if frame.time is not None else 0
+            if offset > 0:
+                self._append(np.zeros((self.channels, offset), np.float32))
+            self._skip = max(0, -offset)
+        for out in self._resampler.resample(frame):
+            self._append(out.to_ndarray())
+        if frame is None:
+            self.ended = True
+
+    def _append(self, samples: np.ndarray) -> None:
+        if self._skip:
+            cut = min(self._skip, samples.shape[1])
+            samples, self._skip = samples[:, cut:], self._skip - cut
+        if samples.shape[1]:
+            self._chunks.append(samples.astype(np.float32, copy=False))
+            self.available += samples.shape[1]
+
+    def read(self, count: int) -> np.ndarray:
+        """(channels, count): the next samples, silence past the end."""
+        block = np.zeros((self.channels, count), np.float32)
+        filled = 0
+        while filled < count and self._chunks:
+            chunk = self._chunks[0]
+            take = min(count - filled, chunk.shape[1])
+            block[:, filled : filled + take] = chunk[:, :take]
+            filled += take
+            if take == chunk.shape[1]:
+                self._chunks.pop(0)
+            else:
+                self._chunks[0] = chunk[:, take:]
+        self.available -= filled
+        return block
+
+
+class AudioMixer:
+    """Encodes the output's audio (AAC): the source's audio bed and/or the speech track, block by block in step with
+    the video, so that the muxer interleaves them and nothing long is buffered."""
+
+    def __init__(self, sink: Any, *, sample_rate: int, layout: str, bit_rate: int, speech: SpeechTrack | None,
+                 bed: AudioBed | None) -> None:
+        self.stream = sink.add_stream("aac", rate=sample_rate, layout=layout)
+        self.stream.bit_rate = bit_rate
+        self.stream.time_base = Fraction(1, sample_rate)
+        self.sink, self.sample_rate, self.layout = sink, sample_rate, layout
+        self.channels = av.AudioLayout(layout).nb_channels
+        self.speech, self.bed = speech, bed
+        self.done = 0  # samples encoded
+
+    def write_until(self, seconds: float) -> None:
+        """Encode up to `seconds` in whole AAC frames (a short one only at the end), waiting for source audio."""
+        step = self.stream.codec_context.frame_size or 1024
+        until = round(seconds * self.sample_rate)
+        while self.done < until:
+            count = min(step, until - self.done)
+            if self.bed is not None and not self.bed.ended and self.bed.available < count:
+                return  # the source's next audio packet has not been read yet
+            block = self.bed.read(count) if self.bed is not None else np.zeros((self.channels, count), np.float32)
+            if self.speech is not None:
+                block = np.clip(block + self.speech.read(self.done, count)[None, :], -1.0, 1.0)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=self.layout)
+            frame.sample_rate, frame.pts, frame.time_base = self.sample_rate, self.done, self.stream.time_base
+            self.sink.mux(self.stream.encode(frame))
+            self.done += count
+
+    def finish(self, seconds: float) -> None:
+        """Encode up to `seconds` (the video's end: the audio lasts as long as the video) and flush."""
+        if self.bed is not None:
+            self.bed.push(None)
+        self.write_until(seconds)
+        self.sink.mux(self.stream.encode())
 
 
 # ---------------------------------------------------------------------- rendering
@@ -293,68 +399,67 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
     last_pts = -1
     end_s = 0.0
     skipped = False
-    speech = SpeechTrack(turns, voice) if config.speech else None
     times = [turn.time for turn in turns]
+    a_in = source.streams.audio[0] if config.source_audio and source.streams.audio else None
+    if a_in is not None and a_in.codec_context.sample_rate:
+        a_rate = a_in.codec_context.sample_rate
+        a_layout = "mono" if a_in.codec_context.layout.nb_channels == 1 else "stereo"
+    else:
+        a_in, a_rate, a_layout = None, (voice.sample_rate if config.speech else 0), "mono"
     with av.open(str(tmp), mode="w", format=FORMATS[out.suffix.lower()], container_options=options) as sink:
         v_out = sink.add_stream("libx264", rate=rate, options={"crf": str(config.crf), "preset": config.preset})
         v_out.width, v_out.height, v_out.pix_fmt = out_w, out_h, "yuv420p"
         v_out.time_base = v_out.codec_context.time_base = time_base
-        a_out = None
-        audio_done = 0
-        if speech is not None:
-            a_out = sink.add_stream("aac", rate=speech.sample_rate, layout="mono")
-            a_out.bit_rate = config.audio_bitrate
-            a_out.time_base = Fraction(1, speech.sample_rate)
+        speech = SpeechTrack(turns, voice, a_rate) if config.speech else None
+        bed = AudioBed(a_rate, a_layout, start_s) if a_in is not None else None
+        mixer = None
+        if speech is not None or bed is not None:
+            mixer = AudioMixer(sink, sample_rate=a_rate, layout=a_layout, bit_rate=config.audio_bitrate,
+                               speech=speech, bed=bed)
 
-        def write_audio(until_s: float) -> None:
-            """Encode speech up to `until_s` seconds in whole AAC frames (the last one may be short)."""
-            nonlocal audio_done
-            if a_out is None:
-                return
-            step = a_out.codec_context.frame_size or 1024
-            until = round(until_s * speech.sample_rate)
-            while audio_done < until:
-                count = min(step, until - audio_done)
-                block = speech.read(audio_done, count)
-                frame = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = speech.sample_rate, audio_done, a_out.time_base
-                sink.mux(a_out.encode(frame))
-                audio_done += count
+        def on_video(src: av.VideoFrame) -> None:
+            nonlocal last_pts, shown, frames, end_s
+            tb = src.time_base or time_base
+            pts = src.pts if src.pts is not None else last_pts + 1
+            t = float(pts * tb) - start_s
+            out_pts = max(round(t / time_base), last_pts + 1)  # strictly increasing, from 0
+            last_pts = out_pts
+            visible = bisect.bisect_right(times, t + 1e-6)
+            if visible != shown:  # the panel changes only when a turn appears
+                shown = visible
+                picture = panel.draw(turns[:visible])
+                if config.layout == "side":
+                    canvas[:, width:] = picture
+                else:
+                    canvas[height:, :] = picture
+            canvas[:height, :width] = src.to_ndarray(width=width, height=height, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            frame.pts, frame.time_base = out_pts, time_base
+            sink.mux(v_out.encode(frame))
+            frames += 1
+            duration = float((src.duration or 0) * tb) or 1 / float(rate)
+            end_s = max(end_s, float(out_pts * time_base) + duration)
+            if mixer is not None:
+                mixer.write_until(float(out_pts * time_base))
 
         bar = tqdm(total=total, unit="frame", desc="rendering", disable=not progress or None, dynamic_ncols=True)
         try:
-            for packet in source.demux(in_stream):
+            for packet in source.demux(*[s for s in (in_stream, a_in) if s is not None]):
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as error:
                     if not skipped:
-                        warnings.warn(f"{video}: corrupt or truncated video data ({error}); skipping it",
-                                      RenderWarning, stacklevel=2)
+                        warnings.warn(f"{video}: corrupt or truncated data ({error}); skipping it", RenderWarning,
+                                      stacklevel=3)
                     skipped = True
                     continue
-                for src in decoded:
-                    tb = src.time_base or time_base
-                    pts = src.pts if src.pts is not None else last_pts + 1
-                    t = float(pts * tb) - start_s
-                    out_pts = max(round(t / time_base), last_pts + 1)  # strictly increasing, from 0
-                    last_pts = out_pts
-                    visible = bisect.bisect_right(times, t + 1e-6)
-                    if visible != shown:  # the panel changes only when a turn appears
-                        shown = visible
-                        picture = panel.draw(turns[:visible])
-                        if config.layout == "side":
-                            canvas[:, width:] = picture
-                        else:
-                            canvas[height:, :] = picture
-                    canvas[:height, :width] = src.to_ndarray(width=width, height=height, format="rgb24")
-                    frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-                    frame.pts, frame.time_base = out_pts, time_base
-                    sink.mux(v_out.encode(frame))
-                    frames += 1
-                    duration = float((src.duration or 0) * tb) or 1 / float(rate)
-                    end_s = max(end_s, float(out_pts * time_base) + duration)
-                    write_audio(float(out_pts * time_base))
-                    bar.update(1)
+                for item in decoded:
+                    if packet.stream is in_stream:
+                        on_video(item)
+                        bar.update(1)
+                    else:
+                        bed.push(item)
+                        mixer.write_until(float(last_pts * time_base) if last_pts >= 0 else 0.0)
         except av.error.FFmpegError as error:  # the demuxer gave up: keep what was readable
             warnings.warn(f"{video}: unreadable past {end_s:.1f}s ({error}); the render stops there", RenderWarning,
                           stacklevel=2)
@@ -364,9 +469,8 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
         if frames == 0:
             raise UserError(f"{video} has no decodable video frames (file is corrupt or truncated)")
         sink.mux(v_out.encode())
-        write_audio(end_s)  # the speech ends with the video, so the render lasts as long as its source
-        if a_out is not None:
-            sink.mux(a_out.encode())
+        if mixer is not None:
+            mixer.finish(end_s)  # audio ends with the video, so the render lasts as long as its source
     return RenderResult(path=out, frames=frames, duration=end_s, width=out_w, height=out_h,
                         turns_shown=max(shown, 0), turns_spoken=speech.spoken if speech else 0,
                         skipped_corrupt=skipped)
@@ -379,5 +483,5 @@ def describe(result: RenderResult) -> str:
             f"{result.turns_shown} turns shown{speech}")
 
 
-__all__ = ["ConversationPanel", "RenderConfig", "RenderResult", "SpeechTrack", "describe", "load_history",
-           "render_video"]
+__all__ = ["AudioBed", "AudioMixer", "ConversationPanel", "RenderConfig", "RenderResult", "SpeechTrack", "describe",
+           "load_history", "render_video"]
