@@ -159,13 +159,31 @@ class AudioPlayer:
     def __init__(self, sample_rate: int, device: int | str | None = None) -> None:
         import sounddevice
 
-        self.sample_rate = sample_rate
+        self.sample_rate = self.device_rate = sample_rate
         self._stop = threading.Event()
-        self._stream = sounddevice.OutputStream(samplerate=sample_rate, channels=1, dtype="float32", device=device)
+        try:
+            self._stream = sounddevice.OutputStream(samplerate=sample_rate, channels=1, dtype="float32", device=device)
+        except sounddevice.PortAudioError:  # a device that takes only its own rate (e.g. 48 kHz): resample for it
+            self.device_rate = int(sounddevice.query_devices(device, kind="output")["default_samplerate"])
+            self._stream = sounddevice.OutputStream(samplerate=self.device_rate, channels=1, dtype="float32",
+                                                    device=device)
         self._stream.start()
 
+    def _resampled(self, samples: np.ndarray) -> np.ndarray:
+        if self.device_rate == self.sample_rate or not len(samples):
+            return samples
+        import av
+
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32)[None, :], format="flt",
+                                           layout="mono")
+        frame.sample_rate = self.sample_rate
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.device_rate)
+        parts = [out.to_ndarray().reshape(-1) for out in [*resampler.resample(frame), *resampler.resample(None)]]
+        return np.concatenate(parts) if parts else samples[:0]
+
     def play(self, samples: np.ndarray) -> None:
-        block = max(1, int(self.sample_rate * self.block_seconds))
+        samples = self._resampled(samples)
+        block = max(1, int(self.device_rate * self.block_seconds))
         for start in range(0, len(samples), block):
             if self._stop.is_set():
                 return
