@@ -202,6 +202,26 @@ def test_idle_sessions_are_closed(tiny_decisive):
     assert events[0]["error"]["code"] == P.IDLE_TIMEOUT and events[1]["reason"] == "idle_timeout"
 
 
+def test_a_session_still_working_is_not_idle(bundled):
+    """The idle timeout counts a quiet client, not a slow model: after `session.finish` the client says nothing
+    while the model works through its frames for longer than the timeout."""
+    model, template, name = bundled
+
+    async def session(server):
+        async with AsyncStreamClient(server.ws_url, threshold=1.0, max_new_tokens=48) as client:
+            for index in range(4):
+                await client.send_frame(index * 0.5, image_bytes(index, "JPEG", size=(96, 96)))
+            await client.finish()
+            return await collect(client)
+
+    with start_server(model, template, name, idle_timeout=0.2) as server:
+        events = run(session(server), timeout=300)
+    check_stream(events)
+    assert not [event for event in events if event["type"] == P.ERROR]
+    assert events[-1]["reason"] == "finished"
+    assert sum(event["type"] == P.FRAME_PROCESSED for event in events) == 4
+
+
 def test_session_limit(tiny_decisive):
     async def two(server):
         async with AsyncStreamClient(server.ws_url):
@@ -256,12 +276,15 @@ def test_sse_follower_sees_the_same_events(server):
     async def session():
         async with AsyncStreamClient(server.ws_url, threshold=1.0, max_new_tokens=3) as client:
             followed: list[dict] = []
+            following = asyncio.Event()
 
             async def watch():
                 async for event in follow(server.url, client.session_id, since=-1):
                     followed.append(event)
+                    following.set()
 
             watcher = asyncio.create_task(watch())
+            await asyncio.wait_for(following.wait(), 30)  # the follower is in before the stream starts
             for index in range(4):
                 await client.send_frame(index * 0.5, image_bytes(index))
             await client.ask("And now?", 1.6)

@@ -187,6 +187,8 @@ async def _receive(websocket: WebSocket, session: LiveSession, config: ServerCon
         try:
             message = await asyncio.wait_for(websocket.receive(), timeout=config.idle_timeout)
         except asyncio.TimeoutError:
+            if session.busy:  # the client waits for frames or a finish still being worked on
+                continue
             session.error(P.IDLE_TIMEOUT, f"no message for {config.idle_timeout:g} s; the session is closed")
             return "idle_timeout"
         except (WebSocketDisconnect, RuntimeError):

@@ -110,7 +110,9 @@ class LiveSession:
         self.log: deque[dict] = deque(maxlen=config.event_log)
         self.subscribers: set[asyncio.Queue] = set()
         self.closed = False
+        self.finishing = False
         self.done = asyncio.Event()
+        self._working = False
         self._seq = 0
         self._inputs: deque = deque()
         self._wake = asyncio.Event()
@@ -140,6 +142,12 @@ class LiveSession:
     @property
     def pending_frames(self) -> int:
         return self._pending_frames
+
+    @property
+    def busy(self) -> bool:
+        """Inputs waiting or being worked on, or a finish under way: a quiet client is then waiting for us, not
+        idle."""
+        return self.finishing or self._working or bool(self._inputs)
 
     def emit(self, type_: str, **fields: Any) -> dict:
         event = {"type": type_, "seq": self._seq, "session_id": self.id, **fields}
@@ -229,6 +237,7 @@ class LiveSession:
         self.emit(P.SESSION_UPDATED, session=self.describe())
 
     def finish(self) -> None:
+        self.finishing = True
         self._push(_Finish(time.monotonic()))
 
     def _push(self, item) -> None:
@@ -239,10 +248,12 @@ class LiveSession:
     async def _run(self) -> None:
         try:
             while True:
+                self._working = False
                 while not self._inputs:
                     self._wake.clear()
                     await self._wake.wait()
                 item = self._inputs.popleft()
+                self._working = True
                 if isinstance(item, _Frame):
                     self._pending_frames -= 1
                     await self._watch(item)
