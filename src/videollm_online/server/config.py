@@ -29,7 +29,7 @@ class ServerConfig:
     """Frames a session may have waiting for the model. When the model falls behind, the oldest waiting frame is
     dropped (an `input_frame.dropped` event): the model keeps watching the present rather than lagging further."""
     idle_timeout: float = 60.0
-    """Seconds without a message from the client before its session is closed."""
+    """Seconds without a message from the client, while its session has no work left, before it is closed."""
     max_query_chars: int = 2000
     event_log: int = 10000
     """Events kept per session, for SSE followers that join late or reconnect (`Last-Event-ID`)."""
