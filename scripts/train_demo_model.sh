@@ -1,34 +1,74 @@
 #!/usr/bin/env bash
-# Reproduce the bundled demo model: synthetic world -> frames -> training -> checkpoint.
-# Ran on one H100 (nvidia-h100-x1): the data stage in ~2 minutes on 16 cores, the train stage in ~6.
-#   bash scripts/train_demo_model.sh [all|data|train]     (WORK, OUT, MINUTES, ... below)
+# Reproduce the demo model: synthetic world -> frames -> vision pretraining -> LM training -> checkpoint.
+#   bash scripts/train_demo_model.sh [all|data|vision|train]
+# Planned for one H100 (nvidia-h100-x1, 16 cores): data ~4 min, vision ~5 min, train ~8 min.
+#
+# Environment (defaults in brackets):
+#   WORK            world, frames and held-out data                         [outputs/demo-work]
+#   OUT             the LM stage's run; final model in $OUT/final            [outputs/demo-model-run]
+#   PRESET          model shape: frame size for `data preprocess`, and the vision stage's start   [demo-192]
+#   WORKERS         processes for rendering / preprocessing                  [nproc]
+#   TRAIN_VIDEOS    training videos (world seed 1)                           [1000]
+#   HELDOUT_VIDEOS  held-out videos (world seed 2: evaluation, vision accuracy; never trained on)  [50]
+#   VISION_OUT      vision stage output: final/ (checkpoint), vision_log.jsonl (throughput, loss, per-head
+#                   held-out accuracy, JSON lines), vision_metrics.json      [$OUT/vision]
+#   VISION_MINUTES  vision stage wall-clock budget                           [4.5]
+#   VISION_BATCH    frames per vision step                                   [256]
+#   VISION_LR       vision stage learning rate                               [1e-3]
+#   MODEL           the LM stage's start: a checkpoint or a preset           [$VISION_OUT/final]
+#   MINUTES         LM stage wall-clock budget                               [8]
+#   BATCH           conversations per LM step                                [16]
+#   LM_VISION_LR    encoder learning rate in the LM stage (gentle: keeps what the vision stage taught)  [1e-4]
+#   FREEZE_VISION   1: the LM stage leaves the encoder as the vision stage made it   [0]
+#   PRECISION       --bf16 on a GPU; empty on a CPU                          [--bf16]
+#   CLI             the command                                              [videollm-online]
 set -euo pipefail
 STAGE=${1:-all}
 WORK=${WORK:-outputs/demo-work}
 OUT=${OUT:-outputs/demo-model-run}
+PRESET=${PRESET:-demo-192}
 WORKERS=${WORKERS:-$(nproc)}
 TRAIN_VIDEOS=${TRAIN_VIDEOS:-1000}
-MINUTES=${MINUTES:-5}
+HELDOUT_VIDEOS=${HELDOUT_VIDEOS:-50}
+VISION_OUT=${VISION_OUT:-$OUT/vision}
+VISION_MINUTES=${VISION_MINUTES:-4.5}
+VISION_BATCH=${VISION_BATCH:-256}
+VISION_LR=${VISION_LR:-1e-3}
+MODEL=${MODEL:-$VISION_OUT/final}
+MINUTES=${MINUTES:-8}
 BATCH=${BATCH:-16}
+LM_VISION_LR=${LM_VISION_LR:-1e-4}
+FREEZE_VISION=${FREEZE_VISION:-0}
 CLI=${CLI:-videollm-online}
-MODEL=${MODEL:-demo}  # a preset (fresh connector) or a checkpoint to continue from
 PRECISION=${PRECISION---bf16}  # PRECISION= (empty) on a CPU
-WORLD="--size 256 --video-fps 2 --time-grid 0.5 --workers $WORKERS -q"
+# The world's video shape: the vision stage renders its frames with the same flags.
+SIZE=256 VIDEO_FPS=2 TIME_GRID=0.5
+WORLD="--size $SIZE --video-fps $VIDEO_FPS --time-grid $TIME_GRID --workers $WORKERS -q"
 
 if [[ $STAGE == all || $STAGE == data ]]; then
   # Training videos (world seed 1) and held-out videos (world seed 2: no episode seed in common).
   $CLI data synth-world --out "$WORK/train" --videos "$TRAIN_VIDEOS" --seed 1 $WORLD
-  $CLI data synth-world --out "$WORK/heldout" --videos 50 --seed 2 $WORLD
+  $CLI data synth-world --out "$WORK/heldout" --videos "$HELDOUT_VIDEOS" --seed 2 $WORLD
   for split in train heldout; do
-    $CLI data preprocess "$WORK/$split/videos" --out "$WORK/$split/frames" --preset demo --workers "$WORKERS" -q
+    $CLI data preprocess "$WORK/$split/videos" --out "$WORK/$split/frames" --preset "$PRESET" --workers "$WORKERS" -q
   done
 fi
+if [[ $STAGE == all || $STAGE == vision ]]; then
+  # The encoder learns to see: frames of random episodes rendered on the fly (never the held-out ones, which give
+  # the accuracy report), linear heads on its 10 frame tokens read what stands in each place cell.
+  $CLI train-vision --model "$PRESET" --output-dir "$VISION_OUT" \
+    --video-size $SIZE --video-fps $VIDEO_FPS --time-grid $TIME_GRID --heldout-seed 2 --heldout-videos "$HELDOUT_VIDEOS" \
+    --max-time-minutes "$VISION_MINUTES" --batch-size "$VISION_BATCH" --learning-rate "$VISION_LR" \
+    --workers $((WORKERS > 1 ? WORKERS - 1 : 0)) --eval-every 400 --log-every 25 $PRECISION
+fi
 if [[ $STAGE == all || $STAGE == train ]]; then
-  # SmolLM2-135M-Instruct + a 4-layer SigLIP-shaped encoder from scratch; LoRA r16 on every projection + lm_head.
+  # SmolLM2-135M-Instruct + the pretrained encoder; LoRA r16 on every projection + lm_head, a fresh connector.
+  VISION_FLAGS="--train-vision --vision-learning-rate $LM_VISION_LR"
+  [[ $FREEZE_VISION == 1 ]] && VISION_FLAGS=""
   $CLI train --model "$MODEL" --data "$WORK/train/conversations.jsonl" --frames "$WORK/train/frames" \
     --eval-data "$WORK/heldout/conversations.jsonl" \
     --eval-frames "$WORK/heldout/frames" --output-dir "$OUT" \
-    --train-vision --lora-r 16 --lora-alpha 32 --learning-rate 4e-4 --vision-learning-rate 1e-3 \
+    $VISION_FLAGS --lora-r 16 --lora-alpha 32 --learning-rate 4e-4 \
     --batch-size "$BATCH" --num-epochs 100 --max-time-minutes "$MINUTES" $PRECISION \
     --logging-steps 25 --eval-steps 400 --save-steps 400 --dataloader-workers 10 --save-dtype float16
 fi

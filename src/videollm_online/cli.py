@@ -355,6 +355,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_vision(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .train.vision_pretrain import VisionPretrainConfig, pretrain_vision
+
+    fields = {f.name for f in dataclasses.fields(VisionPretrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        config = VisionPretrainConfig(**values)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    result = pretrain_vision(config, progress=not args.quiet)
+    print(f"checkpoint (trained vision, fresh connector): {result.final_dir}; metrics: "
+          f"{Path(config.output_dir) / 'vision_metrics.json'}", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------- serve / demo
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import ServerConfig
@@ -586,6 +603,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
+
+    vision = commands.add_parser(
+        "train-vision", help="pretrain the vision encoder on frames of the synthetic world rendered on the fly "
+                             "(heads on its frame tokens read what is where); the result seeds `train --model`")
+    vision.add_argument("--output-dir", required=True,
+                        help="the checkpoint goes to OUTPUT_DIR/final, the log (vision_log.jsonl) and the metrics "
+                             "(vision_metrics.json) beside it")
+    vision.add_argument("--model", help="preset (fresh encoder) or checkpoint whose encoder to train (default: "
+                                        "demo-192)")
+    vision.add_argument("--video-size", type=int, help="the world's video size in pixels (synth-world --size; 256)")
+    vision.add_argument("--video-fps", type=int, help="the world's video frame rate (synth-world --video-fps; 2)")
+    vision.add_argument("--time-grid", type=float, help="the world's event time grid (synth-world --time-grid; 0.5)")
+    vision.add_argument("--max-steps", type=int, help="optimiser steps (default: until --max-time-minutes)")
+    vision.add_argument("--max-time-minutes", type=float, help="wall-clock budget; the learning rate decays over it")
+    vision.add_argument("--batch-size", type=int, help="frames per step (default: 256)")
+    vision.add_argument("--learning-rate", type=float, help="default: 1e-3")
+    vision.add_argument("--weight-decay", type=float, help="default: 0.05")
+    vision.add_argument("--warmup-ratio", type=float, help="default: 0.05")
+    vision.add_argument("--frames-per-episode", type=int, help="frames rendered per random episode (default: 8)")
+    vision.add_argument("--workers", type=int, help="DataLoader processes rendering frames (default: 0)")
+    vision.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    vision.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (GPU)")
+    vision.add_argument("--seed", type=int)
+    vision.add_argument("--heldout-seed", type=int, help="world seed of the held-out videos: their episodes are "
+                                                         "never trained on and give the accuracy (default: 2)")
+    vision.add_argument("--heldout-videos", type=int, help="held-out videos of that world (default: 50)")
+    vision.add_argument("--eval-frames", type=int, help="held-out frames per accuracy report (default: 1024)")
+    vision.add_argument("--eval-every", type=int, help="steps between accuracy reports (default: 500)")
+    vision.add_argument("--log-every", type=int, help="steps between log lines (default: 25)")
+    vision.add_argument("--save-dtype", help="dtype of the checkpoint's weights, e.g. float16")
+    vision.add_argument("--quiet", "-q", action="store_true")
+    vision.set_defaults(func=cmd_train_vision)
     serve = commands.add_parser("serve", help="serve the model over HTTP: a WebSocket streaming API, SSE, health and "
                                               "metrics (docs/api.md)")
     add_model_options(serve)

@@ -170,6 +170,23 @@ PRESETS: dict[str, LiveConfig] = {
         },
         frame_resolution=96,
     ),
+    # The demo shape at 192 px: a 12 x 12 patch grid that pools 4 x 4 patches per place cell, and a small object of a
+    # 256 px world video is ~19 px across (a patch) instead of ~10 px at 96 px (a fraction of one); the encoder costs
+    # ~4 % of a CPU frame step (it has 144 tokens instead of 36; the LLM dominates). For models trained with
+    # `train-vision`; `demo` stays the bundled v0 model's shape.
+    "demo-192": LiveConfig(
+        llm=DEMO_LLM,
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 3,
+            "image_size": 192,
+            "patch_size": 16,
+        },
+        frame_resolution=192,
+    ),
     # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
     "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),
     # VideoLLM-online-8B-v1: CLS only, no interval token (eos means silent).

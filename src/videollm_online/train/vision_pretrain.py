@@ -1,0 +1,547 @@
+"""Vision pretraining: teach the vision tower to see the synthetic world before the LLM learns to talk about it.
+
+Frames are rendered on the fly in DataLoader workers from random episodes (unlimited data, deterministic per seed
+and worker count), and go through the video path the model meets later (yuv420p, then the `narrate` letterbox to
+the model's resolution), so the camera jitter, lighting drift, noise and motion blur of the videos are all there.
+Linear heads read each frame's ground truth off the very tokens the LLM gets: each of the 3 x 3 pooled tokens says
+what stands in its place cell (how many objects, their colours, shapes, sizes, colour-shape pairs, stacked or in a
+container), the CLS token says what the whole frame shows (how many objects, which colour-shape pairs, whether an
+event is in progress). The result is a project checkpoint (trained `vision/`, fresh connector) that
+`videollm-online train --model` continues from; held-out episodes (the evaluation world's seeds, never trained on)
+give a per-head accuracy report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from ..config import PRESETS, LiveConfig
+from ..data.synth_world import (
+    PALETTE,
+    PLACES,
+    SHAPES,
+    SIZES,
+    DrawnObject,
+    WorldConfig,
+    episode_seed,
+    generate_episode,
+    num_frames,
+    render_frames,
+)
+from ..errors import UserError
+from ..files import write_json_atomic
+from ..model import FrameEncoder, LiveModel, preprocess_frames
+
+logger = logging.getLogger(__name__)
+FINAL_DIR = "final"
+HEADS_FILE = "vision_heads.safetensors"
+LOG_FILE = "vision_log.jsonl"
+METRICS_FILE = "vision_metrics.json"
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass
+class VisionPretrainConfig:
+    """What to pretrain, on which world, and how."""
+
+    output_dir: str
+    """The checkpoint goes to output_dir/final; the log (JSON lines) and the final metrics (JSON) beside it."""
+    model: str = "demo-192"
+    """A preset name (fresh encoder and connector) or a checkpoint whose encoder to train further."""
+    video_size: int = 256
+    """Width and height of the world's videos (`data synth-world --size`): frames are rendered at this size and
+    then letterboxed to the model's resolution, as the videos are."""
+    video_fps: int = 2
+    """Frame rate of the world's videos (`--video-fps`); sets the motion blur and which times frames show."""
+    time_grid: float = 0.5
+    """Event time grid of the world (`--time-grid`)."""
+    max_steps: int = -1
+    """Optimiser steps; -1: until `max_time_minutes` is spent."""
+    max_time_minutes: float | None = None
+    """Wall-clock budget: the learning rate decays over it (or over max_steps, whichever ends first)."""
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.05
+    frames_per_episode: int = 8
+    """Frames rendered from each random episode before the next one (the episode's texture is drawn once)."""
+    workers: int = 0
+    """DataLoader processes rendering frames (0: render in the main process)."""
+    device: str | None = None
+    """Torch device; None: cuda when available, else cpu."""
+    bf16: bool = False
+    """bfloat16 autocast (GPU only)."""
+    seed: int = 0
+    """Seed of the training episodes and of the heads' initialisation."""
+    heldout_seed: int = 2
+    """World seed of the held-out episodes (`data synth-world --seed` of the evaluation world): its first
+    `heldout_videos` episodes are never trained on, and the accuracy report renders frames from them."""
+    heldout_videos: int = 50
+    eval_frames: int = 1024
+    """Held-out frames in each accuracy report."""
+    eval_every: int = 500
+    """Steps between accuracy reports (also one before the first step and one at the end)."""
+    log_every: int = 25
+    save_dtype: str | None = None
+    """Store the checkpoint's weights in this dtype (e.g. float16)."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0 and self.max_time_minutes is None:
+            raise ValueError("give max_steps > 0 or max_time_minutes: vision pretraining has unlimited data")
+        if self.max_time_minutes is not None and self.max_time_minutes <= 0:
+            raise ValueError(f"max_time_minutes must be > 0, got {self.max_time_minutes}")
+        for name in ("batch_size", "frames_per_episode", "heldout_videos", "eval_frames", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError("need learning_rate > 0, weight_decay >= 0 and 0 <= warmup_ratio < 1")
+        self.world_config()  # raises on a bad world
+
+    def world_config(self) -> WorldConfig:
+        """The world the frames come from (that of `data synth-world --size S --video-fps F --time-grid G`)."""
+        return WorldConfig(width=self.video_size, height=self.video_size, fps=self.video_fps,
+                           time_grid=self.time_grid)
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+@dataclass(frozen=True)
+class Head:
+    """One group of outputs of a linear head: one class (softmax) or any number of them (sigmoids)."""
+
+    name: str
+    classes: tuple[str, ...]
+    multi: bool
+
+
+CELLS = tuple(PLACES)
+"""The place cells, row-major from the top left: the order of the pooled tokens."""
+PAIRS = tuple(f"{colour} {shape}" for colour in PALETTE for shape in SHAPES)
+MAX_CELL_COUNT = 3
+MAX_OBJECTS = 12
+MIN_VISIBLE_SCALE = 0.35
+"""An appearing object counts once drawn at this fraction of its size."""
+CELL_HEADS = (
+    Head("count", tuple(str(i) for i in range(MAX_CELL_COUNT)) + (f"{MAX_CELL_COUNT}+",), multi=False),
+    Head("colour", tuple(PALETTE), multi=True),
+    Head("shape", SHAPES, multi=True),
+    Head("size", SIZES, multi=True),
+    Head("pair", PAIRS, multi=True),
+    Head("stacked", ("stacked",), multi=True),
+    Head("contained", ("contained",), multi=True),
+)
+"""Read off each pooled token: what stands in its place cell (an object counts in the cell of the stack or
+container it belongs to, as narrations place it)."""
+FRAME_HEADS = (
+    Head("objects", tuple(str(i) for i in range(MAX_OBJECTS + 1)), multi=False),
+    Head("pairs", PAIRS, multi=True),
+    Head("active", ("active",), multi=True),
+)
+"""Read off the CLS token (or the mean pooled token without one): the whole frame."""
+
+
+def _width(heads: Sequence[Head]) -> int:
+    return sum(len(head.classes) for head in heads)
+
+
+def _slices(heads: Sequence[Head]) -> Iterator[tuple[Head, slice]]:
+    offset = 0
+    for head in heads:
+        yield head, slice(offset, offset + len(head.classes))
+        offset += len(head.classes)
+
+
+def _slices_by_name(heads: Sequence[Head]) -> dict[str, slice]:
+    return {head.name: part for head, part in _slices(heads)}
+
+
+def in_view(obj: DrawnObject) -> bool:
+    """Whether a frame shows an object well enough to be asked about: centre inside the frame, mostly grown."""
+    x, y = obj.xy
+    return 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 and obj.scale >= MIN_VISIBLE_SCALE
+
+
+def frame_targets(objects: Sequence[DrawnObject]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets of one frame: (9, cell outputs) and (frame outputs,), float32; one-hot for single-class heads."""
+    cells = np.zeros((len(CELLS), _width(CELL_HEADS)), dtype=np.float32)
+    frame = np.zeros(_width(FRAME_HEADS), dtype=np.float32)
+    cell_slices, frame_slices = _slices_by_name(CELL_HEADS), _slices_by_name(FRAME_HEADS)
+    visible = [obj for obj in objects if in_view(obj)]
+    counts = [0] * len(CELLS)
+    for obj in visible:
+        row = cells[CELLS.index(obj.place)]
+        counts[CELLS.index(obj.place)] += 1
+        for head, value in (("colour", obj.colour), ("shape", obj.shape), ("size", obj.size),
+                            ("pair", f"{obj.colour} {obj.shape}")):
+            row[cell_slices[head].start + _classes(CELL_HEADS, head).index(value)] = 1.0
+        if obj.on is not None:
+            row[cell_slices["stacked"].start] = 1.0
+        if obj.inside is not None:
+            row[cell_slices["contained"].start] = 1.0
+        frame[frame_slices["pairs"].start + PAIRS.index(f"{obj.colour} {obj.shape}")] = 1.0
+    for cell, count in enumerate(counts):
+        cells[cell, cell_slices["count"].start + min(count, MAX_CELL_COUNT)] = 1.0
+    frame[frame_slices["objects"].start + min(len(visible), MAX_OBJECTS)] = 1.0
+    frame[frame_slices["active"].start] = float(any(obj.active for obj in visible))
+    return cells, frame
+
+
+def _classes(heads: Sequence[Head], name: str) -> tuple[str, ...]:
+    return next(head.classes for head in heads if head.name == name)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def video_frame(image: np.ndarray, resolution: int) -> np.ndarray:
+    """A rendered frame (H, W, 3) as the model receives it from a world video: through yuv420p (the mp4's pixel
+    format) and the `narrate` letterbox to `resolution`. Only the H.264 quantisation is missing (about 1 grey level
+    of mean difference, against 2 without the yuv420p step)."""
+    import av
+
+    from ..video.letterbox import letterbox
+
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+    return letterbox(frame, resolution)
+
+
+def _sample(image: np.ndarray, objects: list[DrawnObject], resolution: int) -> dict[str, torch.Tensor]:
+    cells, frame = frame_targets(objects)
+    return {"pixels": torch.from_numpy(video_frame(image, resolution)), "cells": torch.from_numpy(cells),
+            "frame": torch.from_numpy(frame)}
+
+
+class RandomWorldFrames(IterableDataset):
+    """An endless stream of frames of random episodes with their targets. Each DataLoader worker draws its own
+    episodes from (seed, worker id, worker count), so a run is reproducible for a given seed and worker count."""
+
+    def __init__(self, world: WorldConfig, resolution: int, seed: int, frames_per_episode: int,
+                 exclude: frozenset[int] = frozenset()):
+        self.world, self.resolution, self.seed = world, resolution, seed
+        self.frames_per_episode, self.exclude = frames_per_episode, exclude
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rng = np.random.default_rng([self.seed, worker, workers])
+        while True:
+            seed = int(rng.integers(2**32))
+            if seed in self.exclude:
+                continue
+            episode = generate_episode(seed, self.world)
+            total = num_frames(episode.duration, self.world.fps)
+            indices = np.sort(rng.choice(total, size=min(self.frames_per_episode, total), replace=False))
+            for image, objects in render_frames(episode, indices.tolist(), self.world):
+                yield _sample(image, objects, self.resolution)
+
+
+class WorldFrames(Dataset):
+    """Fixed frames, as (episode seed, frame index) pairs, with their targets."""
+
+    def __init__(self, items: Sequence[tuple[int, int]], world: WorldConfig, resolution: int):
+        self.items, self.world, self.resolution = list(items), world, resolution
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        seed, index = self.items[i]
+        image, objects = next(render_frames(generate_episode(seed, self.world), [index], self.world))
+        return _sample(image, objects, self.resolution)
+
+
+def heldout_seeds(world_seed: int, videos: int) -> list[int]:
+    """Episode seeds of the first `videos` videos of the world written with `world_seed`."""
+    return [episode_seed(world_seed, i) for i in range(videos)]
+
+
+def heldout_items(world: WorldConfig, world_seed: int, videos: int, frames: int) -> list[tuple[int, int]]:
+    """`frames` (episode seed, frame index) pairs spread over the held-out videos, the same for the same arguments."""
+    seeds = heldout_seeds(world_seed, videos)
+    totals = [num_frames(generate_episode(seed, world).duration, world.fps) for seed in seeds]
+    rng = np.random.default_rng([world_seed, videos, frames])
+    return [(seeds[j % videos], int(rng.integers(totals[j % videos]))) for j in range(frames)]
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class VisionPretrainModel(nn.Module):
+    """The frame encoder (vision tower + pooling) with linear heads on its frame tokens."""
+
+    def __init__(self, frame_encoder: FrameEncoder):
+        super().__init__()
+        config = frame_encoder.config
+        if config.frame_token_pooled != 3:
+            raise UserError(f"vision pretraining reads the 3 x 3 place grid off the pooled tokens; this model pools "
+                            f"{config.frame_token_pooled} x {config.frame_token_pooled} (frame_token_pooled)")
+        self.frame_encoder = frame_encoder
+        self.cell_head = nn.Linear(frame_encoder.hidden_size, _width(CELL_HEADS))
+        self.frame_head = nn.Linear(frame_encoder.hidden_size, _width(FRAME_HEADS))
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised pixels (N, 3, R, R) -> cell logits (N, 9, C) and frame logits (N, F)."""
+        tokens = self.frame_encoder(pixel_values)  # (N, T, Hv): [CLS] then the 3x3 grid, row-major
+        cells = tokens[:, -len(CELLS):]  # (N, 9, Hv)
+        whole = tokens[:, 0] if self.frame_encoder.config.frame_token_cls else cells.mean(1)  # (N, Hv)
+        return self.cell_head(cells), self.frame_head(whole)
+
+
+def _head_losses(logits: torch.Tensor, targets: torch.Tensor, heads: Sequence[Head]) -> dict[str, torch.Tensor]:
+    losses = {}
+    for head, part in _slices(heads):
+        x, y = logits[..., part].float(), targets[..., part]
+        if head.multi:  # summed over the head's labels, averaged over cells and frames
+            losses[head.name] = F.binary_cross_entropy_with_logits(x, y, reduction="none").sum(-1).mean()
+        else:
+            losses[head.name] = F.cross_entropy(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
+    return losses
+
+
+def pretrain_loss(model: VisionPretrainModel, pixel_values: torch.Tensor, cells: torch.Tensor,
+                  frame: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The sum of all heads' losses, and each head's loss."""
+    cell_logits, frame_logits = model(pixel_values)
+    losses = {**_head_losses(cell_logits, cells, CELL_HEADS), **_head_losses(frame_logits, frame, FRAME_HEADS)}
+    return sum(losses.values()), {name: float(value.detach()) for name, value in losses.items()}
+
+
+class Accuracy:
+    """Per-head accuracy over held-out frames, with the score of always guessing the most frequent answer.
+
+    `count` and `objects`: the right number (cell / frame). `colour`, `shape`, `size`, `pair`: the object's, in
+    cells holding exactly one object (top class). `stacked`, `contained`, `active`: yes or no right, with the recall
+    of the yeses. `*_set`: all labels of a multi-label head right, in every cell (or frame for `pairs_set`).
+    `cell`: a cell read entirely right (count and every label)."""
+
+    def __init__(self) -> None:
+        self.right: dict[str, int] = {}
+        self.total: dict[str, int] = {}
+        self.answers: dict[str, dict[Any, int]] = {}
+
+    def _add(self, name: str, right: torch.Tensor, answers: torch.Tensor | None = None) -> None:
+        self.right[name] = self.right.get(name, 0) + int(right.sum())
+        self.total[name] = self.total.get(name, 0) + right.numel()
+        if answers is not None:
+            counts = self.answers.setdefault(name, {})
+            for value, n in zip(*np.unique(answers.cpu().numpy(), return_counts=True)):
+                counts[value] = counts.get(value, 0) + int(n)
+
+    def update(self, cell_logits: torch.Tensor, cells: torch.Tensor, frame_logits: torch.Tensor,
+               frame: torch.Tensor) -> None:
+        parts = _slices_by_name(CELL_HEADS)
+        count = cells[..., parts["count"]].argmax(-1)  # (N, 9)
+        single = count == 1
+        cell_all = torch.ones_like(count, dtype=torch.bool)
+        for head, part in _slices(CELL_HEADS):
+            x, y = cell_logits[..., part], cells[..., part]
+            if not head.multi:
+                right = x.argmax(-1) == y.argmax(-1)
+                self._add(head.name, right, y.argmax(-1))
+            else:
+                bits = (x > 0) == (y > 0.5)
+                right = bits.all(-1)
+                if len(head.classes) == 1:
+                    self._add(head.name, right, y[..., 0])
+                    self._add(f"{head.name}_recall", right[y[..., 0] > 0.5])
+                else:
+                    self._add(head.name, (x.argmax(-1) == y.argmax(-1))[single], y.argmax(-1)[single])
+                    self._add(f"{head.name}_set", right)
+            cell_all &= right
+        self._add("cell", cell_all)
+        for head, part in _slices(FRAME_HEADS):
+            x, y = frame_logits[..., part], frame[..., part]
+            if not head.multi:
+                self._add(head.name, x.argmax(-1) == y.argmax(-1), y.argmax(-1))
+            elif len(head.classes) == 1:
+                right = (x[..., 0] > 0) == (y[..., 0] > 0.5)
+                self._add(head.name, right, y[..., 0])
+                self._add(f"{head.name}_recall", right[y[..., 0] > 0.5])
+            else:
+                self._add(f"{head.name}_set", ((x > 0) == (y > 0.5)).all(-1))
+
+    def result(self) -> dict[str, dict[str, float | int]]:
+        out = {}
+        for name, total in self.total.items():
+            entry: dict[str, float | int] = {"accuracy": round(self.right[name] / total, 4) if total else 0.0,
+                                             "n": total}
+            if name in self.answers and total:
+                entry["majority"] = round(max(self.answers[name].values()) / total, 4)
+            out[name] = entry
+        return out
+
+
+@torch.no_grad()
+def evaluate(model: VisionPretrainModel, loader: DataLoader, live_config: LiveConfig, device: torch.device,
+             autocast: bool) -> dict[str, dict[str, float | int]]:
+    """Per-head accuracy (see `Accuracy`) over a loader of held-out frames."""
+    was_training = model.training
+    model.eval()
+    accuracy = Accuracy()
+    for batch in loader:
+        pixels = preprocess_frames(batch["pixels"], live_config, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            cell_logits, frame_logits = model(pixels)
+        accuracy.update(cell_logits.float(), batch["cells"].to(device), frame_logits.float(),
+                        batch["frame"].to(device))
+    model.train(was_training)
+    return accuracy.result()
+
+
+# ---------------------------------------------------------------------------------------------------- training
+@dataclass
+class VisionPretrainResult:
+    final_dir: Path
+    metrics: dict[str, Any]
+    model: LiveModel = field(repr=False)
+
+
+def load_for_pretraining(spec: str):
+    """(LiveModel, template): a fresh model of a preset, or a checkpoint to train further."""
+    from ..checkpoint import build_model, load_checkpoint
+
+    if spec in PRESETS and not Path(spec).exists():
+        return build_model(LiveConfig.from_name(spec))
+    try:
+        return load_checkpoint(spec)
+    except (OSError, ValueError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"cannot load model {spec!r}: {error}") from error
+
+
+def _loader(dataset, config: VisionPretrainConfig, device: torch.device, shuffle: bool = False) -> DataLoader:
+    kwargs: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": config.workers,
+                              "pin_memory": device.type == "cuda"}
+    if config.workers:
+        # spawn, not fork: the parent holds threads (PyAV, CUDA, torch) whose locks a forked worker can inherit held
+        kwargs.update(persistent_workers=not isinstance(dataset, IterableDataset), multiprocessing_context="spawn")
+    return DataLoader(dataset, shuffle=shuffle, **kwargs)
+
+
+def _optimizer(model: nn.Module, config: VisionPretrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # no decay on biases and norms
+    other = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=config.learning_rate, betas=(0.9, 0.95))
+
+
+def _print(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> VisionPretrainResult:
+    """Train the frame encoder with the heads; write output_dir/final (a checkpoint), the log and the metrics."""
+    from ..checkpoint import save_checkpoint
+    from .trainer import TimeBudget
+
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.bf16 and not (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        raise UserError("--bf16 needs a GPU with bfloat16 support; leave it out on a CPU")
+    torch.manual_seed(config.seed)
+    live, template = load_for_pretraining(config.model)
+    live_config = live.config
+    model = VisionPretrainModel(live.frame_encoder)
+    model.frame_encoder.requires_grad_(True)
+    model.to(device).train()
+    world, resolution = config.world_config(), live_config.frame_resolution
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = output_dir / LOG_FILE
+    log_path.write_text("")
+
+    def log(entry: dict[str, Any]) -> None:
+        with log_path.open("a") as file:
+            file.write(json.dumps(entry) + "\n")
+
+    exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
+    train_loader = _loader(RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude),
+                           config, device)
+    eval_loader = _loader(WorldFrames(heldout_items(world, config.heldout_seed, config.heldout_videos,
+                                                    config.eval_frames), world, resolution), config, device)
+    optimizer = _optimizer(model, config)
+    seconds = config.max_time_minutes * 60 if config.max_time_minutes is not None else math.inf
+    budget = TimeBudget(seconds, config.warmup_ratio, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.factor)
+
+    def report(step: int) -> dict[str, Any]:
+        accuracy = evaluate(model, eval_loader, live_config, device, config.bf16)
+        log({"step": step, "eval": accuracy, "elapsed_s": round(time.monotonic() - started, 2)})
+        if progress:
+            _print(f"step {step}: held-out accuracy " + ", ".join(
+                f"{name} {entry['accuracy']:.3f}" for name, entry in accuracy.items() if "_" not in name))
+        return accuracy
+
+    started = time.monotonic()
+    budget.started = started
+    first = accuracy = report(0)
+    step, frames_seen, waited, window = 0, 0, 0.0, (time.monotonic(), 0, 0.0)
+    losses: list[float] = []
+    fetch = loop_started = time.monotonic()
+    for batch in train_loader:
+        waited += time.monotonic() - fetch
+        pixels = preprocess_frames(batch["pixels"].to(device, non_blocking=True), live_config, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            loss, parts = pretrain_loss(model, pixels, batch["cells"].to(device, non_blocking=True),
+                                        batch["frame"].to(device, non_blocking=True))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        frames_seen += len(pixels)
+        losses.append(float(loss.detach()))
+        if step % config.log_every == 0:
+            now = time.monotonic()
+            span = now - window[0]
+            entry = {"step": step, "loss": round(sum(losses) / len(losses), 4),
+                     "heads": {k: round(v, 4) for k, v in parts.items()}, "lr": scheduler.get_last_lr()[0],
+                     "frames_per_s": round((frames_seen - window[1]) / span, 1),
+                     "data_wait_frac": round((waited - window[2]) / span, 3), "elapsed_s": round(now - started, 2)}
+            log(entry)
+            if progress:
+                _print(f"step {step}: loss {entry['loss']:.4f}, {entry['frames_per_s']:.0f} frames/s, "
+                       f"waiting for data {entry['data_wait_frac']:.0%}, lr {entry['lr']:.2e}")
+            losses, window = [], (now, frames_seen, waited)
+        if step % config.eval_every == 0:
+            accuracy = report(step)
+        done = 0 < config.max_steps <= step or time.monotonic() - started > seconds
+        if done:
+            break
+        fetch = time.monotonic()
+    train_seconds = time.monotonic() - loop_started  # the training loop: workers starting, steps, reports
+    if step % config.eval_every:
+        accuracy = report(step)
+
+    model.to("cpu").eval()
+    metrics = {
+        "model": config.model, "device": str(device), "steps": step, "frames_seen": frames_seen,
+        "train_seconds": round(train_seconds, 1), "frames_per_s": round(frames_seen / max(train_seconds, 1e-9), 1),
+        "data_wait_frac": round(waited / max(train_seconds, 1e-9), 3), "resolution": resolution,
+        "eval_frames": config.eval_frames, "accuracy": accuracy, "accuracy_at_start": first,
+        "config": dataclasses.asdict(config),
+    }
+    live_config.extra["vision_pretrain"] = {**dataclasses.asdict(config), "steps": step, "frames_seen": frames_seen,
+                                            "accuracy": {k: v["accuracy"] for k, v in accuracy.items()}}
+    final = save_checkpoint(live, template, output_dir / FINAL_DIR, save_vision=True, dtype=config.save_dtype)
+    from safetensors.torch import save_file
+
+    save_file({f"cell_head.{k}": v.contiguous() for k, v in model.cell_head.state_dict().items()}
+              | {f"frame_head.{k}": v.contiguous() for k, v in model.frame_head.state_dict().items()},
+              output_dir / HEADS_FILE)
+    write_json_atomic(output_dir / METRICS_FILE, metrics)
+    return VisionPretrainResult(final, metrics, live)
