@@ -171,9 +171,9 @@ PRESETS: dict[str, LiveConfig] = {
         frame_resolution=96,
     ),
     # The demo shape at 192 px: a 12 x 12 patch grid that pools 4 x 4 patches per place cell, and a small object of a
-    # 256 px world video is ~19 px across (a patch) instead of ~10 px at 96 px (a fraction of one); the encoder costs
-    # ~4 % of a CPU frame step (it has 144 tokens instead of 36; the LLM dominates). For models trained with
-    # `train-vision`; `demo` stays the bundled v0 model's shape.
+    # 256 px world video is ~19 px across (a patch) instead of ~10 px at 96 px (a fraction of one). The encoder's
+    # share of a CPU frame step goes from ~2 % to ~7 % (benchmarks/vision_cost_cpu.py: 144 tokens instead of 36; the
+    # LLM dominates). For models trained with `train-vision`; `demo` stays the bundled v0 model's shape.
     "demo-192": LiveConfig(
         llm=DEMO_LLM,
         vision_config={
