@@ -224,3 +224,10 @@ def test_source_audio_is_carried_and_speech_mixed_over_it(tmp_path):
     difference = mixed[:, : samples.shape[1]] - samples[:, : mixed.shape[1]]  # the speech alone, roughly
     level = lambda a, b: float(np.sqrt(np.mean(difference[:, int(a * rate) : int(b * rate)] ** 2)))  # noqa: E731
     assert level(0.5, 1.4) < 0.02 and level(1.6, 2.6) > 0.05
+
+
+def test_video_path_relative_to_the_history(make_clip, tmp_path, monkeypatch):
+    make_clip("clip.mp4", frames=5, fps=10, size=(64, 64))
+    history = write_history(tmp_path / "h.json", "clip.mp4", [("assistant", "Hi.", 0.0)])
+    monkeypatch.chdir(tmp_path.parent)  # not where the clip is
+    assert render_video(history, tmp_path / "out.mp4").frames == 5

@@ -361,7 +361,10 @@ def render_video(history: str | Path, out: str | Path, *, video: str | Path | No
     if video is None:
         if not isinstance(data.get("video_path"), str):
             raise UserError(f"{history} names no video_path: give the source with --video")
-        video = data["video_path"]
+        video = Path(data["video_path"])
+        beside = Path(history).parent / video
+        if not video.is_absolute() and not video.exists() and beside.exists():
+            video = beside  # a relative path written where narrate ran: also look beside the history
     video = Path(video)
     if config.speech and voice is None:
         from .speech import default_voice, require_tts
