@@ -133,7 +133,10 @@ class StaticKV:
             cos, sin = decoder.rotary_emb(probe, positions)  # (1, L, D), with the rope's own scaling
             self.rope_scaling = float(getattr(decoder.rotary_emb, "attention_scaling", 1.0))
             self.cos_f32, self.sin_f32 = cos[0].float(), sin[0].float()
-            self.cos, self.sin = self.cos_f32.to(self.dtype), self.sin_f32.to(self.dtype)
+            self.cos = self.cos_f32.to(self.dtype)
+            # rotate_half(x) * sin == roll(x, D/2) * sin with the first half of sin negated: one kernel fewer.
+            half = self.head_dim // 2
+            self.sin_folded = torch.cat([-self.sin_f32[:, :half], self.sin_f32[:, half:]], dim=-1).to(self.dtype)
             shape = (len(self.layers), max_sessions, self.num_kv_heads, self.allocated, self.head_dim)
             self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
@@ -200,7 +203,16 @@ class StaticKV:
         return torch.where(is_frame[..., None], frames, x)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(self.dtype) * weight
+        return F.rms_norm(x, (x.shape[-1],), weight, eps=self.eps)  # one fused kernel; accumulates in float32
+
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor, scale: float
+                ) -> torch.Tensor:
+        """Few queries over a long cache: two matmuls and a softmax, which cuBLAS spreads over the whole key
+        length (fused attention kernels parallelise over queries and leave most of the GPU idle here)."""
+        scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # (B, KVH, G * T, S)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        return torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)
 
     def _forward(self, ids: torch.Tensor, frames: torch.Tensor, is_frame: torch.Tensor, positions: torch.Tensor,
                  read_index: torch.Tensor, span: int) -> torch.Tensor:
@@ -208,7 +220,7 @@ class StaticKV:
         batch, steps = ids.shape
         kv_heads, group, head_dim = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
         x = self._embed_inputs(ids, frames, is_frame)
-        cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]  # (B, T, 1, D)
+        cos, sin = self.cos[positions][:, :, None], self.sin_folded[positions][:, :, None]  # (B, T, 1, D)
         rows = torch.arange(batch, device=ids.device)[:, None].expand(batch, steps)  # (B, T)
         # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
         visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
@@ -217,20 +229,21 @@ class StaticKV:
         for index, layer in enumerate(self.layers):
             h = self._rms_norm(x, layer.norm_1)
             qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            q = qkv[..., :q_size].view(batch, steps, self.num_heads, head_dim)
-            k = qkv[..., q_size:q_size + kv_size].view(batch, steps, kv_heads, head_dim)
+            qk = qkv[..., :q_size + kv_size].view(batch, steps, self.num_heads + kv_heads, head_dim)
+            qk = qk * cos + qk.roll(head_dim // 2, dims=-1) * sin  # RoPE on q and k at once; sin is sign-folded
+            q, k = qk[:, :, :self.num_heads], qk[:, :, self.num_heads:]
             v = qkv[..., q_size + kv_size:].view(batch, steps, kv_heads, head_dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
             k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # (S, KVH, L, D)
             k_cache[rows, :, positions] = k
             v_cache[rows, :, positions] = v
             # Queries grouped under their kv head: (B, KVH, G * T, D), head h reads kv head h // G.
             q = q.view(batch, steps, kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
             q = q.reshape(batch, kv_heads, group * steps, head_dim)
-            attended = F.scaled_dot_product_attention(
-                q, k_cache[:batch, :, :span], v_cache[:batch, :, :span], attn_mask=visible, scale=self.scale
-            )  # (B, KVH, G * T, D)
+            keys, values = k_cache[:batch, :, :span], v_cache[:batch, :, :span]
+            if batch * group * steps <= 64:  # a frame of one stream: matmuls over the key length
+                attended = self._attend(q, keys, values, visible, self.scale)
+            else:  # many queries (a batch, several frames): the fused kernel parallelises well and stores no scores
+                attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=self.scale)
             attended = attended.view(batch, kv_heads, group, steps, head_dim).permute(0, 3, 1, 2, 4)
             x = x + F.linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias)
             h = self._rms_norm(x, layer.norm_2)
@@ -266,6 +279,30 @@ class StaticKV:
             output = self._forward(**buffers, span=span)
         self._graphs[key] = (graph, buffers, output)
         return result
+
+    @torch.inference_mode()
+    def warmup(self, shapes: list[tuple[int, int, int]], max_tokens: int | None = None) -> int:
+        """Capture the CUDA graphs of (batch, step tokens, reads) shapes at every cache span a stream of up to
+        `max_tokens` meets, so that it never pauses for a capture. Run it before sessions start: it writes filler
+        into the cache. Returns the number of graphs captured."""
+        if not self.cuda_graphs:
+            return 0
+        before = len(self._graphs)
+        for batch, steps, reads in shapes:
+            batch, steps = _bucket(batch, self.batch_buckets), _bucket(steps, self.step_buckets)
+            last = _bucket(min(max_tokens or self.allocated, self.allocated), self.span_buckets)
+            for span in [span for span in self.span_buckets if span <= last]:
+                start = max(0, span - steps)
+                inputs = {
+                    "ids": torch.zeros(batch, steps, dtype=torch.long, device=self.device),
+                    "frames": torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device),
+                    "is_frame": torch.zeros(batch, steps, dtype=torch.bool, device=self.device),
+                    "positions": (start + torch.arange(steps, device=self.device))[None].expand(batch, -1).clone(),
+                    "read_index": torch.zeros(batch, reads, dtype=torch.long, device=self.device),
+                }
+                self._run(inputs, span)
+        torch.cuda.synchronize()
+        return len(self._graphs) - before
 
     # ------------------------------------------------------------------ feeding
     @torch.inference_mode()

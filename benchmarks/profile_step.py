@@ -1,0 +1,69 @@
+"""Where a frame step's time goes on the GPU: vision alone, the LLM step alone (graph replay), the host's share.
+
+    python benchmarks/profile_step.py            # 8B sizes on CUDA; prints a table and the top kernels
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, "benchmarks")
+from stream_fps import Frames, build  # noqa: E402
+
+from videollm_online.engine import EngineConfig  # noqa: E402
+from videollm_online.engine.backend import Feed  # noqa: E402
+from videollm_online.engine.batch import BatchEngine  # noqa: E402
+
+
+def timed(fn, repeat=50):
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeat * 1000
+
+
+def main():
+    device = torch.device("cuda")
+    model, template = build("--small" in sys.argv, device, torch.bfloat16)
+    frames = Frames(model)
+    print("vision attn:", model.frame_encoder.vision_model.config._attn_implementation,
+          "llm attn:", model.base_llm.config._attn_implementation)
+    graphed = Frames(model, side_stream=True)
+    for count in (1, 16):
+        print(f"vision+connector x{count}: eager {timed(lambda n=count: frames.encode(0, n)):.2f} ms, "
+              f"graph on its stream {timed(lambda n=count: graphed.encode(0, n)):.2f} ms")
+    engine = BatchEngine(model, template, max_sessions=1, max_tokens=16384)
+    static = engine.static
+    embeds = frames.encode(0)[0][0]
+    session = engine.open(EngineConfig(threshold=0.0))
+    session.push_frame(0.0, embeds)
+    for span_tokens in (1000, 8000, 14000):
+        def step(tokens=span_tokens):
+            static.lengths[0] = tokens
+            static.feed({0: [Feed([5], embeds)]})
+
+        print(f"LLM frame step at {span_tokens} tokens (host + graph): {timed(step):.2f} ms")
+    static.lengths[0] = 8000
+    key = next(iter(k for k in static._graphs if k[1] == 11))
+    graph, buffers, output = static._graphs[key]
+    print(f"graph replay alone {key}: {timed(lambda: graph.replay()):.2f} ms")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            static._forward(**buffers, span=key[-1])
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            frames.encode(0, 1)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
