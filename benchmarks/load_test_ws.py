@@ -1,7 +1,8 @@
 """Load test of the streaming API: N WebSocket clients streaming frames at a fixed rate for T seconds.
 
     python benchmarks/load_test_ws.py                                   # bundled model on this CPU, 32 x 2 fps x 300 s
-    python benchmarks/load_test_ws.py --model random:8b --device cuda --dtype bfloat16 --threshold 0 --query-every 10
+    PYTHONPATH=src python benchmarks/load_test_ws.py --model random:8b --device cuda --dtype bfloat16 \
+        --threshold 0 --query-every 10 --max-new-tokens 20 --drain-timeout 120 --label random-8b_cuda   # an H100
     python benchmarks/load_test_ws.py --url ws://127.0.0.1:8000        # against a server that is already running
 
 Without --url the script starts the server itself, as a child process on loopback (`--role server`), so server and
@@ -9,6 +10,12 @@ clients share one process tree and no network. `--model` takes what `load_model`
 or `random:8b` / `random:small`: random weights at Llama-3-8B + SigLIP-L/16-384 sizes (or a small CPU-sized pair),
 built from configs, nothing downloaded. Each client sends synthetic JPEG frames at `--fps` (paced to the wall clock,
 starts staggered) and asks a question every `--query-every` seconds, then finishes and waits for `session.closed`.
+
+On a GPU machine without the serve extra, install these wheels first (`pip install --no-deps`): fastapi, starlette,
+pydantic, pydantic-core, annotated-types, annotated-doc, typing-inspection, typing-extensions, anyio, idna, h11, click,
+uvicorn, websockets, opentelemetry-api (fastapi's), av (the server's frame letterboxing) and pillow if missing.
+With random weights P(silence) is about 0, so threshold 0 keeps the model silent and the turns come from the
+questions (`--query-every`); the default threshold makes it answer after every frame.
 
 Reported (and written to benchmarks/results/load_test_ws_<label>.json):
 - sessions served: sessions that got `session.created` and ended with `session.closed` (reason finished);
