@@ -20,6 +20,7 @@ GPU memory, machine and versions).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -85,6 +86,21 @@ class Frames:
         if self.runner is None:
             return self.model.embed_frames(self.model.encode_frames(self.pixels[index])), None
         return self.runner.encode(self.pixels[index])
+
+
+def ready(encoded) -> torch.Tensor:
+    """Embeddings from `Frames.encode`, usable on the current stream."""
+    embeds, done = encoded
+    if done is not None:
+        torch.cuda.current_stream().wait_event(done)
+    return embeds
+
+
+def release(device) -> None:
+    """Free what a finished part held (sessions and their token hooks form reference cycles)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def sync(device) -> None:
@@ -183,7 +199,7 @@ def part_streams(model, template, frames: Frames, num_streams: int, num_frames: 
     engine.static.warmup([(num_streams, model.config.frame_num_tokens + 1, 1)], max_tokens)
     sessions = [engine.open(EngineConfig(threshold=0.0), scheduled(None)) for _ in range(num_streams)]
     for session in sessions:  # the first frame (system prompt + frame) outside the timing
-        session.push_frame(0.0, frames.encode(0)[0][0])
+        session.push_frame(0.0, ready(frames.encode(0))[0])
         if prefill_to:  # timing at a full window without streaming through it first: the cache holds filler
             engine.static.lengths[session.backend.slot] = prefill_to
     latencies = []
@@ -211,8 +227,7 @@ def part_streams(model, template, frames: Frames, num_streams: int, num_frames: 
     if device.type == "cuda":
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del engine, sessions
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    release(device)
     return result
 
 
@@ -333,6 +348,7 @@ def main() -> int:
                 report(f"multi/{scenario}/vs_single", same_events(events, solo_events[scenario]))
         if "single" in parts or "multi" in parts:
             del engine, session
+        release(device)
     if "streams" in parts:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -361,8 +377,9 @@ def main() -> int:
         max_tokens = model.base_llm.config.max_position_embeddings
         report("endless", part_endless(model, template, frames_ahead, args.hours, fps, max_tokens, args.ahead,
                                        device))
-        engine = BatchEngine(model, template, max_sessions=1, max_tokens=16)
-        per_token = engine.static.bytes_per_token
+        llm = model.base_llm.config
+        head_dim = getattr(llm, "head_dim", None) or llm.hidden_size // llm.num_attention_heads
+        per_token = 2 * llm.num_hidden_layers * llm.num_key_value_heads * head_dim * model.dtype.itemsize
         free = torch.cuda.mem_get_info()[0] if device.type == "cuda" else None
         report("without_policy", {
             "max_tokens_positions": max_tokens,
