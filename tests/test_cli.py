@@ -46,6 +46,22 @@ def test_narrate_prints_turns_and_writes_history(tiny_checkpoint, make_clip, tmp
     assert "frames/s" in err and "decode" in err
 
 
+def test_narrate_on_the_fast_engine_says_what_the_default_engine_says(tiny_checkpoint, make_clip, tmp_path,
+                                                                       capsys):
+    clip = make_clip("clip.mp4", frames=100, fps=10, size=(96, 64))  # 10 s: 20 frames at 2 fps
+    said = {}
+    for name, extra in {"default": [], "fast": ["--engine", "fast"],
+                        "capped": ["--cache-tokens", "300"]}.items():
+        history = tmp_path / f"{name}.json"
+        code, out, err = run_cli("narrate", clip, "--model", tiny_checkpoint, "--query-at", "3:What now?",
+                                 "--max-new-tokens", "4", "--output", history, "-q", *extra, capsys=capsys)
+        assert code == 0, err
+        said[name] = json.loads(history.read_text())["conversation"]
+    assert said["fast"] == said["default"] and len(said["default"]) >= 3
+    # 300 tokens hold the system prompt and ~9 frames: the capped stream still runs to the end and answers
+    assert said["capped"][-1]["time"] >= 8.0 and any(turn["role"] == "user" for turn in said["capped"])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

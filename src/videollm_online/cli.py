@@ -63,6 +63,16 @@ def parse_query_at(value: str) -> tuple[float, str]:
     return time, text.strip()
 
 
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -130,6 +140,7 @@ def cmd_narrate(args: argparse.Namespace) -> int:
         live = args.realtime or stream.info.is_live
         try:
             _, times = narrate_frames(model, template, stream, queries=queries, engine=engine, history=history,
+                                      backend=args.engine, cache_tokens=args.cache_tokens,
                                       on_event=print_turn, on_frame=lambda n: bar.update(1),
                                       batch_size=1 if live else 8)
         finally:
@@ -424,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stay silent when P(frame interval) >= this (default: the model's, 0.725)")
     narrate.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
     narrate.add_argument("--realtime", action="store_true", help="pace a file to the wall clock, as a live feed")
+    narrate.add_argument("--engine", choices=["default", "fast"], default="default",
+                         help="default: transformers' cache, any LLM; fast: static cache + CUDA graphs on a GPU "
+                              "(Llama-family LLMs)")
+    narrate.add_argument("--cache-tokens", type=positive_int, metavar="N",
+                         help="keep at most N tokens (attention sink + most recent) so an endless stream runs in "
+                              "fixed memory; implies --engine fast")
     narrate.add_argument("--output", "-o", type=Path, help="write the history JSON here, updated after every turn")
     narrate.add_argument("--speak", action="store_true",
                          help="speak each response aloud as it is complete (needs the tts extra)")

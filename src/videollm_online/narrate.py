@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .engine import EngineConfig, StreamEvent, StreamSession
+from .engine import EngineConfig, StreamEvent, open_session
 from .files import write_json_atomic
 from .model import LiveModel
 from .text import StreamTemplate
@@ -94,9 +94,12 @@ def narrate_frames(
     on_event: Callable[[StreamEvent], None] | None = None,
     on_frame: Callable[[int], None] | None = None,
     batch_size: int = 8,
+    backend: str = "default",
+    cache_tokens: int | None = None,
 ) -> tuple[list[StreamEvent], StageTimes]:
-    """Stream `frames` (objects with `.time` and `.image`) through a new session; returns its turns and timings."""
-    session = StreamSession(model, template, engine)
+    """Stream `frames` (objects with `.time` and `.image`) through a new session; returns its turns and timings.
+    `backend` and `cache_tokens` pick the engine (`engine.open_session`)."""
+    session = open_session(model, template, engine, backend, cache_tokens)
     for query_time, text in queries:
         session.push_query(query_time, text)
     times = StageTimes()

@@ -15,11 +15,28 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UserError
 from ..model import LiveModel
 from ..text import StreamTemplate
 from .backend import Feed, FeedResult
 from .session import EngineConfig, StreamEvent, StreamSession
 from .static import MemoryPolicy, SlotBackend, StaticKV
+
+ENGINES = ("default", "fast")
+
+
+def open_session(model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None,
+                 engine: str = "default", cache_tokens: int | None = None) -> StreamSession:
+    """One session on the default engine (transformers' cache, any model) or the fast one (static cache; CUDA graphs
+    on a GPU; Llama-family LLMs). With `cache_tokens` (fast engine) the session keeps at most that many tokens: the
+    attention sink and the most recent ones, so an endless stream runs in fixed memory."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+    if engine == "default" and cache_tokens is None:
+        return StreamSession(model, template, config)
+    policy = MemoryPolicy() if cache_tokens is not None else None
+    static = StaticKV(model, template.ids.silence, max_tokens=cache_tokens, policy=policy)
+    return StreamSession(model, template, config, backend=SlotBackend(static, 0))
 
 
 @dataclass

@@ -177,7 +177,7 @@ class StaticKV:
             raise ContextFullError(
                 f"the stream outgrew the cache ({self.max_tokens} tokens, about "
                 f"{self.max_tokens // (self.model.config.frame_num_tokens + 1)} frames): give the engine a memory "
-                "policy (--memory-window) or a larger max_tokens"
+                "policy (narrate --cache-tokens N) or more room (max_tokens)"
             )
         sink = self.policy.sink_tokens if self.policy.sink_tokens is not None else sink
         droppable = length - sink

@@ -24,7 +24,7 @@ import torch
 
 from ..data.frames import FrameStore, shard
 from ..data.synth_world import same_event
-from ..engine import EngineConfig, StreamSession
+from ..engine import EngineConfig, open_session
 from ..errors import UserError
 from ..files import read_jsonl
 from ..model import LiveModel
@@ -98,7 +98,7 @@ def gather(items: list[Any], world_size: int) -> list[Any]:
 def evaluate_world(
     model: LiveModel, template: StreamTemplate, root: str | Path, *, limit: int | None = None,
     threshold: float | None = None, window: float = 1.0, max_new_tokens: int = 32, progress: bool = True,
-    rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1, engine: str = "default", cache_tokens: int | None = None,
 ) -> dict:
     """Streaming metrics of the world's conversations, and event recall / precision of the engine's narration: a
     ground-truth narration is found when a turn within `window` seconds states the same canonical event
@@ -126,7 +126,8 @@ def evaluate_world(
                 needed = sum(m.get("num_frames", 0) for m in row["conversation"] if m["role"] == "stream")
                 results.append(evaluate_conversation(model, template, row["conversation"], embeds[:needed], fps=fps,
                                                      threshold=threshold))
-            session = StreamSession(model, template, EngineConfig(threshold=threshold, max_new_tokens=max_new_tokens))
+            session = open_session(model, template, EngineConfig(threshold=threshold, max_new_tokens=max_new_tokens),
+                                   engine, cache_tokens)
             said = []
             for index, frame_embeds in enumerate(embeds):
                 said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
