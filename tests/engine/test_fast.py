@@ -184,3 +184,22 @@ def test_long_prompts_are_fed_in_pieces():
     config = EngineConfig(threshold=0.6, max_new_tokens=5)
     events = run(fast_session(model, template, config, max_tokens=4096, max_step_tokens=64), frames, times, queries)
     assert as_turns(events, template) == reference_stream(model, template, frames, times, queries, 0.6, 5)
+
+
+def test_a_session_that_outgrows_its_cache_fails_alone():
+    model, template = tiny_model()
+    make_decisive(model, template, seed=4)
+    engine = BatchEngine(model, template, max_sessions=2, max_tokens=640)  # the system prompt alone is ~180
+    long, short = engine.open(EngineConfig(threshold=0.0)), engine.open(EngineConfig(threshold=0.5, max_new_tokens=4))
+    frames, times, _ = scenario(model, 4, num_frames=60)
+    for t, f in zip(times, frames):
+        engine.submit_frame(long, t, f)
+    for t, f in zip(times[:12], frames[:12]):
+        engine.submit_frame(short, t, f)
+    engine.submit_finish(short)
+    done = engine.run_until_idle()
+    assert isinstance(engine.failures.get(long), ContextFullError) and short not in engine.failures
+    short_events = [e for session, events in done if session is short for e in events]
+    expected = reference_stream(model, template, frames[:12], times[:12], [], threshold=0.5, max_new_tokens=4)
+    assert as_turns(short_events, template) == expected
+    assert long.num_frames < 60 and not engine.busy()

@@ -20,7 +20,7 @@ from ..model import LiveModel
 from ..text import StreamTemplate
 from .backend import Feed, FeedResult
 from .session import EngineConfig, StreamEvent, StreamSession
-from .static import MemoryPolicy, SlotBackend, StaticKV
+from .static import ContextFullError, MemoryPolicy, SlotBackend, StaticKV
 
 ENGINES = ("default", "fast")
 
@@ -58,6 +58,7 @@ class BatchEngine:
                                **static_options)
         self._free = list(range(max_sessions))
         self._work: dict[StreamSession, _Work] = {}
+        self.failures: dict[StreamSession, Exception] = {}
 
     # ------------------------------------------------------------------ sessions
     def open(self, config: EngineConfig | None = None, session_class: type[StreamSession] = StreamSession
@@ -74,6 +75,7 @@ class BatchEngine:
     def close(self, session: StreamSession) -> None:
         """Free the session's slot (work it still had is dropped)."""
         self._work.pop(session)
+        self.failures.pop(session, None)
         self._free.append(session.backend.slot)
 
     @property
@@ -102,13 +104,27 @@ class BatchEngine:
         """Frames queued for a session and not yet started."""
         return sum(1 for item in self._work[session].inbox if item[0] == "frame")
 
+    def _fail(self, session: StreamSession, work: _Work, error: Exception) -> None:
+        """The session cannot go on: its running input and queued ones are dropped; the others are untouched."""
+        work.steps.close()
+        work.steps, work.pending = None, None
+        work.inbox.clear()
+        self.failures[session] = error
+
     @torch.inference_mode()
     def step(self) -> list[tuple[StreamSession, list[StreamEvent]]]:
-        """One batched forward over every session with work; returns the turns completed, by session."""
+        """One batched forward over every session with work. Returns, for every input (frame or finish) that
+        completed, its session and the turns it produced (often none). A session whose next input cannot fit its
+        cache fails alone: its error is in `failures` and its queued inputs are dropped."""
         completed: list[tuple[StreamSession, list[StreamEvent]]] = []
         for session, work in self._work.items():
             if work.pending is None:
                 self._start_next(session, work, completed)
+        for session, work in self._work.items():
+            if work.pending is not None and not self.static.fits(session.backend.slot, work.pending):
+                self._fail(session, work, ContextFullError(
+                    f"the stream outgrew its cache ({self.static.max_tokens} tokens) and the engine has no memory "
+                    "policy: open the engine with a policy (cache_tokens) or more max_tokens"))
         rows = {session.backend.slot: work.pending for session, work in self._work.items()
                 if work.pending is not None}
         if not rows:
@@ -138,5 +154,4 @@ class BatchEngine:
             work.pending = next(work.steps) if results is None else work.steps.send(results)
         except StopIteration as done:
             work.steps, work.pending = None, None
-            if done.value:
-                completed.append((session, done.value))
+            completed.append((session, done.value))

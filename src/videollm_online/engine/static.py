@@ -167,6 +167,10 @@ class StaticKV:
     def bytes_per_token(self) -> int:
         return 2 * len(self.layers) * self.num_kv_heads * self.head_dim * self.k_cache.element_size()
 
+    def fits(self, slot: int, feeds: list[Feed]) -> bool:
+        """Whether feeding these can go ahead: they fit beside what the slot holds, or the policy makes room."""
+        return self.policy is not None or self.lengths[slot] + sum(f.length for f in feeds) <= self.max_tokens
+
     def _make_room(self, slot: int, incoming: int) -> None:
         """Drop old tokens after the sink (re-rotating the kept keys) so `incoming` more fit."""
         length = self.lengths[slot]
