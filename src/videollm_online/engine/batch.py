@@ -82,6 +82,9 @@ class BatchEngine:
     def sessions(self) -> list[StreamSession]:
         return list(self._work)
 
+    def is_open(self, session: StreamSession) -> bool:
+        return session in self._work
+
     # ------------------------------------------------------------------ work
     def submit_frame(self, session: StreamSession, video_time: float, frame_embeds: torch.Tensor) -> None:
         work = self._work[session]

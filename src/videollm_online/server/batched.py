@@ -1,0 +1,196 @@
+"""The fast backend: every session's frames and tokens batched into one forward per step (`engine.BatchEngine`).
+
+Same interface as `SerialBackend` (`StreamBackend.open` -> `BackendSession.submit_*` returning futures), so the API
+and the web demo run on it unchanged. One worker thread owns the model: it takes the calls submitted since its last
+step, encodes all new frames in one vision batch, hands them to the engine, runs one batched forward, and resolves
+the futures of the inputs that completed. Sessions that fill their cache either drop old tokens (`cache_tokens`,
+the memory policy) or fail alone with `ContextFullError`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Future
+
+import numpy as np
+import torch
+
+from ..engine import EngineConfig, StreamEvent, StreamSession
+from ..engine.batch import BatchEngine
+from ..engine.static import MemoryPolicy
+from ..model import LiveModel
+from ..text import StreamTemplate
+from .backend import ContextFullError, TokenCallback, _turn_tracker
+
+
+class BatchedBackend:
+    """Up to `max_sessions` streams on one model, batched; `cache_tokens` per session (None: the LLM's context)."""
+
+    def __init__(self, model: LiveModel, template: StreamTemplate, name: str = "model", max_sessions: int = 32,
+                 cache_tokens: int | None = None, keep_recent: bool = True) -> None:
+        self.model = model
+        self.template = template
+        self.name = name
+        self.frame_resolution = int(model.config.frame_resolution)
+        self.frame_fps = float(model.config.frame_fps)
+        self.engine = BatchEngine(model, template, max_sessions=max_sessions, max_tokens=cache_tokens,
+                                  policy=MemoryPolicy() if keep_recent else None)
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._loop, name="videollm-batched", daemon=True)
+        self._worker.start()
+
+    @property
+    def pending(self) -> int:
+        """Calls submitted and not finished yet (all sessions)."""
+        return self._pending
+
+    def open(self, config: EngineConfig | None = None) -> BatchedSession:
+        return BatchedSession(self, config or EngineConfig())
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self._calls.put(None)
+
+    def submit(self, call: tuple) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._pending += 1
+        future.add_done_callback(self._done)
+        self._calls.put((*call, future))
+        return future
+
+    def _done(self, _: Future) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    # ------------------------------------------------------------------ the worker thread
+    def _loop(self) -> None:
+        waiting: dict[StreamSession, deque[Future]] = {}  # per session, futures of inputs in the engine, in order
+        while not self._stopping:
+            calls = self._take(block=not self.engine.busy())
+            try:
+                self._apply(calls, waiting)
+                with torch.inference_mode():
+                    completed = self.engine.step()
+            except Exception as error:  # noqa: BLE001 - a bug must not hang every client: fail what is waiting
+                for futures in waiting.values():
+                    while futures:
+                        futures.popleft().set_exception(error)
+                continue
+            for session, events in completed:
+                futures = waiting.get(session)
+                if futures:
+                    futures.popleft().set_result(events)
+            for session, error in list(self.engine.failures.items()):
+                for future in waiting.pop(session, ()):
+                    future.set_exception(ContextFullError(str(error)))
+                self.engine.failures.pop(session)
+
+    def _take(self, block: bool) -> list[tuple]:
+        calls = []
+        try:
+            call = self._calls.get(block=block)
+            while call is not None:
+                calls.append(call)
+                call = self._calls.get_nowait()
+        except queue.Empty:
+            pass
+        return calls
+
+    def _apply(self, calls: list[tuple], waiting: dict[StreamSession, deque[Future]]) -> None:
+        frames = [call for call in calls if call[0] == "frame"]
+        embeds: dict[int, torch.Tensor] = {}
+        if frames:  # one vision batch for every session's new frame
+            images = np.stack([call[3] for call in frames])
+            with torch.inference_mode():
+                embeds = dict(zip(map(id, frames), self.model.frames_to_embeds(images)))
+        for call in calls:
+            kind, handle, *args, future = call
+            try:
+                if kind == "open":
+                    handle.session = self.engine.open(handle.config)
+                    future.set_result(None)
+                    continue
+                session = handle.session
+                if session is None or not self.engine.is_open(session):
+                    raise RuntimeError("the session is closed")
+                if kind == "frame":
+                    video_time, _, on_token = args
+                    frame = embeds[id(call)]
+                    if on_token is not None:
+                        session.on_token = _turn_tracker(session, on_token)
+                    self.engine.submit_frame(session, video_time, frame)
+                    waiting.setdefault(session, deque()).append(future)
+                elif kind == "query":
+                    self.engine.submit_query(session, *args)
+                    future.set_result(None)
+                elif kind == "finish":
+                    (on_token,) = args
+                    if on_token is not None:
+                        session.on_token = _turn_tracker(session, on_token)
+                    self.engine.submit_finish(session)
+                    waiting.setdefault(session, deque()).append(future)
+                elif kind == "close":
+                    for pending in waiting.pop(session, ()):
+                        pending.set_exception(RuntimeError("the session is closed"))
+                    self.engine.close(session)
+                    handle.session = None
+                    future.set_result(None)
+            except Exception as error:  # noqa: BLE001 - the caller's future carries it
+                future.set_exception(error)
+
+
+class BatchedSession:
+    """One stream on a `BatchedBackend`."""
+
+    def __init__(self, backend: BatchedBackend, config: EngineConfig) -> None:
+        self._backend = backend
+        self.config = config
+        self.session: StreamSession | None = None
+        backend.submit(("open", self)).result()  # a free slot, or the error saying there is none
+
+    @property
+    def threshold(self) -> float:
+        return self.session.threshold if self.session else 0.0
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        if self.session is not None:
+            self.session.threshold = float(value)  # read at each frame's decision: takes effect at once
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {value}")
+        self.config.max_new_tokens = int(value)
+
+    @property
+    def num_frames(self) -> int:
+        return self.session.num_frames if self.session else 0
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self._backend.template.decode(token_ids)
+
+    def submit_frame(self, video_time: float, image: np.ndarray,
+                     on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+        return self._backend.submit(("frame", self, float(video_time), image, on_token))
+
+    def submit_query(self, video_time: float, text: str) -> Future[None]:
+        return self._backend.submit(("query", self, float(video_time), text))
+
+    def submit_finish(self, on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+        return self._backend.submit(("finish", self, on_token))
+
+    def close(self) -> Future[None]:
+        return self._backend.submit(("close", self))

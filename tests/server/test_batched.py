@@ -1,0 +1,46 @@
+"""The API on the batched backend (all sessions in one forward per step) says what it says on the serial one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api_helpers import image_bytes, run
+
+from videollm_online.client import AsyncStreamClient
+from videollm_online.server import ServerConfig, create_app
+from videollm_online.server import protocol as P
+from videollm_online.server.batched import BatchedBackend
+from videollm_online.server.run import BackgroundServer
+
+
+async def one_client(url: str, index: int) -> list[tuple]:
+    async with AsyncStreamClient(url, threshold=0.5, max_new_tokens=4) as client:
+        for frame in range(10):
+            if frame == 4:
+                await client.ask(f"question {index}?", video_time=1.8)
+            await client.send_frame(frame * 0.5, image_bytes(100 * index + frame))
+        await client.finish()
+        events = [event async for event in client.events()]
+    assert events[-1]["type"] == P.SESSION_CLOSED and events[-1]["reason"] == "finished"
+    return [(e["video_time"], e["text"]) for e in events if e["type"] == P.RESPONSE_DONE]
+
+
+def said_by(app) -> list[list[tuple]]:
+    config = ServerConfig(port=0, max_pending_frames=64)
+    with BackgroundServer(app(config), config) as server:
+        async def clients():
+            return await asyncio.gather(*(one_client(server.ws_url, i) for i in range(4)))
+
+        return run(clients())
+
+
+def test_batched_backend_serves_concurrent_sessions_like_the_serial_one(tiny_decisive):
+    model, template = tiny_decisive
+    serial = said_by(lambda config: create_app(model, template, config=config, name="tiny"))
+    backend = BatchedBackend(model, template, "tiny", max_sessions=4, cache_tokens=4096)
+    try:
+        batched = said_by(lambda config: create_app(backend, config=config))
+    finally:
+        backend.shutdown()
+    assert batched == serial
+    assert all(len(turns) >= 2 for turns in serial)  # the query's answer and turns of its own
