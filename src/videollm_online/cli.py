@@ -396,7 +396,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from error
     model, template, name = load_model_from_args(args)
-    serve_model(model, template, name, config)
+    if args.engine == "fast":  # every session's frames and tokens batched into one forward per step
+        from .server.batched import BatchedBackend
+
+        backend = BatchedBackend(model, template, name, max_sessions=args.max_sessions,
+                                 cache_tokens=args.cache_tokens)
+        serve_model(backend, None, name, config)
+    else:
+        serve_model(model, template, name, config)
     return 0
 
 
@@ -666,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frame messages per second a session may send (default: 30)")
     serve.add_argument("--max-pending-frames", type=int, default=8,
                        help="frames a session may have waiting; beyond it the oldest is dropped (default: 8)")
+    serve.add_argument("--engine", choices=["default", "fast"], default="default",
+                       help="default: sessions take turns on one worker; fast: all sessions batched into one forward "
+                            "per step on a static cache (Llama-family LLMs; CUDA graphs on a GPU)")
+    serve.add_argument("--cache-tokens", type=positive_int, default=2048,
+                       help="fast engine: tokens kept per session, the attention sink and the most recent ones "
+                            "(memory: max-sessions x cache-tokens x the model's KV bytes a token; default: 2048)")
     serve.add_argument("--idle-timeout", type=positive_float, default=60.0,
                        help="close a session after this many seconds without a message (default: 60)")
     serve.set_defaults(func=cmd_serve)
