@@ -172,10 +172,8 @@ def test_bad_inputs_are_one_line_errors(make_clip, tmp_path, capsys):
     assert result.returncode == 0 and out.exists() and result.stderr == ""
 
 
-def clip_with_tone(path, seconds=3.0, fps=10, rate=44100, hz=440.0):
+def clip_with_tone(path, frame_pattern, seconds=3.0, fps=10, rate=44100, hz=440.0):
     """A real H.264 + AAC clip: pattern frames and a stereo sine tone starting 0.25 s in."""
-    from conftest import frame_pattern
-
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
@@ -202,8 +200,8 @@ def audio_of(path):
     return samples, rate, channels
 
 
-def test_source_audio_is_carried_and_speech_mixed_over_it(tmp_path):
-    clip = clip_with_tone(tmp_path / "tone.mp4")
+def test_source_audio_is_carried_and_speech_mixed_over_it(tmp_path, pattern):
+    clip = clip_with_tone(tmp_path / "tone.mp4", pattern)
     history = write_history(tmp_path / "h.json", clip, [("assistant", "Listen to this sentence now.", 1.5)])
     plain = render_video(history, tmp_path / "plain.mp4")
     samples, rate, channels = audio_of(plain.path)
