@@ -75,8 +75,8 @@ def load(spec: str | None, device: str, dtype: str):
             raise SystemExit(f"unknown random size {size!r}; valid: {', '.join(RANDOM_LLMS)}")
         vision = RANDOM_VISIONS[size]
         config = LiveConfig(llm_config=RANDOM_LLMS[size], vision_config=vision, frame_resolution=vision["image_size"])
-        with torch.device(device):
-            model, template = build_model(config, dtype=dtype)
+        with torch.device(device):  # random init on the device (fast at 8B), and kept there
+            model, template = build_model(config, dtype=dtype, device=device)
         return model.eval(), template, f"random weights, {size} sizes"
     return load_model(spec, device=device, dtype=dtype)
 
@@ -88,7 +88,14 @@ def run_server(args: argparse.Namespace) -> None:
     model, template, name = load(args.model, args.device, args.dtype)
     config = ServerConfig(port=args.port, max_sessions=max(64, args.clients + 8),
                           max_pending_frames=args.max_pending_frames)
-    serve(create_app(model, template, config=config, name=name), config, log_level="warning")
+    if args.engine == "fast":  # all sessions batched into one forward per step
+        from videollm_online.server.batched import BatchedBackend
+
+        backend = BatchedBackend(model, template, name, max_sessions=args.clients + 8, cache_tokens=args.cache_tokens)
+        app = create_app(backend, config=config)
+    else:
+        app = create_app(model, template, config=config, name=name)
+    serve(app, config, log_level="warning")
 
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
@@ -97,7 +104,8 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         port = probe.getsockname()[1]
     command = [sys.executable, __file__, "--role", "server", "--port", str(port), "--device", args.device,
                "--dtype", args.dtype, "--clients", str(args.clients), "--max-pending-frames",
-               str(args.max_pending_frames)] + (["--model", args.model] if args.model else [])
+               str(args.max_pending_frames), "--engine", args.engine, "--cache-tokens", str(args.cache_tokens)]
+    command += ["--model", args.model] if args.model else []
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 1800  # an 8B model may take minutes to build
     while time.monotonic() < deadline:
@@ -260,6 +268,9 @@ def main() -> int:
     parser.add_argument("--query-every", type=float, default=30.0, help="seconds between questions (0: none)")
     parser.add_argument("--max-pending-frames", type=int, default=8, help="server's per-session frame queue")
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="wait this long for session.closed")
+    parser.add_argument("--engine", choices=["default", "fast"], default="default",
+                        help="the server's engine: default (sessions take turns) or fast (batched, static cache)")
+    parser.add_argument("--cache-tokens", type=int, default=2048, help="fast engine: tokens kept per session")
     parser.add_argument("--label", help="results file suffix (default: from the model and device)")
     args = parser.parse_args()
     if args.role == "server":
