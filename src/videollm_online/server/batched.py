@@ -22,7 +22,7 @@ from ..engine.batch import BatchEngine
 from ..engine.static import MemoryPolicy
 from ..model import LiveModel
 from ..text import StreamTemplate
-from .backend import ContextFullError, TokenCallback, _turn_tracker
+from .backend import ContextFullError, SessionSettings, TokenCallback, _turn_tracker
 
 
 class BatchedBackend:
@@ -145,7 +145,7 @@ class BatchedBackend:
                 future.set_exception(error)
 
 
-class BatchedSession:
+class BatchedSession(SessionSettings):
     """One stream on a `BatchedBackend`."""
 
     def __init__(self, backend: BatchedBackend, config: EngineConfig) -> None:
@@ -155,29 +155,8 @@ class BatchedSession:
         backend.submit(("open", self)).result()  # a free slot, or the error saying there is none
 
     @property
-    def threshold(self) -> float:
-        return self.session.threshold if self.session else 0.0
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {value}")
-        if self.session is not None:
-            self.session.threshold = float(value)  # read at each frame's decision: takes effect at once
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.config.max_new_tokens
-
-    @max_new_tokens.setter
-    def max_new_tokens(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {value}")
-        self.config.max_new_tokens = int(value)
-
-    @property
-    def num_frames(self) -> int:
-        return self.session.num_frames if self.session else 0
+    def _engine_session(self) -> StreamSession | None:
+        return self.session
 
     def decode(self, token_ids: list[int]) -> str:
         return self._backend.template.decode(token_ids)
