@@ -138,8 +138,19 @@ def world_clip(tmp_path_factory):
     return out / "videos" / "000000.mp4"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Two OpenMP threads stall badly when other processes hold the (2) cores, as in a parallel CI: use one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @needs_tts
-def test_narrate_speak(world_clip, tmp_path, capsys):
+def test_narrate_speak(world_clip, tmp_path, capsys, one_torch_thread):
     from videollm_online.cli import main
 
     wavs, history = tmp_path / "wavs", tmp_path / "history.json"
