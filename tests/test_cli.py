@@ -141,7 +141,7 @@ def _narrate_process(clip, checkpoint, *extra):
 def test_interrupt_keeps_the_history_and_a_closed_pipe_is_quiet(tiny_checkpoint, make_clip, tmp_path):
     import signal
 
-    clip = make_clip("long.mp4", frames=200, fps=10, size=(64, 64))  # 20 s, paced to the wall clock
+    clip = make_clip("long.mp4", frames=900, fps=10, size=(64, 64))  # 90 s paced to the wall clock: outlives a slow start
     history = tmp_path / "history.json"
     process = _narrate_process(clip, tiny_checkpoint, "--realtime", "--max-new-tokens", "2", "--output", history)
     first = process.stdout.readline()  # a turn was printed, so the history holds it
