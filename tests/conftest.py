@@ -116,3 +116,16 @@ def pattern() -> Callable[[int, int, int], np.ndarray]:
 def tiny():
     """A tiny random Llama + SigLIP LIVE model and its template (eval mode)."""
     return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint on disk whose LM head makes P(silence) swing, so it both talks and stays silent."""
+    from tiny_models import make_decisive
+    from videollm_online.checkpoint import save_checkpoint
+
+    model, template = tiny_model()
+    make_decisive(model, template, seed=2)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(model, template, path)
+    return path

@@ -6,21 +6,7 @@ import sys
 
 import pytest
 
-from tiny_models import tiny_model
-from videollm_online.checkpoint import save_checkpoint
 from videollm_online.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A tiny checkpoint on disk whose connector makes P(silence) swing, so it both talks and stays silent."""
-    from tiny_models import make_decisive
-
-    model, template = tiny_model()
-    make_decisive(model, template, seed=2)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(model, template, path)
-    return path
 
 
 def run_cli(*args, capsys):
@@ -141,7 +127,7 @@ def _narrate_process(clip, checkpoint, *extra):
 def test_interrupt_keeps_the_history_and_a_closed_pipe_is_quiet(tiny_checkpoint, make_clip, tmp_path):
     import signal
 
-    clip = make_clip("long.mp4", frames=900, fps=10, size=(64, 64))  # 90 s paced to the wall clock: outlives a slow start
+    clip = make_clip("long.mp4", frames=900, fps=10, size=(64, 64))  # 90 s, paced: outlives a slow start
     history = tmp_path / "history.json"
     process = _narrate_process(clip, tiny_checkpoint, "--realtime", "--max-new-tokens", "2", "--output", history)
     first = process.stdout.readline()  # a turn was printed, so the history holds it

@@ -25,18 +25,6 @@ def voice():
     return speech.default_voice()
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from tiny_models import make_decisive, tiny_model
-    from videollm_online.checkpoint import save_checkpoint
-
-    model, template = tiny_model()
-    make_decisive(model, template, seed=2)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(model, template, path)
-    return path
-
-
 def rms(samples):
     return float(np.sqrt(np.mean(np.square(samples)))) if len(samples) else 0.0
 
