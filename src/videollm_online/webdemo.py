@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .engine import EngineConfig
 from .server.backend import StreamBackend
 
@@ -69,6 +71,8 @@ class DemoSession:
         self.frames_fed = 0
         self.frames_skipped = 0
         self.model_time: float | None = None
+        self.speak = False
+        self._voiced = 0  # finished assistant turns already handed to speech (or passed over while speech was off)
         self._start_engine()
 
     # ------------------------------------------------------------------ engine
@@ -251,6 +255,15 @@ class DemoSession:
             self.engine.submit_query(video_time, text)
             self.waiting_queries += 1
 
+    def take_speech(self) -> str | None:
+        """The newest finished assistant turn not voiced yet, when speech is on (older ones are passed over: the
+        voice stays with the video rather than reading a backlog)."""
+        with self.lock:
+            finished = [turn for turn in self.turns if turn.role == "assistant" and turn.done and turn.text]
+            fresh = finished[self._voiced:]
+            self._voiced = len(finished)
+            return fresh[-1].text if fresh and self.speak else None
+
     def messages(self) -> list[dict]:
         with self.lock:
             return [turn.message() for turn in self.turns]
@@ -286,6 +299,21 @@ def example_videos(cache: Path | None = None) -> list[str]:
     return examples
 
 
+# ---------------------------------------------------------------------- speech
+def tts_available() -> bool:
+    from .speech import tts_available as available
+
+    return available()
+
+
+def speech_clip(text: str) -> tuple[int, np.ndarray]:
+    """A response as audio for the page's player: (sample rate, int16 samples)."""
+    from .speech import synthesize
+
+    samples, rate = synthesize(text)
+    return rate, (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+
+
 # ---------------------------------------------------------------------- the page
 def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: float | None = None,
                max_new_tokens: int = 64):
@@ -310,9 +338,15 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
 
     def on_tick(session: DemoSession | None, playback_time: float | None):
         if session is None:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         session.tick(playback_time)
-        return session.messages(), session.status()
+        text = session.take_speech()
+        return session.messages(), session.status(), speech_clip(text) if text else gr.skip()
+
+    def on_speak(session: DemoSession | None, value: bool):
+        session = session or new_session()
+        session.speak = bool(value)
+        return session
 
     def on_ask(session: DemoSession | None, text: str, playback_time: float | None):
         session = session or new_session()
@@ -355,10 +389,14 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
                 question = gr.Textbox(placeholder="Ask about the video, at any moment, and press Enter",
                                       show_label=False, elem_id="question")
                 status = gr.Markdown(elem_id="status", elem_classes=["turn-status"])
+                with gr.Row(visible=tts_available()):  # the `tts` extra: offline Piper voice
+                    speak = gr.Checkbox(value=False, label="speak the responses", elem_id="speak")
+                    audio = gr.Audio(autoplay=True, interactive=False, show_label=False, elem_id="speech")
         timer = gr.Timer(TICK_S)
 
         video.change(on_video, [state, video], [state, chat, status])
-        timer.tick(on_tick, [state, playback], [chat, status], js=PLAYBACK_JS, show_progress="hidden",
+        speak.change(on_speak, [state, speak], [state], show_progress="hidden")
+        timer.tick(on_tick, [state, playback], [chat, status, audio], js=PLAYBACK_JS, show_progress="hidden",
                    queue=False)
         question.submit(on_ask, [state, question, playback], [state, question, chat], js=PLAYBACK_JS.replace(
             "(state, _time)", "(state, text, _time)").replace("return [state,", "return [state, text,"))

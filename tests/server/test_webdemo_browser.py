@@ -145,3 +145,21 @@ def test_importing_the_demo_loads_neither_gradio_nor_a_model():
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_spoken_responses_reach_the_page(page, demo_url):
+    from videollm_online import speech
+
+    if not speech.tts_available():
+        pytest.skip("the tts extra is not installed")
+    page.locator("#speak input[type=checkbox]").check()
+    page.locator("#demo-video input[type=file]").set_input_files(demo_url[1][0])
+    page.wait_for_selector("#demo-video video", timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#demo-video video').readyState >= 2", timeout=WAIT_MS)
+    page.evaluate("(() => { const v = document.querySelector('#demo-video video'); v.muted = true; v.play(); })()")
+    wait_for_turns(page, 1)
+    # The newest finished response, voiced offline, is handed to the page's player as a WAV file.
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#speech audio, #speech a[download]')]
+              .some(node => (node.src || node.href || '').length > 0)""", timeout=WAIT_MS)
+    assert page.outside_requests == []
