@@ -220,9 +220,11 @@ def assemble(
 
 
 def build_model(
-    config: LiveConfig, *, dtype=torch.float32, device: str | torch.device = "cpu"
+    config: LiveConfig, *, dtype=torch.float32, device: str | torch.device | None = None
 ) -> tuple[LiveModel, StreamTemplate]:
-    """A new LIVE model from a config: base LLM and vision encoder from their sources, a fresh connector."""
+    """A new LIVE model from a config: base LLM and vision encoder from their sources, a fresh connector. With no
+    `device` the model stays where it was built (the CPU, or the device of a `with torch.device(...)` block, which
+    makes a random 8B model on a GPU in seconds)."""
     dtype = parse_dtype(dtype)
     llm, tokenizer = load_llm(config, dtype=dtype)
     tokenizer = tokenizer or build_tiny_tokenizer()
@@ -230,7 +232,7 @@ def build_model(
     with _fork_and_seed(config.seed + 2):
         attach_connector(llm, vision.config.hidden_size, config)
     model, template = assemble(config, llm, tokenizer, vision)
-    return model.to(device), template
+    return (model if device is None else model.to(device)), template
 
 
 def add_lora(model: LiveModel, r: int = 128, alpha: int = 256, dropout: float = 0.05,
