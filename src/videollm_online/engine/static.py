@@ -341,7 +341,7 @@ class StaticKV:
         is_frame = torch.zeros(batch, steps, dtype=torch.bool)
         read_index = torch.zeros(batch, reads, dtype=torch.long)
         frames = torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device)
-        starts = torch.tensor([self.lengths[slot] if slot < self.max_sessions else 0 for slot in range(batch)])
+        starts = torch.tensor(self.lengths[:batch])  # rows without a feed pad along from their own length
         for slot, feeds in rows.items():
             offset = 0
             for index, feed in enumerate(feeds):
