@@ -132,6 +132,8 @@ class DemoSession:
             self._open_turns[-1].text = text.rstrip("\ufffd")
 
     def _on_done(self, generation: int, future, frame_time: float | None) -> None:
+        if future.cancelled():
+            return  # the backend is shutting down: this runs inside its shutdown, under its lock; submit nothing
         with self.lock:
             if generation != self.generation:
                 return
