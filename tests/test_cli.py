@@ -120,14 +120,19 @@ def test_console_script_runs(tmp_path):
 
 
 def _narrate_process(clip, checkpoint, *extra):
+    import signal
+
     command = [sys.executable, "-m", "videollm_online.cli", "narrate", str(clip), "--model", str(checkpoint), *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal, even when the tests themselves run in the background (where a shell ignores SIGINT
+    # and children inherit that).
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_interrupt_keeps_the_history_and_a_closed_pipe_is_quiet(tiny_checkpoint, make_clip, tmp_path):
     import signal
 
-    clip = make_clip("long.mp4", frames=900, fps=10, size=(64, 64))  # 90 s, paced: outlives a slow start
+    clip = make_clip("long.mp4", frames=300, fps=10, size=(64, 64))  # 30 s, paced: outlives a slow start
     history = tmp_path / "history.json"
     process = _narrate_process(clip, tiny_checkpoint, "--realtime", "--max-new-tokens", "2", "--output", history)
     first = process.stdout.readline()  # a turn was printed, so the history holds it
