@@ -335,7 +335,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options = EvalOptions(dataset=args.dataset, data_root=args.data_root, split=args.split, frames=args.frames,
                           limit=args.limit, threshold=args.threshold, window=args.window,
                           max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.batch_size,
-                          progress=not args.quiet)
+                          progress=not args.quiet, engine=args.engine, cache_tokens=args.cache_tokens)
     check_inputs(options)
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
@@ -583,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "DATA_ROOT/features)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N videos (world) or samples")
     evaluate.add_argument("--threshold", type=unit_float, help="decision threshold (default: the model's)")
+    evaluate.add_argument("--engine", choices=["default", "fast"], default="default",
+                          help="world: the engine that narrates each video (fast: static cache, CUDA graphs on a GPU)")
+    evaluate.add_argument("--cache-tokens", type=positive_int, metavar="N",
+                          help="world, fast engine: keep at most N tokens while narrating (the memory policy's cost)")
     evaluate.add_argument("--window", type=positive_float, default=1.0,
                           help="seconds within which a said sentence matches a ground-truth narration (default: 1)")
     evaluate.add_argument("--max-new-tokens", type=int, default=512,

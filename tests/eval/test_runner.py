@@ -23,4 +23,13 @@ def test_eval_command_writes_the_metrics(tmp_path, capsys):
     assert metrics["event_recall"] == 0.0  # random weights say no ground-truth sentence
     assert metrics["narrations"] == len(json.loads((world / "annotations" / "000000.json").read_text())["narrations"])
     assert "event_precision" in capsys.readouterr().out
+    # The fast engine narrates the same turns; a capped cache still narrates the whole video.
+    fast = tmp_path / "fast.json"
+    assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(fast),
+                 "--engine", "fast"]) == 0
+    assert json.loads(fast.read_text()) == metrics
+    capped = tmp_path / "capped.json"
+    assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(capped),
+                 "--cache-tokens", "200"]) == 0
+    assert json.loads(capped.read_text())["turns_said"] > 0
     assert main(["eval", "--data-root", str(tmp_path / "nowhere")]) == 2

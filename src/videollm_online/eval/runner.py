@@ -62,6 +62,10 @@ class EvalOptions:
     """Ego4D LTA: beams and returned candidates (K)."""
     batch_size: int = 1
     progress: bool = True
+    engine: str = "default"
+    """World narration: the engine that narrates (`engine.open_session`); the teacher-forced metrics need none."""
+    cache_tokens: int | None = None
+    """World narration on the fast engine: tokens kept per video (the memory policy); None: all."""
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
@@ -268,7 +272,8 @@ def evaluate(model: LiveModel, template: StreamTemplate, options: EvalOptions, *
     """Metrics of one dataset (complete on every rank; rank 0 is the one to report them)."""
     if options.dataset in WORLD_DATASETS:
         return evaluate_world(model, template, options.data_root, limit=options.limit, threshold=options.threshold,
-                              window=options.window, progress=options.progress, rank=rank, world_size=world_size)
+                              window=options.window, progress=options.progress, rank=rank, world_size=world_size,
+                              engine=options.engine, cache_tokens=options.cache_tokens)
     if options.dataset in BENCHMARK_DATASETS:
         return evaluate_benchmark(model, template, options, rank=rank, world_size=world_size)
     return evaluate_stream_dataset(model, template, options, rank=rank, world_size=world_size)
