@@ -416,7 +416,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise UserError(f"no such file: {path}")
     model, template, name = load_model_from_args(args)
     run(model, template, name, host=args.host, port=args.port, examples=examples, threshold=args.threshold,
-        max_new_tokens=args.max_new_tokens)
+        max_new_tokens=args.max_new_tokens, engine=args.engine, cache_tokens=args.cache_tokens)
     return 0
 
 
@@ -693,6 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     demo.add_argument("--example", action="append", type=Path, metavar="VIDEO",
                       help="an example video to offer (repeatable; default: a synthetic one, made once)")
+    demo.add_argument("--engine", choices=["default", "fast"], default="default",
+                      help="fast: viewers' streams batched on the static-cache engine (Llama-family LLMs)")
+    demo.add_argument("--cache-tokens", type=positive_int, default=4096,
+                      help="fast engine: tokens kept per viewer (the attention sink and the most recent ones)")
     demo.add_argument("--threshold", type=unit_float, default=None,
                       help="initial silence threshold (default: the model's; the page has a slider)")
     demo.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")

@@ -419,11 +419,17 @@ def launch_options() -> dict:
 
 
 def run(model, template, name: str, *, host: str = "127.0.0.1", port: int = 7860, examples: list[str] | None = None,
-        threshold: float | None = None, max_new_tokens: int = 64, cache: Path | None = None) -> None:
-    """Serve the demo until interrupted."""
-    from .server.backend import SerialBackend
+        threshold: float | None = None, max_new_tokens: int = 64, cache: Path | None = None,
+        engine: str = "default", cache_tokens: int = 4096, max_sessions: int = 8) -> None:
+    """Serve the demo until interrupted. `engine="fast"`: every viewer's stream batched on the fast engine."""
+    if engine == "fast":
+        from .server.batched import BatchedBackend
 
-    backend = SerialBackend(model, template, name)
+        backend = BatchedBackend(model, template, name, max_sessions=max_sessions, cache_tokens=cache_tokens)
+    else:
+        from .server.backend import SerialBackend
+
+        backend = SerialBackend(model, template, name)
     examples = examples if examples is not None else example_videos(cache)
     demo = build_demo(backend, examples=examples, threshold=threshold, max_new_tokens=max_new_tokens)
     demo.queue(default_concurrency_limit=None)
