@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import speech
 from .engine import EngineConfig
 from .server.backend import StreamBackend
 
@@ -302,17 +303,9 @@ def example_videos(cache: Path | None = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------- speech
-def tts_available() -> bool:
-    from .speech import tts_available as available
-
-    return available()
-
-
 def speech_clip(text: str) -> tuple[int, np.ndarray]:
     """A response as audio for the page's player: (sample rate, int16 samples)."""
-    from .speech import synthesize
-
-    samples, rate = synthesize(text)
+    samples, rate = speech.synthesize(text)
     return rate, (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
 
 
@@ -391,7 +384,7 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
                 question = gr.Textbox(placeholder="Ask about the video, at any moment, and press Enter",
                                       show_label=False, elem_id="question")
                 status = gr.Markdown(elem_id="status", elem_classes=["turn-status"])
-                with gr.Row(visible=tts_available()):  # the `tts` extra: offline Piper voice
+                with gr.Row(visible=speech.tts_available()):  # the `tts` extra: offline Piper voice
                     speak = gr.Checkbox(value=False, label="speak the responses", elem_id="speak")
                     audio = gr.Audio(autoplay=True, interactive=False, show_label=False, elem_id="speech")
         timer = gr.Timer(TICK_S)

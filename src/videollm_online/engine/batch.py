@@ -78,10 +78,6 @@ class BatchEngine:
         self.failures.pop(session, None)
         self._free.append(session.backend.slot)
 
-    @property
-    def sessions(self) -> list[StreamSession]:
-        return list(self._work)
-
     def is_open(self, session: StreamSession) -> bool:
         return session in self._work
 
@@ -103,10 +99,6 @@ class BatchEngine:
         works = [self._work[session]] if session is not None else self._work.values()
         return any(work.inbox or work.pending is not None for work in works)
 
-    def backlog(self, session: StreamSession) -> int:
-        """Frames queued for a session and not yet started."""
-        return sum(1 for item in self._work[session].inbox if item[0] == "frame")
-
     def _fail(self, session: StreamSession, work: _Work, error: Exception) -> None:
         """The session cannot go on: its running input and queued ones are dropped; the others are untouched."""
         work.steps.close()
@@ -124,10 +116,10 @@ class BatchEngine:
             if work.pending is None:
                 self._start_next(session, work, completed)
         for session, work in self._work.items():
-            if work.pending is not None and not self.static.fits(session.backend.slot, work.pending):
-                self._fail(session, work, ContextFullError(
-                    f"the stream outgrew its cache ({self.static.max_tokens} tokens) and the engine has no memory "
-                    "policy: open the engine with a policy (cache_tokens) or more max_tokens"))
+            if work.pending is not None:
+                error = self.static.room_error(session.backend.slot, sum(feed.length for feed in work.pending))
+                if error is not None:
+                    self._fail(session, work, ContextFullError(error))
         rows = {session.backend.slot: work.pending for session, work in self._work.items()
                 if work.pending is not None}
         if not rows:

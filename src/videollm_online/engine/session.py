@@ -163,7 +163,8 @@ class StreamSession:
         started = wallclock.perf_counter() if started is None else started
         events = yield from self._answer_queries(lambda t: t < video_time, started)
         (result,) = yield [Feed(self._frame_prefix(), frame_embeds)]
-        events += yield from self._after_frame(video_time, result, started)
+        respond = self._count_and_decide(video_time, result)
+        events += yield from self._after_frame(video_time, respond, started)
         self.events += events
         return events
 
@@ -186,15 +187,14 @@ class StreamSession:
             base = self.num_tokens - sum(feed.length for feed in feeds)  # after the feed: it may have evicted
             for k in range(index, end):
                 base += feeds[k - index].length
-                stops = self._query_due(times[k], strict=False) or self._wants_response_at(results[k - index])
-                if stops or k == end - 1:
+                respond = self._count_and_decide(times[k], results[k - index])
+                if respond or self._query_due(times[k], strict=False) or k == end - 1:
                     self.backend.truncate(base)  # undo the frames guessed after this one
-                    frame_events = yield from self._after_frame(times[k], results[k - index], started)
+                    frame_events = yield from self._after_frame(times[k], respond, started)
                     self.events += frame_events
                     events += frame_events
                     index = k + 1
                     break
-                self._count_frame(times[k])
         return events
 
     def finish_steps(self) -> Steps:
@@ -218,21 +218,17 @@ class StreamSession:
         self.num_frames += 1
         self.last_frame_time = video_time
 
-    def _wants_response_at(self, result: FeedResult) -> bool:
-        """`wants_response` for a frame of a multi-frame guess, as if it were the frame just fed."""
-        self.num_frames += 1  # the decision may depend on the frame count (a schedule): show it the right one
-        try:
-            return self.wants_response(result)
-        finally:
-            self.num_frames -= 1
-
-    def _after_frame(self, video_time: float, result: FeedResult, started: float) -> Steps:
-        """A frame was fed: queries due at its time are answered (and then its own decision is not taken)."""
+    def _count_and_decide(self, video_time: float, result: FeedResult) -> bool:
+        """Count a fed frame and take its decision; a query due at its time closes the stream instead."""
         self._count_frame(video_time)
+        return not self._query_due(video_time, strict=False) and self.wants_response(result)
+
+    def _after_frame(self, video_time: float, respond: bool, started: float) -> Steps:
+        """After a counted frame: queries due at its time are answered, or the response it decided on is given."""
         answered = yield from self._answer_queries(lambda t: t <= video_time, started)
         if answered:
             return answered
-        if self.wants_response(result):
+        if respond:
             return [(yield from self._respond(video_time, self._respond_ids, started))]
         return []
 

@@ -163,32 +163,35 @@ class StaticKV:
     def truncate(self, slot: int, num_tokens: int) -> None:
         self.lengths[slot] = min(self.lengths[slot], num_tokens)
 
-    @property
-    def bytes_per_token(self) -> int:
-        return 2 * len(self.layers) * self.num_kv_heads * self.head_dim * self.k_cache.element_size()
+    def _kept(self, slot: int) -> int:
+        """Tokens at the start of a slot that the policy never drops (the attention sink)."""
+        if self.policy is not None and self.policy.sink_tokens is not None:
+            return self.policy.sink_tokens
+        return self.sinks[slot] if self.sinks[slot] is not None else self.lengths[slot]
 
-    def fits(self, slot: int, feeds: list[Feed]) -> bool:
-        """Whether feeding these can go ahead: they fit beside what the slot holds, or the policy makes room."""
-        return self.policy is not None or self.lengths[slot] + sum(f.length for f in feeds) <= self.max_tokens
+    def room_error(self, slot: int, incoming: int) -> str | None:
+        """Why `incoming` more tokens cannot go into a slot (None: they fit, dropping old tokens if need be)."""
+        if self.lengths[slot] + incoming <= self.max_tokens:
+            return None
+        if self.policy is None:
+            return (f"the stream outgrew the cache ({self.max_tokens} tokens, about "
+                    f"{self.max_tokens // (self.model.config.frame_num_tokens + 1)} frames): give the engine a memory "
+                    "policy (narrate --cache-tokens N) or more room (max_tokens)")
+        if self._kept(slot) + incoming > self.max_tokens:
+            return (f"a single input of {incoming} tokens does not fit the cache of {self.max_tokens} tokens beside "
+                    f"the {self._kept(slot)} kept at the start")
+        return None
 
     def _make_room(self, slot: int, incoming: int) -> None:
         """Drop old tokens after the sink (re-rotating the kept keys) so `incoming` more fit."""
+        error = self.room_error(slot, incoming)
+        if error is not None:
+            raise ContextFullError(error)
         length = self.lengths[slot]
         if length + incoming <= self.max_tokens:
             return
-        sink = self.sinks[slot] if self.sinks[slot] is not None else length
-        if self.policy is None:
-            raise ContextFullError(
-                f"the stream outgrew the cache ({self.max_tokens} tokens, about "
-                f"{self.max_tokens // (self.model.config.frame_num_tokens + 1)} frames): give the engine a memory "
-                "policy (narrate --cache-tokens N) or more room (max_tokens)"
-            )
-        sink = self.policy.sink_tokens if self.policy.sink_tokens is not None else sink
-        droppable = length - sink
-        drop = max(length + incoming - self.max_tokens, math.ceil(droppable * self.policy.evict_fraction))
-        if sink + incoming > self.max_tokens or drop > droppable:
-            raise ContextFullError(f"a single input of {incoming} tokens does not fit the cache of "
-                                   f"{self.max_tokens} tokens beside the {sink} kept at the start")
+        sink = self._kept(slot)
+        drop = max(length + incoming - self.max_tokens, math.ceil((length - sink) * self.policy.evict_fraction))
         # Keys were rotated for their old positions p; they now sit at p - drop: rotate by -drop.
         cos = self.cos_f32[drop] / self.rope_scaling
         sin = -self.sin_f32[drop] / self.rope_scaling

@@ -17,16 +17,13 @@ import numpy as np
 import torch
 
 from ..engine import EngineConfig, StreamEvent, StreamSession
+from ..engine.static import ContextFullError
 from ..model import LiveModel
 from ..text import StreamTemplate
 
 TokenCallback = Callable[[list[int]], None]
 """The token ids of the turn being generated, so far (a new turn starts when there is one); called on the worker
 thread after each token."""
-
-
-class ContextFullError(RuntimeError):
-    """The session's KV cache would pass the LLM's context length."""
 
 
 class BackendSession(Protocol):

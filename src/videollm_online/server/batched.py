@@ -3,8 +3,8 @@
 Same interface as `SerialBackend` (`StreamBackend.open` -> `BackendSession.submit_*` returning futures), so the API
 and the web demo run on it unchanged. One worker thread owns the model: it takes the calls submitted since its last
 step, encodes all new frames in one vision batch, hands them to the engine, runs one batched forward, and resolves
-the futures of the inputs that completed. Sessions that fill their cache either drop old tokens (`cache_tokens`,
-the memory policy) or fail alone with `ContextFullError`.
+the futures of the inputs that completed. Sessions that fill their cache drop old tokens (`cache_tokens`, the
+memory policy); one whose single input cannot fit fails alone with `ContextFullError`.
 """
 
 from __future__ import annotations
@@ -22,21 +22,21 @@ from ..engine.batch import BatchEngine
 from ..engine.static import MemoryPolicy
 from ..model import LiveModel
 from ..text import StreamTemplate
-from .backend import ContextFullError, SessionSettings, TokenCallback, _turn_tracker
+from .backend import SessionSettings, TokenCallback, _turn_tracker
 
 
 class BatchedBackend:
     """Up to `max_sessions` streams on one model, batched; `cache_tokens` per session (None: the LLM's context)."""
 
     def __init__(self, model: LiveModel, template: StreamTemplate, name: str = "model", max_sessions: int = 32,
-                 cache_tokens: int | None = None, keep_recent: bool = True) -> None:
+                 cache_tokens: int | None = None) -> None:
         self.model = model
         self.template = template
         self.name = name
         self.frame_resolution = int(model.config.frame_resolution)
         self.frame_fps = float(model.config.frame_fps)
         self.engine = BatchEngine(model, template, max_sessions=max_sessions, max_tokens=cache_tokens,
-                                  policy=MemoryPolicy() if keep_recent else None)
+                                  policy=MemoryPolicy())
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -88,7 +88,7 @@ class BatchedBackend:
                     futures.popleft().set_result(events)
             for session, error in list(self.engine.failures.items()):
                 for future in waiting.pop(session, ()):
-                    future.set_exception(ContextFullError(str(error)))
+                    future.set_exception(error)
                 self.engine.failures.pop(session)
 
     def _take(self, block: bool) -> list[tuple]:
