@@ -33,6 +33,19 @@ def test_frames_to_logits_and_loss(llm, vision):
     assert model.connector[0].weight.grad is not None
 
 
+def test_uint8_frames_are_normalised_by_the_model(tiny):
+    """The training collator hands over uint8 frames; the model normalises them on its own device."""
+    from videollm_online.model import preprocess_frames
+
+    model, template = tiny
+    images = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    input_ids = torch.tensor([template.tokenize(CONVERSATION).input_ids])
+    from_uint8 = model(input_ids, pixel_values=images).logits
+    from_normalised = model(input_ids, pixel_values=preprocess_frames(images, model.config)).logits
+    torch.testing.assert_close(from_uint8, from_normalised)
+    assert not torch.equal(from_uint8, model(input_ids, pixel_values=images.flip(0)).logits)
+
+
 def test_frame_features_use_cls_and_pooled_grid():
     model, _ = tiny_model("llama", "clip")
     pixels = torch.randn(2, 3, 32, 32)

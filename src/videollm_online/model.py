@@ -164,11 +164,15 @@ class LiveModel(nn.Module):
         use_cache: bool | None = None,
         **kwargs,
     ) -> LiveOutput:
-        """Frames come as one of: pixels (N, 3, R, R), features (N, T, Hv) or embeddings (N, T, H), for the
-        `<v>` tokens of the whole batch in row-major order."""
+        """Frames come as one of: pixels (normalised (N, 3, R, R), or uint8 RGB frames (N, R, R, 3) normalised
+        here), features (N, T, Hv) or embeddings (N, T, H), for the `<v>` tokens of the whole batch in row-major
+        order."""
         if sum(x is not None for x in (frame_features, pixel_values, frame_embeds)) > 1:
             raise ValueError("pass frames once: pixel_values, frame_features or frame_embeds")
         if pixel_values is not None:
+            if pixel_values.dtype == torch.uint8:
+                encoder_dtype = next(self.frame_encoder.parameters()).dtype
+                pixel_values = preprocess_frames(pixel_values, self.config, dtype=encoder_dtype)
             frame_features = self.encode_frames(pixel_values)
         if frame_features is not None:
             frame_embeds = self.embed_frames(frame_features)

@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data.frames import FrameStore
-from ..model import preprocess_frames
 from ..text import IGNORE_INDEX, StreamTemplate
 
 
@@ -71,7 +70,8 @@ class StreamDataset(Dataset):
 
 class StreamCollator:
     """Pads ids (with eos) and labels (IGNORE_INDEX) to the longest sample; concatenates frames in sample order.
-    uint8 frames become normalised pixels; float frames are features."""
+    uint8 frames stay uint8 (`pixel_values`, normalised by the model on its device: normalising a batch of
+    frames in a DataLoader worker took seconds and starved the GPU); float frames are features."""
 
     def __init__(self, template: StreamTemplate):
         self.template = template
@@ -92,7 +92,7 @@ class StreamCollator:
         if frames.shape[0] == 0:  # text-only samples (e.g. the robustness set): vision encoders reject empty batches
             return out
         if frames.dtype == torch.uint8:
-            out["pixel_values"] = preprocess_frames(frames, self.template.config)  # (N, 3, R, R)
+            out["pixel_values"] = frames  # (N, R, R, 3) uint8
         else:
             out["frame_features"] = frames  # (N, T, Hv)
         return out
