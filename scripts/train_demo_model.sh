@@ -8,7 +8,8 @@
 #   OUT             the LM stage's run; final model in $OUT/final            [outputs/demo-model-run]
 #   PRESET          model shape: frame size for `data preprocess`, and the vision stage's start   [demo-192]
 #   WORKERS         processes for rendering / preprocessing                  [nproc]
-#   TRAIN_VIDEOS    training videos (world seed 1)                           [1000]
+#   TRAIN_VIDEOS    training videos                                          [1000]
+#   TRAIN_SEED      world seed of the training videos (a new seed gives new videos, e.g. to continue training)  [1]
 #   HELDOUT_VIDEOS  held-out videos (world seed 2: evaluation, vision accuracy; never trained on)  [50]
 #   VISION_OUT      vision stage output: final/ (checkpoint), vision_log.jsonl (throughput, loss, per-head
 #                   held-out accuracy, JSON lines), vision_metrics.json      [$OUT/vision]
@@ -29,6 +30,7 @@ OUT=${OUT:-outputs/demo-model-run}
 PRESET=${PRESET:-demo-192}
 WORKERS=${WORKERS:-$(nproc)}
 TRAIN_VIDEOS=${TRAIN_VIDEOS:-1000}
+TRAIN_SEED=${TRAIN_SEED:-1}
 HELDOUT_VIDEOS=${HELDOUT_VIDEOS:-50}
 VISION_OUT=${VISION_OUT:-$OUT/vision}
 VISION_MINUTES=${VISION_MINUTES:-4.5}
@@ -46,8 +48,9 @@ SIZE=256 VIDEO_FPS=2 TIME_GRID=0.5
 WORLD="--size $SIZE --video-fps $VIDEO_FPS --time-grid $TIME_GRID --workers $WORKERS -q"
 
 if [[ $STAGE == all || $STAGE == data ]]; then
-  # Training videos (world seed 1) and held-out videos (world seed 2: no episode seed in common).
-  $CLI data synth-world --out "$WORK/train" --videos "$TRAIN_VIDEOS" --seed 1 $WORLD
+  # Training videos (world seed 1 unless told) and held-out videos (world seed 2: no episode seed in common).
+  [[ $TRAIN_SEED == 2 ]] && { echo "TRAIN_SEED 2 is the held-out world" >&2; exit 2; }
+  $CLI data synth-world --out "$WORK/train" --videos "$TRAIN_VIDEOS" --seed "$TRAIN_SEED" $WORLD
   $CLI data synth-world --out "$WORK/heldout" --videos "$HELDOUT_VIDEOS" --seed 2 $WORLD
   for split in train heldout; do
     $CLI data preprocess "$WORK/$split/videos" --out "$WORK/$split/frames" --preset "$PRESET" --workers "$WORKERS" -q
