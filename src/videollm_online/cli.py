@@ -633,8 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     vision = commands.add_parser(
-        "train-vision", help="pretrain the vision encoder on frames of the synthetic world rendered on the fly "
-                             "(heads on its frame tokens read what is where); the result seeds `train --model`")
+        "train-vision", help="pretrain the vision encoder on frames of the synthetic world, rendered on the fly or "
+                             "read from a preprocessed world (--world); heads on its frame tokens read what is "
+                             "where; the result seeds `train --model`")
     vision.add_argument("--output-dir", required=True,
                         help="the checkpoint goes to OUTPUT_DIR/final, the log (vision_log.jsonl) and the metrics "
                              "(vision_metrics.json) beside it")
@@ -649,8 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--learning-rate", type=float, help="default: 1e-3")
     vision.add_argument("--weight-decay", type=float, help="default: 0.05")
     vision.add_argument("--warmup-ratio", type=float, help="default: 0.05")
-    vision.add_argument("--frames-per-episode", type=int, help="frames rendered per random episode (default: 8)")
-    vision.add_argument("--workers", type=int, help="DataLoader processes rendering frames (default: 0)")
+    vision.add_argument("--world", dest="world_dir",
+                        help="train on the recorded frames of this world (`data synth-world`, then `data preprocess "
+                             "WORLD/videos --out WORLD/frames` with the model's preset) instead of rendering: the "
+                             "GPU sets the pace")
+    vision.add_argument("--frames", dest="frames_dir", help="preprocessed frames of --world (default: WORLD/frames)")
+    vision.add_argument("--frames-per-episode", type=int, help="frames taken per episode visit (default: 8)")
+    vision.add_argument("--workers", type=int, help="DataLoader processes rendering or reading frames (default: 0)")
     vision.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     vision.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (GPU)")
     vision.add_argument("--seed", type=int)

@@ -1,5 +1,6 @@
-"""Vision pretraining on frames rendered on the fly: targets, the video path, determinism, learning on a fixed batch,
-and the command end to end (checkpoint reloads with identical outputs, and `train --model` continues from it)."""
+"""Vision pretraining on frames rendered on the fly or read from a preprocessed world: targets, the video path,
+determinism, learning on a fixed batch, and the command end to end (checkpoint reloads with identical outputs, and
+`train --model` continues from it)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from videollm_online.train.vision_pretrain import (
     FRAME_HEADS,
     PAIRS,
     RandomWorldFrames,
+    RecordedWorldFrames,
     VisionPretrainConfig,
     VisionPretrainModel,
     WorldFrames,
@@ -35,6 +37,7 @@ from videollm_online.train.vision_pretrain import (
     heldout_items,
     pretrain_loss,
     pretrain_vision,
+    recorded_world,
     video_frame,
 )
 from videollm_online.video import open_video
@@ -167,6 +170,76 @@ def test_pretraining_writes_a_checkpoint_that_reloads_and_that_train_continues(t
                  "--vision-learning-rate", "1e-5"]) == 0
     continued, _ = load_checkpoint(tmp_path / "lm" / "final")
     assert continued.config.extra["vision_pretrain"]["steps"] == 4  # the checkpoint's history travels on
+
+
+def _write_world(out, seed: int, videos: int = 2, resolution: int = 32) -> None:
+    assert main(["data", "synth-world", "--out", str(out), "--videos", str(videos), "--seed", str(seed), "--size",
+                 "64", "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10",
+                 "-q"]) == 0
+    assert main(["data", "preprocess", str(out / "videos"), "--out", str(out / "frames"), "--fps", "2",
+                 "--resolution", str(resolution), "-q"]) == 0
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recorded") / "world"
+    _write_world(out, seed=7)
+    return out
+
+
+def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(recorded):
+    config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2,
+                                  world_dir=str(recorded))
+    annotations, frames_dir = recorded_world(config, 32)
+    assert [a["id"] for a in annotations] == ["000000", "000001"]
+    dataset = RecordedWorldFrames(annotations, frames_dir, WORLD, seed=0, frames_per_episode=3)
+    for annotation in annotations:
+        episode = generate_episode(annotation["seed"], WORLD)
+        rendered = list(render_frames(episode, range(int(episode.duration * 2)), WORLD))
+        indices = list(range(1, len(rendered) - 1))
+        samples = dataset.samples(annotation, indices)
+        for i, sample in zip(indices, samples):
+            cells, frame = frame_targets(rendered[i][1])
+            assert np.array_equal(sample["cells"].numpy(), cells) and np.array_equal(sample["frame"].numpy(), frame)
+            # the stored frame is the decoded frame i: nearer to rendered frame i than to its neighbours
+            errors = [np.abs(sample["pixels"].numpy().astype(float) - video_frame(rendered[j][0], 32)).mean()
+                      for j in (i - 1, i, i + 1)]
+            assert errors[1] == min(errors) and errors[1] < 3.0, (i, errors)
+    a = [s["pixels"] for s in islice(iter(dataset), 6)]
+    b = [s["pixels"] for s in islice(iter(RecordedWorldFrames(annotations, frames_dir, WORLD, 0, 3)), 6)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_pretraining_on_a_recorded_world(recorded, tmp_path):
+    config = VisionPretrainConfig(output_dir=str(tmp_path / "vision"), model="tiny", video_size=64, max_steps=3,
+                                  batch_size=8, frames_per_episode=4, heldout_videos=2, eval_frames=8, eval_every=3,
+                                  log_every=1, world_dir=str(recorded))
+    result = pretrain_vision(config, progress=False)
+    assert result.metrics["steps"] == 3 and result.metrics["frames_seen"] == 24
+    assert (result.final_dir / "vision" / "model.safetensors").exists()
+
+
+def test_a_recorded_world_must_be_usable(recorded, tmp_path):
+    def check(**kwargs):
+        config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1,
+                                      heldout_videos=2, **kwargs)
+        return recorded_world(config, 32)
+
+    with pytest.raises(UserError, match="resolution|px"):
+        recorded_world(VisionPretrainConfig(output_dir="unused", video_size=64, max_steps=1,
+                                            world_dir=str(recorded)), 64)
+    with pytest.raises(UserError, match="no annotations"):
+        check(world_dir=str(tmp_path))
+    with pytest.raises(UserError, match="no preprocessed frames"):
+        (tmp_path / "empty" / "annotations").mkdir(parents=True)
+        (tmp_path / "empty" / "annotations" / "000000.json").write_text(
+            (recorded / "annotations" / "000000.json").read_text())
+        (tmp_path / "empty" / "frames").mkdir()
+        check(world_dir=str(tmp_path / "empty"))
+    heldout = tmp_path / "heldout"
+    _write_world(heldout, seed=2, videos=1)
+    with pytest.raises(UserError, match="held-out episode"):
+        check(world_dir=str(heldout))
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):

@@ -116,6 +116,12 @@ class FrameStore:
                 return file.get_tensor(self.key)[start:]
             return file.get_slice(self.key)[start:stop]
 
+    def load_indices(self, video: str, indices: Sequence[int]) -> torch.Tensor:
+        """Frames `indices` of a video (any order), reading only those."""
+        with safe_open(self.path(video), framework="pt") as file:
+            part = file.get_slice(self.key)
+            return torch.stack([part[i:i + 1][0] for i in indices])
+
     def num_frames(self, video: str) -> int:
         with safe_open(self.path(video), framework="pt") as file:
             return file.get_slice(self.key).get_shape()[0]

@@ -1232,8 +1232,6 @@ class _Renderer:
         self.unit = min(self.width, self.height)
         self.margin = math.ceil(max(self.width, self.height) * config.camera_jitter * 1.3) + 2
         self.canvas_size = (self.width + 2 * self.margin, self.height + 2 * self.margin)
-        texture = _texture(episode.background, *self.canvas_size, self.unit)
-        self.background = Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8), "RGB").convert("RGBA")
         self.specs = {spec.id: spec for spec in episode.objects}
         self.states = [{oid: dataclasses.replace(s) for oid, s in episode.initial_state.items()}]
         for event in episode.events:
@@ -1245,6 +1243,12 @@ class _Renderer:
         self.light = rng.uniform([0.02, 0.1, 0.02, 0.01], [0.08, 0.25, 0.1, 0.05]), rng.uniform(0, 6.3, 4)
         ys, xs = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
         self.xs, self.ys = xs / self.width * 2 - 1, ys / self.height * 2 - 1
+
+    @functools.cached_property
+    def background(self) -> Image.Image:
+        """The textured canvas, drawn on first use: `drawn` (the ground truth of a frame) never needs it."""
+        texture = _texture(self.episode.background, *self.canvas_size, self.unit)
+        return Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8), "RGB").convert("RGBA")
 
     def _objects(self, t: float) -> list[tuple[int, str, tuple[float, float], tuple[int, int, int], float]]:
         """(depth, id, pos, rgb, scale) of every object drawn at time t, in drawing order."""
@@ -1392,6 +1396,16 @@ def render_frames(episode: Episode, indices: Iterable[int],
     renderer = _Renderer(episode, config)
     for index in indices:
         yield renderer.frame(index), renderer.drawn(index / config.fps)
+
+
+def drawn_objects(episode: Episode, indices: Iterable[int],
+                  config: WorldConfig | None = None) -> Iterator[list[DrawnObject]]:
+    """The objects frames `indices` of an episode show (those of `render_frames`), without drawing the frames: the
+    ground truth of frames already rendered into a video."""
+    config = config or WorldConfig()
+    renderer = _Renderer(episode, config)
+    for index in indices:
+        yield renderer.drawn(index / config.fps)
 
 
 def render_frame(episode: Episode, index: int, config: WorldConfig | None = None) -> np.ndarray:

@@ -81,7 +81,14 @@ class VisionPretrainConfig:
     frames_per_episode: int = 8
     """Frames rendered from each random episode before the next one (the episode's texture is drawn once)."""
     workers: int = 0
-    """DataLoader processes rendering frames (0: render in the main process)."""
+    """DataLoader processes rendering (or reading) frames (0: in the main process)."""
+    world_dir: str | None = None
+    """Train on the recorded frames of a world written by `data synth-world` and preprocessed (`data preprocess`
+    into world_dir/frames at the model's resolution and the world's fps), with targets from its annotations,
+    instead of rendering random episodes: nothing is drawn in the loop, so the GPU sets the pace, and the frames
+    went through H.264 like every video the model meets. Its episodes must not be held-out ones."""
+    frames_dir: str | None = None
+    """Preprocessed frames of `world_dir` (default: world_dir/frames)."""
     device: str | None = None
     """Torch device; None: cuda when available, else cpu."""
     bf16: bool = False
@@ -247,6 +254,80 @@ class RandomWorldFrames(IterableDataset):
             indices = np.sort(rng.choice(total, size=min(self.frames_per_episode, total), replace=False))
             for image, objects in render_frames(episode, indices.tolist(), self.world):
                 yield _sample(image, objects, self.resolution)
+
+
+class RecordedWorldFrames(IterableDataset):
+    """An endless stream of frames of a written and preprocessed world, with their targets: each visit reads
+    `frames_per_episode` random frames of a random video (its worker's share of the videos) from the frames store
+    and computes what they show from the episode's annotation, without drawing anything."""
+
+    def __init__(self, annotations: Sequence[dict[str, Any]], frames_dir: str | Path, world: WorldConfig,
+                 seed: int, frames_per_episode: int):
+        self.annotations, self.frames_dir, self.world = list(annotations), str(frames_dir), world
+        self.seed, self.frames_per_episode = seed, frames_per_episode
+
+    def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Frames `indices` of one video with their targets."""
+        from ..data.frames import FrameStore
+        from ..data.synth_world import Episode, drawn_objects
+
+        frames = FrameStore(self.frames_dir).load_indices(annotation["id"], indices)
+        episode = Episode.from_annotation(annotation)
+        out = []
+        for pixels, objects in zip(frames, drawn_objects(episode, indices, self.world)):
+            cells, frame = frame_targets(objects)
+            out.append({"pixels": pixels, "cells": torch.from_numpy(cells), "frame": torch.from_numpy(frame)})
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        from ..data.frames import FrameStore
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        share = self.annotations[worker::workers] or self.annotations
+        rng = np.random.default_rng([self.seed, worker, workers])
+        store = FrameStore(self.frames_dir)
+        while True:
+            annotation = share[int(rng.integers(len(share)))]
+            total = store.num_frames(annotation["id"])
+            indices = np.sort(rng.choice(total, size=min(self.frames_per_episode, total), replace=False)).tolist()
+            yield from self.samples(annotation, indices)
+
+
+def recorded_world(config: VisionPretrainConfig, resolution: int) -> tuple[list[dict[str, Any]], Path]:
+    """The annotations and frames directory of `config.world_dir`, checked: frames at the model's resolution and
+    the world's fps for every video, no held-out episode."""
+    from ..data.frames import FrameStore
+
+    world_dir = Path(config.world_dir)
+    annotation_dir = world_dir / "annotations"
+    if not annotation_dir.is_dir():
+        raise UserError(f"{world_dir} has no annotations/: give a world written by `videollm-online data synth-world`")
+    frames_dir = Path(config.frames_dir) if config.frames_dir else world_dir / "frames"
+    store = FrameStore(frames_dir)
+    annotations = [json.loads(path.read_text()) for path in sorted(annotation_dir.glob("*.json"))]
+    heldout = set(heldout_seeds(config.heldout_seed, config.heldout_videos))
+    usable = []
+    for annotation in annotations:
+        if int(annotation["seed"]) in heldout:
+            raise UserError(f"{world_dir} holds held-out episode {annotation['id']} (world seed "
+                            f"{config.heldout_seed}): pretrain on a world written with another --seed")
+        if not store.path(annotation["id"]).exists():
+            continue
+        metadata = store.metadata(annotation["id"])
+        if float(metadata.get("fps", config.video_fps)) != config.video_fps or \
+                int(metadata.get("resolution", resolution)) != resolution:
+            raise UserError(f"{store.path(annotation['id'])} holds frames at {metadata.get('fps')} fps and "
+                            f"{metadata.get('resolution')} px; this needs {config.video_fps} fps (--video-fps) and "
+                            f"{resolution} px (the model's): preprocess with `data preprocess --preset` of the model")
+        usable.append(annotation)
+    if not usable:
+        raise UserError(f"no preprocessed frames in {frames_dir} for the videos of {world_dir}: run "
+                        f"`videollm-online data preprocess {world_dir / 'videos'} --out {frames_dir} --preset ...`")
+    if len(usable) < len(annotations):
+        logger.warning("%d of %d videos of %s have no preprocessed frames: training on the other %d",
+                       len(annotations) - len(usable), len(annotations), world_dir, len(usable))
+    return usable, frames_dir
 
 
 class WorldFrames(Dataset):
@@ -467,9 +548,13 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         with log_path.open("a") as file:
             file.write(json.dumps(entry) + "\n")
 
-    exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
-    train_loader = _loader(RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude),
-                           config, device)
+    if config.world_dir:
+        annotations, frames_dir = recorded_world(config, resolution)
+        frames = RecordedWorldFrames(annotations, frames_dir, world, config.seed, config.frames_per_episode)
+    else:
+        exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
+        frames = RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
+    train_loader = _loader(frames, config, device)
     eval_loader = _loader(WorldFrames(heldout_items(world, config.heldout_seed, config.heldout_videos,
                                                     config.eval_frames), world, resolution), config, device)
     optimizer = _optimizer(model, config)
