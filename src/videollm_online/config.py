@@ -169,7 +169,7 @@ PRESETS: dict[str, LiveConfig] = {
     # The demo shape at 192 px: a 12 x 12 patch grid that pools 4 x 4 patches per place cell, and a small object of a
     # 256 px world video is ~19 px across (a patch) instead of ~10 px at 96 px (a fraction of one). The encoder's
     # share of a CPU frame step goes from ~2 % to ~7 % (benchmarks/vision_cost_cpu.py: 144 tokens instead of 36; the
-    # LLM dominates). For models trained with `train-vision`; `demo` stays the bundled v0 model's shape.
+    # LLM dominates). The bundled demo model (v1, vision-pretrained with `train-vision`) has this shape.
     "demo-192": LiveConfig(llm=DEMO_LLM, vision_config={**DEMO_VISION, "image_size": 192}, frame_resolution=192),
     # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
     "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),
