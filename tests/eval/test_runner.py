@@ -27,9 +27,12 @@ def test_eval_command_writes_the_metrics(tmp_path, capsys):
     fast = tmp_path / "fast.json"
     assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(fast),
                  "--engine", "fast"]) == 0
-    assert json.loads(fast.read_text()) == metrics
+    fast_metrics = json.loads(fast.read_text())
+    assert (metrics["engine"], fast_metrics["engine"]) == ("default", "fast")
+    assert {**fast_metrics, "engine": "default"} == metrics
     capped = tmp_path / "capped.json"
     assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(capped),
                  "--cache-tokens", "200"]) == 0
     assert json.loads(capped.read_text())["turns_said"] > 0
+    assert json.loads(capped.read_text())["cache_tokens"] == 200
     assert main(["eval", "--data-root", str(tmp_path / "nowhere")]) == 2

@@ -148,7 +148,7 @@ def evaluate_world(
         "event_recall": matched / reference if reference else 0.0,
         "event_precision": matched / predicted if predicted else 0.0,
         "turns_said": predicted, "narrations": reference, "videos": len(videos), "threshold": threshold,
-        "window_s": window,
+        "window_s": window, "engine": engine, "cache_tokens": cache_tokens,
     })
     return metrics
 
