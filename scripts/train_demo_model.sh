@@ -23,6 +23,8 @@
 #   BATCH           conversations per LM step                                [16]
 #   LM_VISION_LR    encoder learning rate in the LM stage (gentle: keeps what the vision stage taught)  [1e-4]
 #   FREEZE_VISION   1: the LM stage leaves the encoder as the vision stage made it   [0]
+#   GRAD_CKPT       1: gradient checkpointing in the LM stage (for a larger BATCH: the step is bound by per-op
+#                   overhead, so more conversations a step is the cheap speed-up)   [0]
 #   PRECISION       --bf16 on a GPU; empty on a CPU                          [--bf16]
 #   CLI             the command                                              [videollm-online]
 set -euo pipefail
@@ -44,6 +46,7 @@ MINUTES=${MINUTES:-10}
 BATCH=${BATCH:-16}
 LM_VISION_LR=${LM_VISION_LR:-1e-4}
 FREEZE_VISION=${FREEZE_VISION:-0}
+GRAD_CKPT=${GRAD_CKPT:-0}
 CLI=${CLI:-videollm-online}
 PRECISION=${PRECISION---bf16}  # PRECISION= (empty) on a CPU
 # The world's video shape: the vision stage renders its frames with the same flags.
@@ -71,12 +74,13 @@ if [[ $STAGE == all || $STAGE == vision ]]; then
 fi
 if [[ $STAGE == all || $STAGE == train ]]; then
   # SmolLM2-135M-Instruct + the pretrained encoder; LoRA r16 on every projection + lm_head, a fresh connector.
-  VISION_FLAGS="--train-vision --vision-learning-rate $LM_VISION_LR"
-  [[ $FREEZE_VISION == 1 ]] && VISION_FLAGS=""
+  TRAIN_FLAGS="--train-vision --vision-learning-rate $LM_VISION_LR"
+  [[ $FREEZE_VISION == 1 ]] && TRAIN_FLAGS=""
+  [[ $GRAD_CKPT == 1 ]] && TRAIN_FLAGS="$TRAIN_FLAGS --gradient-checkpointing"
   $CLI train --model "$MODEL" --data "$WORK/train/conversations.jsonl" --frames "$WORK/train/frames" \
     --eval-data "$WORK/heldout/conversations.jsonl" \
     --eval-frames "$WORK/heldout/frames" --output-dir "$OUT" \
-    $VISION_FLAGS --lora-r 16 --lora-alpha 32 --learning-rate 4e-4 \
+    $TRAIN_FLAGS --lora-r 16 --lora-alpha 32 --learning-rate 4e-4 \
     --batch-size "$BATCH" --num-epochs 100 --max-time-minutes "$MINUTES" $PRECISION \
     --logging-steps 25 --eval-steps 400 --save-steps 400 --dataloader-workers 10 --save-dtype float16
 fi

@@ -120,3 +120,19 @@ def test_samples_with_missing_or_short_frames_are_dropped_with_a_warning(world):
     assert len(dataset) == len(rows)
     sample = dataset[0]
     assert sample["frames"].shape[0] * 10 == sample["input_ids"].count(template.ids.v_placeholder)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(world, tmp_path):
+    """Checkpointing recomputes activations in the backward pass; the training it does must not change."""
+    steps = ["--max-steps", "3", "--learning-rate", "5e-3", "--lora-dropout", "0", "--train-vision"]
+    assert main(train_args(world, tmp_path / "plain", *steps)) == 0
+    assert main(train_args(world, tmp_path / "ckpt", *steps, "--gradient-checkpointing")) == 0
+    plain, ckpt = losses(tmp_path / "plain"), losses(tmp_path / "ckpt")
+    assert len(plain) == 3 and plain[0] != plain[-1]
+    assert ckpt == pytest.approx(plain, rel=1e-4)
+    assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["gradient_checkpointing"] is True
+    from videollm_online.train.trainer import TrainConfig, build_training_model, enable_gradient_checkpointing
+
+    model, _ = build_training_model(TrainConfig(data="", frames="", output_dir="", model="tiny", lora_r=4))
+    enable_gradient_checkpointing(model)
+    assert model.base_llm.is_gradient_checkpointing

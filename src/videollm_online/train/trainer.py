@@ -119,6 +119,11 @@ def build_training_model(config: TrainConfig):
     return model, template
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute the LLM's activations in the backward pass: less memory, so more conversations a step."""
+    model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -182,7 +187,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(config.seed)
     model, template = build_training_model(config)
     if config.gradient_checkpointing:
-        model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     key = "features" if config.features else "frames"
     store = FrameStore(config.frames, key)
     train_set = StreamDataset(read_jsonl(config.data), store, template, config.max_length)
