@@ -625,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--logging-steps", type=int)
     train.add_argument("--save-steps", type=int)
     train.add_argument("--eval-steps", type=int)
+    train.add_argument("--stream-eval-samples", type=int,
+                       help="held-out conversations scored with the streaming metrics (LM-PPL, TimeDiff, Fluency, "
+                            "LM-Correctness) at each evaluation, besides the loss (default: 64; 0: loss only)")
     train.add_argument("--seed", type=int)
     train.add_argument("--dataloader-workers", type=int)
     train.add_argument("--max-time-minutes", type=float, help="stop (and save) after this many minutes")

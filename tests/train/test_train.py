@@ -98,12 +98,19 @@ def test_torchrun_with_two_gloo_processes(world, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               "-m", "videollm_online.cli", *train_args(world, out, "--max-steps", "3", "--save-steps", "100")]
+               "-m", "videollm_online.cli", *train_args(world, out, "--max-steps", "3", "--save-steps", "100",
+                                                        "--eval-data", str(world / "conversations.jsonl"),
+                                                        "--eval-steps", "3")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((out / "log_history.json").read_text())
     assert state[-1]["step"] == 3
     assert (out / "final" / "adapter_model.safetensors").exists()
+    # each rank scored half the held-out conversations; the gathered metrics are those of the whole set
+    streamed = next(e for e in state if "eval_lm_ppl" in e)
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(out / "final"), "--data-root", str(world), "-q", "-o", str(report)]) == 0
+    assert streamed["eval_lm_ppl"] == pytest.approx(json.loads(report.read_text())["lm_ppl"], rel=1e-3)
 
 
 def test_samples_with_missing_or_short_frames_are_dropped_with_a_warning(world):
@@ -136,3 +143,18 @@ def test_gradient_checkpointing_gives_the_same_losses(world, tmp_path):
     model, _ = build_training_model(TrainConfig(data="", frames="", output_dir="", model="tiny", lora_r=4))
     enable_gradient_checkpointing(model)
     assert model.base_llm.is_gradient_checkpointing
+
+
+def test_evaluation_during_training_reports_the_streaming_metrics(world, tmp_path):
+    """The last evaluation scores the final weights: it must agree with `videollm-online eval` on the same world."""
+    out = tmp_path / "run"
+    assert main(train_args(world, out, "--max-steps", "4", "--learning-rate", "5e-3", "--eval-data",
+                           str(world / "conversations.jsonl"), "--eval-steps", "2", "--save-steps", "100")) == 0
+    evals = [e for e in json.loads((out / "log_history.json").read_text()) if "eval_lm_ppl" in e]
+    assert [e["step"] for e in evals] == [2, 4]
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(out / "final"), "--data-root", str(world), "-q", "-o", str(report)]) == 0
+    expected = json.loads(report.read_text())
+    for name in ("lm_ppl", "time_diff", "fluency", "lm_correctness"):
+        assert evals[-1][f"eval_{name}"] == pytest.approx(expected[name], rel=1e-3, abs=1e-3), name
+    assert main(train_args(world, tmp_path / "bad", "--stream-eval-samples", "-1")) == 2

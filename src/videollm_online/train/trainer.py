@@ -76,6 +76,9 @@ class TrainConfig:
     save_steps: int = 200
     save_total_limit: int = 2
     eval_steps: int = 200
+    stream_eval_samples: int = 64
+    """Held-out conversations scored with the streaming metrics (LM-PPL, TimeDiff, Fluency, LM-Correctness) at each
+    evaluation, besides the loss; 0: the loss only."""
     seed: int = 42
     dataloader_workers: int = 0
     report_to: list[str] = field(default_factory=list)
@@ -94,6 +97,8 @@ class TrainConfig:
             raise ValueError("batch_size and grad_accum must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.stream_eval_samples < 0:
+            raise ValueError(f"stream_eval_samples must be >= 0, got {self.stream_eval_samples}")
 
 
 def build_training_model(config: TrainConfig):
@@ -119,6 +124,34 @@ def build_training_model(config: TrainConfig):
     return model, template
 
 
+STREAM_METRICS = ("lm_ppl", "time_diff", "fluency", "lm_correctness")
+
+
+def streaming_metrics(model, dataset: StreamDataset, limit: int, rank: int = 0,
+                      world_size: int = 1) -> dict[str, float]:
+    """The paper's streaming metrics over the first `limit` conversations of a dataset, at the model's fps and
+    threshold; each rank scores its share (`shard`) and every rank gets the aggregate."""
+    from ..data.frames import shard
+    from ..eval.metrics import aggregate, evaluate_conversation
+    from ..eval.runner import gather
+    from .dataset import conversation_frames
+
+    was_training = model.training
+    model.eval()
+    results = []
+    with torch.inference_mode():
+        for row in shard(dataset.rows[:limit], rank, world_size):
+            start = int(row.get("start_frame", 0))
+            frames = dataset.store.load(row["video"], start, start + conversation_frames(row["conversation"]))
+            kwarg = "pixel_values" if frames.dtype == torch.uint8 else "frame_features"  # uint8: normalised inside
+            results.append(evaluate_conversation(
+                model, dataset.template, row["conversation"], frames.to(model.device), fps=model.config.frame_fps,
+                threshold=model.config.frame_token_interval_threshold, frames_kwarg=kwarg))
+    model.train(was_training)
+    summary = aggregate(gather(results, world_size)).to_dict()
+    return {name: float(summary[name]) for name in STREAM_METRICS}
+
+
 def enable_gradient_checkpointing(model) -> None:
     """Recompute the LLM's activations in the backward pass: less memory, so more conversations a step."""
     model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -129,10 +162,29 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 class LiveTrainer(Trainer):
-    """Saves and restores only the trainable weights (LoRA, connector, vision if trained)."""
+    """Saves and restores only the trainable weights (LoRA, connector, vision if trained); evaluates the streaming
+    metrics besides the loss."""
 
     vision_learning_rate: float | None = None
     time_budget: TimeBudget | None = None
+    stream_eval_samples: int = 0
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if not self.stream_eval_samples or not isinstance(dataset, StreamDataset):
+            return metrics
+        if self.is_fsdp_enabled:  # sharded weights: every rank would have to run the same forwards
+            logger.warning("streaming metrics during training are skipped under FSDP; run `videollm-online eval`")
+            self.stream_eval_samples = 0
+            return metrics
+        bf16 = self.args.bf16 and self.model.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            stream = streaming_metrics(self.model, dataset, self.stream_eval_samples, self.args.process_index,
+                                       self.args.world_size)
+        stream = {f"{metric_key_prefix}_{name}": round(value, 4) for name, value in stream.items()}
+        self.log(stream)
+        return {**metrics, **stream}
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.time_budget is None:
@@ -230,6 +282,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     trainer = LiveTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=StreamCollator(template))
     trainer.vision_learning_rate = config.vision_learning_rate if config.train_vision else None
+    trainer.stream_eval_samples = config.stream_eval_samples
     if config.max_time_minutes is not None:
         trainer.time_budget = TimeBudget(config.max_time_minutes * 60, config.warmup_ratio, config.max_steps)
         trainer.add_callback(trainer.time_budget)
