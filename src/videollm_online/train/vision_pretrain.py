@@ -79,7 +79,7 @@ class VisionPretrainConfig:
     weight_decay: float = 0.05
     warmup_ratio: float = 0.05
     frames_per_episode: int = 8
-    """Frames rendered from each random episode before the next one (the episode's texture is drawn once)."""
+    """Frames taken from an episode before the next one: rendered (its texture drawn once) or read (`world_dir`)."""
     workers: int = 0
     """DataLoader processes rendering (or reading) frames (0: in the main process)."""
     world_dir: str | None = None
