@@ -127,11 +127,14 @@ class LiveModel(nn.Module):
         """Frame features (N, T, Hv) -> frame embeddings (N, T, H) in the LLM's space."""
         return self.connector(frame_features.to(self.dtype))
 
+    def normalise_frames(self, images) -> torch.Tensor:
+        """uint8 RGB frames (N, R, R, 3) -> the encoder's input (N, 3, R, R), on its device and in its dtype."""
+        encoder_dtype = next(self.frame_encoder.parameters()).dtype
+        return preprocess_frames(images, self.config, device=self.device, dtype=encoder_dtype)
+
     def frames_to_embeds(self, images) -> torch.Tensor:
         """uint8 RGB frames (N, R, R, 3) -> frame embeddings (N, T, H)."""
-        encoder_dtype = next(self.frame_encoder.parameters()).dtype
-        pixels = preprocess_frames(images, self.config, device=self.device, dtype=encoder_dtype)
-        return self.embed_frames(self.encode_frames(pixels))
+        return self.embed_frames(self.encode_frames(self.normalise_frames(images)))
 
     # ------------------------------------------------------------------ tokens
     def embed_tokens(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -171,8 +174,7 @@ class LiveModel(nn.Module):
             raise ValueError("pass frames once: pixel_values, frame_features or frame_embeds")
         if pixel_values is not None:
             if pixel_values.dtype == torch.uint8:
-                encoder_dtype = next(self.frame_encoder.parameters()).dtype
-                pixel_values = preprocess_frames(pixel_values, self.config, dtype=encoder_dtype)
+                pixel_values = self.normalise_frames(pixel_values)
             frame_features = self.encode_frames(pixel_values)
         if frame_features is not None:
             frame_embeds = self.embed_frames(frame_features)

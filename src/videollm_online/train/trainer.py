@@ -132,6 +132,7 @@ def streaming_metrics(model, dataset: StreamDataset, limit: int, rank: int = 0,
     """The paper's streaming metrics over the first `limit` conversations of a dataset, at the model's fps and
     threshold; each rank scores its share (`shard`) and every rank gets the aggregate."""
     from ..data.frames import shard
+    from ..eval.benchmarks import frame_embeds
     from ..eval.metrics import aggregate, evaluate_conversation
     from ..eval.runner import gather
     from .dataset import conversation_frames
@@ -143,10 +144,9 @@ def streaming_metrics(model, dataset: StreamDataset, limit: int, rank: int = 0,
         for row in shard(dataset.rows[:limit], rank, world_size):
             start = int(row.get("start_frame", 0))
             frames = dataset.store.load(row["video"], start, start + conversation_frames(row["conversation"]))
-            kwarg = "pixel_values" if frames.dtype == torch.uint8 else "frame_features"  # uint8: normalised inside
             results.append(evaluate_conversation(
-                model, dataset.template, row["conversation"], frames.to(model.device), fps=model.config.frame_fps,
-                threshold=model.config.frame_token_interval_threshold, frames_kwarg=kwarg))
+                model, dataset.template, row["conversation"], frame_embeds(model, frames),
+                fps=model.config.frame_fps, threshold=model.config.frame_token_interval_threshold))
     model.train(was_training)
     summary = aggregate(gather(results, world_size)).to_dict()
     return {name: float(summary[name]) for name in STREAM_METRICS}

@@ -263,15 +263,16 @@ class RecordedWorldFrames(IterableDataset):
 
     def __init__(self, annotations: Sequence[dict[str, Any]], frames_dir: str | Path, world: WorldConfig,
                  seed: int, frames_per_episode: int):
-        self.annotations, self.frames_dir, self.world = list(annotations), str(frames_dir), world
+        from ..data.frames import FrameStore
+
+        self.annotations, self.store, self.world = list(annotations), FrameStore(frames_dir), world
         self.seed, self.frames_per_episode = seed, frames_per_episode
 
     def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """Frames `indices` of one video with their targets."""
-        from ..data.frames import FrameStore
         from ..data.synth_world import Episode, drawn_objects
 
-        frames = FrameStore(self.frames_dir).load_indices(annotation["id"], indices)
+        frames = self.store.load_indices(annotation["id"], indices)
         episode = Episode.from_annotation(annotation)
         out = []
         for pixels, objects in zip(frames, drawn_objects(episode, indices, self.world)):
@@ -280,16 +281,13 @@ class RecordedWorldFrames(IterableDataset):
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        from ..data.frames import FrameStore
-
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         share = self.annotations[worker::workers] or self.annotations
         rng = np.random.default_rng([self.seed, worker, workers])
-        store = FrameStore(self.frames_dir)
         while True:
             annotation = share[int(rng.integers(len(share)))]
-            total = store.num_frames(annotation["id"])
+            total = self.store.num_frames(annotation["id"])
             indices = np.sort(rng.choice(total, size=min(self.frames_per_episode, total), replace=False)).tolist()
             yield from self.samples(annotation, indices)
 
