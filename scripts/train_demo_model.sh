@@ -16,6 +16,7 @@
 #   VISION_MINUTES  vision stage wall-clock budget                           [6]
 #   VISION_BATCH    frames per vision step                                   [256]
 #   VISION_LR       vision stage learning rate                               [1e-3]
+#   VISION_EVAL_EVERY  vision steps between held-out accuracy reports        [1000]
 #   VISION_WORLD    the vision stage reads the recorded frames of this world (fast: nothing drawn in the loop);
 #                   empty: it renders random episodes on the fly (how the bundled v1 was made)   [$WORK/train]
 #   MODEL           the LM stage's start: a checkpoint or a preset           [$VISION_OUT/final]
@@ -40,6 +41,7 @@ VISION_OUT=${VISION_OUT:-$OUT/vision}
 VISION_MINUTES=${VISION_MINUTES:-6}
 VISION_BATCH=${VISION_BATCH:-256}
 VISION_LR=${VISION_LR:-1e-3}
+VISION_EVAL_EVERY=${VISION_EVAL_EVERY:-1000}
 VISION_WORLD=${VISION_WORLD-$WORK/train}
 MODEL=${MODEL:-$VISION_OUT/final}
 MINUTES=${MINUTES:-10}
@@ -70,7 +72,7 @@ if [[ $STAGE == all || $STAGE == vision ]]; then
   $CLI train-vision --model "$PRESET" --output-dir "$VISION_OUT" $SOURCE \
     --video-size $SIZE --video-fps $VIDEO_FPS --time-grid $TIME_GRID --heldout-seed 2 --heldout-videos "$HELDOUT_VIDEOS" \
     --max-time-minutes "$VISION_MINUTES" --batch-size "$VISION_BATCH" --learning-rate "$VISION_LR" \
-    --workers $((WORKERS > 1 ? WORKERS - 1 : 0)) --eval-every 400 --log-every 25 $PRECISION
+    --workers $((WORKERS > 1 ? WORKERS - 1 : 0)) --eval-every "$VISION_EVAL_EVERY" --log-every 100 $PRECISION
 fi
 if [[ $STAGE == all || $STAGE == train ]]; then
   # SmolLM2-135M-Instruct + the pretrained encoder; LoRA r16 on every projection + lm_head, a fresh connector.

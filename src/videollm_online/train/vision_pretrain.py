@@ -19,7 +19,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,9 +463,9 @@ class Accuracy:
 
 
 @torch.no_grad()
-def evaluate(model: VisionPretrainModel, loader: DataLoader, live_config: LiveConfig, device: torch.device,
-             autocast: bool) -> dict[str, dict[str, float | int]]:
-    """Per-head accuracy (see `Accuracy`) over a loader of held-out frames."""
+def evaluate(model: VisionPretrainModel, loader: Iterable[dict[str, torch.Tensor]], live_config: LiveConfig,
+             device: torch.device, autocast: bool) -> dict[str, dict[str, float | int]]:
+    """Per-head accuracy (see `Accuracy`) over batches of held-out frames."""
     was_training = model.training
     model.eval()
     accuracy = Accuracy()
@@ -506,7 +506,7 @@ def _loader(dataset, config: VisionPretrainConfig, device: torch.device, shuffle
                               "pin_memory": device.type == "cuda"}
     if config.workers:
         # spawn, not fork: the parent holds threads (PyAV, CUDA, torch) whose locks a forked worker can inherit held
-        kwargs.update(persistent_workers=not isinstance(dataset, IterableDataset), multiprocessing_context="spawn")
+        kwargs.update(multiprocessing_context="spawn")
     return DataLoader(dataset, shuffle=shuffle, **kwargs)
 
 
@@ -553,15 +553,17 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
         frames = RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
     train_loader = _loader(frames, config, device)
-    eval_loader = _loader(WorldFrames(heldout_items(world, config.heldout_seed, config.heldout_videos,
-                                                    config.eval_frames), world, resolution), config, device)
+    # The held-out frames are rendered once, before training, and kept (a few hundred KB a frame at most): every
+    # report then costs only the forwards, and no rendering processes compete with the training loader's.
+    eval_batches = list(_loader(WorldFrames(heldout_items(world, config.heldout_seed, config.heldout_videos,
+                                                          config.eval_frames), world, resolution), config, device))
     optimizer = _optimizer(model, config)
     seconds = config.max_time_minutes * 60 if config.max_time_minutes is not None else math.inf
     budget = TimeBudget(seconds, config.warmup_ratio, config.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.factor)
 
     def report(step: int) -> dict[str, Any]:
-        accuracy = evaluate(model, eval_loader, live_config, device, config.bf16)
+        accuracy = evaluate(model, eval_batches, live_config, device, config.bf16)
         log({"step": step, "eval": accuracy, "elapsed_s": round(time.monotonic() - started, 2)})
         if progress:
             _print(f"step {step}: held-out accuracy " + ", ".join(
