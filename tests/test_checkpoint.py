@@ -55,6 +55,16 @@ def test_plain_checkpoint_round_trip(tmp_path):
     assert loaded.config == model.config
 
 
+def test_convolutional_tower_round_trip(tmp_path):
+    """A checkpoint with a ConvNeXt tower loads it back with its weights: the same frame tokens from pixels."""
+    model, template = tiny_model("llama", "convnext")
+    pixels = torch.randn(2, 3, 32, 32)
+    save_checkpoint(model, template, tmp_path / "ckpt", save_vision=True)
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval().encode_frames(pixels), model.encode_frames(pixels))
+
+
 def test_lora_checkpoint_round_trip_and_merge(tmp_path):
     model, template = tiny_model()
     add_lora(model, r=4, alpha=8, dropout=0.0)

@@ -58,6 +58,21 @@ def test_frame_features_use_cls_and_pooled_grid():
     torch.testing.assert_close(features[:, -1], grid[:, 5:8, 5:8].mean(dim=(1, 2)))
 
 
+def test_convolutional_tower_pools_its_feature_map():
+    """ConvNeXt gives (N, C, 8, 8) and a pooled (N, C): the CLS token is the pooled output, the 3x3 tokens average
+    the map's cells, and the connector takes the last stage's width."""
+    model, _ = tiny_model("llama", "convnext")
+    pixels = torch.randn(2, 3, 32, 32)
+    outputs = model.frame_encoder.vision_model(pixel_values=pixels)
+    assert outputs.last_hidden_state.shape == (2, 24, 8, 8)
+    features = model.encode_frames(pixels)
+    assert features.shape == (2, 10, 24)
+    torch.testing.assert_close(features[:, 0], outputs.pooler_output)
+    torch.testing.assert_close(features[:, 1], outputs.last_hidden_state[:, :, 0:3, 0:3].mean(dim=(2, 3)))
+    torch.testing.assert_close(features[:, -1], outputs.last_hidden_state[:, :, 5:8, 5:8].mean(dim=(2, 3)))
+    assert model.connector[0].in_features == 24
+
+
 def test_placeholder_mismatch_names_both_counts(tiny):
     model, template = tiny
     input_ids = torch.tensor([template.tokenize(CONVERSATION).input_ids])

@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import CONFIG_FILE, LiveConfig
 from .errors import ModelNotFoundError, UserError
-from .model import FrameEncoder, LiveModel, attach_connector
+from .model import FrameEncoder, LiveModel, attach_connector, vision_width
 from .text import StreamTemplate, add_placeholder_token, build_tiny_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -230,7 +230,7 @@ def build_model(
     tokenizer = tokenizer or build_tiny_tokenizer()
     vision = load_vision(config, dtype=dtype)
     with _fork_and_seed(config.seed + 2):
-        attach_connector(llm, vision.config.hidden_size, config)
+        attach_connector(llm, vision_width(vision.config), config)
     model, template = assemble(config, llm, tokenizer, vision)
     return (model if device is None else model.to(device)), template
 
@@ -355,7 +355,7 @@ def load_checkpoint(
     add_placeholder_token(tokenizer, config.v_placeholder)
 
     vision_model = load_vision(config, directory / VISION_DIR if (directory / VISION_DIR).is_dir() else None, dtype)
-    attach_connector(base_llm, vision_model.config.hidden_size, config)
+    attach_connector(base_llm, vision_width(vision_model.config), config)
 
     if (directory / ADAPTER_CONFIG).exists():
         from peft import PeftModel

@@ -30,16 +30,33 @@ def build_connector(vision_hidden: int, llm_hidden: int, hidden: int | None = No
     return nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, llm_hidden))
 
 
+def vision_width(vision_config) -> int:
+    """Channels of a vision tower's output: `hidden_size` of a transformer (SigLIP, CLIP), the last stage's width of
+    a convolutional one (ConvNeXt, ResNet)."""
+    width = getattr(vision_config, "hidden_size", None)
+    if isinstance(width, int):
+        return width
+    sizes = getattr(vision_config, "hidden_sizes", None)
+    if sizes:
+        return int(sizes[-1])
+    raise ValueError(f"cannot tell the output width of vision model {vision_config.model_type!r}: its config has "
+                     "neither hidden_size nor hidden_sizes")
+
+
 class FrameEncoder(nn.Module):
-    """Vision tower + token selection: pixels (N, 3, R, R) -> frame features (N, frame_num_tokens, vision_hidden)."""
+    """Vision tower + token selection: pixels (N, 3, R, R) -> frame features (N, frame_num_tokens, vision_hidden).
+
+    Transformer towers (SigLIP, CLIP) give a patch grid as a token sequence, convolutional ones (ConvNeXt, ResNet) as
+    a feature map (N, C, h, w); either way the grid is average-pooled to k x k tokens and the pooled output (the
+    whole frame) is the CLS token."""
 
     def __init__(self, vision_model: nn.Module, config: LiveConfig):
         super().__init__()
         self.vision_model = vision_model
         self.config = config
         vision_config = vision_model.config
-        self.hidden_size: int = vision_config.hidden_size
-        self.patch_size: int = vision_config.patch_size
+        self.hidden_size: int = vision_width(vision_config)
+        self.patch_size: int | None = getattr(vision_config, "patch_size", None)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         outputs = self.vision_model(pixel_values=pixel_values)
@@ -47,13 +64,17 @@ class FrameEncoder(nn.Module):
         if self.config.frame_token_cls:
             if outputs.pooler_output is None:
                 raise ValueError("frame_token_cls needs a vision model with a pooled output; this one has none")
-            tokens.append(outputs.pooler_output[:, None])  # (N, 1, Hv)
+            tokens.append(outputs.pooler_output.flatten(1)[:, None])  # (N, 1, Hv); conv towers pool to (N, C, 1, 1)
         k = self.config.frame_token_pooled
         if k:
-            side = pixel_values.shape[-1] // self.patch_size
-            # The patch grid is the last side*side tokens: CLIP puts its CLS first, SigLIP has none.
-            patches = outputs.last_hidden_state[:, -side * side :]  # (N, side*side, Hv)
-            grid = patches.transpose(1, 2).unflatten(2, (side, side))  # (N, Hv, side, side)
+            hidden = outputs.last_hidden_state
+            if hidden.ndim == 4:  # a feature map (N, Hv, h, w)
+                grid = hidden
+            else:
+                side = pixel_values.shape[-1] // self.patch_size
+                # The patch grid is the last side*side tokens: CLIP puts its CLS first, SigLIP has none.
+                patches = hidden[:, -side * side :]  # (N, side*side, Hv)
+                grid = patches.transpose(1, 2).unflatten(2, (side, side))  # (N, Hv, side, side)
             pooled = F.adaptive_avg_pool2d(grid, (k, k))  # (N, Hv, k, k)
             tokens.append(pooled.flatten(2).transpose(1, 2))  # (N, k*k, Hv)
         return torch.cat(tokens, dim=1)

@@ -213,13 +213,16 @@ class StaticKV:
         return F.rms_norm(x, (x.shape[-1],), weight, eps=self.eps)  # one fused kernel; accumulates in float32
 
     @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor, scale: float
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor, scale: float
                 ) -> torch.Tensor:
         """Few queries over a long cache: two matmuls and a softmax, which cuBLAS spreads over the whole key
-        length (fused attention kernels parallelise over queries and leave most of the GPU idle here)."""
-        scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # (B, KVH, G * T, S)
-        scores = scores.masked_fill(~visible, float("-inf"))
-        return torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)
+        length (fused attention kernels parallelise over queries and leave most of the GPU idle here). The scores
+        stay in the model's dtype, the mask is applied in place and the softmax accumulates in float32 inside its
+        kernel: each pass over the (queries x keys) scores costs memory traffic that grows with the cache, and an
+        upcast copy, a scaling pass and a downcast copy tripled it."""
+        scores = torch.matmul(q * scale, k.transpose(-1, -2))  # (B, KVH, G * T, S)
+        scores.masked_fill_(hidden, float("-inf"))
+        return torch.matmul(scores.softmax(dim=-1), v)
 
     def _forward(self, ids: torch.Tensor, frames: torch.Tensor, is_frame: torch.Tensor, positions: torch.Tensor,
                  read_index: torch.Tensor, span: int) -> torch.Tensor:
@@ -232,6 +235,8 @@ class StaticKV:
         # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
         visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
         visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
+        few_queries = batch * group * steps <= 64  # a frame of one stream: matmuls over the key length
+        hidden = ~visible if few_queries else None
         q_size, kv_size = self.num_heads * head_dim, kv_heads * head_dim
         for index, layer in enumerate(self.layers):
             h = self._rms_norm(x, layer.norm_1)
@@ -247,8 +252,8 @@ class StaticKV:
             q = q.view(batch, steps, kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
             q = q.reshape(batch, kv_heads, group * steps, head_dim)
             keys, values = k_cache[:batch, :, :span], v_cache[:batch, :, :span]
-            if batch * group * steps <= 64:  # a frame of one stream: matmuls over the key length
-                attended = self._attend(q, keys, values, visible, self.scale)
+            if few_queries:
+                attended = self._attend(q, keys, values, hidden, self.scale)
             else:  # many queries (a batch, several frames): the fused kernel parallelises well and stores no scores
                 attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=self.scale)
             attended = attended.view(batch, kv_heads, group, steps, head_dim).permute(0, 3, 1, 2, 4)
