@@ -73,6 +73,27 @@ def test_convolutional_tower_pools_its_feature_map():
     assert model.connector[0].in_features == 24
 
 
+@pytest.mark.parametrize("vision", ["siglip", "convnext"])
+def test_many_frames_go_through_the_encoder_in_fixed_chunks(vision, monkeypatch):
+    """A batch of 300 frames is encoded as chunks of ENCODER_CHUNK frames (the last filled up), with the same features
+    as one call over all of them, and gradients reach the encoder."""
+    import videollm_online.model as model_module
+
+    monkeypatch.setattr(model_module, "ENCODER_CHUNK", 128)
+    model, _ = tiny_model("llama", vision)
+    pixels = torch.randn(300, 3, 32, 32)
+    whole = model.frame_encoder(pixels)
+    shapes = []
+    hook = model.frame_encoder.register_forward_pre_hook(lambda module, args: shapes.append(args[0].shape[0]))
+    features = model.encode_frames(pixels)
+    hook.remove()
+    assert shapes == [128, 128, 128]
+    torch.testing.assert_close(features, whole, atol=1e-5, rtol=1e-5)
+    features.sum().backward()
+    assert all(p.grad is not None for p in model.frame_encoder.parameters() if p.requires_grad)
+    assert model.encode_frames(pixels[:5]).shape[0] == 5  # few frames: one call, no filling
+
+
 def test_placeholder_mismatch_names_both_counts(tiny):
     model, template = tiny
     input_ids = torch.tensor([template.tokenize(CONVERSATION).input_ids])

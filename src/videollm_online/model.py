@@ -105,6 +105,10 @@ class LiveOutput(ModelOutput):
     kv_cache: Any = None
 
 
+ENCODER_CHUNK = 128
+"""Frames per encoder call when a batch has more (see `LiveModel.encode_frames`)."""
+
+
 class LiveModel(nn.Module):
     """Vision encoder + connector + LLM, one forward for training and streaming alike."""
 
@@ -141,8 +145,18 @@ class LiveModel(nn.Module):
 
     # ------------------------------------------------------------------ frames
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Normalised pixels (N, 3, R, R) -> frame features (N, T, Hv), before the connector."""
-        return self.frame_encoder(pixel_values)
+        """Normalised pixels (N, 3, R, R) -> frame features (N, T, Hv), before the connector.
+
+        More than `ENCODER_CHUNK` frames (a training batch: every frame of every conversation) go through the encoder
+        in chunks of that size, the last one filled up with repeats of the first frames, whose features are dropped.
+        The encoder then meets at most ENCODER_CHUNK input shapes instead of a new one at almost every batch: GPU
+        convolution libraries choose and build their kernels anew for each new shape."""
+        count = pixel_values.shape[0]
+        if count <= ENCODER_CHUNK:
+            return self.frame_encoder(pixel_values)
+        fill = -count % ENCODER_CHUNK
+        padded = torch.cat([pixel_values, pixel_values[:fill]]) if fill else pixel_values
+        return torch.cat([self.frame_encoder(chunk) for chunk in padded.split(ENCODER_CHUNK)])[:count]
 
     def embed_frames(self, frame_features: torch.Tensor) -> torch.Tensor:
         """Frame features (N, T, Hv) -> frame embeddings (N, T, H) in the LLM's space."""
