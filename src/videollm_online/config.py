@@ -179,8 +179,9 @@ PRESETS: dict[str, LiveConfig] = {
     # LLM dominates). The bundled demo model (v1, vision-pretrained with `train-vision`) has this shape.
     "demo-192": LiveConfig(llm=DEMO_LLM, vision_config={**DEMO_VISION, "image_size": 192}, frame_resolution=192),
     # The demo LLM with a small convolutional tower at 192 px: the 4-layer ViT of `demo-192` learns colours, counts
-    # and places quickly but shapes slowly (held-out shape accuracy 31 % after 205k frames, 40 % after 512k), as
-    # ViTs trained from scratch on little data do; 7 x 7 convolutions see a whole object's outline in one stage.
+    # and places quickly but shapes slowly, as ViTs trained from scratch on little data do; 7 x 7 convolutions see a
+    # whole object's outline in one stage. Held-out shape accuracy after 4 minutes of `train-vision` on one H100,
+    # side by side: ViT 41.0 %, this 51.9 % (benchmarks/results/vision_encoders_h100.json).
     "demo-convnext": LiveConfig(llm=DEMO_LLM, vision_config=DEMO_CONVNEXT, frame_resolution=192),
     # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
     "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),
