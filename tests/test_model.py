@@ -94,6 +94,16 @@ def test_many_frames_go_through_the_encoder_in_fixed_chunks(vision, monkeypatch)
     assert model.encode_frames(pixels[:5]).shape[0] == 5  # few frames: one call, no filling
 
 
+def test_a_tower_of_unknown_width_is_named():
+    from types import SimpleNamespace
+
+    from videollm_online.errors import UserError
+    from videollm_online.model import vision_width
+
+    with pytest.raises(UserError, match="'mystery'.*neither hidden_size nor hidden_sizes"):
+        vision_width(SimpleNamespace(model_type="mystery"))
+
+
 def test_placeholder_mismatch_names_both_counts(tiny):
     model, template = tiny
     input_ids = torch.tensor([template.tokenize(CONVERSATION).input_ids])

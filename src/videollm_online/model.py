@@ -21,6 +21,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .config import LiveConfig
+from .errors import UserError
 from .text import IGNORE_INDEX, SpecialIds
 
 
@@ -39,8 +40,8 @@ def vision_width(vision_config) -> int:
     sizes = getattr(vision_config, "hidden_sizes", None)
     if sizes:
         return int(sizes[-1])
-    raise ValueError(f"cannot tell the output width of vision model {vision_config.model_type!r}: its config has "
-                     "neither hidden_size nor hidden_sizes")
+    raise UserError(f"cannot tell the output width of vision model {vision_config.model_type!r}: its config has "
+                    "neither hidden_size nor hidden_sizes; use a SigLIP/CLIP-style or ConvNeXt/ResNet-style tower")
 
 
 class FrameEncoder(nn.Module):
