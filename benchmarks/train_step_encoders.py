@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -45,9 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     out = args.out or Path(f"benchmarks/results/train_step_encoders_{device.type}.json")
-    results = {"command": "python benchmarks/train_step_encoders.py --data-root WORLD " + " ".join(
-                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                   if k in ("device", "conversations", "steps")) + (" --also-unchunked" if args.also_unchunked else ""),
+    results = {"command": "python " + " ".join(sys.argv),
                "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
                "threads": torch.get_num_threads(), "torch": torch.__version__, "runs": []}
     chunk = model_module.ENCODER_CHUNK

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..config import PRESETS, LiveConfig
+from ..data.frames import FrameStore
 from ..data.synth_world import (
     PALETTE,
     PLACES,
@@ -261,11 +262,9 @@ class RecordedWorldFrames(IterableDataset):
     `frames_per_episode` random frames of a random video (its worker's share of the videos) from the frames store
     and computes what they show from the episode's annotation, without drawing anything."""
 
-    def __init__(self, annotations: Sequence[dict[str, Any]], frames_dir: str | Path, world: WorldConfig,
+    def __init__(self, annotations: Sequence[dict[str, Any]], store: FrameStore, world: WorldConfig,
                  seed: int, frames_per_episode: int):
-        from ..data.frames import FrameStore
-
-        self.annotations, self.store, self.world = list(annotations), FrameStore(frames_dir), world
+        self.annotations, self.store, self.world = list(annotations), store, world
         self.seed, self.frames_per_episode = seed, frames_per_episode
 
     def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
@@ -292,11 +291,9 @@ class RecordedWorldFrames(IterableDataset):
             yield from self.samples(annotation, indices)
 
 
-def recorded_world(config: VisionPretrainConfig, resolution: int) -> tuple[list[dict[str, Any]], Path]:
-    """The annotations and frames directory of `config.world_dir`, checked: frames at the model's resolution and
-    the world's fps for every video, no held-out episode."""
-    from ..data.frames import FrameStore
-
+def recorded_world(config: VisionPretrainConfig, resolution: int) -> tuple[list[dict[str, Any]], FrameStore]:
+    """The annotations and frames store of `config.world_dir`, checked: frames at the model's resolution and the
+    world's fps for every video, no held-out episode."""
     world_dir = Path(config.world_dir)
     annotation_dir = world_dir / "annotations"
     if not annotation_dir.is_dir():
@@ -325,7 +322,7 @@ def recorded_world(config: VisionPretrainConfig, resolution: int) -> tuple[list[
     if len(usable) < len(annotations):
         logger.warning("%d of %d videos of %s have no preprocessed frames: training on the other %d",
                        len(annotations) - len(usable), len(annotations), world_dir, len(usable))
-    return usable, frames_dir
+    return usable, store
 
 
 class WorldFrames(Dataset):
@@ -547,8 +544,8 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
             file.write(json.dumps(entry) + "\n")
 
     if config.world_dir:
-        annotations, frames_dir = recorded_world(config, resolution)
-        frames = RecordedWorldFrames(annotations, frames_dir, world, config.seed, config.frames_per_episode)
+        annotations, store = recorded_world(config, resolution)
+        frames = RecordedWorldFrames(annotations, store, world, config.seed, config.frames_per_episode)
     else:
         exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
         frames = RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
