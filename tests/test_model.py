@@ -94,6 +94,33 @@ def test_many_frames_go_through_the_encoder_in_fixed_chunks(vision, monkeypatch)
     assert model.encode_frames(pixels[:5]).shape[0] == 5  # few frames: one call, no filling
 
 
+def test_batch_norms_keep_their_running_statistics_while_the_model_trains():
+    """In training a batch holds a few videos' consecutive frames; batch statistics would make a frame's features
+    depend on the frames around it. A ResNet's batch norms stay in eval mode (the rest trains), so a frame encodes
+    the same alone, in any company, and as at inference; its parameters still get gradients."""
+    from torch import nn
+
+    model, _ = tiny_model("llama", "resnet")
+    batch_norms = [m for m in model.frame_encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batch_norms
+    for norm in batch_norms:  # running statistics other than the initial (0, 1), as after pretraining
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    frame = torch.randn(1, 3, 32, 32)
+    at_inference = model.encode_frames(frame)
+    model.train()
+    assert model.training and model.llm.training and not any(norm.training for norm in batch_norms)
+    alone = model.encode_frames(frame)
+    in_company = model.encode_frames(torch.cat([frame, torch.randn(7, 3, 32, 32) * 3 + 1]))[:1]
+    torch.testing.assert_close(alone, at_inference)
+    torch.testing.assert_close(in_company, alone)
+    in_company.sum().backward()
+    assert all(norm.weight.grad is not None for norm in batch_norms)
+    # The vision stage trains the encoder on its own (mixed episodes a batch): its batch norms train there.
+    model.frame_encoder.train()
+    assert all(norm.training for norm in batch_norms)
+
+
 def test_a_tower_of_unknown_width_is_named():
     from types import SimpleNamespace
 

@@ -122,6 +122,19 @@ class LiveModel(nn.Module):
         if not hasattr(self.base_llm, "connector"):
             raise ValueError("the LLM has no `connector` attribute: build it with model.attach_connector")
 
+    def train(self, mode: bool = True) -> "LiveModel":
+        """Training mode, except for the encoder's batch norms, which keep normalising with their running statistics.
+
+        A LIVE model trains on whole conversations: its batch's frames are the consecutive frames of a few videos, so
+        batch statistics would normalise away whatever stays the same within a video (the objects on the table),
+        leaving little but motion, and unlike what inference, with the running statistics, sees. (Vision
+        pretraining, whose batches mix many episodes, trains the frame encoder's batch norms as usual.)"""
+        super().train(mode)
+        for module in self.frame_encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(False)
+        return self
+
     @property
     def base_llm(self) -> nn.Module:
         """The causal LM itself, under any PEFT wrapper."""
