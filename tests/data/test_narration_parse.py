@@ -113,3 +113,22 @@ def test_event_match_with_the_world_matcher_counts_synonyms():
     world = event_match(said, reference, window=1.0, same=same_event)
     assert (exact.num_matched, world.num_matched) == (0, 1)
     assert (world.recall, world.precision) == (0.5, 1 / 3)
+
+
+def test_event_field_counts_say_which_part_of_a_missed_narration_is_wrong():
+    from videollm_online.data.synth_world import event_field_counts
+
+    reference = [(2.0, "You move the red circle to the left."),   # nearest turn: right object, wrong kind
+                 (5.0, "You paint the blue star green."),          # nearest: right kind, wrong shape and target
+                 (8.0, "You bring an orange box in from the left."),  # nothing said within 1 s
+                 (11.0, "You take the white square away."),        # nearest turn does not parse
+                 (14.0, "You put the red square on the blue box.")]  # right, said 1 s late (the window's edge)
+    said = [(2.5, "You put the red circle beside the green star."), (1.0, "You move the red circle to the left."),
+            (5.0, "You turn the blue circle red."), (6.5, "You move the white star to the top."),
+            (10.6, "Hello."), (15.0, "You stack the red square on top of the blue box.")]
+    counts = event_field_counts(said, reference, window=1.0)
+    assert counts == {"narrations": 5, "near": 4, "parsed": 3, "kind": 2, "colour": 3, "shape": 2, "target": 1,
+                      "target_said": 3}
+    # The nearest turn is the one scored, even when a farther one within the window would have been right.
+    assert event_field_counts(said[:2], reference[:1])["kind"] == 0
+    assert event_field_counts([], reference)["near"] == 0

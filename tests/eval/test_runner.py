@@ -23,6 +23,10 @@ def test_eval_command_writes_the_metrics(tmp_path, capsys):
     assert metrics["event_recall"] == 0.0  # random weights say no ground-truth sentence
     assert metrics["narrations"] == len(json.loads((world / "annotations" / "000000.json").read_text())["narrations"])
     assert "event_precision" in capsys.readouterr().out
+    # The breakdown of missed narrations is there, each a fraction (random weights parse no sentence: all 0).
+    for name in ("event_turn_near", "event_kind_right", "event_colour_right", "event_shape_right",
+                 "event_target_right"):
+        assert 0.0 <= metrics[name] <= 1.0, name
     # The fast engine narrates the same turns; a capped cache still narrates the whole video.
     fast = tmp_path / "fast.json"
     assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(fast),

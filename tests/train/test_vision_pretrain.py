@@ -28,6 +28,7 @@ from videollm_online.train.vision_pretrain import (
     CELLS,
     FRAME_HEADS,
     PAIRS,
+    SPOTS,
     RandomWorldFrames,
     RecordedWorldFrames,
     VisionPretrainConfig,
@@ -63,8 +64,9 @@ def test_targets_say_what_stands_in_each_cell():
         obj("o1", "square", "small", "blue", "top left", (0.15, 0.1), on="o0"),
         obj("o2", "box", "large", "green", "centre", (0.5, 0.5)),
         obj("o3", "star", "small", "yellow", "centre", (0.48, 0.5), inside="o2", scale=0.75, active=True),
-        obj("o4", "circle", "small", "white", "left", (-0.1, 0.5)),  # still entering: centre off the frame
+        obj("o4", "circle", "small", "white", "left", (-0.03, 0.5)),  # entering: centre off the frame, partly in
         obj("o5", "circle", "large", "black", "bottom", (0.5, 0.85), scale=0.1),  # just appearing
+        obj("o6", "star", "small", "red", "right", (1.2, 0.5)),  # gone: wholly off the frame (radius 0.05)
     ]
     cells, frame = frame_targets(objects)
     assert cells.shape == (9, sum(len(h.classes) for h in CELL_HEADS))
@@ -82,6 +84,12 @@ def test_targets_say_what_stands_in_each_cell():
     assert cells[[1, 2, 3, 5, 6, 7, 8]][:, _part(CELL_HEADS, "colour")].sum() == 0  # o4, o5 do not count
     assert frame[_part(FRAME_HEADS, "objects")].argmax() == 4
     assert frame[_part(FRAME_HEADS, "pairs")].sum() == 4 and frame[_part(FRAME_HEADS, "active")].tolist() == [1]
+    # Where in its cell each object stands (o1 sits high on o0), and the parts of events.
+    spots = {cell: {SPOTS[i] for i in np.flatnonzero(cells[cell, _part(CELL_HEADS, "spot")])} for cell in range(9)}
+    assert spots == {0: {"middle centre", "upper centre"}, 4: {"middle centre"}} | {c: set() for c in (1, 2, 3, 5, 6,
+                                                                                                        7, 8)}
+    for head, cell in (("active", 4), ("edge", 3), ("growing", 7)):  # o3 moving, o4 coming in, o5 appearing
+        assert cells[:, _part(CELL_HEADS, head)].flatten().tolist() == [float(c == cell) for c in range(9)], head
 
 
 def test_rendered_frames_look_like_decoded_video_frames(tmp_path):

@@ -18,7 +18,7 @@ import os
 import re
 import string
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,11 @@ _SIDES = {
     "bottom": ("bottom left", "bottom", "bottom right"),
 }
 _SIDE_AT = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
+
+
+def object_radius(shape: str, size: str) -> float:
+    """Drawn radius of an object at full scale, in units of the frame's shorter side."""
+    return _CONTAINER_RADIUS if shape in CONTAINER_SHAPES else _RADIUS[size]
 
 
 def place_of(x: float, y: float) -> str:
@@ -413,8 +418,7 @@ class _World:
 
     def radius(self, oid: str, scale: float | None = None) -> float:
         spec = self.specs[oid]
-        base = _CONTAINER_RADIUS if spec.shape in CONTAINER_SHAPES else _RADIUS[spec.size]
-        return base * (self.state[oid].scale if scale is None else scale)
+        return object_radius(spec.shape, spec.size) * (self.state[oid].scale if scale is None else scale)
 
     def visible(self) -> list[str]:
         return [oid for oid, s in self.state.items() if s.visible]
@@ -799,6 +803,38 @@ def same_event(said: str, reference: str) -> bool:
     if a is None or b is None:
         return _normalize_narration(said) == _normalize_narration(reference)
     return a.matches(b)
+
+
+EVENT_FIELDS = ("kind", "colour", "shape", "target")
+"""The parts of a narrated event that `event_field_counts` scores one by one."""
+
+
+def event_field_counts(said: Sequence[tuple[float, str]], narrations: Sequence[tuple[float, str]],
+                       window: float = 1.0) -> dict[str, int]:
+    """Why narrations are missed: for each ground-truth narration, the turn said nearest in time, if one is within
+    `window` seconds, compared part by part.
+
+    Counts: `narrations`; `near` (a turn within the window); `parsed` (of those, both sentences read into events);
+    and, of the parsed, how many have each of `EVENT_FIELDS` right (`target`: over the pairs where both sentences
+    say one, counted in `target_said`). A model that says the right event at the wrong moment is `near` but wrong;
+    one that names the right object doing the wrong thing has `colour` and `shape` right but not `kind`."""
+    counts = dict.fromkeys(("narrations", "near", "parsed", *EVENT_FIELDS, "target_said"), 0)
+    for time, text in narrations:
+        counts["narrations"] += 1
+        nearest = min(said, key=lambda turn: abs(turn[0] - time), default=None)
+        if nearest is None or abs(nearest[0] - time) > window + 1e-9:
+            continue
+        counts["near"] += 1
+        reference, spoken = parse_narration(text), parse_narration(nearest[1])
+        if reference is None or spoken is None:
+            continue
+        counts["parsed"] += 1
+        for name in ("kind", "colour", "shape"):
+            counts[name] += getattr(spoken, name) == getattr(reference, name)
+        if spoken.target is not None and reference.target is not None:
+            counts["target_said"] += 1
+            counts["target"] += spoken.target == reference.target
+    return counts
 
 
 def event_keys(episode: Episode | Mapping[str, Any]) -> list[EventKey]:
@@ -1292,7 +1328,7 @@ class _Renderer:
         shadow = (0.012 * px, 0.018 * px)
         for _, oid, (x, y), rgb, scale in self._objects(t):
             spec = self.specs[oid]
-            r = (_CONTAINER_RADIUS if spec.shape in CONTAINER_SHAPES else _RADIUS[spec.size]) * scale * px
+            r = object_radius(spec.shape, spec.size) * scale * px
             cx, cy = (self.margin + x * self.width) * _SS, (self.margin + y * self.height) * _SS
             _draw_object(draw, spec.shape, cx + shadow[0], cy + shadow[1], r, spec.angle, rgb, shadow=True)
             _draw_object(draw, spec.shape, cx, cy, r, spec.angle, rgb, shadow=False)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..data.frames import FrameStore, shard
-from ..data.synth_world import same_event
+from ..data.synth_world import EVENT_FIELDS, event_field_counts, same_event
 from ..engine import EngineConfig, open_session
 from ..errors import UserError
 from ..files import read_jsonl
@@ -136,11 +136,13 @@ def evaluate_world(
             for index, frame_embeds in enumerate(embeds):
                 said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
             annotation = json.loads((root / "annotations" / f"{video}.json").read_text())
-            parts.append((results, event_match(said, [(n["time"], n["text"]) for n in annotation["narrations"]],
-                                               window=window, same=same_event)))
+            narrations = [(n["time"], n["text"]) for n in annotation["narrations"]]
+            parts.append((results, event_match(said, narrations, window=window, same=same_event),
+                          event_field_counts(said, narrations, window=window)))
     parts = gather(parts, world_size)
-    metrics = aggregate([result for results, _ in parts for result in results]).to_dict()
-    matches = [match for _, match in parts]
+    metrics = aggregate([result for results, _, _ in parts for result in results]).to_dict()
+    matches = [match for _, match, _ in parts]
+    fields = {name: sum(counts[name] for _, _, counts in parts) for name in parts[0][2]} if parts else {}
     matched = sum(m.num_matched for m in matches)
     predicted = sum(m.num_predicted for m in matches)
     reference = sum(m.num_reference for m in matches)
@@ -150,6 +152,11 @@ def evaluate_world(
         "turns_said": predicted, "narrations": reference, "videos": len(videos), "threshold": threshold,
         "window_s": window, "engine": engine, "cache_tokens": cache_tokens,
     })
+    if fields:  # why narrations are missed (synth_world.event_field_counts): said near them, then part by part
+        metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
+        for name in EVENT_FIELDS:
+            total = fields["target_said" if name == "target" else "parsed"]
+            metrics[f"event_{name}_right"] = fields[name] / total if total else 0.0
     return metrics
 
 

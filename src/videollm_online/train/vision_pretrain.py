@@ -5,7 +5,8 @@ and worker count), and go through the video path the model meets later (yuv420p,
 the model's resolution), so the camera jitter, lighting drift, noise and motion blur of the videos are all there.
 Linear heads read each frame's ground truth off the very tokens the LLM gets: each of the 3 x 3 pooled tokens says
 what stands in its place cell (how many objects, their colours, shapes, sizes, colour-shape pairs, stacked or in a
-container), the CLS token says what the whole frame shows (how many objects, which colour-shape pairs, whether an
+container, where in the cell, and the parts of events: the object being moved, objects coming in or going out at the
+frame's edge, objects appearing), the CLS token says what the whole frame shows (how many objects, which colour-shape pairs, whether an
 event is in progress). The result is a project checkpoint (trained `vision/`, fresh connector) that
 `videollm-online train --model` continues from; held-out episodes (the evaluation world's seeds, never trained on)
 give a per-head accuracy report.
@@ -42,6 +43,8 @@ from ..data.synth_world import (
     episode_seed,
     generate_episode,
     num_frames,
+    object_radius,
+    place_of,
     render_frames,
 )
 from ..errors import UserError
@@ -141,10 +144,15 @@ class Head:
 CELLS = tuple(PLACES)
 """The place cells, row-major from the top left: the order of the pooled tokens."""
 PAIRS = tuple(f"{colour} {shape}" for colour in PALETTE for shape in SHAPES)
+SPOTS = tuple(f"{row} {col}" for row in ("upper", "middle", "lower") for col in ("left", "centre", "right"))
+"""Where an object's own centre stands within its place cell (a 3 x 3 grid in the cell), row-major."""
 MAX_CELL_COUNT = 3
 MAX_OBJECTS = 12
 MIN_VISIBLE_SCALE = 0.35
 """An appearing object counts once drawn at this fraction of its size."""
+GROWING_BELOW = 0.7
+"""An object drawn smaller than this fraction of its size is appearing (one put into a container shrinks only to
+0.75)."""
 CELL_HEADS = (
     Head("count", tuple(str(i) for i in range(MAX_CELL_COUNT)) + (f"{MAX_CELL_COUNT}+",), multi=False),
     Head("colour", tuple(PALETTE), multi=True),
@@ -153,9 +161,16 @@ CELL_HEADS = (
     Head("pair", PAIRS, multi=True),
     Head("stacked", ("stacked",), multi=True),
     Head("contained", ("contained",), multi=True),
+    # What events are made of, which the LLM reads off consecutive frames: where exactly an object stands (a 9 x 9
+    # grid over the frame, so a move within a cell shows), which object the event in progress moves, and objects
+    # not yet or no longer fully there (coming in or going out at the frame's edge, growing where they appear).
+    Head("spot", SPOTS, multi=True),
+    Head("active", ("active",), multi=True),
+    Head("edge", ("edge",), multi=True),
+    Head("growing", ("growing",), multi=True),
 )
 """Read off each pooled token: what stands in its place cell (an object counts in the cell of the stack or
-container it belongs to, as narrations place it)."""
+container it belongs to, as narrations place it), and where in the cell and in which state of an event."""
 FRAME_HEADS = (
     Head("objects", tuple(str(i) for i in range(MAX_OBJECTS + 1)), multi=False),
     Head("pairs", PAIRS, multi=True),
@@ -185,6 +200,21 @@ def in_view(obj: DrawnObject) -> bool:
     return 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 and obj.scale >= MIN_VISIBLE_SCALE
 
 
+def at_edge(obj: DrawnObject) -> bool:
+    """Whether an object is partly in the frame: its centre outside, some of it inside (coming in or going out)."""
+    x, y = obj.xy
+    reach = object_radius(obj.shape, obj.size) * obj.scale
+    return not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0) and -reach < x < 1 + reach and -reach < y < 1 + reach
+
+
+def spot_of(obj: DrawnObject) -> str:
+    """The `SPOTS` name of where an object's own centre stands in its place cell (clamped to the cell)."""
+    cx, cy = PLACES[obj.place]  # the cell spans 1/6 either side of its centre
+    col = min(2, max(0, int(((obj.xy[0] - cx) * 3 + 0.5) * 3)))
+    row = min(2, max(0, int(((obj.xy[1] - cy) * 3 + 0.5) * 3)))
+    return SPOTS[row * 3 + col]
+
+
 def frame_targets(objects: Sequence[DrawnObject]) -> tuple[np.ndarray, np.ndarray]:
     """Targets of one frame: (9, cell outputs) and (frame outputs,), float32; one-hot for single-class heads."""
     cells = np.zeros((len(CELLS), _width(CELL_HEADS)), dtype=np.float32)
@@ -196,13 +226,20 @@ def frame_targets(objects: Sequence[DrawnObject]) -> tuple[np.ndarray, np.ndarra
         row = cells[CELLS.index(obj.place)]
         counts[CELLS.index(obj.place)] += 1
         for head, value in (("colour", obj.colour), ("shape", obj.shape), ("size", obj.size),
-                            ("pair", f"{obj.colour} {obj.shape}")):
+                            ("pair", f"{obj.colour} {obj.shape}"), ("spot", spot_of(obj))):
             row[cell_slices[head].start + _classes(CELL_HEADS, head).index(value)] = 1.0
         if obj.on is not None:
             row[cell_slices["stacked"].start] = 1.0
         if obj.inside is not None:
             row[cell_slices["contained"].start] = 1.0
+        if obj.active:
+            row[cell_slices["active"].start] = 1.0
         frame[frame_slices["pairs"].start + PAIRS.index(f"{obj.colour} {obj.shape}")] = 1.0
+    for obj in objects:
+        if at_edge(obj):
+            cells[CELLS.index(place_of(*obj.xy)), cell_slices["edge"].start] = 1.0
+        elif obj.scale < GROWING_BELOW and 0.0 <= obj.xy[0] <= 1.0 and 0.0 <= obj.xy[1] <= 1.0:
+            cells[CELLS.index(obj.place), cell_slices["growing"].start] = 1.0
     for cell, count in enumerate(counts):
         cells[cell, cell_slices["count"].start + min(count, MAX_CELL_COUNT)] = 1.0
     frame[frame_slices["objects"].start + min(len(visible), MAX_OBJECTS)] = 1.0
