@@ -181,7 +181,8 @@ def test_config_presets_and_validation():
         assert LiveConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert LiveConfig.from_name("8b-v1").frame_token_interval is None
     assert LiveConfig.from_name("8b-v1plus").frame_num_tokens == 10
-    with pytest.raises(ValueError, match="valid presets: 8b-v1, 8b-v1plus, demo, demo-192, demo-convnext, demo-resnet, tiny"):
+    presets = "8b-v1, 8b-v1plus, demo, demo-192, demo-convnext, demo-resnet, tiny"
+    with pytest.raises(ValueError, match=f"valid presets: {presets}"):
         LiveConfig.from_name("huge")
     with pytest.raises(ValueError, match="frame_num_tokens is 10 but"):
         tiny_config(frame_token_pooled=2)

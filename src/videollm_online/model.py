@@ -122,8 +122,9 @@ class LiveModel(nn.Module):
         if not hasattr(self.base_llm, "connector"):
             raise ValueError("the LLM has no `connector` attribute: build it with model.attach_connector")
 
-    def train(self, mode: bool = True) -> "LiveModel":
-        """Training mode, except for the encoder's batch norms, which keep normalising with their running statistics.
+    def train(self, mode: bool = True) -> LiveModel:
+        """Training mode, except for the encoder's batch norms, which keep normalising with their running
+        statistics.
 
         A LIVE model trains on whole conversations: its batch's frames are the consecutive frames of a few videos, so
         batch statistics would normalise away whatever stays the same within a video (the objects on the table),

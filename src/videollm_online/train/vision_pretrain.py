@@ -6,8 +6,8 @@ the model's resolution), so the camera jitter, lighting drift, noise and motion 
 Linear heads read each frame's ground truth off the very tokens the LLM gets: each of the 3 x 3 pooled tokens says
 what stands in its place cell (how many objects, their colours, shapes, sizes, colour-shape pairs, stacked or in a
 container, where in the cell, and the parts of events: the object being moved, objects coming in or going out at the
-frame's edge, objects appearing), the CLS token says what the whole frame shows (how many objects, which colour-shape pairs, whether an
-event is in progress). The result is a project checkpoint (trained `vision/`, fresh connector) that
+frame's edge, objects appearing), the CLS token says what the whole frame shows (how many objects, which colour-shape
+pairs, whether an event is in progress). The result is a project checkpoint (trained `vision/`, fresh connector) that
 `videollm-online train --model` continues from; held-out episodes (the evaluation world's seeds, never trained on)
 give a per-head accuracy report.
 """
