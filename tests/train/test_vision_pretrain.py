@@ -88,8 +88,14 @@ def test_targets_say_what_stands_in_each_cell():
     spots = {cell: {SPOTS[i] for i in np.flatnonzero(cells[cell, _part(CELL_HEADS, "spot")])} for cell in range(9)}
     assert spots == {0: {"middle centre", "upper centre"}, 4: {"middle centre"}} | {c: set() for c in (1, 2, 3, 5, 6,
                                                                                                         7, 8)}
-    for head, cell in (("active", 4), ("edge", 3), ("growing", 7)):  # o3 moving, o4 coming in, o5 appearing
+    for head, cell in (("event", 4), ("edge", 3), ("growing", 7)):  # o3 moving, o4 coming in, o5 appearing
         assert cells[:, _part(CELL_HEADS, head)].flatten().tolist() == [float(c == cell) for c in range(9)], head
+
+
+def test_head_names_are_unique():
+    """The accuracy report keys its entries by head name: a cell head and a frame head must not share one."""
+    names = [head.name for head in CELL_HEADS + FRAME_HEADS]
+    assert len(names) == len(set(names)), names
 
 
 def test_rendered_frames_look_like_decoded_video_frames(tmp_path):

@@ -165,7 +165,7 @@ CELL_HEADS = (
     # grid over the frame, so a move within a cell shows), which object the event in progress moves, and objects
     # not yet or no longer fully there (coming in or going out at the frame's edge, growing where they appear).
     Head("spot", SPOTS, multi=True),
-    Head("active", ("active",), multi=True),
+    Head("event", ("event",), multi=True),
     Head("edge", ("edge",), multi=True),
     Head("growing", ("growing",), multi=True),
 )
@@ -233,7 +233,7 @@ def frame_targets(objects: Sequence[DrawnObject]) -> tuple[np.ndarray, np.ndarra
         if obj.inside is not None:
             row[cell_slices["contained"].start] = 1.0
         if obj.active:
-            row[cell_slices["active"].start] = 1.0
+            row[cell_slices["event"].start] = 1.0
         frame[frame_slices["pairs"].start + PAIRS.index(f"{obj.colour} {obj.shape}")] = 1.0
     for obj in objects:
         if at_edge(obj):
@@ -434,9 +434,10 @@ def pretrain_loss(model: VisionPretrainModel, pixel_values: torch.Tensor, cells:
 class Accuracy:
     """Per-head accuracy over held-out frames, with the score of always guessing the most frequent answer.
 
-    `count` and `objects`: the right number (cell / frame). `colour`, `shape`, `size`, `pair`: the object's, in
-    cells holding exactly one object (top class). `stacked`, `contained`, `active`: yes or no right, with the recall
-    of the yeses. `*_set`: all labels of a multi-label head right, in every cell (or frame for `pairs_set`).
+    `count` and `objects`: the right number (cell / frame). `colour`, `shape`, `size`, `pair`, `spot`: the object's,
+    in cells holding exactly one object (top class). `stacked`, `contained`, `event`, `edge`, `growing`, `active`: yes
+    or no right, with the recall of the yeses. Results are keyed by head name, so names are unique over the cell and
+    frame heads. `*_set`: all labels of a multi-label head right, in every cell (or frame for `pairs_set`).
     `cell`: a cell read entirely right (count and every label)."""
 
     def __init__(self) -> None:
