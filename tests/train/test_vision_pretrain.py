@@ -124,6 +124,20 @@ def test_random_frames_are_reproducible_and_skip_held_out_episodes():
     assert items == heldout_items(WORLD, 2, 3, 10) and len({seed for seed, _ in items}) == 3
 
 
+def test_rare_yeses_weigh_more_in_the_loss():
+    """A yes of a weighted sigmoid head costs `positive_weight` times its cross-entropy; a no costs it once."""
+    import math
+
+    from videollm_online.train.vision_pretrain import Head, _head_losses
+
+    heads = (Head("plain", ("plain",), multi=True), Head("rare", ("rare",), multi=True, positive_weight=10.0))
+    logits = torch.zeros(1, 2)
+    yes = _head_losses(logits, torch.ones(1, 2), heads)
+    no = _head_losses(logits, torch.zeros(1, 2), heads)
+    assert yes["plain"].item() == pytest.approx(math.log(2)) and yes["rare"].item() == pytest.approx(10 * math.log(2))
+    assert no["plain"].item() == pytest.approx(math.log(2)) and no["rare"].item() == pytest.approx(math.log(2))
+
+
 def test_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
     live, _ = build_model(tiny_config())

@@ -139,6 +139,9 @@ class Head:
     name: str
     classes: tuple[str, ...]
     multi: bool
+    positive_weight: float = 1.0
+    """Weight of a yes in the loss of a sigmoid head: rare yeses (a few cells in a thousand) otherwise teach the
+    encoder next to nothing, and the head learns to say no."""
 
 
 CELLS = tuple(PLACES)
@@ -165,9 +168,9 @@ CELL_HEADS = (
     # grid over the frame, so a move within a cell shows), which object the event in progress moves, and objects
     # not yet or no longer fully there (coming in or going out at the frame's edge, growing where they appear).
     Head("spot", SPOTS, multi=True),
-    Head("event", ("event",), multi=True),
-    Head("edge", ("edge",), multi=True),
-    Head("growing", ("growing",), multi=True),
+    Head("event", ("event",), multi=True, positive_weight=10.0),  # ~3 % of cells
+    Head("edge", ("edge",), multi=True, positive_weight=30.0),  # ~0.1 % of cells, as for growing
+    Head("growing", ("growing",), multi=True, positive_weight=30.0),
 )
 """Read off each pooled token: what stands in its place cell (an object counts in the cell of the stack or
 container it belongs to, as narrations place it), and where in the cell and in which state of an event."""
@@ -417,7 +420,9 @@ def _head_losses(logits: torch.Tensor, targets: torch.Tensor, heads: Sequence[He
     for head, part in _slices(heads):
         x, y = logits[..., part].float(), targets[..., part]
         if head.multi:  # summed over the head's labels, averaged over cells and frames
-            losses[head.name] = F.binary_cross_entropy_with_logits(x, y, reduction="none").sum(-1).mean()
+            weight = torch.tensor(head.positive_weight, device=x.device)
+            losses[head.name] = F.binary_cross_entropy_with_logits(x, y, reduction="none",
+                                                                   pos_weight=weight).sum(-1).mean()
         else:
             losses[head.name] = F.cross_entropy(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
     return losses
