@@ -26,11 +26,11 @@ from videollm_online.config import LiveConfig
 from videollm_online.files import write_json_atomic
 from videollm_online.model import preprocess_frames
 from videollm_online.train.vision_pretrain import (
-    Accuracy,
     VisionPretrainConfig,
     VisionPretrainModel,
     WorldFrames,
     _optimizer,
+    evaluate,
     heldout_items,
     pretrain_loss,
 )
@@ -44,17 +44,9 @@ def render(world, seed: int, episodes: int, frames: int, resolution: int) -> dic
     return {key: torch.stack([sample[key] for sample in samples]) for key in ("pixels", "cells", "frame")}
 
 
-def score(model: VisionPretrainModel, config: LiveConfig, data: dict[str, torch.Tensor]) -> dict[str, float]:
-    model.eval()
-    accuracy = Accuracy()
-    with torch.no_grad():
-        for start in range(0, len(data["pixels"]), 128):
-            part = slice(start, start + 128)
-            cells, frame = model(preprocess_frames(data["pixels"][part], config))
-            accuracy.update(cells, data["cells"][part], frame, data["frame"][part])
-    model.train()
-    result = accuracy.result()
-    return {name: result[name]["accuracy"] for name in HEADS if name in result}
+def batches(data: dict[str, torch.Tensor], size: int = 128) -> list[dict[str, torch.Tensor]]:
+    return [{key: value[start : start + size] for key, value in data.items()}
+            for start in range(0, len(data["pixels"]), size)]
 
 
 def main() -> None:
@@ -84,7 +76,7 @@ def main() -> None:
         if resolution not in data:
             print(f"rendering {args.train_frames} + {args.heldout_frames} frames at {resolution} px", flush=True)
             data[resolution] = (render(world, 7, 150, args.train_frames, resolution),
-                                render(world, vision.heldout_seed, 50, args.heldout_frames, resolution))
+                                batches(render(world, vision.heldout_seed, 50, args.heldout_frames, resolution)))
         train, heldout = data[resolution]
         model = VisionPretrainModel(live.frame_encoder)
         model.frame_encoder.requires_grad_(True)
@@ -104,7 +96,9 @@ def main() -> None:
             optimizer.step()
             schedule.step()
             if step % 100 == 0 or step == args.steps:
-                entry = {"step": step, "loss": round(loss.item(), 4), **score(model, live.config, heldout)}
+                accuracy = evaluate(model, heldout, live.config, torch.device("cpu"), autocast=False)
+                entry = {"step": step, "loss": round(loss.item(), 4),
+                         **{name: accuracy[name]["accuracy"] for name in HEADS if name in accuracy}}
                 print(preset, entry, flush=True)
                 run["heldout"].append(entry)
         run["train_seconds"] = round(time.perf_counter() - started, 1)

@@ -197,17 +197,21 @@ def _slices_by_name(heads: Sequence[Head]) -> dict[str, slice]:
     return {head.name: part for head, part in _slices(heads)}
 
 
+def _centre_in_frame(obj: DrawnObject) -> bool:
+    x, y = obj.xy
+    return 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0
+
+
 def in_view(obj: DrawnObject) -> bool:
     """Whether a frame shows an object well enough to be asked about: centre inside the frame, mostly grown."""
-    x, y = obj.xy
-    return 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 and obj.scale >= MIN_VISIBLE_SCALE
+    return _centre_in_frame(obj) and obj.scale >= MIN_VISIBLE_SCALE
 
 
 def at_edge(obj: DrawnObject) -> bool:
     """Whether an object is partly in the frame: its centre outside, some of it inside (coming in or going out)."""
     x, y = obj.xy
     reach = object_radius(obj.shape, obj.size) * obj.scale
-    return not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0) and -reach < x < 1 + reach and -reach < y < 1 + reach
+    return not _centre_in_frame(obj) and -reach < x < 1 + reach and -reach < y < 1 + reach
 
 
 def spot_of(obj: DrawnObject) -> str:
@@ -241,7 +245,7 @@ def frame_targets(objects: Sequence[DrawnObject]) -> tuple[np.ndarray, np.ndarra
     for obj in objects:
         if at_edge(obj):
             cells[CELLS.index(place_of(*obj.xy)), cell_slices["edge"].start] = 1.0
-        elif obj.scale < GROWING_BELOW and 0.0 <= obj.xy[0] <= 1.0 and 0.0 <= obj.xy[1] <= 1.0:
+        elif obj.scale < GROWING_BELOW and _centre_in_frame(obj):
             cells[CELLS.index(obj.place), cell_slices["growing"].start] = 1.0
     for cell, count in enumerate(counts):
         cells[cell, cell_slices["count"].start + min(count, MAX_CELL_COUNT)] = 1.0
