@@ -38,26 +38,33 @@ def main():
     for count in (1, 16):
         print(f"vision+connector x{count}: eager {timed(lambda n=count: frames.encode(0, n)):.2f} ms, "
               f"graph on its stream {timed(lambda n=count: graphed.encode(0, n)):.2f} ms")
-    engine = BatchEngine(model, template, max_sessions=1, max_tokens=16384)
-    static = engine.static
     embeds = frames.encode(0)[0][0]
-    session = engine.open(EngineConfig(threshold=0.0))
-    session.push_frame(0.0, embeds)
-    for span_tokens in (1000, 8000, 14000):
-        def step(tokens=span_tokens):
-            static.lengths[0] = tokens
-            static.feed({0: [Feed([5], embeds)]})
+    for fused in (False, True):  # the plain torch ops, then the fused Triton kernels (engine/kernels.py)
+        engine = BatchEngine(model, template, max_sessions=1, max_tokens=16384, fused_kernels=fused)
+        static = engine.static
+        session = engine.open(EngineConfig(threshold=0.0))
+        session.push_frame(0.0, embeds)
+        label = "fused kernels" if fused else "torch ops"
+        for span_tokens in (1000, 8000, 14000):
+            def step(tokens=span_tokens, static=static):
+                static.lengths[0] = tokens
+                static.feed({0: [Feed([5], embeds)]})
 
-        print(f"LLM frame step at {span_tokens} tokens (host + graph): {timed(step):.2f} ms")
-    static.lengths[0] = 8000
-    key = next(iter(k for k in static._graphs if k[1] == 11))
-    graph, buffers, output = static._graphs[key]
-    print(f"graph replay alone {key}: {timed(lambda: graph.replay()):.2f} ms")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            static._forward(**buffers, span=key[-1])
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+            print(f"[{label}] LLM frame step at {span_tokens} tokens (host + graph): {timed(step):.2f} ms")
+        static.lengths[0] = 8000
+        static.feed({0: [Feed([5], embeds)]})
+        key = next(iter(k for k in static._graphs if k[1] == 11 and k[-1] > 8000))
+        graph, output = static._graphs[key]
+        packed, frame_buffer = static._inputs[key]
+        print(f"[{label}] graph replay alone {key}: {timed(graph.replay):.2f} ms")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                static._forward(packed, frame_buffer, key)
+            torch.cuda.synchronize()
+        print(f"[{label}] kernels of 5 steps")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+        del engine, static, session, graph, output
+        torch.cuda.empty_cache()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             frames.encode(0, 1)

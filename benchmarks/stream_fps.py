@@ -8,6 +8,8 @@ Scenarios (DESIGN.md section 6): `silent` (every frame is 10 tokens plus the int
 vision tower and connector, so vision is in the timing. Parts:
   reference   the seed's loop: transformers' dynamic cache, one eager forward per frame and per token, vision in line
   single      the fast engine, one stream: static cache, CUDA graphs, vision on its own CUDA stream one frame ahead
+  unfused     the same single-stream run with the layers' small operations as plain torch ops instead of the fused
+              Triton kernels (engine/kernels.py): what the kernels bring, measured in the same run
   multi       the multi-frame mode (a file): `--ahead` frames per forward, rolled back where a response starts;
               its events are compared with the frame-by-frame run
   streams     N concurrent silent streams batched in one engine; aggregate frames/s, p50/p99 frame latency
@@ -33,7 +35,7 @@ import transformers
 
 from videollm_online.checkpoint import build_model
 from videollm_online.config import LiveConfig
-from videollm_online.engine import EngineConfig, StreamSession
+from videollm_online.engine import EngineConfig, StreamSession, kernels
 from videollm_online.engine.batch import BatchEngine
 from videollm_online.engine.static import MemoryPolicy
 from videollm_online.engine.vision import FrameEncoderRunner
@@ -285,7 +287,8 @@ def main() -> int:
     parser.add_argument("--keep-up", default="16,32,64,128,192", help="stream counts tried for the 2 fps test")
     parser.add_argument("--keep-up-window", type=int, default=2048, help="cache tokens per stream in that test")
     parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--parts", default="reference,single,multi,streams,keep-up,endless")
+    parser.add_argument("--parts", default="reference,unfused,single,multi,streams,keep-up,endless",
+                        help="unfused: the single-stream run on the plain torch ops instead of the fused kernels")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -301,7 +304,8 @@ def main() -> int:
                      else platform.processor() or platform.machine(), "dtype": str(dtype),
                      "torch": torch.__version__, "transformers": transformers.__version__,
                      "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
-                     "frame_tokens": model.config.frame_num_tokens}
+                     "frame_tokens": model.config.frame_num_tokens,
+                     "fused_kernels": kernels.fused_available(device)}
 
     def report(name: str, value) -> None:
         results[name] = value
@@ -318,6 +322,19 @@ def main() -> int:
                 torch.cuda.reset_peak_memory_stats()
             report(f"reference/{scenario}", run_frames(session, frames_inline, args.reference_frames, fps, device)[0])
             reference_events = session.events
+        if "unfused" in parts and device.type == "cuda":
+            engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=False,
+                                 max_step_tokens=max(256, args.ahead * (model.config.frame_num_tokens + 1)))
+            step = model.config.frame_num_tokens + 1
+            engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1)], capacity)
+            session = engine.open(config, scheduled(every))
+            run_frames(session, frames_ahead, 40, fps, device)
+            session.reset()
+            torch.cuda.reset_peak_memory_stats()
+            report(f"unfused/{scenario}", run_frames(session, frames_ahead, args.frames, fps, device)[0])
+            unfused_events = list(session.events)
+            del engine, session
+            release(device)
         if "single" in parts or "multi" in parts:
             engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity,
                                  max_step_tokens=max(256, args.ahead * (model.config.frame_num_tokens + 1)))
@@ -332,6 +349,11 @@ def main() -> int:
                 torch.cuda.reset_peak_memory_stats()
             report(f"single/{scenario}", run_frames(session, frames_ahead, args.frames, fps, device)[0])
             solo_events[scenario] = list(session.events)
+            if "unfused" in parts and device.type == "cuda":
+                report(f"single/{scenario}/vs_unfused", {
+                    **same_events(solo_events[scenario], unfused_events),
+                    "speedup": round(results[f"single/{scenario}"]["frames_per_s"]
+                                     / results[f"unfused/{scenario}"]["frames_per_s"], 3)})
             if "reference" in parts:
                 count = sum(e.frame_index < args.reference_frames for e in solo_events[scenario])
                 report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count],

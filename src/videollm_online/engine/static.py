@@ -24,6 +24,7 @@ from transformers.activations import ACT2FN
 
 from ..errors import UserError
 from ..model import LiveModel
+from . import kernels
 from .backend import Feed, FeedResult
 
 
@@ -94,7 +95,7 @@ class StaticKV:
 
     def __init__(self, model: LiveModel, silence_id: int, max_sessions: int = 1, max_tokens: int | None = None,
                  policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None, span_bucket: int = 1024,
-                 max_step_tokens: int = 256):
+                 max_step_tokens: int = 256, fused_kernels: bool | None = None):
         llm = model.base_llm
         config = llm.config
         decoder = llm.get_decoder()
@@ -114,8 +115,13 @@ class StaticKV:
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
         self.hidden_size = config.hidden_size
-        self.eps = config.rms_norm_eps
-        self.act = ACT2FN[config.hidden_act]
+        if fused_kernels is None:
+            fused_kernels = kernels.fused_by_default(self.device)
+        elif fused_kernels and not kernels.fused_available(self.device):
+            raise ValueError("fused_kernels needs Triton and a CUDA device (or TRITON_INTERPRET=1)")
+        act = ACT2FN[config.hidden_act]
+        self.ops = (kernels.FusedOps(config.rms_norm_eps, act, config.hidden_act) if fused_kernels
+                    else kernels.TorchOps(config.rms_norm_eps, act))
         self.scale = self.head_dim**-0.5
         self.max_sessions = max_sessions
         self.max_tokens = max_tokens or config.max_position_embeddings
@@ -133,10 +139,12 @@ class StaticKV:
             cos, sin = decoder.rotary_emb(probe, positions)  # (1, L, D), with the rope's own scaling
             self.rope_scaling = float(getattr(decoder.rotary_emb, "attention_scaling", 1.0))
             self.cos_f32, self.sin_f32 = cos[0].float(), sin[0].float()
-            self.cos = self.cos_f32.to(self.dtype)
             # rotate_half(x) * sin == roll(x, D/2) * sin with the first half of sin negated: one kernel fewer.
             half = self.head_dim // 2
-            self.sin_folded = torch.cat([-self.sin_f32[:, :half], self.sin_f32[:, half:]], dim=-1).to(self.dtype)
+            sin_folded = torch.cat([-self.sin_f32[:, :half], self.sin_f32[:, half:]], dim=-1)
+            # The fused kernel computes in float32 and reads float32 tables; the torch ops multiply in the model dtype.
+            table_dtype = torch.float32 if self.ops.fused else self.dtype
+            self.cos_table, self.sin_table = self.cos_f32.to(table_dtype), sin_folded.to(table_dtype)
             shape = (len(self.layers), max_sessions, self.num_kv_heads, self.allocated, self.head_dim)
             self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
@@ -151,7 +159,8 @@ class StaticKV:
                                     max_step_tokens})
         self.span_buckets = sorted({*range(span_bucket, self.allocated, span_bucket), self.allocated})
         self.batch_buckets = sorted({*[2**i for i in range(16) if 2**i < max_sessions], max_sessions})
-        self._graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
+        self._graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._inputs: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._pool = None
 
     # ------------------------------------------------------------------ slots
@@ -210,87 +219,97 @@ class StaticKV:
         return torch.where(is_frame[..., None], frames, x)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps=self.eps)  # one fused kernel; accumulates in float32
+        return self.ops.add_rms_norm(x, None, weight)[1]
 
     @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor, scale: float
-                ) -> torch.Tensor:
-        """Few queries over a long cache: two matmuls and a softmax, which cuBLAS spreads over the whole key
-        length (fused attention kernels parallelise over queries and leave most of the GPU idle here). The scores
-        stay in the model's dtype, the mask is applied in place and the softmax accumulates in float32 inside its
-        kernel: each pass over the (queries x keys) scores costs memory traffic that grows with the cache, and an
-        upcast copy, a scaling pass and a downcast copy tripled it."""
-        scores = torch.matmul(q * scale, k.transpose(-1, -2))  # (B, KVH, G * T, S)
-        scores.masked_fill_(hidden, float("-inf"))
-        return torch.matmul(scores.softmax(dim=-1), v)
+    def _unpack(packed: torch.Tensor, batch: int, steps: int, reads: int) -> tuple[torch.Tensor, ...]:
+        """Views of a step's integer inputs, packed in one buffer so that one copy moves them to the device:
+        ids, is_frame (0/1), positions (each (B, T)) and read_index (B, R)."""
+        cells = batch * steps
+        return (packed[:cells].view(batch, steps), packed[cells:2 * cells].view(batch, steps),
+                packed[2 * cells:3 * cells].view(batch, steps), packed[3 * cells:].view(batch, reads))
 
-    def _forward(self, ids: torch.Tensor, frames: torch.Tensor, is_frame: torch.Tensor, positions: torch.Tensor,
-                 read_index: torch.Tensor, span: int) -> torch.Tensor:
+    def _forward(self, packed: torch.Tensor, frames: torch.Tensor, key: tuple[int, int, int, int]) -> torch.Tensor:
         """One step for rows 0..B-1 (B, T): returns (B, R, 2) = (argmax token, P(silence)) at `read_index`."""
-        batch, steps = ids.shape
-        kv_heads, group, head_dim = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        batch, steps, reads, span = key
+        ids, is_frame, positions, read_index = self._unpack(packed, batch, steps, reads)
+        is_frame = is_frame != 0
+        ops = self.ops
+        group, q_size = self.num_heads // self.num_kv_heads, self.num_heads * self.head_dim
         x = self._embed_inputs(ids, frames, is_frame)
-        cos, sin = self.cos[positions][:, :, None], self.sin_folded[positions][:, :, None]  # (B, T, 1, D)
-        rows = torch.arange(batch, device=ids.device)[:, None].expand(batch, steps)  # (B, T)
-        # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
-        visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
-        visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
-        few_queries = batch * group * steps <= 64  # a frame of one stream: matmuls over the key length
-        hidden = ~visible if few_queries else None
-        q_size, kv_size = self.num_heads * head_dim, kv_heads * head_dim
+        # Few queries over a long cache (a frame of one stream): two matmuls and a softmax, which cuBLAS spreads over
+        # the whole key length (fused attention kernels parallelise over queries and leave most of the GPU idle
+        # here); the scores stay in the model's dtype and the softmax accumulates in float32. Many queries (a batch,
+        # several frames): the fused attention kernel parallelises well and stores no scores.
+        few_queries = batch * group * steps <= 64
+        visible = hidden = None
+        if not (few_queries and ops.fused):  # the fused softmax reads the causal mask off the positions
+            # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
+            visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+            visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps,
+                                                                                          span)
+            hidden = ~visible
+        delta = None  # the last sublayer's output, added to the residual stream by the next norm
         for index, layer in enumerate(self.layers):
-            h = self._rms_norm(x, layer.norm_1)
+            x, h = ops.add_rms_norm(x, delta, layer.norm_1)
             qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            qk = qkv[..., :q_size + kv_size].view(batch, steps, self.num_heads + kv_heads, head_dim)
-            qk = qk * cos + qk.roll(head_dim // 2, dims=-1) * sin  # RoPE on q and k at once; sin is sign-folded
-            q, k = qk[:, :, :self.num_heads], qk[:, :, self.num_heads:]
-            v = qkv[..., q_size + kv_size:].view(batch, steps, kv_heads, head_dim)
-            k_cache, v_cache = self.k_cache[index], self.v_cache[index]  # (S, KVH, L, D)
-            k_cache[rows, :, positions] = k
-            v_cache[rows, :, positions] = v
-            # Queries grouped under their kv head: (B, KVH, G * T, D), head h reads kv head h // G.
-            q = q.view(batch, steps, kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
-            q = q.reshape(batch, kv_heads, group * steps, head_dim)
-            keys, values = k_cache[:batch, :, :span], v_cache[:batch, :, :span]
+            q = ops.rope_and_cache(qkv, self.cos_table, self.sin_table, positions, self.k_cache[index],
+                                   self.v_cache[index], self.num_heads, self.num_kv_heads, self.scale)
+            # q: (B, KVH, G * T, D), scaled; this step's k and v are in the cache
+            keys, values = self.k_cache[index, :batch, :, :span], self.v_cache[index, :batch, :, :span]
             if few_queries:
-                attended = self._attend(q, keys, values, hidden, self.scale)
-            else:  # many queries (a batch, several frames): the fused kernel parallelises well and stores no scores
-                attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=self.scale)
-            attended = attended.view(batch, kv_heads, group, steps, head_dim).permute(0, 3, 1, 2, 4)
-            x = x + F.linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias)
-            h = self._rms_norm(x, layer.norm_2)
-            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + F.linear(self.act(gate) * up, layer.down)
+                scores = torch.matmul(q, keys.transpose(-1, -2))  # (B, KVH, G * T, S)
+                attended = torch.matmul(ops.masked_softmax_(scores, hidden, positions), values)
+            else:
+                attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=1.0)
+            attended = attended.view(batch, self.num_kv_heads, group, steps, self.head_dim).permute(0, 3, 1, 2, 4)
+            x, h = ops.add_rms_norm(x, F.linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias),
+                                    layer.norm_2)
+            delta = F.linear(ops.act_mul(F.linear(h, layer.gate_up)), layer.down)
+        x = x + delta
         x = x.gather(1, read_index[..., None].expand(-1, -1, x.shape[-1]))  # (B, R, H)
         logits = F.linear(self._rms_norm(x, self.final_norm), self.lm_head).float()  # (B, R, V)
         silence = (logits[..., self.silence_id] - logits.logsumexp(dim=-1)).exp()
         return torch.stack([logits.argmax(dim=-1).float(), silence], dim=-1)
 
-    def _run(self, inputs: dict[str, torch.Tensor], span: int) -> torch.Tensor:
+    def _buffers(self, key: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The device inputs of a step shape, (packed ints, frames (B, T, H)): kept per shape, so a CUDA graph reads
+        them where they are written. Frame rows that a step does not set keep stale values, which `is_frame` masks."""
+        if key not in self._inputs:
+            batch, steps, reads, _ = key
+            self._inputs[key] = (torch.zeros(3 * batch * steps + batch * reads, dtype=torch.long, device=self.device),
+                                 torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device))
+        return self._inputs[key]
+
+    def _run(self, key: tuple[int, int, int, int], host: torch.Tensor) -> torch.Tensor:
+        """Copy the packed host ints into the shape's buffer and run the step (replaying its CUDA graph)."""
+        packed, frames = self._buffers(key)
+        packed.copy_(host, non_blocking=True)  # the one host-to-device copy of the step
         if not self.cuda_graphs:
-            return self._forward(**inputs, span=span)
-        key = (*inputs["ids"].shape, inputs["read_index"].shape[1], span)
+            return self._forward(packed, frames, key)
         if key in self._graphs:
-            graph, buffers, output = self._graphs[key]
-            for name, value in inputs.items():
-                buffers[name].copy_(value, non_blocking=True)
+            graph, output = self._graphs[key]
             graph.replay()
             return output
         # First time for this shape: a warm-up run (its result is the real one: the inputs are the real ones, and
-        # the cache writes it makes are the ones the replay would make), then capture.
-        buffers = {name: value.clone() for name, value in inputs.items()}
+        # the cache writes it makes are the ones the replay would make; kernels are built here, outside capture),
+        # then capture.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            result = self._forward(**buffers, span=span).clone()
+            result = self._forward(packed, frames, key).clone()
         torch.cuda.current_stream().wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            output = self._forward(**buffers, span=span)
-        self._graphs[key] = (graph, buffers, output)
+            output = self._forward(packed, frames, key)
+        self._graphs[key] = (graph, output)
         return result
+
+    def _host_ints(self, batch: int, steps: int, reads: int) -> torch.Tensor:
+        """A zeroed host buffer for a step's packed ints (pinned on CUDA, so its copy is asynchronous)."""
+        return torch.zeros(3 * batch * steps + batch * reads, dtype=torch.long, pin_memory=self.device.type == "cuda")
 
     @torch.inference_mode()
     def warmup(self, shapes: list[tuple[int, int, int]], max_tokens: int | None = None) -> int:
@@ -304,15 +323,10 @@ class StaticKV:
             batch, steps = _bucket(batch, self.batch_buckets), _bucket(steps, self.step_buckets)
             last = _bucket(min(max_tokens or self.allocated, self.allocated), self.span_buckets)
             for span in [span for span in self.span_buckets if span <= last]:
-                start = max(0, span - steps)
-                inputs = {
-                    "ids": torch.zeros(batch, steps, dtype=torch.long, device=self.device),
-                    "frames": torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device),
-                    "is_frame": torch.zeros(batch, steps, dtype=torch.bool, device=self.device),
-                    "positions": (start + torch.arange(steps, device=self.device))[None].expand(batch, -1).clone(),
-                    "read_index": torch.zeros(batch, reads, dtype=torch.long, device=self.device),
-                }
-                self._run(inputs, span)
+                host = self._host_ints(batch, steps, reads)
+                positions = self._unpack(host, batch, steps, reads)[2]
+                positions[:] = max(0, span - steps) + torch.arange(steps)[None]
+                self._run((batch, steps, reads, span), host)
         torch.cuda.synchronize()
         return len(self._graphs) - before
 
@@ -345,11 +359,13 @@ class StaticKV:
         batch = _bucket(max(rows) + 1, self.batch_buckets)
         steps = _bucket(max(sum(f.length for f in feeds) for feeds in rows.values()), self.step_buckets)
         reads = max(len(feeds) for feeds in rows.values())
-        ids = torch.zeros(batch, steps, dtype=torch.long)
-        is_frame = torch.zeros(batch, steps, dtype=torch.bool)
-        read_index = torch.zeros(batch, reads, dtype=torch.long)
-        frames = torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device)
         starts = torch.tensor(self.lengths[:batch])  # rows without a feed pad along from their own length
+        host = self._host_ints(batch, steps, reads)
+        ids, is_frame, positions, read_index = self._unpack(host, batch, steps, reads)
+        positions[:] = starts[:, None] + torch.arange(steps)[None]  # (B, T)
+        span = _bucket(int(positions.max()) + 1, self.span_buckets)
+        key = (batch, steps, reads, span)
+        frames = self._buffers(key)[1]
         for slot, feeds in rows.items():
             offset = 0
             for index, feed in enumerate(feeds):
@@ -357,17 +373,12 @@ class StaticKV:
                 offset += len(feed.ids)
                 if feed.frame is not None:
                     size = feed.frame.shape[0]
-                    frames[slot, offset:offset + size] = feed.frame
-                    is_frame[slot, offset:offset + size] = True
+                    frames[slot, offset:offset + size] = feed.frame  # straight into the step's device buffer
+                    is_frame[slot, offset:offset + size] = 1
                     offset += size
                 read_index[slot, index] = offset - 1
             read_index[slot, len(feeds):] = offset - 1
-        positions = starts[:, None] + torch.arange(steps)[None]  # (B, T)
-        span = _bucket(int(positions.max()) + 1, self.span_buckets)
-        inputs = {"ids": ids, "frames": frames, "is_frame": is_frame, "positions": positions,
-                  "read_index": read_index}
-        inputs = {name: value.to(self.device, non_blocking=True) for name, value in inputs.items()}
-        output = self._run(inputs, span).tolist()  # the one host read of the step
+        output = self._run(key, host).tolist()  # the one host read of the step
         results = {}
         for slot, feeds in rows.items():
             if self.sinks[slot] is None and any(feed.frame is not None for feed in feeds):
