@@ -66,9 +66,10 @@ def test_rope_and_cache_write_q_k_and_v_where_the_torch_ops_do():
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
-def test_masked_softmax_reads_the_mask_off_the_positions(dtype, tolerance):
-    plain, fused = ops_pair()
-    batch, kv_heads, group, steps, span = 2, 2, 2, 3, 2100  # a span over two of the kernel's blocks
+@pytest.mark.parametrize("span,rows", [(2100, 1), (2100, 16), (17000, 1)])  # one block a row; blocks, two passes
+def test_masked_softmax_reads_the_mask_off_the_positions(dtype, tolerance, span, rows):
+    plain, fused = ops_pair(rows=rows)
+    batch, kv_heads, group, steps = 2, 2, 2, 3
     positions = torch.tensor([[1030, 1031, 1032], [0, 1, 2]], device=DEVICE)
     scores = randn(batch, kv_heads, group * steps, span, dtype=dtype) * 4
     visible = torch.arange(span, device=DEVICE)[None, None, :] <= positions[:, :, None]
@@ -92,6 +93,7 @@ def test_fused_engine_equals_reference():
     model.to(DEVICE)
     make_decisive(model, template, seed=11)
     frames, times, queries = scenario(model, 11, num_frames=16, num_queries=1)
+    frames = frames.to(DEVICE)
     config = EngineConfig(threshold=0.6, max_new_tokens=6)
     static = StaticKV(model, template.ids.silence, max_tokens=4096, fused_kernels=True, cuda_graphs=False)
     assert static.ops.fused
@@ -111,7 +113,7 @@ def test_fused_batch_of_sessions_equals_unfused():
     for fused in (False, True):
         engine = BatchEngine(model, template, max_sessions=4, max_tokens=1024, cuda_graphs=False, fused_kernels=fused)
         sessions = [engine.open(EngineConfig(threshold=0.5, max_new_tokens=4)) for _ in range(3)]
-        frames = scenario(model, 3, num_frames=12)[0]
+        frames = scenario(model, 3, num_frames=12)[0].to(DEVICE)
         for index in range(len(frames)):
             for number, session in enumerate(sessions):
                 if index >= 3 * number:  # sessions start later and later: different lengths in one batch

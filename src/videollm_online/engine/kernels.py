@@ -162,24 +162,33 @@ def _kernels():
         t = rows % steps  # rows within a (b, kv head) are g * T + t
         last = tl.load(pos_ptr + b * steps + t, mask=valid, other=-1)[:, None]  # the last key each query sees
         base = scores_ptr + rows[:, None].to(tl.int64) * span
-        top = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)
-        total = tl.zeros([ROWS, BLOCK], tl.float32)
-        for start in range(0, span, BLOCK):  # per lane: a running max and the sum of exps under it
-            cols = start + tl.arange(0, BLOCK)[None, :]
+        if span <= BLOCK:  # the whole row in one block: one read and one write
+            cols = tl.arange(0, BLOCK)[None, :]
             s = tl.load(base + cols, mask=cols <= last, other=float("-inf")).to(tl.float32)
-            new_top = tl.maximum(top, s)
-            seen = new_top > float("-inf")
-            total = tl.where(seen, total * tl.exp(top - new_top) + tl.exp(s - new_top), 0.0)
-            top = new_top
-        peak = tl.max(top, axis=1)[:, None]
-        peak = tl.where(peak > float("-inf"), peak, 0.0)  # rows past the end
-        norm = tl.sum(tl.where(top > float("-inf"), total * tl.exp(top - peak), 0.0), axis=1)[:, None]
-        norm = tl.where(norm > 0, norm, 1.0)
-        for start in range(0, span, BLOCK):
-            cols = start + tl.arange(0, BLOCK)[None, :]
-            s = tl.load(base + cols, mask=cols <= last, other=float("-inf")).to(tl.float32)
-            p = tl.where(cols <= last, tl.exp(s - peak) / norm, 0.0)
-            tl.store(base + cols, p.to(scores_ptr.dtype.element_ty), mask=valid[:, None] & (cols < span))
+            peak = tl.max(s, axis=1)[:, None]
+            e = tl.exp(s - tl.where(peak > float("-inf"), peak, 0.0))
+            norm = tl.sum(e, axis=1)[:, None]
+            tl.store(base + cols, (e / tl.where(norm > 0, norm, 1.0)).to(scores_ptr.dtype.element_ty),
+                     mask=valid[:, None] & (cols < span))
+        else:  # blocks of BLOCK keys, two passes
+            top = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)
+            total = tl.zeros([ROWS, BLOCK], tl.float32)
+            for start in range(0, span, BLOCK):  # per lane: a running max and the sum of exps under it
+                cols = start + tl.arange(0, BLOCK)[None, :]
+                s = tl.load(base + cols, mask=cols <= last, other=float("-inf")).to(tl.float32)
+                new_top = tl.maximum(top, s)
+                seen = new_top > float("-inf")
+                total = tl.where(seen, total * tl.exp(top - new_top) + tl.exp(s - new_top), 0.0)
+                top = new_top
+            peak = tl.max(top, axis=1)[:, None]
+            peak = tl.where(peak > float("-inf"), peak, 0.0)  # rows past the end
+            norm = tl.sum(tl.where(top > float("-inf"), total * tl.exp(top - peak), 0.0), axis=1)[:, None]
+            norm = tl.where(norm > 0, norm, 1.0)
+            for start in range(0, span, BLOCK):
+                cols = start + tl.arange(0, BLOCK)[None, :]
+                s = tl.load(base + cols, mask=cols <= last, other=float("-inf")).to(tl.float32)
+                p = tl.where(cols <= last, tl.exp(s - peak) / norm, 0.0)
+                tl.store(base + cols, p.to(scores_ptr.dtype.element_ty), mask=valid[:, None] & (cols < span))
 
     @triton.jit
     def silu_mul(gate_up_ptr, out_ptr, total, inter, BLOCK: tl.constexpr):
@@ -237,10 +246,11 @@ class FusedOps(TorchOps):
             return super().masked_softmax_(scores, hidden, positions)
         batch, kv_heads, rows, span = scores.shape
         n_rows = batch * kv_heads * rows
-        block = 1024 if self.rows == 1 else 256
+        # Rows up to 16k keys in one block (one pass over the scores); longer ones in blocks of 1024, two passes.
+        block = _pow2(span) if self.rows * _pow2(span) <= 16384 else max(64, 1024 // self.rows)
         self.k["masked_softmax"][(cdiv(n_rows, self.rows),)](
             scores, positions.contiguous(), n_rows, positions.shape[1], kv_heads * rows, span, ROWS=self.rows,
-            BLOCK=block, num_warps=4)
+            BLOCK=block, num_warps=min(16, max(4, self.rows * block // 512)))
         return scores
 
     def act_mul(self, gate_up):

@@ -5,8 +5,10 @@ gated MLP) with its own forward over the Hugging Face weights: q/k/v and gate/up
 allocated once as (layers, sessions, kv heads, tokens, head dim). Each session owns a slot; a step feeds any number
 of slots at once, each at its own position with its own length (rows that have nothing to feed pad along), and
 attention reads only the filled part of the cache, rounded up to a bucket. On CUDA every (batch, length, span)
-shape is captured once as a CUDA graph and replayed. What comes back per feed is the argmax token and P(silence),
-computed on the GPU: one small host read per step.
+shape is captured once as a CUDA graph and replayed. A step's integer inputs travel in one packed host-to-device
+copy; what comes back per feed is the argmax token and P(silence), computed on the GPU: one small host read per step.
+Each layer's small operations between the matmuls run as fused Triton kernels on CUDA (`kernels.FusedOps`), or as
+plain torch ops (`kernels.TorchOps`: CPU, no Triton, or `VIDEOLLM_ONLINE_FUSED_KERNELS=0`).
 
 Endless streams: a `MemoryPolicy` keeps a session's first tokens (system prompt and first frame: the attention
 sink) and its most recent ones; when the slot is full the oldest tokens after the sink are dropped and the kept
