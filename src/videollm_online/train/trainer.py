@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.training_args import ParallelMode
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_checkpoint, save_checkpoint
@@ -276,9 +277,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         remove_unused_columns=False,
         report_to=config.report_to,
         ddp_find_unused_parameters=False,
+        # On a machine without CUDA, accelerate sets up data parallelism (gloo) only when told it runs on the CPU;
+        # otherwise every torchrun process trained alone, with no gradient exchange.
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.cuda.is_available() else None,
         disable_tqdm=False,
     )
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1 and args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise RuntimeError(f"{world_size} processes were started, but the Trainer is not data parallel "
+                           f"({args.parallel_mode}): each would train alone")
     trainer = LiveTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=StreamCollator(template))
     trainer.vision_learning_rate = config.vision_learning_rate if config.train_vision else None
