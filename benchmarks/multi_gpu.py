@@ -103,7 +103,8 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"multi_gpu_{'cuda' if on_gpu else 'cpu'}.json"
     features_model = args.features_model or (str(BUNDLED) if on_gpu else args.model)
     cli = [sys.executable, "-m", "videollm_online.cli"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    distributed = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   "-m", "videollm_online.cli"]
     work, logs = args.work, args.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     results: dict = {
@@ -128,7 +129,7 @@ def main() -> int:
     # Features: one process, then N; every video exactly once, the same tensors.
     device_args = ["--device", "cuda" if on_gpu else "cpu"]
     feature_runs = {}
-    for label, launcher in (("one_process", cli), ("torchrun", [*torchrun, "-m", "videollm_online.cli"])):
+    for label, launcher in (("one_process", cli), ("torchrun", distributed)):
         target = work / f"features-{label}"
         if target.exists():
             for stale in target.glob("*.safetensors"):
@@ -148,8 +149,8 @@ def main() -> int:
 
     # Training: the same global batch on one process and on N.
     train_runs = {}
-    for label, launcher, batch in (("one_process", cli, args.batch_size),
-                                   ("torchrun", [*torchrun, "-m", "videollm_online.cli"], args.batch_size // processes)):
+    per_process = args.batch_size // processes
+    for label, launcher, batch in (("one_process", cli, args.batch_size), ("torchrun", distributed, per_process)):
         target = work / f"train-{label}"
         command = [*launcher, "train", "--data", str(world / "conversations.jsonl"), "--frames", str(world / "frames"),
                    "--output-dir", str(target), "--model", args.model, "--max-steps", str(args.steps),
@@ -160,8 +161,8 @@ def main() -> int:
         train_runs[label] = {"seconds": round(seconds, 1), "losses": curve,
                              "train_samples_per_second": summary.get("train_samples_per_second"),
                              "train_runtime": summary.get("train_runtime")}
-    one, many = train_runs["one_process"]["losses"], train_runs["torchrun"]["losses"]
-    differences = [abs(a - b) for a, b in zip(one, many)]
+    one, several = train_runs["one_process"]["losses"], train_runs["torchrun"]["losses"]
+    differences = [abs(a - b) for a, b in zip(one, several)]
     mean_loss = sum(one) / len(one)
     report("training", {**train_runs, "steps_compared": len(differences),
                         "max_abs_loss_difference": round(max(differences), 5),

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.training_args import ParallelMode
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
 
 from ..checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_checkpoint, save_checkpoint
 from ..config import PRESETS, LiveConfig
