@@ -55,7 +55,7 @@ def test_rope_and_cache_write_q_k_and_v_where_the_torch_ops_do():
     for ops in (plain, fused):
         k_cache = torch.zeros(slots, kv_heads, length, head_dim, device=DEVICE)
         v_cache = torch.zeros_like(k_cache)
-        q = ops.rope_and_cache(qkv, cos, sin, positions, k_cache, v_cache, heads, kv_heads, 0.25)
+        q = ops.rope_and_cache(qkv, ops.rope_tables(cos, sin, positions), k_cache, v_cache, heads, kv_heads, 0.25)
         results.append((q, k_cache, v_cache))
     (q, k, v), (fq, fk, fv) = results
     assert fq.shape == q.shape == (batch, kv_heads, 2 * steps, head_dim)

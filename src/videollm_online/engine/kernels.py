@@ -58,21 +58,27 @@ class TorchOps:
             x = x + delta
         return x, F.rms_norm(x, (x.shape[-1],), weight, eps=self.eps)  # one fused kernel; accumulates in float32
 
-    def rope_and_cache(self, qkv: torch.Tensor, cos: torch.Tensor, sin_folded: torch.Tensor, positions: torch.Tensor,
-                       k_cache: torch.Tensor, v_cache: torch.Tensor, num_heads: int, kv_heads: int, scale: float
-                       ) -> torch.Tensor:
-        """Rotate q and k of `qkv` (B, T, (H + 2 KVH) * D) at `positions` (B, T), write k and v into the layer's cache
-        (slots, KVH, L, D) at rows 0..B-1, and return the scaled q grouped under its kv head: (B, KVH, G * T, D)."""
+    def rope_tables(self, cos: torch.Tensor, sin_folded: torch.Tensor, positions: torch.Tensor) -> tuple:
+        """What `rope_and_cache` needs for a step's positions (B, T), computed once for all layers: the (L, D) tables'
+        rows at the positions (B, T, 1, D) and each position's cache row."""
+        batch, steps = positions.shape
+        rows = torch.arange(batch, device=positions.device)[:, None].expand(batch, steps)  # (B, T)
+        return cos[positions][:, :, None], sin_folded[positions][:, :, None], positions, rows
+
+    def rope_and_cache(self, qkv: torch.Tensor, rope: tuple, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                       num_heads: int, kv_heads: int, scale: float) -> torch.Tensor:
+        """Rotate q and k of `qkv` (B, T, (H + 2 KVH) * D) at the positions of `rope` (from `rope_tables`), write k and
+        v into the layer's cache (slots, KVH, L, D) at rows 0..B-1, and return the scaled q grouped under its kv
+        head: (B, KVH, G * T, D)."""
+        cos, sin, positions, rows = rope
         batch, steps = positions.shape
         head_dim = cos.shape[-1]
         group = num_heads // kv_heads
         q_size, kv_size = num_heads * head_dim, kv_heads * head_dim
-        cos, sin = cos[positions][:, :, None], sin_folded[positions][:, :, None]  # (B, T, 1, D)
         qk = qkv[..., :q_size + kv_size].view(batch, steps, num_heads + kv_heads, head_dim)
         qk = qk * cos + qk.roll(head_dim // 2, dims=-1) * sin  # RoPE on q and k at once; sin is sign-folded
         q, k = qk[:, :, :num_heads], qk[:, :, num_heads:]
         v = qkv[..., q_size + kv_size:].view(batch, steps, kv_heads, head_dim)
-        rows = torch.arange(batch, device=qkv.device)[:, None].expand(batch, steps)  # (B, T)
         k_cache[rows, :, positions] = k
         v_cache[rows, :, positions] = v
         # Queries grouped under their kv head: (B, KVH, G * T, D), head h reads kv head h // G.
@@ -226,17 +232,21 @@ class FusedOps(TorchOps):
             ROWS=self.rows, BLOCK=block, num_warps=min(16, max(1, self.rows * block // 256)))
         return x, out  # x was updated in place
 
-    def rope_and_cache(self, qkv, cos, sin_folded, positions, k_cache, v_cache, num_heads, kv_heads, scale):
+    def rope_tables(self, cos, sin_folded, positions):
+        return cos, sin_folded, positions.contiguous()  # the kernel reads the tables' rows itself
+
+    def rope_and_cache(self, qkv, rope, k_cache, v_cache, num_heads, kv_heads, scale):
+        cos, sin_folded, positions = rope
         batch, steps = positions.shape
         head_dim = cos.shape[-1]
         if not (qkv.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous() and head_dim % 2 == 0):
-            return super().rope_and_cache(qkv, cos, sin_folded, positions, k_cache, v_cache, num_heads, kv_heads,
-                                          scale)
+            return super().rope_and_cache(qkv, super().rope_tables(cos, sin_folded, positions), k_cache, v_cache,
+                                          num_heads, kv_heads, scale)
         group = num_heads // kv_heads
         q = torch.empty(batch, kv_heads, group * steps, head_dim, dtype=qkv.dtype, device=qkv.device)
         heads, block = _pow2(num_heads + 2 * kv_heads), _pow2(head_dim)
         self.k["rope_and_cache"][(batch * steps,)](
-            qkv, cos, sin_folded, positions.contiguous(), q, k_cache, v_cache, steps, num_heads, kv_heads, group,
+            qkv, cos, sin_folded, positions, q, k_cache, v_cache, steps, num_heads, kv_heads, group,
             scale, k_cache.stride(0), k_cache.stride(1), HEAD_DIM=head_dim, HEADS=heads, BLOCK=block,
             num_warps=min(8, max(1, heads * block // 512)))
         return q

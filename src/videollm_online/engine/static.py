@@ -251,12 +251,13 @@ class StaticKV:
             visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps,
                                                                                           span)
             hidden = ~visible
+        rope = ops.rope_tables(self.cos_table, self.sin_table, positions)  # once for all layers
         delta = None  # the last sublayer's output, added to the residual stream by the next norm
         for index, layer in enumerate(self.layers):
             x, h = ops.add_rms_norm(x, delta, layer.norm_1)
             qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            q = ops.rope_and_cache(qkv, self.cos_table, self.sin_table, positions, self.k_cache[index],
-                                   self.v_cache[index], self.num_heads, self.num_kv_heads, self.scale)
+            q = ops.rope_and_cache(qkv, rope, self.k_cache[index], self.v_cache[index], self.num_heads,
+                                   self.num_kv_heads, self.scale)
             # q: (B, KVH, G * T, D), scaled; this step's k and v are in the cache
             keys, values = self.k_cache[index, :batch, :, :span], self.v_cache[index, :batch, :, :span]
             if few_queries:
