@@ -305,13 +305,29 @@ def main() -> int:
                      "torch": torch.__version__, "transformers": transformers.__version__,
                      "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
                      "frame_tokens": model.config.frame_num_tokens,
-                     "fused_kernels": kernels.fused_available(device)}
+                     "fused_kernels": kernels.fused_by_default(device)}
 
     def report(name: str, value) -> None:
         results[name] = value
         print(name, json.dumps(value), flush=True)
         if args.out:
             write_json_atomic(args.out, results)
+
+    def solo_session(config: EngineConfig, every: int | None, fused_kernels: bool | None = None):
+        """One stream on the fast engine, its CUDA graphs captured for every span of the run."""
+        step = model.config.frame_num_tokens + 1
+        engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=fused_kernels,
+                             max_step_tokens=max(256, args.ahead * step))
+        engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, args.ahead * step, args.ahead)], capacity)
+        return engine, engine.open(config, scheduled(every))
+
+    def timed_frames(session: StreamSession) -> dict:
+        """Frame by frame over the run's frames, after a short warm-up (captures of the remaining shapes)."""
+        run_frames(session, frames_ahead, 40, fps, device)
+        session.reset()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        return run_frames(session, frames_ahead, args.frames, fps, device)[0]
 
     workloads = {"silent": (None, EngineConfig(threshold=0.0)), "narrate": (20, EngineConfig(max_new_tokens=20))}
     solo_events = {}
@@ -323,31 +339,15 @@ def main() -> int:
             report(f"reference/{scenario}", run_frames(session, frames_inline, args.reference_frames, fps, device)[0])
             reference_events = session.events
         if "unfused" in parts and device.type == "cuda":
-            engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=False,
-                                 max_step_tokens=max(256, args.ahead * (model.config.frame_num_tokens + 1)))
-            step = model.config.frame_num_tokens + 1
-            engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1)], capacity)
-            session = engine.open(config, scheduled(every))
-            run_frames(session, frames_ahead, 40, fps, device)
-            session.reset()
-            torch.cuda.reset_peak_memory_stats()
-            report(f"unfused/{scenario}", run_frames(session, frames_ahead, args.frames, fps, device)[0])
+            engine, session = solo_session(config, every, fused_kernels=False)
+            report(f"unfused/{scenario}", timed_frames(session))
             unfused_events = list(session.events)
             del engine, session
             release(device)
         if "single" in parts or "multi" in parts:
-            engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity,
-                                 max_step_tokens=max(256, args.ahead * (model.config.frame_num_tokens + 1)))
-            step = model.config.frame_num_tokens + 1
-            engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, args.ahead * step, args.ahead)],
-                                 capacity)
-            session = engine.open(config, scheduled(every))
+            engine, session = solo_session(config, every)
         if "single" in parts:
-            run_frames(session, frames_ahead, 40, fps, device)  # warm-up: CUDA graph captures
-            session.reset()
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            report(f"single/{scenario}", run_frames(session, frames_ahead, args.frames, fps, device)[0])
+            report(f"single/{scenario}", timed_frames(session))
             solo_events[scenario] = list(session.events)
             if "unfused" in parts and device.type == "cuda":
                 report(f"single/{scenario}/vs_unfused", {

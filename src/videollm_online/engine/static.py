@@ -57,6 +57,11 @@ def _bucket(value: int, buckets: list[int]) -> int:
     raise ValueError(f"{value} is larger than the largest bucket {buckets[-1]}")
 
 
+def _packed_size(batch: int, steps: int, reads: int) -> int:
+    """Length of a step's packed integer inputs (`StaticKV._unpack`): ids, is_frame, positions, read_index."""
+    return 3 * batch * steps + batch * reads
+
+
 def _merged_weight(linear: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A linear layer's weight with its active LoRA adapters folded in, and its bias."""
     base = getattr(linear, "base_layer", linear)
@@ -280,7 +285,7 @@ class StaticKV:
         them where they are written. Frame rows that a step does not set keep stale values, which `is_frame` masks."""
         if key not in self._inputs:
             batch, steps, reads, _ = key
-            self._inputs[key] = (torch.zeros(3 * batch * steps + batch * reads, dtype=torch.long, device=self.device),
+            self._inputs[key] = (torch.zeros(_packed_size(batch, steps, reads), dtype=torch.long, device=self.device),
                                  torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device))
         return self._inputs[key]
 
@@ -312,7 +317,7 @@ class StaticKV:
 
     def _host_ints(self, batch: int, steps: int, reads: int) -> torch.Tensor:
         """A zeroed host buffer for a step's packed ints (pinned on CUDA, so its copy is asynchronous)."""
-        return torch.zeros(3 * batch * steps + batch * reads, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        return torch.zeros(_packed_size(batch, steps, reads), dtype=torch.long, pin_memory=self.device.type == "cuda")
 
     @torch.inference_mode()
     def warmup(self, shapes: list[tuple[int, int, int]], max_tokens: int | None = None) -> int:
