@@ -20,9 +20,10 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() and os.environ["TRITON
 pytestmark = pytest.mark.skipif(not fused_available(DEVICE), reason="Triton cannot run here")
 
 
-def ops_pair(hidden_act: str = "silu", rows: int = 1):
+def ops_pair(hidden_act: str = "silu", rows: int = 1, attention_programs: int | None = None):
     act = torch.nn.SiLU() if hidden_act == "silu" else torch.nn.GELU()
-    return TorchOps(1e-5, act), FusedOps(1e-5, act, hidden_act, rows_per_program=rows)
+    return TorchOps(1e-5, act), FusedOps(1e-5, act, hidden_act, rows_per_program=rows,
+                                         attention_programs=attention_programs)
 
 
 def randn(*shape, dtype=torch.float32, seed=0):
@@ -125,3 +126,28 @@ def test_fused_batch_of_sessions_equals_unfused():
         outcomes.append(([as_turns(s.events, template) for s in sessions], as_turns(ahead_events, template)))
     assert outcomes[1] == outcomes[0]
     assert any(turns for turns in outcomes[0][0])
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("head_dim,span", [(8, 100), (32, 200)])  # padded to tl.dot's 16; several key chunks
+def test_decode_attention_splits_the_keys_and_combines_them(dtype, tolerance, head_dim, span):
+    plain, fused = ops_pair(attention_programs=8)  # 2 chunks of the keys for each (session, kv head)
+    batch, kv_heads, group, steps, slots = 2, 2, 2, 3, 3
+    # Session 1 sees only its first keys: its later chunks see nothing and must weigh nothing in the combine.
+    positions = torch.tensor([[span - 3, span - 2, span - 1], [0, 1, 2]], device=DEVICE)
+    q = randn(batch, kv_heads, group * steps, head_dim, dtype=dtype)
+    k_cache = randn(slots, kv_heads, span + 40, head_dim, dtype=dtype, seed=1)
+    v_cache = randn(slots, kv_heads, span + 40, head_dim, dtype=dtype, seed=2)
+    keys, values = k_cache[:batch, :, :span], v_cache[:batch, :, :span]  # views into the cache, as the engine has
+    visible = torch.arange(span, device=DEVICE)[None, None, :] <= positions[:, :, None]
+    hidden = ~visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
+    # The truth in float32: in bf16 the torch ops round the scores to bf16, the kernel keeps them in float32.
+    expected = plain.decode_attention(q.float(), keys.float(), values.float(), hidden, positions)
+    got = fused.decode_attention(q, keys, values, None, positions)
+    assert got.shape == expected.shape == q.shape and got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
+    if dtype == torch.bfloat16:  # no worse than the torch ops in the same dtype
+        plain_error = (plain.decode_attention(q, keys, values, hidden, positions).float() - expected).abs().max()
+        assert (got.float() - expected).abs().max() <= plain_error * 1.1
+    # the query of step 0 in session 1 sees key 0 alone: its output is that key's value
+    torch.testing.assert_close(got[1, :, 0].float(), values[1, :, 0].float(), atol=tolerance, rtol=0)

@@ -5,8 +5,11 @@ layer does (norms, residual adds, RoPE, cache writes, the attention softmax, the
 tiny kernels whose launch and latency cost about a quarter of the step (`benchmarks/results/profile_step_h100.txt`).
 `FusedOps` does each group in one kernel: residual add + RMSNorm; RoPE on q and k + the q layout for grouped
 attention + the q scale + both cache writes; the masked softmax, with the causal mask read from the positions
-instead of a mask tensor; SiLU(gate) * up. `TorchOps` is the same interface over plain PyTorch ops (CPU, or no
-Triton). Both compute in float32 where the torch path's kernels do, so they agree to rounding.
+instead of a mask tensor; SiLU(gate) * up. The attention of a frame step (`decode_attention`: few queries, a long
+cache) is split over the keys: one program per (session, kv head) and chunk reads its keys and values once, keeps
+the scores in registers, and a second small kernel combines the chunks' partial softmaxes. `TorchOps` is the same
+interface over plain PyTorch ops (CPU, or no Triton). Both compute in float32 where the torch path's kernels do, so
+they agree to rounding.
 
 The kernels run compiled on CUDA and, with `TRITON_INTERPRET=1` set before the first kernel is built, on CPU
 tensors through Triton's interpreter: that is how the CPU test suite checks them against `TorchOps`.
@@ -92,6 +95,15 @@ class TorchOps:
         float32."""
         scores.masked_fill_(hidden, float("-inf"))
         return scores.softmax(dim=-1)
+
+    def decode_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, hidden: torch.Tensor | None,
+                         positions: torch.Tensor) -> torch.Tensor:
+        """Attention of few queries over a long cache: q (B, KVH, G * T, D), scaled; keys and values (B, KVH, S, D),
+        the filled part of the cache; key s visible to the query of step t when s <= positions[b, t] (`hidden`, as
+        in `masked_softmax_`). Two matmuls and the masked softmax, which cuBLAS spreads over the whole key length;
+        the scores stay in the model's dtype. Returns (B, KVH, G * T, D)."""
+        scores = torch.matmul(q, keys.transpose(-1, -2))  # (B, KVH, G * T, S)
+        return torch.matmul(self.masked_softmax_(scores, hidden, positions), values)
 
     def act_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """act(gate) * up for the fused (..., 2 I) projection."""
@@ -205,8 +217,81 @@ def _kernels():
         up = tl.load(gate_up_ptr + row * 2 * inter + inter + col, mask=inside, other=0.0).to(tl.float32)
         tl.store(out_ptr + index, (gate * tl.sigmoid(gate) * up).to(out_ptr.dtype.element_ty), mask=inside)
 
+    @triton.jit
+    def attention_split(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, stats_ptr, kv_heads, steps, rows, span, chunk,
+                        slot_stride, head_stride, n_splits, head_dim, ROWS: tl.constexpr, DIM: tl.constexpr,
+                        BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+        # One program: the G * T query rows of one (b, kv head) over one chunk of the keys, an online softmax; it
+        # writes its unnormalised output and each row's (max, sum of exps) for `attention_combine`.
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // kv_heads
+        m = tl.arange(0, ROWS)
+        d = tl.arange(0, DIM)
+        row_ok = m < rows
+        last = tl.load(pos_ptr + b * steps + m % steps, mask=row_ok, other=-1)  # the last key each query sees
+        q = tl.load(q_ptr + (bh * rows + m[:, None]).to(tl.int64) * head_dim + d[None, :],
+                    mask=row_ok[:, None] & (d[None, :] < head_dim), other=0.0)
+        kv = b.to(tl.int64) * slot_stride + (bh % kv_heads).to(tl.int64) * head_stride
+        top = tl.full([ROWS], float("-inf"), tl.float32)
+        total = tl.zeros([ROWS], tl.float32)
+        acc = tl.zeros([ROWS, DIM], tl.float32)
+        start = split * chunk
+        for offset in range(0, chunk, BLOCK_N):
+            n = start + offset + tl.arange(0, BLOCK_N)
+            inside = (n[:, None] < span) & (d[None, :] < head_dim)
+            at = kv + n[:, None].to(tl.int64) * head_dim + d[None, :]
+            k = tl.load(k_ptr + at, mask=inside, other=0.0)
+            if UPCAST:  # the interpreter's tl.dot gets 16-bit inputs wrong: it multiplies in float32 instead
+                q, k = q.to(tl.float32), k.to(tl.float32)
+            if IEEE:  # float32 models: full-precision products, as torch's matmul (TF32 off by default)
+                s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (ROWS, BLOCK_N), float32
+            else:
+                s = tl.dot(q, tl.trans(k))
+            s = tl.where(n[None, :] <= last[:, None], s, float("-inf"))
+            new_top = tl.maximum(top, tl.max(s, axis=1))
+            base = tl.where(new_top > float("-inf"), new_top, 0.0)  # rows that see nothing yet stay at zero
+            p = tl.exp(s - base[:, None])
+            scale = tl.exp(top - base)
+            total = total * scale + tl.sum(p, axis=1)
+            v = tl.load(v_ptr + at, mask=inside, other=0.0)
+            p = p.to(v.dtype)  # the probabilities in the model's dtype, as the torch ops' softmax leaves them
+            if UPCAST:
+                p, v = p.to(tl.float32), v.to(tl.float32)
+            if IEEE:
+                acc = acc * scale[:, None] + tl.dot(p, v, input_precision="ieee")
+            else:
+                acc = acc * scale[:, None] + tl.dot(p, v)
+            top = new_top
+        part = bh * n_splits + split  # partials (B * KVH, splits, rows, D) and stats (B * KVH, splits, rows, 2)
+        tl.store(part_ptr + ((part * rows + m[:, None]).to(tl.int64) * head_dim + d[None, :]), acc,
+                 mask=row_ok[:, None] & (d[None, :] < head_dim))
+        tl.store(stats_ptr + (part * rows + m) * 2, top, mask=row_ok)
+        tl.store(stats_ptr + (part * rows + m) * 2 + 1, total, mask=row_ok)
+
+    @triton.jit
+    def attention_combine(part_ptr, stats_ptr, out_ptr, rows, n_splits, head_dim, SPLITS: tl.constexpr,
+                          DIM: tl.constexpr):
+        # One program per query row of a (b, kv head): the splits' partial outputs, weighed by their maxima.
+        row = tl.program_id(0)  # (b * KVH + h) * rows + m
+        bh = row // rows
+        m = row % rows
+        split = tl.arange(0, SPLITS)
+        d = tl.arange(0, DIM)
+        ok = split < n_splits
+        at = (bh * n_splits + split) * rows + m
+        top = tl.load(stats_ptr + at * 2, mask=ok, other=float("-inf"))
+        total = tl.load(stats_ptr + at * 2 + 1, mask=ok, other=0.0)
+        peak = tl.max(top, axis=0)
+        weight = tl.where(top > float("-inf"), tl.exp(top - tl.where(peak > float("-inf"), peak, 0.0)), 0.0)
+        norm = tl.sum(total * weight, axis=0)
+        acc = tl.load(part_ptr + at[:, None].to(tl.int64) * head_dim + d[None, :],
+                      mask=ok[:, None] & (d[None, :] < head_dim), other=0.0)
+        out = tl.sum(acc * weight[:, None], axis=0) / tl.where(norm > 0, norm, 1.0)
+        tl.store(out_ptr + row.to(tl.int64) * head_dim + d, out.to(out_ptr.dtype.element_ty), mask=d < head_dim)
+
     return {"add_rms_norm": add_rms_norm, "rope_and_cache": rope_and_cache, "masked_softmax": masked_softmax,
-            "silu_mul": silu_mul}
+            "silu_mul": silu_mul, "attention_split": attention_split, "attention_combine": attention_combine}
 
 
 class FusedOps(TorchOps):
@@ -214,11 +299,14 @@ class FusedOps(TorchOps):
 
     fused = True
 
-    def __init__(self, eps: float, act, hidden_act: str, rows_per_program: int | None = None):
+    def __init__(self, eps: float, act, hidden_act: str, rows_per_program: int | None = None,
+                 attention_programs: int | None = None):
         super().__init__(eps, act)
         self.silu = hidden_act == "silu"
         self.rows = rows_per_program or (16 if interpreting() else 1)
         self.k = _kernels()
+        self.attention_programs = attention_programs
+        self._programs: dict[torch.device, int] = {}
 
     def add_rms_norm(self, x, delta, weight):
         if not x.is_contiguous() or (delta is not None and not delta.is_contiguous()):
@@ -262,6 +350,42 @@ class FusedOps(TorchOps):
             scores, positions.contiguous(), n_rows, positions.shape[1], kv_heads * rows, span, ROWS=self.rows,
             BLOCK=block, num_warps=min(16, max(4, self.rows * block // 512)))
         return scores
+
+    def decode_attention(self, q, keys, values, hidden, positions):
+        """Split-key attention (flash decoding): programs over (b, kv head) x chunks of the keys, each reading its
+        keys and values once with no scores written, then one small kernel combines the chunks."""
+        batch, kv_heads, rows, head_dim = q.shape
+        span = keys.shape[2]
+        if not (q.is_contiguous() and keys.stride(-1) == 1 and values.stride() == keys.stride()
+                and keys.stride(2) == head_dim):
+            return super().decode_attention(q, keys, values, hidden, positions)
+        block = 64  # keys per inner step
+        # Enough chunks to fill the GPU (a program per multiprocessor or so), each a whole number of blocks.
+        splits = max(1, min(cdiv(span, block), cdiv(self.programs(q.device), batch * kv_heads)))
+        chunk = cdiv(cdiv(span, splits), block) * block
+        splits = cdiv(span, chunk)
+        part = torch.empty(batch * kv_heads, splits, rows, head_dim, dtype=torch.float32, device=q.device)
+        stats = torch.empty(batch * kv_heads, splits, rows, 2, dtype=torch.float32, device=q.device)
+        dim = max(16, _pow2(head_dim))  # tl.dot needs 16 or more on each side: padded lanes load zeros
+        self.k["attention_split"][(batch * kv_heads, splits)](
+            q, keys, values, positions.contiguous(), part, stats, kv_heads, positions.shape[1], rows, span, chunk,
+            keys.stride(0), keys.stride(1), splits, head_dim, ROWS=max(16, _pow2(rows)), DIM=dim, BLOCK_N=block,
+            UPCAST=interpreting(), IEEE=q.dtype == torch.float32, num_warps=4)
+        out = torch.empty_like(q)
+        self.k["attention_combine"][(batch * kv_heads * rows,)](
+            part, stats, out, rows, splits, head_dim, SPLITS=_pow2(splits), DIM=dim, num_warps=1)
+        return out
+
+    def programs(self, device: torch.device) -> int:
+        """How many attention programs to aim for (`attention_programs` if given): the multiprocessor count on a GPU,
+        two under the interpreter, which runs programs one after another."""
+        if self.attention_programs:
+            return self.attention_programs
+        if device.type != "cuda":
+            return 2
+        if device not in self._programs:
+            self._programs[device] = torch.cuda.get_device_properties(device).multi_processor_count
+        return self._programs[device]
 
     def act_mul(self, gate_up):
         if not self.silu or not gate_up.is_contiguous():

@@ -244,13 +244,13 @@ class StaticKV:
         ops = self.ops
         group, q_size = self.num_heads // self.num_kv_heads, self.num_heads * self.head_dim
         x = self._embed_inputs(ids, frames, is_frame)
-        # Few queries over a long cache (a frame of one stream): two matmuls and a softmax, which cuBLAS spreads over
-        # the whole key length (fused attention kernels parallelise over queries and leave most of the GPU idle
-        # here); the scores stay in the model's dtype and the softmax accumulates in float32. Many queries (a batch,
-        # several frames): the fused attention kernel parallelises well and stores no scores.
+        # Few queries over a long cache (a frame of one stream): attention split over the key length
+        # (`ops.decode_attention`: split-key kernels, or two matmuls and a softmax that cuBLAS spreads over the keys),
+        # as fused attention kernels parallelise over queries and leave most of the GPU idle here. Many queries (a
+        # batch, several frames): the fused attention kernel parallelises well and stores no scores.
         few_queries = batch * group * steps <= 64
         visible = hidden = None
-        if not (few_queries and ops.fused):  # the fused softmax reads the causal mask off the positions
+        if not (few_queries and ops.fused):  # the fused attention reads the causal mask off the positions
             # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
             visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
             visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps,
@@ -266,8 +266,7 @@ class StaticKV:
             # q: (B, KVH, G * T, D), scaled; this step's k and v are in the cache
             keys, values = self.k_cache[index, :batch, :, :span], self.v_cache[index, :batch, :, :span]
             if few_queries:
-                scores = torch.matmul(q, keys.transpose(-1, -2))  # (B, KVH, G * T, S)
-                attended = torch.matmul(ops.masked_softmax_(scores, hidden, positions), values)
+                attended = ops.decode_attention(q, keys, values, hidden, positions)
             else:
                 attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=1.0)
             attended = attended.view(batch, self.num_kv_heads, group, steps, self.head_dim).permute(0, 3, 1, 2, 4)
