@@ -13,14 +13,14 @@
 #   HELDOUT_VIDEOS  held-out videos (world seed 2: evaluation, vision accuracy; never trained on)  [50]
 #   VISION_OUT      vision stage output: final/ (checkpoint), vision_log.jsonl (throughput, loss, per-head
 #                   held-out accuracy, JSON lines), vision_metrics.json      [$OUT/vision]
-#   VISION_MINUTES  vision stage wall-clock budget                           [6]
+#   VISION_MINUTES  vision stage wall-clock budget, counted from its first batch   [6]
 #   VISION_BATCH    frames per vision step                                   [256]
 #   VISION_LR       vision stage learning rate                               [1e-3]
 #   VISION_EVAL_EVERY  vision steps between held-out accuracy reports        [1000]
 #   VISION_WORLD    the vision stage reads the recorded frames of this world (fast: nothing drawn in the loop);
 #                   empty: it renders random episodes on the fly (how the bundled v1 was made)   [$WORK/train]
 #   MODEL           the LM stage's start: a checkpoint or a preset           [$VISION_OUT/final]
-#   MINUTES         LM stage wall-clock budget                               [10]
+#   MINUTES         LM stage wall-clock budget, counted from its first step  [10]
 #   BATCH           conversations per LM step                                [16]
 #   LM_VISION_LR    encoder learning rate in the LM stage (gentle: keeps what the vision stage taught)  [1e-4]
 #   FREEZE_VISION   1: the LM stage leaves the encoder as the vision stage made it   [0]

@@ -630,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "LM-Correctness) at each evaluation, besides the loss (default: 64; 0: loss only)")
     train.add_argument("--seed", type=int)
     train.add_argument("--dataloader-workers", type=int)
-    train.add_argument("--max-time-minutes", type=float, help="stop (and save) after this many minutes")
+    train.add_argument("--max-time-minutes", type=float,
+                       help="stop (and save) after this many minutes, counted from the first step")
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
@@ -648,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--video-fps", type=int, help="the world's video frame rate (synth-world --video-fps; 2)")
     vision.add_argument("--time-grid", type=float, help="the world's event time grid (synth-world --time-grid; 0.5)")
     vision.add_argument("--max-steps", type=int, help="optimiser steps (default: until --max-time-minutes)")
-    vision.add_argument("--max-time-minutes", type=float, help="wall-clock budget; the learning rate decays over it")
+    vision.add_argument("--max-time-minutes", type=float,
+                        help="wall-clock budget, counted from the first batch; the learning rate decays over it")
     vision.add_argument("--batch-size", type=int, help="frames per step (default: 256)")
     vision.add_argument("--learning-rate", type=float, help="default: 1e-3")
     vision.add_argument("--weight-decay", type=float, help="default: 0.05")

@@ -169,3 +169,25 @@ def test_evaluation_during_training_reports_the_streaming_metrics(world, tmp_pat
     for name in ("lm_ppl", "time_diff", "fluency", "lm_correctness"):
         assert evals[-1][f"eval_{name}"] == pytest.approx(expected[name], rel=1e-3, abs=1e-3), name
     assert main(train_args(world, tmp_path / "bad", "--stream-eval-samples", "-1")) == 2
+
+
+def test_time_budget_counts_from_the_first_step(monkeypatch):
+    """Worker start-up before the first batch is not training time: the rate and the stop count from `begin`."""
+    from videollm_online.train import trainer
+
+    clock = [1000.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
+    budget = trainer.TimeBudget(seconds=100, warmup=0.1, max_steps=0)
+    clock[0] += 60  # a minute of workers starting: no decay, not spent
+    assert budget.factor(0) == 0.0 and not budget.spent()
+    budget.begin()
+    clock[0] += 10  # 10 % of the budget: the end of the warmup, the peak rate
+    assert budget.factor(1) == pytest.approx(1.0)
+    budget.begin()  # later steps do not restart the clock
+    clock[0] += 45  # 55 % in: half-way down the cosine after the warmup
+    assert budget.factor(2) == pytest.approx(0.5)
+    assert not budget.spent()
+    clock[0] += 46
+    assert budget.spent() and budget.factor(3) == 0.0
+    budget.on_train_begin(None, None, None)  # a resumed run starts its own clock at its first step
+    assert not budget.spent()

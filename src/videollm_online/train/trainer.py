@@ -317,14 +317,27 @@ def training_arguments(warmup: float, **kwargs) -> TrainingArguments:
 class TimeBudget(TrainerCallback):
     """Warmup then cosine decay over whichever runs out first, the steps or the wall-clock budget; stops (with a
     save) when the budget is spent. The rate follows max(step fraction, time fraction), so a run cut by time still
-    ends with a decayed rate. `LiveTrainer.create_scheduler` turns `factor` into the learning-rate scheduler."""
+    ends with a decayed rate. `LiveTrainer.create_scheduler` turns `factor` into the learning-rate scheduler.
+
+    The clock starts with the first step (`begin`), once the first batch is there: data workers starting and the
+    first reads of a large world can take a minute, which would otherwise pass at the peak rate, or its warmup,
+    with no step taken (a 2-minute vision stage once spent 87 s of its budget on its first 100 steps)."""
 
     def __init__(self, seconds: float, warmup: float, max_steps: int):
         self.seconds, self.warmup, self.max_steps = seconds, warmup, max_steps
         self.started = time.monotonic()
+        self.begun = False
+
+    def begin(self) -> None:
+        """Start the clock, once: the first step's batch has arrived."""
+        if not self.begun:
+            self.started, self.begun = time.monotonic(), True
+
+    def spent(self) -> bool:
+        return self.begun and time.monotonic() - self.started > self.seconds
 
     def factor(self, step: int) -> float:
-        by_time = (time.monotonic() - self.started) / self.seconds
+        by_time = (time.monotonic() - self.started) / self.seconds if self.begun else 0.0
         by_steps = step / self.max_steps if self.max_steps > 0 else 0.0
         p = min(1.0, max(by_time, by_steps))
         if p < self.warmup:
@@ -332,10 +345,13 @@ class TimeBudget(TrainerCallback):
         return 0.5 * (1 + math.cos(math.pi * (p - self.warmup) / (1 - self.warmup)))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.monotonic()
+        self.begun = False  # a resumed run counts its budget anew, from its first step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.begin()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.started > self.seconds:
+        if self.spent():
             control.should_training_stop = True
             control.should_save = True
         return control

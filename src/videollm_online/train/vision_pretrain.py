@@ -622,6 +622,7 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
     fetch = loop_started = time.monotonic()
     for batch in train_loader:
         waited += time.monotonic() - fetch
+        budget.begin()  # the budget counts from the first batch, not from the workers' start-up
         pixels = preprocess_frames(batch["pixels"].to(device, non_blocking=True), live_config, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             loss, parts = pretrain_loss(model, pixels, batch["cells"].to(device, non_blocking=True),
@@ -648,7 +649,7 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
             losses, window = [], (now, frames_seen, waited)
         if step % config.eval_every == 0:
             accuracy = report(step)
-        done = 0 < config.max_steps <= step or time.monotonic() - started > seconds
+        done = 0 < config.max_steps <= step or budget.spent()
         if done:
             break
         fetch = time.monotonic()
