@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from videollm_online.engine.kernels import FusedOps, TorchOps
+from videollm_online.engine.kernels import FusedOps, TorchOps, visible_keys
 
 LAYERS, KV_HEADS, GROUP, STEPS, HEAD_DIM = 32, 8, 4, 11, 128
 
@@ -68,8 +68,7 @@ def main() -> int:
     results = []
     for span in spans:
         positions = (span - STEPS + torch.arange(STEPS, device=device))[None]  # the step's tokens end the cache
-        visible = torch.arange(span, device=device)[None, None, :] <= positions[:, :, None]
-        hidden = ~visible[:, None, None].expand(1, 1, GROUP, STEPS, span).reshape(1, 1, GROUP * STEPS, span)
+        hidden = ~visible_keys(positions, GROUP, span)
         layers = [(k_cache[i, :, :, :span], v_cache[i, :, :, :span]) for i in range(LAYERS)]
         truth = plain.decode_attention(q.float(), layers[0][0].float(), layers[0][1].float(), hidden, positions)
         row = {"span": span, "bytes_read_mb": round(2 * LAYERS * KV_HEADS * span * HEAD_DIM * 2 / 1e6, 1)}

@@ -13,7 +13,7 @@ from test_fast import as_turns, run, scenario  # noqa: E402
 from tiny_models import make_decisive, tiny_model  # noqa: E402
 from videollm_online.engine import EngineConfig, StreamSession, reference_stream  # noqa: E402
 from videollm_online.engine.batch import BatchEngine  # noqa: E402
-from videollm_online.engine.kernels import FusedOps, TorchOps, fused_available  # noqa: E402
+from videollm_online.engine.kernels import FusedOps, TorchOps, fused_available, visible_keys  # noqa: E402
 from videollm_online.engine.static import SlotBackend, StaticKV  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and os.environ["TRITON_INTERPRET"] != "1" else "cpu")
@@ -73,8 +73,7 @@ def test_masked_softmax_reads_the_mask_off_the_positions(dtype, tolerance, span,
     batch, kv_heads, group, steps = 2, 2, 2, 3
     positions = torch.tensor([[1030, 1031, 1032], [0, 1, 2]], device=DEVICE)
     scores = randn(batch, kv_heads, group * steps, span, dtype=dtype) * 4
-    visible = torch.arange(span, device=DEVICE)[None, None, :] <= positions[:, :, None]
-    hidden = ~visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
+    hidden = ~visible_keys(positions, group, span)
     expected = plain.masked_softmax_(scores.clone(), hidden, positions)
     got = fused.masked_softmax_(scores.clone(), None, positions)
     torch.testing.assert_close(got.float(), expected.float(), atol=tolerance, rtol=0)
@@ -139,8 +138,7 @@ def test_decode_attention_splits_the_keys_and_combines_them(dtype, tolerance, he
     k_cache = randn(slots, kv_heads, span + 40, head_dim, dtype=dtype, seed=1)
     v_cache = randn(slots, kv_heads, span + 40, head_dim, dtype=dtype, seed=2)
     keys, values = k_cache[:batch, :, :span], v_cache[:batch, :, :span]  # views into the cache, as the engine has
-    visible = torch.arange(span, device=DEVICE)[None, None, :] <= positions[:, :, None]
-    hidden = ~visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
+    hidden = ~visible_keys(positions, group, span)
     # The truth in float32: in bf16 the torch ops round the scores to bf16, the kernel keeps them in float32.
     expected = plain.decode_attention(q.float(), keys.float(), values.float(), hidden, positions)
     got = fused.decode_attention(q, keys, values, None, positions)

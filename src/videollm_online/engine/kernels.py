@@ -111,6 +111,19 @@ class TorchOps:
         return self.act(gate) * up
 
 
+def visible_keys(positions: torch.Tensor, group: int, span: int) -> torch.Tensor:
+    """The causal mask of a step in the grouped query layout: (B, 1, G * T, S), True where key s is visible to the
+    query of step t (s <= positions[b, t]; the cache holds the step's own tokens by then)."""
+    batch, steps = positions.shape
+    visible = torch.arange(span, device=positions.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+    return visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps, span)
+
+
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -306,7 +319,6 @@ class FusedOps(TorchOps):
         self.rows = rows_per_program or (16 if interpreting() else 1)
         self.k = _kernels()
         self.attention_programs = attention_programs
-        self._programs: dict[torch.device, int] = {}
 
     def add_rms_norm(self, x, delta, weight):
         if not x.is_contiguous() or (delta is not None and not delta.is_contiguous()):
@@ -381,11 +393,7 @@ class FusedOps(TorchOps):
         two under the interpreter, which runs programs one after another."""
         if self.attention_programs:
             return self.attention_programs
-        if device.type != "cuda":
-            return 2
-        if device not in self._programs:
-            self._programs[device] = torch.cuda.get_device_properties(device).multi_processor_count
-        return self._programs[device]
+        return _multiprocessors(device) if device.type == "cuda" else 2
 
     def act_mul(self, gate_up):
         if not self.silu or not gate_up.is_contiguous():

@@ -251,10 +251,7 @@ class StaticKV:
         few_queries = batch * group * steps <= 64
         visible = hidden = None
         if not (few_queries and ops.fused):  # the fused attention reads the causal mask off the positions
-            # Query (b, t) sees cache positions <= its own: the cache holds this step's tokens by then.
-            visible = torch.arange(span, device=ids.device)[None, None, :] <= positions[:, :, None]  # (B, T, S)
-            visible = visible[:, None, None].expand(batch, 1, group, steps, span).reshape(batch, 1, group * steps,
-                                                                                          span)
+            visible = kernels.visible_keys(positions, group, span)
             hidden = ~visible
         rope = ops.rope_tables(self.cos_table, self.sin_table, positions)  # once for all layers
         delta = None  # the last sublayer's output, added to the residual stream by the next norm

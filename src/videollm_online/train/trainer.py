@@ -325,19 +325,21 @@ class TimeBudget(TrainerCallback):
 
     def __init__(self, seconds: float, warmup: float, max_steps: int):
         self.seconds, self.warmup, self.max_steps = seconds, warmup, max_steps
-        self.started = time.monotonic()
-        self.begun = False
+        self.started: float | None = None  # set by the first step
 
     def begin(self) -> None:
         """Start the clock, once: the first step's batch has arrived."""
-        if not self.begun:
-            self.started, self.begun = time.monotonic(), True
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
 
     def spent(self) -> bool:
-        return self.begun and time.monotonic() - self.started > self.seconds
+        return self.elapsed() > self.seconds
 
     def factor(self, step: int) -> float:
-        by_time = (time.monotonic() - self.started) / self.seconds if self.begun else 0.0
+        by_time = self.elapsed() / self.seconds
         by_steps = step / self.max_steps if self.max_steps > 0 else 0.0
         p = min(1.0, max(by_time, by_steps))
         if p < self.warmup:
@@ -345,7 +347,7 @@ class TimeBudget(TrainerCallback):
         return 0.5 * (1 + math.cos(math.pi * (p - self.warmup) / (1 - self.warmup)))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.begun = False  # a resumed run counts its budget anew, from its first step
+        self.started = None  # a resumed run counts its budget anew, from its first step
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.begin()

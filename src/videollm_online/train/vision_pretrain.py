@@ -615,7 +615,6 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         return accuracy
 
     started = time.monotonic()
-    budget.started = started
     first = accuracy = report(0)
     step, frames_seen, waited, window = 0, 0, 0.0, (time.monotonic(), 0, 0.0)
     losses: list[float] = []
