@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
 # Reproduce the demo model: synthetic world -> frames -> vision pretraining -> LM training -> checkpoint.
 #   bash scripts/train_demo_model.sh [all|data|vision|train]
-# On one H100 (nvidia-h100-x1, 16 cores): data ~7 min, vision 6 min, train 10 min (the bundled v1: README).
+# The defaults are the bundled v2's (README: then a 2-minute continued `train` stage). On one H200 (16 cores):
+# data 4 min, vision 4.5 min (+1.5 min starting its data workers), train 8.4 min.
 #
 # Environment (defaults in brackets):
 #   WORK            world, frames and held-out data                         [outputs/demo-work]
 #   OUT             the LM stage's run; final model in $OUT/final            [outputs/demo-model-run]
-#   PRESET          model shape: frame size for `data preprocess`, and the vision stage's start   [demo-192]
+#   PRESET          model shape: frame size for `data preprocess`, and the vision stage's start   [demo-resnet]
 #   WORKERS         processes for rendering / preprocessing                  [nproc]
-#   TRAIN_VIDEOS    training videos                                          [2500]
+#   TRAIN_VIDEOS    training videos                                          [1800]
 #   TRAIN_SEED      world seed of the training videos (a new seed gives new videos, e.g. to continue training)  [1]
 #   HELDOUT_VIDEOS  held-out videos (world seed 2: evaluation, vision accuracy; never trained on)  [50]
 #   VISION_OUT      vision stage output: final/ (checkpoint), vision_log.jsonl (throughput, loss, per-head
 #                   held-out accuracy, JSON lines), vision_metrics.json      [$OUT/vision]
-#   VISION_MINUTES  vision stage wall-clock budget, counted from its first batch   [6]
+#   VISION_MINUTES  vision stage wall-clock budget, counted from its first batch   [4.5]
 #   VISION_BATCH    frames per vision step                                   [256]
 #   VISION_LR       vision stage learning rate                               [1e-3]
 #   VISION_EVAL_EVERY  vision steps between held-out accuracy reports        [1000]
 #   VISION_WORLD    the vision stage reads the recorded frames of this world (fast: nothing drawn in the loop);
 #                   empty: it renders random episodes on the fly (how the bundled v1 was made)   [$WORK/train]
 #   MODEL           the LM stage's start: a checkpoint or a preset           [$VISION_OUT/final]
-#   MINUTES         LM stage wall-clock budget, counted from its first step  [10]
+#   MINUTES         LM stage wall-clock budget, counted from its first step  [8.4]
 #   BATCH           conversations per LM step                                [16]
 #   LM_VISION_LR    encoder learning rate in the LM stage (gentle: keeps what the vision stage taught)  [1e-4]
 #   FREEZE_VISION   1: the LM stage leaves the encoder as the vision stage made it   [0]
@@ -32,19 +33,19 @@ set -euo pipefail
 STAGE=${1:-all}
 WORK=${WORK:-outputs/demo-work}
 OUT=${OUT:-outputs/demo-model-run}
-PRESET=${PRESET:-demo-192}
+PRESET=${PRESET:-demo-resnet}
 WORKERS=${WORKERS:-$(nproc)}
-TRAIN_VIDEOS=${TRAIN_VIDEOS:-2500}
+TRAIN_VIDEOS=${TRAIN_VIDEOS:-1800}
 TRAIN_SEED=${TRAIN_SEED:-1}
 HELDOUT_VIDEOS=${HELDOUT_VIDEOS:-50}
 VISION_OUT=${VISION_OUT:-$OUT/vision}
-VISION_MINUTES=${VISION_MINUTES:-6}
+VISION_MINUTES=${VISION_MINUTES:-4.5}
 VISION_BATCH=${VISION_BATCH:-256}
 VISION_LR=${VISION_LR:-1e-3}
 VISION_EVAL_EVERY=${VISION_EVAL_EVERY:-1000}
 VISION_WORLD=${VISION_WORLD-$WORK/train}
 MODEL=${MODEL:-$VISION_OUT/final}
-MINUTES=${MINUTES:-10}
+MINUTES=${MINUTES:-8.4}
 BATCH=${BATCH:-16}
 LM_VISION_LR=${LM_VISION_LR:-1e-4}
 FREEZE_VISION=${FREEZE_VISION:-0}

@@ -631,7 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--dataloader-workers", type=int)
     train.add_argument("--max-time-minutes", type=float,
-                       help="stop (and save) after this many minutes, counted from the first step")
+                       help="stop (and save) after this many minutes, counted from the first step; the "
+                            "learning rate decays over them. With --resume, the minutes already trained count")
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
@@ -644,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the checkpoint goes to OUTPUT_DIR/final, the log (vision_log.jsonl) and the metrics "
                              "(vision_metrics.json) beside it")
     vision.add_argument("--model", help="preset (fresh encoder) or checkpoint whose encoder to train (default: "
-                                        "demo-192)")
+                                        "demo-resnet)")
     vision.add_argument("--video-size", type=int, help="the world's video size in pixels (synth-world --size; 256)")
     vision.add_argument("--video-fps", type=int, help="the world's video frame rate (synth-world --video-fps; 2)")
     vision.add_argument("--time-grid", type=float, help="the world's event time grid (synth-world --time-grid; 0.5)")

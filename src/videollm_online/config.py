@@ -186,7 +186,7 @@ PRESETS: dict[str, LiveConfig] = {
     # The demo shape at 192 px: a 12 x 12 patch grid that pools 4 x 4 patches per place cell, and a small object of a
     # 256 px world video is ~19 px across (a patch) instead of ~10 px at 96 px (a fraction of one). The encoder's
     # share of a CPU frame step goes from ~2 % to ~7 % (benchmarks/vision_cost_cpu.py: 144 tokens instead of 36; the
-    # LLM dominates). The bundled demo model (v1, vision-pretrained with `train-vision`) has this shape.
+    # LLM dominates). The previous bundled demo model (v1, vision-pretrained with `train-vision`) has this shape.
     "demo-192": LiveConfig(llm=DEMO_LLM, vision_config={**DEMO_VISION, "image_size": 192}, frame_resolution=192),
     # The demo LLM with a small convolutional tower at 192 px: the 4-layer ViT of `demo-192` learns colours, counts
     # and places quickly but shapes slowly, as ViTs trained from scratch on little data do; 7 x 7 convolutions see a
@@ -196,7 +196,7 @@ PRESETS: dict[str, LiveConfig] = {
     # The demo LLM with a small ResNet (2.8 M parameters) at 192 px: BatchNorm makes it learn the world from scratch
     # much faster than the ViT or the ConvNeXt (LayerNorm). 5 minutes of `train-vision` on one H100: held-out shape
     # 99.5 %, colour-shape pair 99.3 % (benchmarks/results/vision_resnet_h100.json). In the LM stage its batch norms
-    # keep their running statistics (`LiveModel.train`).
+    # keep their running statistics (`LiveModel.train`). The bundled demo model (v2) has this shape.
     "demo-resnet": LiveConfig(llm=DEMO_LLM, vision_config=DEMO_RESNET, frame_resolution=192),
     # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
     "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),

@@ -2,6 +2,7 @@
 torchrun (2 gloo processes) work."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -189,5 +190,49 @@ def test_time_budget_counts_from_the_first_step(monkeypatch):
     assert not budget.spent()
     clock[0] += 46
     assert budget.spent() and budget.factor(3) == 0.0
-    budget.on_train_begin(None, None, None)  # a resumed run starts its own clock at its first step
+    budget.on_train_begin(None, None, None)  # a new run's clock starts at its first step (a resume: spent_before)
     assert not budget.spent()
+
+
+def test_a_resumed_budget_goes_on_down_the_same_curve(monkeypatch, tmp_path, caplog):
+    """The time spent before a checkpoint is saved with it: the resumed run's rate and stop go on from there."""
+    from videollm_online.train import trainer
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
+    first = trainer.TimeBudget(seconds=100, warmup=0.1, max_steps=0)
+    first.begin()
+    clock[0] += 40
+    first.save(tmp_path)
+    rate_at_40 = first.factor(0)
+    assert rate_at_40 == pytest.approx(0.5 * (1 + math.cos(math.pi * (0.4 - 0.1) / 0.9)))
+
+    resumed = trainer.TimeBudget(seconds=100, warmup=0.1, max_steps=0,
+                                 spent_before=trainer.TimeBudget.spent_in(tmp_path))
+    clock[0] += 500  # the kill, the restart and the resumed run's data workers: not budget time
+    resumed.on_train_begin(None, None, None)
+    assert resumed.factor(0) == pytest.approx(rate_at_40)  # no second warmup
+    resumed.begin()
+    clock[0] += 59
+    assert not resumed.spent()
+    clock[0] += 2
+    assert resumed.spent()
+
+    with caplog.at_level("WARNING"):
+        assert trainer.TimeBudget.spent_in(tmp_path / "elsewhere") == 0.0
+    assert "does not say how much of the time budget was spent" in caplog.text
+
+
+def test_a_resumed_run_stops_when_the_recorded_budget_is_spent(world, tmp_path):
+    """Every checkpoint says how much of --max-time-minutes it used; a resume reads it, not a fresh budget."""
+    out = tmp_path / "run"
+    budget = ["--max-time-minutes", "10", "--save-steps", "2", "--learning-rate", "1e-3"]
+    assert main(train_args(world, out, *budget, "--max-steps", "4")) == 0
+    spent = [json.loads((out / f"checkpoint-{n}" / "time_budget.json").read_text())["spent_s"] for n in (2, 4)]
+    assert 0 < spent[0] < spent[1] < 600
+    # As if the run had been killed at step 4 with all of its 10 minutes spent:
+    (out / "checkpoint-4" / "time_budget.json").write_text(json.dumps({"spent_s": 600.0}))
+    assert main([*train_args(world, out, *budget, "--max-steps", "8"), "--resume"]) == 0
+    history = json.loads((out / "log_history.json").read_text())
+    assert max(entry.get("step", 0) for entry in history) == 5  # one step, then the budget stops it (not step 8)
+    assert (out / "final" / "videollm_online.json").exists()

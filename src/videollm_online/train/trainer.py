@@ -26,7 +26,7 @@ from ..checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_chec
 from ..config import PRESETS, LiveConfig
 from ..data.frames import FrameStore
 from ..errors import UserError
-from ..files import read_jsonl
+from ..files import read_jsonl, write_json_atomic
 from .dataset import StreamCollator, StreamDataset
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=list)
     max_time_minutes: float | None = None
     """A wall-clock budget: the learning-rate schedule spans it (or max_steps, whichever ends first) and training
-    stops, saving, when it is spent."""
+    stops, saving, when it is spent. A resumed run goes on with what its checkpoint had left of it."""
     save_dtype: str | None = None
     """Store the final checkpoint's weights in this dtype (e.g. float16 to ship it small)."""
 
@@ -200,6 +200,9 @@ class LiveTrainer(Trainer):
         output_dir.mkdir(parents=True, exist_ok=True)
         save_file(trainable_state(self.model), output_dir / TRAINABLE_FILE)
         self.model.config.save(output_dir)
+        if self.time_budget is not None:
+            # Written before the Trainer's state, which is what marks a checkpoint as complete for a resume.
+            self.time_budget.save(output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = model or self.model
@@ -297,6 +300,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     last = get_last_checkpoint(str(output_dir)) if resume else None
     if resume and last is None:
         logger.warning("no checkpoint in %s to resume from: starting fresh", output_dir)
+    if last is not None and trainer.time_budget is not None:
+        trainer.time_budget.spent_before = TimeBudget.spent_in(last)
     trainer.train(resume_from_checkpoint=last)
     final = output_dir / FINAL_DIR
     if trainer.is_world_process_zero():
@@ -321,10 +326,16 @@ class TimeBudget(TrainerCallback):
 
     The clock starts with the first step (`begin`), once the first batch is there: data workers starting and the
     first reads of a large world can take a minute, which would otherwise pass at the peak rate, or its warmup,
-    with no step taken (a 2-minute vision stage once spent 87 s of its budget on its first 100 steps)."""
+    with no step taken (a 2-minute vision stage once spent 87 s of its budget on its first 100 steps).
 
-    def __init__(self, seconds: float, warmup: float, max_steps: int):
+    Every checkpoint records the time spent (`BUDGET_FILE`), and a resumed run starts from it (`spent_before`): the
+    rate goes on down the same curve, and the run stops when the whole budget is spent, not a new one."""
+
+    BUDGET_FILE = "time_budget.json"
+
+    def __init__(self, seconds: float, warmup: float, max_steps: int, spent_before: float = 0.0):
         self.seconds, self.warmup, self.max_steps = seconds, warmup, max_steps
+        self.spent_before = spent_before  # seconds trained before the checkpoint a resumed run starts from
         self.started: float | None = None  # set by the first step
 
     def begin(self) -> None:
@@ -333,7 +344,21 @@ class TimeBudget(TrainerCallback):
             self.started = time.monotonic()
 
     def elapsed(self) -> float:
-        return 0.0 if self.started is None else time.monotonic() - self.started
+        return self.spent_before + (0.0 if self.started is None else time.monotonic() - self.started)
+
+    def save(self, checkpoint: Path) -> None:
+        write_json_atomic(checkpoint / self.BUDGET_FILE, {"spent_s": round(self.elapsed(), 3)})
+
+    @classmethod
+    def spent_in(cls, checkpoint: str | Path) -> float:
+        """Seconds of the budget spent when `checkpoint` was saved; 0 (with a warning) if it did not record them."""
+        path = Path(checkpoint) / cls.BUDGET_FILE
+        try:
+            return float(json.loads(path.read_text())["spent_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("%s does not say how much of the time budget was spent: the resumed run gets a whole "
+                           "budget", checkpoint)
+            return 0.0
 
     def spent(self) -> bool:
         return self.elapsed() > self.seconds
@@ -347,7 +372,7 @@ class TimeBudget(TrainerCallback):
         return 0.5 * (1 + math.cos(math.pi * (p - self.warmup) / (1 - self.warmup)))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = None  # a resumed run counts its budget anew, from its first step
+        self.started = None  # the clock runs again from the first step; spent_before carries a resumed run's past
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.begin()

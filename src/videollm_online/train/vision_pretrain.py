@@ -65,7 +65,7 @@ class VisionPretrainConfig:
 
     output_dir: str
     """The checkpoint goes to output_dir/final; the log (JSON lines) and the final metrics (JSON) beside it."""
-    model: str = "demo-192"
+    model: str = "demo-resnet"
     """A preset name (fresh encoder and connector) or a checkpoint whose encoder to train further."""
     video_size: int = 256
     """Width and height of the world's videos (`data synth-world --size`): frames are rendered at this size and
