@@ -51,9 +51,9 @@ def run() -> dict:
         assert cli(["data", "preprocess", str(out / "videos"), "--out", str(out / "frames"), "--preset", "demo-192",
                     "-q"]) == 0
         config = VisionPretrainConfig(output_dir=tmp, model="demo-192", max_steps=1, world_dir=str(out))
-        annotations, store = recorded_world(config, 192)
+        world_frames = recorded_world(config, 192)
         rendered = frames_per_s(RandomWorldFrames(world, 192, 0, 8))
-        recorded = frames_per_s(RecordedWorldFrames(annotations, store, world, 0, 8))
+        recorded = frames_per_s(RecordedWorldFrames(world_frames, world, 0, 8))
     return {"rendered_frames_per_s": round(rendered, 1), "recorded_frames_per_s": round(recorded, 1),
             "ratio": round(recorded / rendered, 1)}
 

@@ -5,6 +5,7 @@ determinism, learning on a fixed batch, and the command end to end (checkpoint r
 from __future__ import annotations
 
 import json
+import pickle
 from itertools import islice
 
 import numpy as np
@@ -218,9 +219,10 @@ def recorded(tmp_path_factory):
 def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(recorded):
     config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2,
                                   world_dir=str(recorded))
-    annotations, store = recorded_world(config, 32)
+    recorded = recorded_world(config, 32)
+    annotations = recorded.annotations()
     assert [a["id"] for a in annotations] == ["000000", "000001"]
-    dataset = RecordedWorldFrames(annotations, store, WORLD, seed=0, frames_per_episode=3)
+    dataset = RecordedWorldFrames(recorded, WORLD, seed=0, frames_per_episode=3)
     for annotation in annotations:
         episode = generate_episode(annotation["seed"], WORLD)
         rendered = list(render_frames(episode, range(int(episode.duration * 2)), WORLD))
@@ -234,8 +236,20 @@ def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(r
                       for j in (i - 1, i, i + 1)]
             assert errors[1] == min(errors) and errors[1] < 3.0, (i, errors)
     a = [s["pixels"] for s in islice(iter(dataset), 6)]
-    b = [s["pixels"] for s in islice(iter(RecordedWorldFrames(annotations, store, WORLD, 0, 3)), 6)]
+    b = [s["pixels"] for s in islice(iter(RecordedWorldFrames(recorded, WORLD, 0, 3)), 6)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_recorded_frames_pickle_without_their_annotations(recorded):
+    """Spawned DataLoader workers start one after another when the pickled dataset overflows the pipe's buffer (the
+    parent waits for each to read it): the dataset carries annotation file names, and each worker reads its share."""
+    config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2,
+                                  world_dir=str(recorded))
+    dataset = RecordedWorldFrames(recorded_world(config, 32), WORLD, seed=0, frames_per_episode=3)
+    smallest_annotation = min(len(path.read_bytes()) for path in (recorded / "annotations").glob("*.json"))
+    assert len(pickle.dumps(dataset)) < smallest_annotation
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert all(torch.equal(x["pixels"], y["pixels"]) for x, y in zip(islice(iter(copy), 6), islice(iter(dataset), 6)))
 
 
 def test_pretraining_on_a_recorded_world(recorded, tmp_path):

@@ -301,14 +301,34 @@ class RandomWorldFrames(IterableDataset):
                 yield _sample(image, objects, self.resolution)
 
 
+@dataclass(frozen=True)
+class RecordedWorld:
+    """The usable videos of a written and preprocessed world: their annotation files and their frames.
+
+    Only names, no annotations: DataLoader workers are spawned, and a spawned worker's start blocks the parent until
+    the worker has imported torch and read its pickled copy of the dataset, unless that copy fits in the pipe's
+    buffer (64 KiB). With the 1800 annotations in it (several MB), 15 workers started one after another and the first
+    batch came after 78 s on the GPU machine; with names they start together."""
+
+    annotation_dir: Path
+    files: tuple[str, ...]
+    """Annotation file names, in order."""
+    store: FrameStore
+
+    def annotation(self, file: str) -> dict[str, Any]:
+        return json.loads((self.annotation_dir / file).read_text())
+
+    def annotations(self) -> list[dict[str, Any]]:
+        return [self.annotation(file) for file in self.files]
+
+
 class RecordedWorldFrames(IterableDataset):
     """An endless stream of frames of a written and preprocessed world, with their targets: each visit reads
     `frames_per_episode` random frames of a random video (its worker's share of the videos) from the frames store
     and computes what they show from the episode's annotation, without drawing anything."""
 
-    def __init__(self, annotations: Sequence[dict[str, Any]], store: FrameStore, world: WorldConfig,
-                 seed: int, frames_per_episode: int):
-        self.annotations, self.store, self.world = list(annotations), store, world
+    def __init__(self, recorded: RecordedWorld, world: WorldConfig, seed: int, frames_per_episode: int):
+        self.recorded, self.store, self.world = recorded, recorded.store, world
         self.seed, self.frames_per_episode = seed, frames_per_episode
 
     def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
@@ -326,7 +346,8 @@ class RecordedWorldFrames(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        share = self.annotations[worker::workers] or self.annotations
+        files = self.recorded.files
+        share = [self.recorded.annotation(file) for file in (files[worker::workers] or files)]
         rng = np.random.default_rng([self.seed, worker, workers])
         while True:
             annotation = share[int(rng.integers(len(share)))]
@@ -335,19 +356,20 @@ class RecordedWorldFrames(IterableDataset):
             yield from self.samples(annotation, indices)
 
 
-def recorded_world(config: VisionPretrainConfig, resolution: int) -> tuple[list[dict[str, Any]], FrameStore]:
-    """The annotations and frames store of `config.world_dir`, checked: frames at the model's resolution and the
-    world's fps for every video, no held-out episode."""
+def recorded_world(config: VisionPretrainConfig, resolution: int) -> RecordedWorld:
+    """The usable videos of `config.world_dir` (those with preprocessed frames), checked: frames at the model's
+    resolution and the world's fps for every video, no held-out episode."""
     world_dir = Path(config.world_dir)
     annotation_dir = world_dir / "annotations"
     if not annotation_dir.is_dir():
         raise UserError(f"{world_dir} has no annotations/: give a world written by `videollm-online data synth-world`")
     frames_dir = Path(config.frames_dir) if config.frames_dir else world_dir / "frames"
     store = FrameStore(frames_dir)
-    annotations = [json.loads(path.read_text()) for path in sorted(annotation_dir.glob("*.json"))]
+    paths = sorted(annotation_dir.glob("*.json"))
     heldout = set(heldout_seeds(config.heldout_seed, config.heldout_videos))
     usable = []
-    for annotation in annotations:
+    for path in paths:
+        annotation = json.loads(path.read_text())
         if int(annotation["seed"]) in heldout:
             raise UserError(f"{world_dir} holds held-out episode {annotation['id']} (world seed "
                             f"{config.heldout_seed}): pretrain on a world written with another --seed")
@@ -359,14 +381,14 @@ def recorded_world(config: VisionPretrainConfig, resolution: int) -> tuple[list[
             raise UserError(f"{store.path(annotation['id'])} holds frames at {metadata.get('fps')} fps and "
                             f"{metadata.get('resolution')} px; this needs {config.video_fps} fps (--video-fps) and "
                             f"{resolution} px (the model's): preprocess with `data preprocess --preset` of the model")
-        usable.append(annotation)
+        usable.append(path.name)
     if not usable:
         raise UserError(f"no preprocessed frames in {frames_dir} for the videos of {world_dir}: run "
                         f"`videollm-online data preprocess {world_dir / 'videos'} --out {frames_dir} --preset ...`")
-    if len(usable) < len(annotations):
+    if len(usable) < len(paths):
         logger.warning("%d of %d videos of %s have no preprocessed frames: training on the other %d",
-                       len(annotations) - len(usable), len(annotations), world_dir, len(usable))
-    return usable, store
+                       len(paths) - len(usable), len(paths), world_dir, len(usable))
+    return RecordedWorld(annotation_dir, tuple(usable), store)
 
 
 class WorldFrames(Dataset):
@@ -591,8 +613,8 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
             file.write(json.dumps(entry) + "\n")
 
     if config.world_dir:
-        annotations, store = recorded_world(config, resolution)
-        frames = RecordedWorldFrames(annotations, store, world, config.seed, config.frames_per_episode)
+        frames = RecordedWorldFrames(recorded_world(config, resolution), world, config.seed,
+                                     config.frames_per_episode)
     else:
         exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
         frames = RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
