@@ -23,11 +23,9 @@ from pathlib import Path
 
 from videollm_online.checkpoint import gguf_tokenizer, resolve_source
 from videollm_online.config import DEMO_LLM, LiveConfig
-from videollm_online.data.synth_world import SIZES, TEMPLATES, _describe
+from videollm_online.data.synth_world import SIZE_SAID, SIZES, TEMPLATES, _describe
 from videollm_online.files import read_jsonl
 from videollm_online.text import IGNORE_INDEX, StreamTemplate
-
-SIZE_SAID = {"a_obj": 0.3, "obj": 0.2}  # how often the generator names the size (synth_world's event builders)
 
 
 def _field_pattern(form: str) -> re.Pattern:

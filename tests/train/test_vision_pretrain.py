@@ -219,10 +219,10 @@ def recorded(tmp_path_factory):
 def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(recorded):
     config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2,
                                   world_dir=str(recorded))
-    recorded = recorded_world(config, 32)
-    annotations = recorded.annotations()
+    videos = recorded_world(config, 32)
+    annotations = videos.annotations()
     assert [a["id"] for a in annotations] == ["000000", "000001"]
-    dataset = RecordedWorldFrames(recorded, WORLD, seed=0, frames_per_episode=3)
+    dataset = RecordedWorldFrames(videos, WORLD, seed=0, frames_per_episode=3)
     for annotation in annotations:
         episode = generate_episode(annotation["seed"], WORLD)
         rendered = list(render_frames(episode, range(int(episode.duration * 2)), WORLD))
@@ -236,7 +236,7 @@ def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(r
                       for j in (i - 1, i, i + 1)]
             assert errors[1] == min(errors) and errors[1] < 3.0, (i, errors)
     a = [s["pixels"] for s in islice(iter(dataset), 6)]
-    b = [s["pixels"] for s in islice(iter(RecordedWorldFrames(recorded, WORLD, 0, 3)), 6)]
+    b = [s["pixels"] for s in islice(iter(RecordedWorldFrames(videos, WORLD, 0, 3)), 6)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 

@@ -49,6 +49,8 @@ CONTAINER_SHAPES = ("box", "ring")
 SHAPES = SOLID_SHAPES + CONTAINER_SHAPES
 SIZES = ("small", "large")
 EDGES = ("left", "right", "top", "bottom")
+# How often a narration names the object's size: an object coming into the scene ("a small red circle"), any other.
+SIZE_SAID = {"a_obj": 0.3, "obj": 0.2}
 
 _RADIUS = {"small": 0.05, "large": 0.085}  # in units of the frame's shorter side
 _CONTAINER_RADIUS = 0.12
@@ -494,6 +496,11 @@ def _candidates(w: _World, obj: str | None, ok: Callable[[str], bool], frozen: f
     return [o for o in w.specs if o not in frozen and ok(o)]
 
 
+def _said(w: _World, rng: np.random.Generator, obj: str, article: str = "the") -> str:
+    """How a narration names `obj`: "the red circle", its size said only sometimes (`SIZE_SAID`)."""
+    return w.describe(obj, article, rng.random() < SIZE_SAID["a_obj" if article == "a" else "obj"])
+
+
 # Each event kind: (world, rng, obj=None, target=None, place=None, frozen=...) -> _Draft | None. Unset arguments are
 # chosen at random among valid ones; None means the event is impossible in this world state.
 def _ev_enter(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
@@ -504,7 +511,7 @@ def _ev_enter(w: _World, rng: np.random.Generator, obj: str | None = None, targe
     edge = _pick(rng, EDGES)
     after = ObjectState(True, w.state[obj].colour, pos)
     return _Draft("enter", obj, {"edge": edge, "from": _offscreen(pos, edge, w.radius(obj, 1.0))}, after,
-                  {"a_obj": w.describe(obj, "a", rng.random() < 0.3), "edge": edge})
+                  {"a_obj": _said(w, rng, obj, "a"), "edge": edge})
 
 
 def _ev_appear(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
@@ -514,7 +521,7 @@ def _ev_appear(w: _World, rng: np.random.Generator, obj: str | None = None, targ
         return None
     after = ObjectState(True, w.state[obj].colour, pos)
     return _Draft("appear", obj, {"place": place_of(*pos)}, after,
-                  {"a_obj": w.describe(obj, "a", rng.random() < 0.3), "place_at": PLACE_AT[place_of(*pos)]})
+                  {"a_obj": _said(w, rng, obj, "a"), "place_at": PLACE_AT[place_of(*pos)]})
 
 
 def _ev_leave(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
@@ -525,7 +532,7 @@ def _ev_leave(w: _World, rng: np.random.Generator, obj: str | None = None, targe
     state = w.state[obj]
     edge = place or _nearest_edge(state.pos)
     after = ObjectState(False, state.colour, tuple(_offscreen(state.pos, edge, w.radius(obj, 1.0))))
-    return _Draft("leave", obj, {"edge": edge}, after, {"obj": w.describe(obj, with_size=rng.random() < 0.2),
+    return _Draft("leave", obj, {"edge": edge}, after, {"obj": _said(w, rng, obj),
                                                         "edge": edge})
 
 
@@ -539,7 +546,7 @@ def _ev_move(w: _World, rng: np.random.Generator, obj: str | None = None, target
         return None
     after = ObjectState(True, w.state[obj].colour, pos)
     return _Draft("move", obj, {"place": place}, after,
-                  {"obj": w.describe(obj, with_size=rng.random() < 0.2), "place_to": PLACE_TO[place]})
+                  {"obj": _said(w, rng, obj), "place_to": PLACE_TO[place]})
 
 
 def _ev_move_next_to(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
@@ -560,7 +567,7 @@ def _ev_move_next_to(w: _World, rng: np.random.Generator, obj: str | None = None
         if w.free(pos, r, ignore=[obj]):
             after = ObjectState(True, w.state[obj].colour, pos)
             return _Draft("move_next_to", obj, {"other": other, "side": side}, after,
-                          {"obj": w.describe(obj, with_size=rng.random() < 0.2), "other": w.describe(other)})
+                          {"obj": _said(w, rng, obj), "other": w.describe(other)})
     return None
 
 
@@ -575,7 +582,7 @@ def _ev_recolour(w: _World, rng: np.random.Generator, obj: str | None = None, ta
     if colour is None:
         return None
     return _Draft("recolour", obj, {"colour": colour}, dataclasses.replace(state, colour=colour),
-                  {"obj": w.describe(obj, with_size=rng.random() < 0.2), "colour": colour})
+                  {"obj": _said(w, rng, obj), "colour": colour})
 
 
 def _ev_put_on(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
@@ -598,7 +605,7 @@ def _ev_put_on(w: _World, rng: np.random.Generator, obj: str | None = None, targ
         return None
     after = ObjectState(True, w.state[obj].colour, pos, on=base)
     return _Draft("put_on", obj, {"other": base}, after,
-                  {"obj": w.describe(obj, with_size=rng.random() < 0.2), "other": w.describe(base)})
+                  {"obj": _said(w, rng, obj), "other": w.describe(base)})
 
 
 def _ev_put_into(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
@@ -622,7 +629,7 @@ def _ev_put_into(w: _World, rng: np.random.Generator, obj: str | None = None, ta
     pos = next(p for p in slots if p not in used)
     after = ObjectState(True, w.state[obj].colour, pos, _CONTAINED_SCALE, inside=box)
     return _Draft("put_into", obj, {"other": box}, after,
-                  {"obj": w.describe(obj, with_size=rng.random() < 0.2), "other": w.describe(box)})
+                  {"obj": _said(w, rng, obj), "other": w.describe(box)})
 
 
 EVENT_KINDS: dict[str, Callable[..., _Draft | None]] = {

@@ -294,14 +294,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                             data_collator=StreamCollator(template))
     trainer.vision_learning_rate = config.vision_learning_rate if config.train_vision else None
     trainer.stream_eval_samples = config.stream_eval_samples
-    if config.max_time_minutes is not None:
-        trainer.time_budget = TimeBudget(config.max_time_minutes * 60, config.warmup_ratio, config.max_steps)
-        trainer.add_callback(trainer.time_budget)
     last = get_last_checkpoint(str(output_dir)) if resume else None
     if resume and last is None:
         logger.warning("no checkpoint in %s to resume from: starting fresh", output_dir)
-    if last is not None and trainer.time_budget is not None:
-        trainer.time_budget.spent_before = TimeBudget.spent_in(last)
+    if config.max_time_minutes is not None:
+        trainer.time_budget = TimeBudget(config.max_time_minutes * 60, config.warmup_ratio, config.max_steps,
+                                         spent_before=TimeBudget.spent_in(last) if last else 0.0)
+        trainer.add_callback(trainer.time_budget)
     trainer.train(resume_from_checkpoint=last)
     final = output_dir / FINAL_DIR
     if trainer.is_world_process_zero():

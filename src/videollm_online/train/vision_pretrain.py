@@ -328,14 +328,14 @@ class RecordedWorldFrames(IterableDataset):
     and computes what they show from the episode's annotation, without drawing anything."""
 
     def __init__(self, recorded: RecordedWorld, world: WorldConfig, seed: int, frames_per_episode: int):
-        self.recorded, self.store, self.world = recorded, recorded.store, world
+        self.recorded, self.world = recorded, world
         self.seed, self.frames_per_episode = seed, frames_per_episode
 
     def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """Frames `indices` of one video with their targets."""
         from ..data.synth_world import Episode, drawn_objects
 
-        frames = self.store.load_indices(annotation["id"], indices)
+        frames = self.recorded.store.load_indices(annotation["id"], indices)
         episode = Episode.from_annotation(annotation)
         out = []
         for pixels, objects in zip(frames, drawn_objects(episode, indices, self.world)):
@@ -351,7 +351,7 @@ class RecordedWorldFrames(IterableDataset):
         rng = np.random.default_rng([self.seed, worker, workers])
         while True:
             annotation = share[int(rng.integers(len(share)))]
-            total = self.store.num_frames(annotation["id"])
+            total = self.recorded.store.num_frames(annotation["id"])
             indices = np.sort(rng.choice(total, size=min(self.frames_per_episode, total), replace=False)).tolist()
             yield from self.samples(annotation, indices)
 
