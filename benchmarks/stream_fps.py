@@ -194,10 +194,11 @@ def same_events(a: list, b: list) -> dict:
 
 
 def part_streams(model, template, frames: Frames, num_streams: int, num_frames: int, fps: float, max_tokens: int,
-                 device, prefill_to: int | None = None) -> dict:
+                 device, prefill_to: int | None = None, attention_programs: int | None = None) -> dict:
     """N silent streams in lockstep: each step gives every stream its next frame (vision batched over streams)."""
     engine = BatchEngine(model, template, max_sessions=num_streams, max_tokens=max_tokens,
-                         max_step_tokens=max(256, model.config.frame_num_tokens + 1))
+                         max_step_tokens=max(256, model.config.frame_num_tokens + 1),
+                         attention_programs=attention_programs)
     engine.static.warmup([(num_streams, model.config.frame_num_tokens + 1, 1)], max_tokens)
     sessions = [engine.open(EngineConfig(threshold=0.0), scheduled(None)) for _ in range(num_streams)]
     for session in sessions:  # the first frame (system prompt + frame) outside the timing
@@ -289,6 +290,9 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--parts", default="reference,unfused,single,multi,streams,keep-up,endless",
                         help="unfused: the single-stream run on the plain torch ops instead of the fused kernels")
+    parser.add_argument("--attention-programs", default="",
+                        help="streams part: programs the split-key attention aims for, comma-separated values run "
+                             "one after another (default: one run at the multiprocessor count)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -374,8 +378,10 @@ def main() -> int:
     if "streams" in parts:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        report(f"streams/{args.streams}", part_streams(model, template, frames_ahead, args.streams, args.frames, fps,
-                                                        capacity, device))
+        for programs in [int(n) for n in args.attention_programs.split(",") if n] or [None]:
+            name = f"streams/{args.streams}" + (f"/attention_programs={programs}" if programs else "")
+            report(name, part_streams(model, template, frames_ahead, args.streams, args.frames, fps, capacity, device,
+                                      attention_programs=programs))
     if "keep-up" in parts:
         sweep = []
         for count in [int(n) for n in args.keep_up.split(",")]:

@@ -102,7 +102,8 @@ class StaticKV:
 
     def __init__(self, model: LiveModel, silence_id: int, max_sessions: int = 1, max_tokens: int | None = None,
                  policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None, span_bucket: int = 1024,
-                 max_step_tokens: int = 256, fused_kernels: bool | None = None):
+                 max_step_tokens: int = 256, fused_kernels: bool | None = None,
+                 attention_programs: int | None = None):
         llm = model.base_llm
         config = llm.config
         decoder = llm.get_decoder()
@@ -127,7 +128,8 @@ class StaticKV:
         elif fused_kernels and not kernels.fused_available(self.device):
             raise ValueError("fused_kernels needs Triton and a CUDA device (or TRITON_INTERPRET=1)")
         act = ACT2FN[config.hidden_act]
-        self.ops = (kernels.FusedOps(config.rms_norm_eps, act, config.hidden_act) if fused_kernels
+        self.ops = (kernels.FusedOps(config.rms_norm_eps, act, config.hidden_act,
+                                     attention_programs=attention_programs) if fused_kernels
                     else kernels.TorchOps(config.rms_norm_eps, act))
         self.scale = self.head_dim**-0.5
         self.max_sessions = max_sessions
@@ -244,11 +246,12 @@ class StaticKV:
         ops = self.ops
         group, q_size = self.num_heads // self.num_kv_heads, self.num_heads * self.head_dim
         x = self._embed_inputs(ids, frames, is_frame)
-        # Few queries over a long cache (a frame of one stream): attention split over the key length
-        # (`ops.decode_attention`: split-key kernels, or two matmuls and a softmax that cuBLAS spreads over the keys),
-        # as fused attention kernels parallelise over queries and leave most of the GPU idle here. Many queries (a
-        # batch, several frames): the fused attention kernel parallelises well and stores no scores.
-        few_queries = batch * group * steps <= 64
+        # Few queries over a long cache (a frame step): attention split over the key length (`ops.decode_attention`:
+        # split-key kernels, or two matmuls and a softmax that cuBLAS spreads over the keys), as fused attention
+        # kernels parallelise over queries and leave most of the GPU idle here. The split kernels take one (session,
+        # kv head) a program, so a batch of frame steps suits them too; the matmuls see the whole batch at once.
+        # Many queries (several frames a session): the fused attention kernel parallelises well, stores no scores.
+        few_queries = (group * steps if ops.fused else batch * group * steps) <= 64
         visible = hidden = None
         if not (few_queries and ops.fused):  # the fused attention reads the causal mask off the positions
             visible = kernels.visible_keys(positions, group, span)
