@@ -14,7 +14,6 @@ right with probability 1/k). Answer turns (live chat) are counted as fully right
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import string
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from videollm_online.checkpoint import gguf_tokenizer, resolve_source
 from videollm_online.config import DEMO_LLM, LiveConfig
 from videollm_online.data.synth_world import SIZE_SAID, SIZES, TEMPLATES, _describe
-from videollm_online.files import read_jsonl
+from videollm_online.files import read_jsonl, report_json
 from videollm_online.text import IGNORE_INDEX, StreamTemplate
 
 
@@ -147,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "upper bounds: perfect timing, the Bayes argmax over the world's phrasings and size mentions, answer "
                 "turns counted fully right",
     }
-    print(json.dumps(result, indent=1))
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    report_json(result, args.output)
     return 0
 
 

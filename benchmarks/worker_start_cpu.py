@@ -12,17 +12,16 @@ dataset, unless the copy fits in the pipe's buffer: a large copy makes the worke
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from videollm_online.files import report_json
 from videollm_online.train.vision_pretrain import RecordedWorldFrames, VisionPretrainConfig, recorded_world
 
 
@@ -61,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                        "annotations": round(len(pickle.dumps(annotated)) / 1e3, 1)},
         "runs": runs,
     }
-    print(json.dumps(result, indent=1))
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    report_json(result, args.output)
     return 0
 
 

@@ -36,6 +36,13 @@ def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> No
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
+def report_json(data: Any, path: str | Path | None = None, indent: int = 1) -> None:
+    """Print a result as JSON, and write it atomically to `path` when one is given (the benchmarks' `--output`)."""
+    print(json.dumps(data, indent=indent, ensure_ascii=False))
+    if path:
+        write_json_atomic(path, data, indent=indent)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     """Rows as JSON lines, written atomically."""
     write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
