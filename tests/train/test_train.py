@@ -4,6 +4,7 @@ torchrun (2 gloo processes) work."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,3 +237,28 @@ def test_a_resumed_run_stops_when_the_recorded_budget_is_spent(world, tmp_path):
     history = json.loads((out / "log_history.json").read_text())
     assert max(entry.get("step", 0) for entry in history) == 5  # one step, then the budget stops it (not step 8)
     assert (out / "final" / "videollm_online.json").exists()
+
+
+def test_the_evaluation_due_when_the_budget_runs_out_comes_after_the_final_save(world, tmp_path, monkeypatch):
+    """A job killed during the last evaluation (minutes of streaming metrics) must still leave the final model."""
+    from videollm_online.train import trainer
+
+    out = tmp_path / "run"
+    budget = ["--max-time-minutes", "10", "--save-steps", "4", "--learning-rate", "1e-3",
+              "--eval-data", str(world / "conversations.jsonl"), "--eval-steps", "5"]
+    assert main(train_args(world, out, *budget, "--max-steps", "4")) == 0
+    (out / "checkpoint-4" / "time_budget.json").write_text(json.dumps({"spent_s": 600.0}))
+    shutil.rmtree(out / "final")
+    final_there = []
+    evaluate = trainer.LiveTrainer.evaluate
+
+    def recording_evaluate(self, *args, **kwargs):
+        final_there.append((self.state.global_step, (out / "final" / "videollm_online.json").exists()))
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.LiveTrainer, "evaluate", recording_evaluate)
+    assert main([*train_args(world, out, *budget, "--max-steps", "8"), "--resume"]) == 0
+    assert final_there == [(5, True)]  # step 5: the budget is spent and an evaluation is due; it waits for the save
+    history = json.loads((out / "log_history.json").read_text())
+    assert [e["step"] for e in history if "eval_lm_ppl" in e] == [4, 5]  # 4: the first run's last step
+    assert (out / "checkpoint-5" / "time_budget.json").exists()

@@ -253,7 +253,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         eval_set = StreamDataset(read_jsonl(config.eval_data), eval_store, template, config.max_length)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    write_json_atomic(output_dir / "train_config.json", dataclasses.asdict(config))
 
     if config.bf16 and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         raise UserError("--bf16 needs a GPU with bfloat16 support; leave it out on a CPU")
@@ -306,8 +306,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if trainer.is_world_process_zero():
         model.config.extra["train"] = {k: v for k, v in dataclasses.asdict(config).items() if k != "report_to"}
         save_checkpoint(model, template, final, save_vision=config.train_vision or None, dtype=config.save_dtype)
-        (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+        write_log_history(trainer, output_dir)
+    if trainer.time_budget is not None and trainer.time_budget.deferred_evaluation:
+        trainer.evaluate()  # every rank: the streaming metrics are gathered
+        if trainer.is_world_process_zero():
+            write_log_history(trainer, output_dir)
     return final
+
+
+def write_log_history(trainer: Trainer, output_dir: Path) -> None:
+    write_json_atomic(output_dir / "log_history.json", trainer.state.log_history, indent=1)
 
 
 def training_arguments(warmup: float, **kwargs) -> TrainingArguments:
@@ -336,6 +344,7 @@ class TimeBudget(TrainerCallback):
         self.seconds, self.warmup, self.max_steps = seconds, warmup, max_steps
         self.spent_before = spent_before  # seconds trained before the checkpoint a resumed run starts from
         self.started: float | None = None  # set by the first step
+        self.deferred_evaluation = False  # an evaluation was due at the step the budget ran out
 
     def begin(self) -> None:
         """Start the clock, once: the first step's batch has arrived."""
@@ -380,4 +389,9 @@ class TimeBudget(TrainerCallback):
         if self.spent():
             control.should_training_stop = True
             control.should_save = True
+            # The Trainer evaluates before it saves, and the streaming metrics take minutes on a large held-out set:
+            # a run killed then (a job's time limit, just as the budget ran out) lost all of it. `train` runs the
+            # evaluation due now after the final checkpoint is written.
+            self.deferred_evaluation = self.deferred_evaluation or control.should_evaluate
+            control.should_evaluate = False
         return control
