@@ -196,7 +196,7 @@ PRESETS: dict[str, LiveConfig] = {
     # The demo LLM with a small ResNet (2.8 M parameters) at 192 px: BatchNorm makes it learn the world from scratch
     # much faster than the ViT or the ConvNeXt (LayerNorm). 5 minutes of `train-vision` on one H100: held-out shape
     # 99.5 %, colour-shape pair 99.3 % (benchmarks/results/vision_resnet_h100.json). In the LM stage its batch norms
-    # keep their running statistics (`LiveModel.train`). The bundled demo model (v2, v3) has this shape.
+    # keep their running statistics (`LiveModel.train`). The bundled demo model (v2 to v5) has this shape.
     "demo-resnet": LiveConfig(llm=DEMO_LLM, vision_config=DEMO_RESNET, frame_resolution=192),
     # VideoLLM-online-8B-v1+: CLS + 3x3 pooled tokens, `,` between frames.
     "8b-v1plus": LiveConfig(llm=LLAMA3_8B_INSTRUCT, vision=SIGLIP_L_384),
