@@ -392,6 +392,6 @@ class TimeBudget(TrainerCallback):
             # The Trainer evaluates before it saves, and the streaming metrics take minutes on a large held-out set:
             # a run killed then (a job's time limit, just as the budget ran out) lost all of it. `train` runs the
             # evaluation due now after the final checkpoint is written.
-            self.deferred_evaluation = self.deferred_evaluation or control.should_evaluate
+            self.deferred_evaluation = control.should_evaluate
             control.should_evaluate = False
         return control
