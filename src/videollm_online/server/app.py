@@ -23,6 +23,7 @@ from . import protocol as P
 from .backend import SerialBackend, StreamBackend
 from .config import ServerConfig
 from .metrics import Metrics
+from .realtime import apply_message
 from .sessions import LiveSession, SessionParams
 
 log = logging.getLogger("videollm_online.server")
@@ -199,20 +200,8 @@ async def _receive(websocket: WebSocket, session: LiveSession, config: ServerCon
             session.add_frame(message["bytes"])
             continue
         try:
-            data = json.loads(message.get("text") or "")
-            if not isinstance(data, dict):
-                raise ValueError("a message must be a JSON object with a 'type'")
-            kind = data.get("type")
-            if kind == P.QUERY:
-                session.add_query(data)
-            elif kind == P.SESSION_UPDATE:
-                session.update(data.get("session", data))
-            elif kind == P.FINISH:
-                session.finish()
-            else:
-                raise ValueError(f"unknown message type {kind!r}; valid: {P.QUERY}, {P.SESSION_UPDATE}, {P.FINISH} "
-                                 "(frames are binary messages)")
-        except (ValueError, json.JSONDecodeError) as error:
+            apply_message(session, message.get("text") or "")  # today's shapes and OpenAI Realtime's (schema.py)
+        except ValueError as error:
             session.error(P.INVALID_MESSAGE, str(error))
 
 
