@@ -22,6 +22,7 @@ from ..text import StreamTemplate
 from . import protocol as P
 from .backend import SerialBackend, StreamBackend
 from .config import ServerConfig
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .realtime import apply_message
 from .sessions import LiveSession, SessionParams
@@ -99,7 +100,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
     async def metrics(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
-        return PlainTextResponse(hub.render_metrics(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(hub.render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/sessions")
     async def sessions(request: Request):
