@@ -392,7 +392,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServerConfig(host=args.host, port=args.port, token=args.token or ServerConfig.token_from_env(),
                               max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
                               max_frame_rate=args.max_frame_rate, max_pending_frames=args.max_pending_frames,
-                              idle_timeout=args.idle_timeout)
+                              idle_timeout=args.idle_timeout, allowed_video_dirs=tuple(args.allowed_video_dir),
+                              max_upload_bytes=args.max_upload_bytes)
     except ValueError as error:
         raise UserError(str(error)) from error
     model, template, name = load_model_from_args(args)
@@ -697,6 +698,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(memory: max-sessions x cache-tokens x the model's KV bytes a token; default: 2048)")
     serve.add_argument("--idle-timeout", type=positive_float, default=60.0,
                        help="close a session after this many seconds without a message (default: 60)")
+    serve.add_argument("--allowed-video-dir", action="append", default=[], metavar="DIR",
+                       help="POST /v1/chat/completions may read videos by path under DIR (repeatable; default: "
+                            "none, only uploaded videos)")
+    serve.add_argument("--max-upload-bytes", type=positive_int, default=64 * 1024 * 1024,
+                       help="largest POST /v1/chat/completions body, an uploaded video included (default: 64 MiB)")
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="the web demo (Gradio): play a video or use the webcam, ask at any time")

@@ -1,7 +1,9 @@
 """The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared backend.
 
 Routes: `GET /health` (open), `GET /metrics` (Prometheus text), `GET /v1/sessions`, `WS /v1/realtime` (a client's
-own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only). docs/api.md is the protocol.
+own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only), the OpenAI-compatible
+`GET /v1/models` and `POST /v1/chat/completions` (openai_compat.py), and the OpenAPI docs (`/docs`,
+`/openapi.json`). docs/api.md is the protocol; docs/schemas/ the JSON Schemas of the WebSocket messages.
 """
 
 from __future__ import annotations
@@ -20,16 +22,30 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ..model import LiveModel
 from ..text import StreamTemplate
 from . import protocol as P
+from . import schema as S
 from .backend import SerialBackend, StreamBackend
 from .config import ServerConfig
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .openai_compat import add_openai_routes
 from .realtime import apply_message
 from .sessions import LiveSession, SessionParams
 
 log = logging.getLogger("videollm_online.server")
 SSE_KEEPALIVE_S = 15.0
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1000, 1008, 1013
+API_DESCRIPTION = ("Live narration and questions over a video stream. The streaming session is the WebSocket "
+                   "`/v1/realtime` (not listed below: its messages and events are JSON Schemas in docs/schemas/, the "
+                   "protocol in docs/api.md); `POST /v1/chat/completions` narrates a whole clip in one request.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("videollm-online")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 class Hub:
@@ -77,7 +93,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
             hub.release(session, "server_shutdown")
         backend.shutdown()
 
-    app = FastAPI(title="videollm-online", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=_version())
     app.state.hub = hub
 
     def authorized(headers, query_params) -> bool:
@@ -92,23 +108,26 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         return JSONResponse({"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": S.Health}})
     async def health() -> dict:
         return {"status": "ok", "model": backend.name, "sessions_active": len(hub.sessions)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": S.ApiError}})
     async def metrics(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
         return PlainTextResponse(hub.render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", responses={200: {"model": S.SessionList}, 401: {"model": S.ApiError}})
     async def sessions(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
         return {"sessions": [session.describe() for session in hub.sessions.values()]}
 
-    @app.get("/v1/sessions/{session_id}/events")
+    @app.get("/v1/sessions/{session_id}/events", response_class=StreamingResponse,
+             responses={200: {"description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
+                                             "(docs/schemas/server_event.json)", "content": {"text/event-stream": {}}},
+                        401: {"model": S.ApiError}, 404: {"model": S.ApiError}})
     async def follow(session_id: str, request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
@@ -125,6 +144,8 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         queue = session.subscribe(since_seq)
         return StreamingResponse(_sse(session, queue), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:

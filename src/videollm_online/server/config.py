@@ -33,6 +33,11 @@ class ServerConfig:
     max_query_chars: int = 2000
     event_log: int = 10000
     """Events kept per session, for SSE followers that join late or reconnect (`Last-Event-ID`)."""
+    allowed_video_dirs: tuple[str, ...] = ()
+    """Directories whose files (and subdirectories') `POST /v1/chat/completions` may read by path; none: the route
+    takes only uploaded videos (data URLs)."""
+    max_upload_bytes: int = 64 * 1024 * 1024
+    """Largest `POST /v1/chat/completions` body (an uploaded video travels in it, base64)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -40,12 +45,16 @@ class ServerConfig:
         if self.token is not None and not self.token.strip():
             raise ValueError("the token must not be empty")
         for name in ("max_sessions", "max_frame_bytes", "max_frame_pixels", "max_pending_frames", "max_query_chars",
-                     "event_log"):
+                     "event_log", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_frame_rate", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.allowed_video_dirs = tuple(os.fspath(directory) for directory in self.allowed_video_dirs)
+        for directory in self.allowed_video_dirs:
+            if not os.path.isdir(directory):
+                raise ValueError(f"allowed video directory {directory!r} is not a directory")
 
     @property
     def ws_max_size(self) -> int:

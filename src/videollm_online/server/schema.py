@@ -280,6 +280,31 @@ class ErrorEvent(_Event):
     error: ErrorDetail
 
 
+class Health(_EventModel):
+    """`GET /health`."""
+
+    status: Literal["ok"]
+    model: str
+    sessions_active: int
+
+
+class SessionList(_EventModel):
+    """`GET /v1/sessions`."""
+
+    sessions: list[SessionInfo]
+
+
+class ApiErrorDetail(_EventModel):
+    code: str
+    message: str
+
+
+class ApiError(_EventModel):
+    """The body of an HTTP error of the streaming routes."""
+
+    error: ApiErrorDetail
+
+
 ServerEvent = Annotated[SessionCreated | SessionUpdated | SessionClosed | FrameProcessed | FrameDropped
                         | ItemCreated | ResponseCreated | ResponseTextDelta | ResponseDone | ErrorEvent,
                         Field(discriminator="type")]
