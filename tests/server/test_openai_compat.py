@@ -209,3 +209,32 @@ def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_pa
     assert lines and all(line.startswith("[") and "s] " in line for line in lines), content
     answer = [line for line in lines if line.startswith("[1.0s] ")]
     assert answer and len(answer[0]) > len("[1.0s] "), content
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream):
+    """A long clip, a client that hangs up after a moment: the server stops the work, counts the completion as
+    disconnected, and its one session slot serves the next request."""
+    import socket
+    import time
+
+    from test_metrics import scrape
+
+    clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)  # 60 s: 120 frames, each followed by a turn
+    body = json.dumps({"model": "tiny", "messages": ask(None, data_url(clip)), "stream": stream, "max_tokens": 8,
+                       "threshold": 1.0}).encode()
+    with start_server(*talkative, max_sessions=1) as server:
+        with socket.create_connection((server.config.host, server.port), timeout=30) as connection:
+            connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(0.5)
+        key = ("videollm_chat_completions_total", (("outcome", "disconnected"),))
+        deadline = time.monotonic() + 60
+        while scrape(server.url).get(key, 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        metrics = scrape(server.url)
+        assert metrics.get(key) == 1 and ("videollm_chat_completions_total", (("outcome", "ok"),)) not in metrics
+        assert metrics[("videollm_chat_completion_frames_total", ())] < 120  # stopped early
+        short = write_clip(tmp_path / "short.mp4", frames=10, fps=10)
+        reply = client_for(server).chat.completions.create(model="tiny", messages=ask("Hi?", data_url(short)))
+        assert reply.choices[0].finish_reason == "stop"

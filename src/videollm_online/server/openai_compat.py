@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from ..engine import EngineConfig, StreamEvent
@@ -350,13 +351,26 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         turns = run.__aiter__()
-        try:
+
+        async def consume() -> None:
             async for _ in turns:
                 pass
+
+        work, left = asyncio.ensure_future(consume()), asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, left}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # the client left: stop decoding and free the backend session now
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                metrics.completions["disconnected"] += 1
+                return Response(status_code=499)
+            work.result()
         except VideoSourceError as error:
             metrics.completions["error"] += 1
             return error_response(400, f"the video cannot be read: {error}", param="video_url", code="invalid_video")
         finally:
+            left.cancel()
             await turns.aclose()
             release(upload)
         metrics.completions["ok"] += 1
@@ -404,6 +418,12 @@ async def _stream(run: ClipRun, completion_id: str, model: str, upload: Path | N
     finally:
         await turns.aclose()  # a client that left: stop decoding, close the backend session
         release(upload, outcome)
+
+
+async def _disconnected(request: Request, every: float = 0.5) -> None:
+    """Returns once the client has gone."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every)
 
 
 def _remove(path: Path | None) -> None:
