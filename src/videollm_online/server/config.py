@@ -40,21 +40,23 @@ class ServerConfig:
     """Largest `POST /v1/chat/completions` body (an uploaded video travels in it, base64)."""
 
     def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        self.allowed_video_dirs = tuple(os.fspath(directory) for directory in self.allowed_video_dirs)
+        for directory in self.allowed_video_dirs:
+            if not os.path.isdir(directory):
+                raise ValueError(f"allowed video directory {directory!r} is not a directory")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.token is not None and not self.token.strip():
             raise ValueError("the token must not be empty")
         for name in ("max_sessions", "max_frame_bytes", "max_frame_pixels", "max_pending_frames", "max_query_chars",
-                     "event_log", "max_upload_bytes"):
+                     "event_log"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_frame_rate", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        self.allowed_video_dirs = tuple(os.fspath(directory) for directory in self.allowed_video_dirs)
-        for directory in self.allowed_video_dirs:
-            if not os.path.isdir(directory):
-                raise ValueError(f"allowed video directory {directory!r} is not a directory")
 
     @property
     def ws_max_size(self) -> int:
