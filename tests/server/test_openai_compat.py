@@ -201,8 +201,11 @@ def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_pa
     write_world(tmp_path, 1, seed=3, config=WorldConfig(fps=4, min_duration=4, max_duration=4), progress=False)
     model, template, name = bundled
     with start_server(model, template, name) as server:
-        stream = client_for(server).chat.completions.create(
-            model=name, stream=True, max_tokens=24, extra_body={"question_time": 1.0},
+        client = client_for(server)
+        served = client.models.list().data[0].id
+        assert "/" not in served  # the checkpoint's path is not shown, only its name
+        stream = client.chat.completions.create(
+            model=served, stream=True, max_tokens=24, extra_body={"question_time": 1.0},
             messages=ask("How many objects are there?", data_url(tmp_path / "videos" / "000000.mp4")))
         content = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
     lines = content.splitlines()

@@ -173,6 +173,15 @@ def error_response(status: int, message: str, *, code: str | None = None, param:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def model_id(name: str) -> str:
+    """The id clients see for the served model: a checkpoint given as a local path shows as its last component (no
+    response reveals where files live on the server); hub ids (`org/name`) and preset names stay as they are."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or name.startswith((".", "~")) or ("/" in name and path.exists()):
+        return path.name or name
+    return name
+
+
 # ---------------------------------------------------------------------- the video of a request
 def local_video(url: str, allowed: tuple[str, ...]) -> Path:
     """The file a local path names, when it lies under an allowed directory (after resolving `..` and symlinks);
@@ -285,6 +294,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
     router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
     created = int(time.time())
     active = [0]
+    served = model_id(backend.name)
 
     def refuse_unauthorized(request: Request) -> JSONResponse | None:
         if authorized(request.headers, request.query_params):
@@ -294,7 +304,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
 
     @router.get("/models", response_model=ModelList, summary="The served model (OpenAI shape)")
     async def models(request: Request):
-        return refuse_unauthorized(request) or ModelList(data=[ModelCard(id=backend.name, created=created)])
+        return refuse_unauthorized(request) or ModelList(data=[ModelCard(id=served, created=created)])
 
     @router.post("/chat/completions", response_model=ChatCompletion, summary="Narrate a video clip, answering the "
                  "question in the last user message",
@@ -315,9 +325,9 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             except ValidationError as error:
                 first = error.errors(include_url=False)[0]["loc"]
                 raise OpenAIError(400, describe_errors(error), param=".".join(map(str, first)) or None) from None
-            if parsed.model != backend.name:
+            if parsed.model != served:
                 raise OpenAIError(404, f"the model {parsed.model!r} does not exist; this server serves "
-                                       f"{backend.name!r} (GET /v1/models)", code="model_not_found", param="model")
+                                       f"{served!r} (GET /v1/models)", code="model_not_found", param="model")
             question, url = question_and_video(parsed)
             if busy() + active[0] >= config.max_sessions:
                 raise OpenAIError(429, f"the server is at its limit of {config.max_sessions} sessions; try again "
@@ -347,7 +357,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
         active[0] += 1
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if parsed.stream:
-            return StreamingResponse(_stream(run, completion_id, backend.name, upload, release),
+            return StreamingResponse(_stream(run, completion_id, served, upload, release),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         turns = run.__aiter__()
@@ -374,7 +384,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             await turns.aclose()
             release(upload)
         metrics.completions["ok"] += 1
-        return ChatCompletion(id=completion_id, created=int(time.time()), model=backend.name, frames=run.frames,
+        return ChatCompletion(id=completion_id, created=int(time.time()), model=served, frames=run.frames,
                               choices=[Choice(message=AssistantMessage(content="\n".join(map(format_turn, run.turns))),
                                               finish_reason=run.finish_reason)],
                               turns=[Turn(video_time=round(t.video_time, 3), text=t.text.strip()) for t in run.turns])

@@ -200,6 +200,8 @@ class SessionInfo(_EventModel):
     frames: int = Field(description="frames the model has watched")
     created: float = Field(description="Unix time the session opened")
     limits: Limits
+    secret: str | None = Field(default=None, description="only in session.created, where the server gives each "
+                                                         "session a secret: following or listing the session needs it")
 
 
 class _Event(_EventModel):
