@@ -190,6 +190,10 @@ def test_openapi_lists_the_routes(compat_server):
     request = document["components"]["schemas"]["ChatCompletionRequest"]
     assert {"model", "messages", "stream", "question_time"} <= set(request["properties"])
     assert "VideoPart" in document["components"]["schemas"]
+    # The WebSocket is not an OpenAPI route; its messages are there as components, for /docs readers and generators.
+    realtime = document["components"]["schemas"]["RealtimeClientMessage"]
+    assert set(realtime["discriminator"]["mapping"]) == {"session.update", "conversation.item.create", "session.finish"}
+    assert "ResponseDone" in document["components"]["schemas"]
     with urllib.request.urlopen(f"{compat_server.url}/docs", timeout=30) as response:
         assert response.status == 200 and b"/openapi.json" in response.read()
 
@@ -241,3 +245,24 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream):
         short = write_clip(tmp_path / "short.mp4", frames=10, fps=10)
         reply = client_for(server).chat.completions.create(model="tiny", messages=ask("Hi?", data_url(short)))
         assert reply.choices[0].finish_reason == "stop"
+
+
+def test_completions_and_sessions_share_the_session_limit(talkative, tmp_path):
+    """A running completion holds one of `max_sessions` slots: with one slot, neither a WebSocket session nor a
+    second completion gets in until it ends."""
+    from api_helpers import run
+
+    from videollm_online.client import ApiError, AsyncStreamClient
+
+    clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)
+    with start_server(*talkative, max_sessions=1) as server:
+        client = client_for(server)
+        options = {"model": "tiny", "messages": ask(None, data_url(clip)), "max_tokens": 8,
+                   "extra_body": {"threshold": 1.0}}
+        with client.chat.completions.create(stream=True, **options) as stream:
+            next(iter(stream))  # the completion is running
+            with pytest.raises(openai.RateLimitError, match="limit of 1 sessions") as caught:
+                client.chat.completions.create(**options)
+            assert caught.value.body["code"] == "session_limit"
+            with pytest.raises(ApiError, match="limit of 1 sessions"):
+                run(AsyncStreamClient(server.ws_url).connect())

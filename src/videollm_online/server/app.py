@@ -145,7 +145,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         return StreamingResponse(_sse(session, queue), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
+    completions_running = add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -158,7 +158,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         except ValueError as error:
             await _refuse(websocket, P.INVALID_MESSAGE, str(error), CLOSE_POLICY)
             return
-        if len(hub.sessions) >= config.max_sessions:
+        if len(hub.sessions) + completions_running() >= config.max_sessions:
             await _refuse(websocket, P.SESSION_LIMIT, f"the server is at its limit of {config.max_sessions} "
                           "sessions; try again later", CLOSE_TRY_AGAIN)
             return

@@ -288,9 +288,10 @@ def format_turn(event: StreamEvent) -> str:
 
 # ---------------------------------------------------------------------- the routes
 def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics,
-                  authorized: Callable[[Any, Any], bool], busy: Callable[[], int]) -> APIRouter:
+                  authorized: Callable[[Any, Any], bool], busy: Callable[[], int]) -> tuple[APIRouter, Callable]:
     """The routes, sharing the app's backend, settings, metrics and token check; `busy()` counts the streaming
-    sessions open, so a completion is refused when the server is at `max_sessions`."""
+    sessions open, so a completion is refused when the server is at `max_sessions`. Also returns a function
+    counting the completions running."""
     router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
     created = int(time.time())
     active = [0]
@@ -395,7 +396,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
         if outcome:
             metrics.completions[outcome] += 1
 
-    return router
+    return router, lambda: active[0]
 
 
 async def _stream(run: ClipRun, completion_id: str, model: str, upload: Path | None,
@@ -460,17 +461,25 @@ async def read_body(request: Request, limit: int) -> bytes:
 def add_openapi_components(schema: dict) -> dict:
     """Put the request model's JSON Schema into an OpenAPI document's components (the route reads its body itself,
     to bound its size, so FastAPI does not add it)."""
-    request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    from pydantic import TypeAdapter
+
+    from .schema import ClientMessage, ServerEvent
+
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(request_schema.pop("$defs", {}))
-    components["ChatCompletionRequest"] = request_schema
+    for name, model in (("ChatCompletionRequest", ChatCompletionRequest), ("RealtimeClientMessage", ClientMessage),
+                        ("RealtimeServerEvent", ServerEvent)):
+        model_schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[name] = model_schema
     return schema
 
 
 def add_openai_routes(app, backend: StreamBackend, config: ServerConfig, metrics: Metrics,
-                      authorized: Callable[[Any, Any], bool], busy: Callable[[], int]) -> None:
-    """Mount the routes on an app and complete its OpenAPI document with the request model."""
-    app.include_router(openai_router(backend, config, metrics, authorized, busy))
+                      authorized: Callable[[Any, Any], bool], busy: Callable[[], int]) -> Callable[[], int]:
+    """Mount the routes on an app and complete its OpenAPI document with the request model and the WebSocket's
+    message schemas; returns a function counting the completions running (they hold backend sessions too)."""
+    router, active = openai_router(backend, config, metrics, authorized, busy)
+    app.include_router(router)
     default_openapi = app.openapi
 
     def openapi() -> dict:
@@ -479,3 +488,4 @@ def add_openai_routes(app, backend: StreamBackend, config: ServerConfig, metrics
         return app.openapi_schema
 
     app.openapi = openapi
+    return active
