@@ -266,3 +266,11 @@ def test_completions_and_sessions_share_the_session_limit(talkative, tmp_path):
             assert caught.value.body["code"] == "session_limit"
             with pytest.raises(ApiError, match="limit of 1 sessions"):
                 run(AsyncStreamClient(server.ws_url).connect())
+
+
+def test_serve_refuses_a_missing_allowed_directory(tmp_path, capsys):
+    from videollm_online.cli import main
+
+    assert main(["serve", "--allowed-video-dir", str(tmp_path / "nope"), "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is not a directory" in error and "nope" in error
