@@ -274,3 +274,30 @@ def test_serve_refuses_a_missing_allowed_directory(tmp_path, capsys):
     assert main(["serve", "--allowed-video-dir", str(tmp_path / "nope"), "--port", "0"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "is not a directory" in error and "nope" in error
+
+
+def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkative, clip_dirs):
+    """Two completions at once on the fast engine (one forward for both per step) give the serial backend's text."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from videollm_online.server import ServerConfig, create_app
+    from videollm_online.server.batched import BatchedBackend
+    from videollm_online.server.run import BackgroundServer
+
+    model, template = talkative
+    options = {"model": "tiny", "messages": ask("What is moving?", data_url(clip_dirs / "allowed" / "clip.mp4")),
+               "max_tokens": 4, "extra_body": {"threshold": 1.0, "question_time": 1.2}}
+    with start_server(model, template) as server:
+        serial = client_for(server).chat.completions.create(**options).choices[0].message.content
+    backend = BatchedBackend(model, template, "tiny", max_sessions=2, cache_tokens=4096)
+    config = ServerConfig(port=0)
+    try:
+        with BackgroundServer(create_app(backend, config=config), config) as server:
+            def complete(_: int) -> str:
+                return client_for(server).chat.completions.create(**options).choices[0].message.content
+
+            with ThreadPoolExecutor(2) as pool:
+                batched = list(pool.map(complete, range(2)))
+    finally:
+        backend.shutdown()
+    assert serial and batched == [serial, serial]
