@@ -22,30 +22,18 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ..model import LiveModel
 from ..text import StreamTemplate
 from . import protocol as P
-from . import schema as S
 from .backend import SerialBackend, StreamBackend
 from .config import ServerConfig
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .openai_compat import add_openai_routes
+from .openai_compat import API_DESCRIPTION, add_openai_routes, package_version
 from .realtime import apply_message
+from .schema import ApiError, Health, SessionList
 from .sessions import LiveSession, SessionParams
 
 log = logging.getLogger("videollm_online.server")
 SSE_KEEPALIVE_S = 15.0
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1000, 1008, 1013
-API_DESCRIPTION = ("Live narration and questions over a video stream. The streaming session is the WebSocket "
-                   "`/v1/realtime` (not listed below: its messages and events are JSON Schemas in docs/schemas/, the "
-                   "protocol in docs/api.md); `POST /v1/chat/completions` narrates a whole clip in one request.")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("videollm-online")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class Hub:
@@ -93,7 +81,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
             hub.release(session, "server_shutdown")
         backend.shutdown()
 
-    app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=_version())
+    app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=package_version())
     app.state.hub = hub
 
     def authorized(headers, query_params) -> bool:
@@ -108,17 +96,17 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         return JSONResponse({"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/health", responses={200: {"model": S.Health}})
+    @app.get("/health", responses={200: {"model": Health}})
     async def health() -> dict:
         return {"status": "ok", "model": backend.name, "sessions_active": len(hub.sessions)}
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": S.ApiError}})
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ApiError}})
     async def metrics(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
         return PlainTextResponse(hub.render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/v1/sessions", responses={200: {"model": S.SessionList}, 401: {"model": S.ApiError}})
+    @app.get("/v1/sessions", responses={200: {"model": SessionList}, 401: {"model": ApiError}})
     async def sessions(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
@@ -127,7 +115,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
     @app.get("/v1/sessions/{session_id}/events", response_class=StreamingResponse,
              responses={200: {"description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
                                              "(docs/schemas/server_event.json)", "content": {"text/event-stream": {}}},
-                        401: {"model": S.ApiError}, 404: {"model": S.ApiError}})
+                        401: {"model": ApiError}, 404: {"model": ApiError}})
     async def follow(session_id: str, request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()

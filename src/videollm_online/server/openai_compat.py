@@ -43,9 +43,22 @@ OWNED_BY = "videollm-online"
 MAX_MESSAGES = 64
 MAX_CLIP_FRAMES = 3600
 """Frames one completion watches at most (30 minutes at 2 fps); a longer clip ends with finish_reason `length`."""
+API_DESCRIPTION = ("Live narration and questions over a video stream. The streaming session is the WebSocket "
+                   "`/v1/realtime` (not listed below: its messages and events are the components Realtime*, and JSON "
+                   "Schemas in docs/schemas/; the protocol is docs/api.md); `POST /v1/chat/completions` narrates a "
+                   "whole clip in one request.")
 VIDEO_DATA_URL = re.compile(r"data:video/([a-z0-9.+-]+);base64,", re.IGNORECASE)
 VIDEO_SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "quicktime": ".mov", "x-matroska": ".mkv", "x-msvideo": ".avi",
                   "mpeg": ".mpg", "ogg": ".ogv"}
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("videollm-online")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 # ---------------------------------------------------------------------- request and response models
