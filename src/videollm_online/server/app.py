@@ -24,7 +24,6 @@ from ..text import StreamTemplate
 from . import protocol as P
 from .backend import SerialBackend, StreamBackend
 from .config import ServerConfig
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openai_compat import API_DESCRIPTION, add_openai_routes, package_version
 from .realtime import apply_message
@@ -104,7 +103,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
     async def metrics(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
-        return PlainTextResponse(hub.render_metrics(), media_type=METRICS_CONTENT_TYPE)
+        return PlainTextResponse(hub.render_metrics(), media_type=hub.metrics.content_type)
 
     @app.get("/v1/sessions", responses={200: {"model": SessionList}, 401: {"model": ApiError}})
     async def sessions(request: Request):

@@ -66,6 +66,8 @@ class LabelledCounts:
 
 
 class Metrics:
+    content_type = CONTENT_TYPE
+    """Of the text `render` returns (the exposition format's version)."""
     sessions_total = _Count()
     frames_received = _Count()
     frames_processed = _Count()
