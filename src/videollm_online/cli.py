@@ -684,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="require `Authorization: Bearer TOKEN` on every endpoint but /health "
                                        "(default: $VIDEOLLM_ONLINE_TOKEN; unset: no auth)")
     serve.add_argument("--max-sessions", type=int, default=64, help="streaming sessions at once (default: 64)")
+    serve.add_argument("--allowed-video-dir", action="append", default=[], metavar="DIR",
+                       help="POST /v1/chat/completions may read videos by path under DIR (repeatable; default: "
+                            "none, only uploaded videos)")
+    serve.add_argument("--max-upload-bytes", type=positive_int, default=64 * 1024 * 1024,
+                       help="largest POST /v1/chat/completions body, an uploaded video included (default: 64 MiB)")
     serve.add_argument("--max-frame-bytes", type=int, default=2 * 1024 * 1024,
                        help="largest frame message in bytes (default: 2 MiB)")
     serve.add_argument("--max-frame-rate", type=positive_float, default=30.0,
@@ -698,11 +703,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "(memory: max-sessions x cache-tokens x the model's KV bytes a token; default: 2048)")
     serve.add_argument("--idle-timeout", type=positive_float, default=60.0,
                        help="close a session after this many seconds without a message (default: 60)")
-    serve.add_argument("--allowed-video-dir", action="append", default=[], metavar="DIR",
-                       help="POST /v1/chat/completions may read videos by path under DIR (repeatable; default: "
-                            "none, only uploaded videos)")
-    serve.add_argument("--max-upload-bytes", type=positive_int, default=64 * 1024 * 1024,
-                       help="largest POST /v1/chat/completions body, an uploaded video included (default: 64 MiB)")
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="the web demo (Gradio): play a video or use the webcam, ask at any time")
