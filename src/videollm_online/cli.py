@@ -390,10 +390,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config = ServerConfig(host=args.host, port=args.port, token=args.token or ServerConfig.token_from_env(),
+                              allowed_video_dirs=tuple(args.allowed_video_dir), max_upload_bytes=args.max_upload_bytes,
                               max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
                               max_frame_rate=args.max_frame_rate, max_pending_frames=args.max_pending_frames,
-                              idle_timeout=args.idle_timeout, allowed_video_dirs=tuple(args.allowed_video_dir),
-                              max_upload_bytes=args.max_upload_bytes)
+                              idle_timeout=args.idle_timeout)
     except ValueError as error:
         raise UserError(str(error)) from error
     model, template, name = load_model_from_args(args)
