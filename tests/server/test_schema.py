@@ -51,6 +51,7 @@ def data_url(data: bytes, kind: str = "png") -> str:
     (realtime_item({"type": "input_image", "image_url": "https://example.com/a.jpg"}), "must be a data URL"),
     (realtime_item(*[{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}] * 17),
      "at most 16 frames per message"),
+    (realtime_item(*[{"type": "input_text", "text": "x" * 60_000}] * 2), "at most 100000 in all"),
     (realtime_item({"type": "input_text", "text": "hi", "video_time": 1.0}), "content.0.input_text.video_time: "
                                                                              "Extra inputs"),
 ])
@@ -130,3 +131,44 @@ def test_realtime_shaped_messages_over_a_real_websocket(server):
     done = [event for event in events if event["type"] == P.RESPONSE_DONE]
     assert len(done) == 1 and done[0]["video_time"] == pytest.approx(1.2) and done[0]["frame_time"] == 1.5
     assert events[-1]["reason"] == "finished"
+
+
+def test_the_parser_never_raises_anything_but_its_error():
+    """Any JSON value, or any text: parse_client_message returns a model or raises MessageError with a message;
+    whatever it accepts has finite times in range and bounded text."""
+    import math
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    numbers = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True))
+    scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20),
+                        st.sampled_from(["session.update", "session.finish", "conversation.item.create",
+                                         "input_text", "input_image", "message", "user", "video_time", "text"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
+            ["type", "text", "video_time", "item", "content", "role", "session", "threshold", "fps",
+             "max_new_tokens", "image_url", "event_id", "x"]), inner, max_size=5)), max_leaves=20)
+    messages = st.one_of(values.map(lambda v: json.dumps(v, allow_nan=True)), st.text(max_size=60),
+                         st.fixed_dictionaries({"type": st.sampled_from(S.CLIENT_TYPES)}, optional={
+                             "text": st.text(max_size=30), "video_time": numbers,
+                             "session": st.dictionaries(st.sampled_from(["threshold", "fps", "max_new_tokens"]),
+                                                        numbers)}).map(lambda v: json.dumps(v, allow_nan=True)))
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(messages)
+    def check(text: str) -> None:
+        try:
+            message = S.parse_client_message(text)
+        except S.MessageError as error:
+            assert str(error)
+            return
+        if isinstance(message, S.ConversationItemCreate):
+            time_ = message.question_time()
+            assert time_ is None or (math.isfinite(time_) and 0 <= time_ <= S.MAX_VIDEO_TIME)
+            assert message.question() is None or 0 < len(message.question()) <= S.MAX_TEXT_CHARS
+        elif isinstance(message, S.SessionUpdate):
+            for value in message.settings().values():
+                assert math.isfinite(value)
+
+    check()

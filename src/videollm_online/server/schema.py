@@ -123,6 +123,9 @@ class MessageItem(_ClientModel):
         images = sum(isinstance(part, InputImage) for part in self.content)
         if images > MAX_FRAMES_PER_MESSAGE:
             raise ValueError(f"{images} input_image parts; at most {MAX_FRAMES_PER_MESSAGE} frames per message")
+        chars = sum(len(part.text) for part in self.content if isinstance(part, InputText))
+        if chars > MAX_TEXT_CHARS:
+            raise ValueError(f"the input_text parts hold {chars} characters; at most {MAX_TEXT_CHARS} in all")
         return self
 
 
