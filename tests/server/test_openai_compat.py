@@ -192,7 +192,8 @@ def test_openapi_lists_the_routes(compat_server):
     assert "VideoPart" in document["components"]["schemas"]
     # The WebSocket is not an OpenAPI route; its messages are there as components, for /docs readers and generators.
     realtime = document["components"]["schemas"]["RealtimeClientMessage"]
-    assert set(realtime["discriminator"]["mapping"]) == {"session.update", "conversation.item.create", "session.finish"}
+    assert set(realtime["discriminator"]["mapping"]) == {"session.update", "conversation.item.create", "session.finish",
+                                                         "response.create"}
     assert "ResponseDone" in document["components"]["schemas"]
     with urllib.request.urlopen(f"{compat_server.url}/docs", timeout=30) as response:
         assert response.status == 200 and b"/openapi.json" in response.read()

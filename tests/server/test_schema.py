@@ -88,7 +88,7 @@ def test_committed_schemas_match_the_models():
         committed = (S.SCHEMA_DIR / f"{name}.json").read_text(encoding="utf-8")
         assert committed == S.render_schema(schema), f"docs/schemas/{name}.json is stale"
     client = schemas["client_message"]
-    assert set(client["discriminator"]["mapping"]) == {P.SESSION_UPDATE, P.QUERY, P.FINISH}
+    assert set(client["discriminator"]["mapping"]) == {P.SESSION_UPDATE, P.QUERY, P.FINISH, "response.create"}
     events = schemas["server_event"]["discriminator"]["mapping"]
     assert set(events) == {P.SESSION_CREATED, P.SESSION_UPDATED, P.SESSION_CLOSED, P.FRAME_PROCESSED, P.FRAME_DROPPED,
                            P.ITEM_CREATED, P.RESPONSE_CREATED, P.RESPONSE_DELTA, P.RESPONSE_DONE, P.ERROR}
@@ -109,6 +109,7 @@ def test_realtime_shaped_messages_over_a_real_websocket(server):
             await socket.send("[" * 200_000)
             await socket.send(realtime_item({"type": "input_image", "image_url": "data:image/png;base64,@@@"}))
             await socket.send(realtime_item({"type": "input_text", "text": "What is happening?"}, video_time=1.2))
+            await socket.send(json.dumps({"type": "response.create", "event_id": "evt_2"}))  # a Realtime habit: a no-op
             await socket.send(realtime_item(
                 {"type": "input_image", "image_url": data_url(image_bytes(3, "JPEG"), "jpeg"), "video_time": 1.5},
                 {"type": "input_image", "image_url": data_url(image_bytes(4)), "video_time": 2.0}))

@@ -27,6 +27,7 @@ def apply_message(session: LiveSession, text: str) -> None:
         session.finish()
     elif isinstance(message, ConversationItemCreate):
         add_item(session, message)
+    # ResponseCreate: nothing to do; answers and narration come by themselves
 
 
 def add_item(session: LiveSession, message: ConversationItemCreate) -> None:

@@ -172,8 +172,19 @@ class SessionFinish(_ClientModel):
     event_id: EventId | None = None
 
 
-ClientMessage = Annotated[SessionUpdate | ConversationItemCreate | SessionFinish, Field(discriminator="type")]
-CLIENT_TYPES = (P.SESSION_UPDATE, P.QUERY, P.FINISH)
+class ResponseCreate(_ClientModel):
+    """Accepted for OpenAI Realtime clients, which ask for a response after adding an item; it changes nothing here:
+    questions are answered by themselves (with the next frame, or at `session.finish`), and the model decides when
+    to narrate."""
+
+    type: Literal["response.create"]
+    event_id: EventId | None = None
+    response: dict[str, Any] | None = Field(default=None, description="ignored")
+
+
+ClientMessage = Annotated[SessionUpdate | ConversationItemCreate | SessionFinish | ResponseCreate,
+                          Field(discriminator="type")]
+CLIENT_TYPES = (P.SESSION_UPDATE, P.QUERY, P.FINISH, "response.create")
 
 
 class FrameHeader(_ClientModel):
@@ -349,7 +360,7 @@ def _one_error(item: dict, skip: int = 0) -> str:
     return f"{location}: {message}" if location else message
 
 
-def parse_client_message(text: str | bytes) -> SessionUpdate | ConversationItemCreate | SessionFinish:
+def parse_client_message(text: str | bytes) -> SessionUpdate | ConversationItemCreate | SessionFinish | ResponseCreate:
     """One client text message -> its model; MessageError says what is wrong (which field, and why)."""
     data = loads(text)
     if not isinstance(data, dict) or "type" not in data:
