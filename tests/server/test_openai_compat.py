@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import urllib.request
 
 import pytest
@@ -302,3 +303,25 @@ def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkati
     finally:
         backend.shutdown()
     assert serial and batched == [serial, serial]
+
+
+def test_the_openai_example_streams_the_turns(compat_server, clip_dirs):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "openai_chat_completion.py"
+    clip = clip_dirs / "allowed" / "clip.mp4"
+    result = subprocess.run([sys.executable, str(example), str(clip), "--url", compat_server.url, "--threshold", "1",
+                             "--ask", "1.2:What is moving?"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(frame_times(clip)) + 1 and "[1.2s] " in result.stdout  # a turn a frame, the answer
+    assert re.search(r"^tiny: \d+ turns in [\d.]+ s \(finish_reason: stop\)$", result.stderr, re.MULTILINE)
+    by_path = subprocess.run([sys.executable, str(example), str(clip), "--url", compat_server.url, "--threshold", "1",
+                              "--ask", "1.2:What is moving?", "--server-path"], capture_output=True, text=True,
+                             timeout=180)
+    assert by_path.returncode == 0 and by_path.stdout == result.stdout, by_path.stderr
+    refused = subprocess.run([sys.executable, str(example), str(clip_dirs / "secret.mp4"), "--url", compat_server.url,
+                              "--server-path"], capture_output=True, text=True, timeout=180)
+    assert refused.returncode == 2 and "HTTP 403" in refused.stderr and "Traceback" not in refused.stderr
