@@ -229,7 +229,7 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batche
     import socket
     import time
 
-    from test_metrics import scrape
+    from test_prometheus_metrics import scrape
 
     from videollm_online.server import ServerConfig, create_app
     from videollm_online.server.batched import BatchedBackend
