@@ -634,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop (and save) after this many minutes, counted from the first step; the "
                             "learning rate decays over them. With --resume, the minutes already trained count")
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
+    train.add_argument("--report-to", choices=("tensorboard", "wandb", "none"),
+                       help="log losses and metrics to TensorBoard (event files in OUTPUT_DIR/runs/), W&B or "
+                            "nowhere (default: tensorboard when it is installed, else none)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
 

@@ -117,6 +117,10 @@ class LiveConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_json_string(self) -> str:
+        """The config as JSON: the Trainer's TensorBoard and W&B callbacks log `model.config` through this."""
+        return json.dumps(self.to_dict(), indent=2)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiveConfig:
         known = {f.name for f in dataclasses.fields(cls)}
