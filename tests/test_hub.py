@@ -2,10 +2,14 @@
 demo model in that layout giving the logits it gave in the layout before it (golden values: `python
 tests/test_hub.py` regenerates them from the bundled model)."""
 
+import base64
 import dataclasses
 import json
+import re
 import shutil
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +122,109 @@ def test_hub_ids_of_sources(tmp_path, cached_base):
     assert hub_id_of(str(cached_base)) == "someone/tiny-llm"
     assert hub_id_of(str(tmp_path / "plain-dir")) is None
     assert hub_id_of("./relative/path") is None and hub_id_of(None) is None
+
+
+class LocalHub:
+    """The hub's upload API on loopback, as far as `HfApi.create_repo` and `upload_folder` use it: create a repo,
+    validate a README's YAML metadata, ask how to upload each file (`preupload`: every file "regular", so it travels
+    inside the commit), and the commit itself (NDJSON: a header, then each file base64-encoded). Keeps what was
+    committed, by repo and path."""
+
+    def __init__(self):
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.commits: list[tuple[str, str, str]] = []  # (repo, revision, message)
+        self.validated: list = []  # the README metadata the client asked to validate
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def reply(self, data: dict, status: int = 200) -> None:
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path.split("?")[0]
+                if self.headers.get("Authorization") != "Bearer hf_test":
+                    return self.reply({"error": "unauthorized"}, 401)
+                if path == "/api/validate-yaml":  # the hub checks a README's metadata before the upload
+                    content = json.loads(body)["content"]
+                    try:
+                        meta = yaml.safe_load(content.split("---\n")[1]) if content.startswith("---\n") else None
+                    except yaml.YAMLError as error:
+                        meta = str(error)
+                    hub.validated.append(meta)
+                    if not isinstance(meta, dict):
+                        return self.reply({"errors": [{"message": f"bad metadata: {meta!r}"}]}, 400)
+                    return self.reply({"errors": [], "warnings": []})
+                if path == "/api/repos/create":
+                    request = json.loads(body)
+                    repo = f"{request['organization']}/{request['name']}"
+                    hub.repos.setdefault(repo, {})
+                    return self.reply({"url": f"{hub.url}/{repo}", "name": repo, "id": repo})
+                match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
+                if match is None or match.group(1) not in hub.repos:
+                    return self.reply({"error": f"no route {path}"}, 404)
+                repo, action, revision = match.groups()
+                if action == "preupload":
+                    files = json.loads(body)["files"]
+                    return self.reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                 for f in files]})
+                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                for line in lines:
+                    if line["key"] == "file":
+                        assert line["value"]["encoding"] == "base64"
+                        hub.repos[repo][line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+                    elif line["key"] == "header":
+                        hub.commits.append((repo, revision, line["value"]["summary"]))
+                    else:
+                        return self.reply({"error": f"unexpected operation {line['key']}"}, 400)
+                oid = "1" * 40
+                return self.reply({"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid})
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def local_hub():
+    hub = LocalHub()
+    yield hub
+    hub.close()
+
+
+def test_push_to_hub_commits_the_saved_checkpoint(tmp_path, tiny, local_hub):
+    model, _ = tiny
+    card = {"training_data": "nothing, it is random"}
+    url = model.push_to_hub("someone/tiny-live", endpoint=local_hub.url, token="hf_test", model_card_kwargs=card)
+    assert url == f"{local_hub.url}/someone/tiny-live/commit/{'1' * 40}"
+    assert local_hub.commits == [("someone/tiny-live", "main", "Upload a videollm-online checkpoint")]
+    model.save_pretrained(tmp_path / "local", model_card_kwargs=card)
+    pushed = local_hub.repos["someone/tiny-live"]
+    local = {p.relative_to(tmp_path / "local").as_posix(): p.read_bytes()
+             for p in (tmp_path / "local").rglob("*") if p.is_file()}
+    assert sorted(pushed) == sorted(local)  # the files save_pretrained writes, and only those
+    for name in ("connector.safetensors", "vision/model.safetensors", "llm/model.safetensors", "README.md"):
+        assert pushed[name] == local[name], name
+    assert "nothing, it is random" in pushed["README.md"].decode()
+    assert local_hub.validated[0]["library_name"] == "videollm-online"
+
+    # save_pretrained(push_to_hub=True) uploads the directory it wrote
+    url = model.save_pretrained(tmp_path / "tiny-live-2", push_to_hub=True, repo_id="someone/second",
+                                endpoint=local_hub.url, token="hf_test", model_card_kwargs=card)
+    assert url.startswith(f"{local_hub.url}/someone/second/commit/")
+    assert sorted(local_hub.repos["someone/second"]) == sorted(local)
 
 
 # ---------------------------------------------------------------------- the bundled demo model

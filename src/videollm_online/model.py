@@ -172,10 +172,35 @@ class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LIC
             raise ValueError("save_pretrained saves the model's own config; change model.config instead")
         save_checkpoint(self, self.template, save_directory, save_vision=save_vision, save_tokenizer=save_tokenizer,
                         dtype=dtype, model_card_kwargs=model_card_kwargs)
-        if push_to_hub:
-            return self.push_to_hub(repo_id or Path(save_directory).name, model_card_kwargs=model_card_kwargs,
-                                    **push_to_hub_kwargs)
+        if push_to_hub:  # the directory just written, uploaded as it is
+            from huggingface_hub import HfApi
+
+            api = HfApi(endpoint=push_to_hub_kwargs.pop("endpoint", None), token=push_to_hub_kwargs.pop("token", None))
+            repo_id = api.create_repo(repo_id or Path(save_directory).name, exist_ok=True,
+                                      private=push_to_hub_kwargs.pop("private", None)).repo_id
+            return api.upload_folder(repo_id=repo_id, folder_path=save_directory, **push_to_hub_kwargs).commit_url
         return None
+
+    def push_to_hub(
+        self, repo_id: str, *, commit_message: str = "Upload a videollm-online checkpoint", private: bool | None = None,
+        token: str | None = None, branch: str | None = None, create_pr: bool | None = None,
+        endpoint: str | None = None, model_card_kwargs: dict[str, Any] | None = None, **save_kwargs,
+    ) -> str:
+        """`save_pretrained` into a temporary directory, then one commit of that directory to the hub repo `repo_id`
+        (created if missing) through `huggingface_hub.HfApi.upload_folder`; returns the commit's URL. `endpoint`:
+        another hub than the one `HF_ENDPOINT` names."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint, token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "checkpoint"
+            self.save_pretrained(folder, model_card_kwargs=model_card_kwargs, **save_kwargs)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                       revision=branch, create_pr=create_pr)
+        return commit.commit_url
 
     @classmethod
     def from_pretrained(
