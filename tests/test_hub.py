@@ -26,8 +26,8 @@ from videollm_online.checkpoint import (
     load_checkpoint,
     write_model_card,
 )
-from videollm_online.config import TINY_LLM
-from videollm_online.hub import hub_id_of
+from videollm_online.config import TINY_LLM, LiveConfig
+from videollm_online.hub import hub_id_of, model_card
 from videollm_online.model import LiveModel
 from videollm_online.text import build_tiny_tokenizer
 
@@ -114,6 +114,14 @@ def test_model_card_rewritten_from_the_eval_report_in_the_checkpoint(tmp_path, t
     card = (tmp_path / "ckpt" / "README.md").read_text()
     assert "| time_diff | 0.25 |" in card and "| videos | 5 |" in card
     assert front_matter(tmp_path / "ckpt" / "README.md")["library_name"] == "videollm-online"
+
+
+def test_card_of_the_released_shape_names_both_bases_and_the_llama_licence(tmp_path):
+    model_card(LiveConfig.from_name("8b-v1plus")).save(tmp_path / "README.md")
+    meta = front_matter(tmp_path / "README.md")
+    assert meta["base_model"] == ["meta-llama/Meta-Llama-3-8B-Instruct", "google/siglip-large-patch16-384"]
+    assert meta["license"] == "llama3" and meta["pipeline_tag"] == "video-text-to-text"
+    assert "LLM: `meta-llama/Meta-Llama-3-8B-Instruct`, with a LoRA adapter" in (tmp_path / "README.md").read_text()
 
 
 def test_hub_ids_of_sources(tmp_path, cached_base):

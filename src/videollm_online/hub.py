@@ -16,6 +16,8 @@ from .config import SOURCE_HUB_IDS, LiveConfig
 
 LIBRARY_NAME = "videollm-online"
 LICENSE = "apache-2.0"
+"""The card's licence: the package's, unless the base LLM's licence binds its derivatives (`BASE_LICENSES`)."""
+BASE_LICENSES = {"meta-llama/Meta-Llama-3-8B-Instruct": "llama3", "meta-llama/Meta-Llama-3-8B": "llama3"}
 TAGS = ["videollm-online", "video-text-to-text", "streaming", "live-video", "peft", "lora"]
 EVAL_FILE = "eval_results.json"
 """An `eval` report (the JSON `videollm-online eval --output` writes) kept beside the weights, for the card."""
@@ -80,7 +82,7 @@ def model_card(
     eval_report: str | Path | dict[str, Any] | None = None,
     datasets: list[str] | None = None,
     training_data: str | None = None,
-    license: str = LICENSE,
+    license: str | None = None,
     name: str | None = None,
     adapter: bool = True,
     vision_saved: bool = False,
@@ -95,7 +97,7 @@ def model_card(
     data = ModelCardData(
         base_model=list(bases.values()) or None,
         library_name=LIBRARY_NAME,
-        license=license,
+        license=license or BASE_LICENSES.get(bases.get("llm", ""), LICENSE),
         tags=list(TAGS),
         datasets=datasets or None,
         pipeline_tag="video-text-to-text",
