@@ -25,7 +25,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CACHE_REPO = re.compile(r"models--([\w.-]+)--([\w.-]+)")
 # Report keys that describe the run rather than measure the model.
 _NOT_METRICS = {"model", "dataset", "split", "data_root", "world_size", "engine", "cache_tokens", "command", "device",
-                "note", "predictions"}
+                "note", "predictions", "threshold", "window_s"}
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -128,14 +128,16 @@ def model_card(
         if train:
             settings = {k: train[k] for k in ("lora_r", "lora_alpha", "learning_rate", "batch_size", "num_epochs",
                                               "max_steps", "max_time_minutes", "train_vision") if k in train}
-            lines += ["", "Training settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items())]
+            lines += ["", "Settings of the last `train` run: " + ", ".join(f"`{k}={v}`" for k, v in settings.items())]
         lines.append("")
     if report:
         metrics = eval_metrics(report)
         if metrics:
             where = report.get("dataset") or "evaluation"
             split = f" ({report['split']})" if report.get("split") else ""
-            lines += ["## Evaluation", "", f"`videollm-online eval` on `{where}`{split}:", "",
+            settings = ", ".join(f"{k} {report[k]}" for k in ("threshold", "window_s", "engine") if report.get(k))
+            settings = f" ({settings})" if settings else ""
+            lines += ["## Evaluation", "", f"`videollm-online eval` on `{where}`{split}{settings}:", "",
                       "| metric | value |", "| --- | --- |"]
             lines += [f"| {key} | {round(value, 4) if isinstance(value, float) else value} |"
                       for key, value in metrics.items()]
