@@ -329,6 +329,7 @@ def cmd_data_synthesize(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .config import CONFIG_FILE
     from .eval.runner import EvalOptions, check_inputs, format_table, run_eval
     from .files import write_json_atomic
 
@@ -337,6 +338,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.batch_size,
                           progress=not args.quiet, engine=args.engine, cache_tokens=args.cache_tokens)
     check_inputs(options)
+    if args.model_card and not (args.model and (Path(args.model) / CONFIG_FILE).is_file()):
+        raise UserError("--model-card writes into a checkpoint directory: pass --model DIR (a videollm-online "
+                        "checkpoint, with videollm_online.json)")
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -346,6 +350,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_table(report))
         if args.output:
             write_json_atomic(args.output, report)
+        if args.model_card:
+            from .checkpoint import write_model_card
+
+            card = write_model_card(args.model, eval_report={k: v for k, v in report.items() if k != "predictions"})
+            print(f"evaluation table written to {card}", file=sys.stderr)
     return 0
 
 
@@ -595,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Ego4D LTA: beams, and candidates K scored (default: 5, as the seed)")
     evaluate.add_argument("--batch-size", type=int, default=1, help="benchmark prompts generated together")
     evaluate.add_argument("--output", "--out", "-o", type=Path, help="write the report as JSON here")
+    evaluate.add_argument("--model-card", action="store_true",
+                          help="also keep the report in the --model checkpoint (eval_results.json) and write its "
+                               "table into the checkpoint's model card (README.md)")
     evaluate.add_argument("--quiet", "-q", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -634,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop (and save) after this many minutes, counted from the first step; the "
                             "learning rate decays over them. With --resume, the minutes already trained count")
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
+    train.add_argument("--report-to", choices=("tensorboard", "wandb", "none"),
+                       help="log losses and metrics to TensorBoard (event files in OUTPUT_DIR/runs/), W&B or "
+                            "nowhere (default: tensorboard when it is installed, else none)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
 
