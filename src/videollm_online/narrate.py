@@ -42,6 +42,10 @@ class StageTimes:
     a stream of their own, the next frames encoded while the LLM steps)."""
     ahead: int = 1
     """Frames per `push_frames` call (1: frame by frame)."""
+    graphs: int = 0
+    """CUDA graphs the fast engine captured on the way (each new step shape and cache span), and the seconds that
+    took (part of `llm`)."""
+    capture: float = 0.0
 
     def summary(self) -> dict[str, float]:
         total = self.decode + self.vision + self.llm
@@ -54,6 +58,8 @@ class StageTimes:
             "llm_s": round(self.llm, 3),
             "vision_path": self.vision_path,
             "ahead": self.ahead,
+            "graphs_captured": self.graphs,
+            "capture_s": round(self.capture, 3),
         }
 
 
@@ -187,4 +193,7 @@ def narrate_frames(
         started = time.perf_counter()
         emit(session.finish())
         times.llm += time.perf_counter() - started
+    if isinstance(session.backend, SlotBackend):
+        times.graphs = len(session.backend.static._graphs)
+        times.capture = session.backend.static.capture_seconds
     return session.events, times

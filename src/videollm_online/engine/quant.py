@@ -82,9 +82,14 @@ class Fp8Linear:
         rows = x.reshape(-1, self.in_features)
         x_q, scale_a = quantize_fp8(rows, per_row=self.per_channel)  # (M, K) fp8, (M, 1) or ()
         if self.fast:
+            count = x_q.shape[0]
+            pad = -count % 16  # rows padded to a multiple of 16, as some cuBLASLt FP8 kernels want (zero rows)
+            if pad:
+                x_q = torch.cat([x_q, x_q.new_zeros(pad, self.in_features)])
+                scale_a = torch.cat([scale_a, scale_a.new_ones(pad, 1)]) if self.per_channel else scale_a
             out = torch._scaled_mm(x_q, self.weight_t, scale_a=scale_a, scale_b=self.scale_b,
                                    out_dtype=torch.bfloat16 if self.per_channel else self.out_dtype)
-            out = out.to(x.dtype)
+            out = out[:count].to(x.dtype)
         else:  # the same quantised numbers, dequantised: a CPU, or a GPU without FP8 matmuls
             weight_scale = self.scale_b.reshape(-1, 1) if self.per_channel else self.scale_b
             out = F.linear(dequantize_fp8(x_q, scale_a), dequantize_fp8(self.weight, weight_scale)).to(x.dtype)

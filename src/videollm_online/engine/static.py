@@ -18,6 +18,7 @@ keys are re-rotated so positions stay contiguous (RoPE rotations compose), so me
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -183,6 +184,8 @@ class StaticKV:
         self._graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._inputs: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._pool = None
+        self.capture_seconds = 0.0
+        """Wall-clock seconds spent in first runs and captures of new step shapes (CUDA graphs), warm-up included."""
 
     # ------------------------------------------------------------------ slots
     def reset_slot(self, slot: int) -> None:
@@ -313,6 +316,7 @@ class StaticKV:
         # First time for this shape: a warm-up run (its result is the real one: the inputs are the real ones, and
         # the cache writes it makes are the ones the replay would make; kernels are built here, outside capture),
         # then capture.
+        started = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -324,6 +328,8 @@ class StaticKV:
         with torch.cuda.graph(graph, pool=self._pool):
             output = self._forward(packed, frames, key)
         self._graphs[key] = (graph, output)
+        torch.cuda.current_stream().synchronize()
+        self.capture_seconds += time.perf_counter() - started
         return result
 
     def _host_ints(self, batch: int, steps: int, reads: int) -> torch.Tensor:
