@@ -9,11 +9,14 @@ on the backend's worker thread and comes back through futures and `call_soon_thr
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import math
+import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,16 @@ from .config import ServerConfig
 from .metrics import Metrics
 
 log = logging.getLogger("videollm_online.server")
+MAX_VIDEO_TIME = 7 * 24 * 3600.0
+"""Latest video time a frame or a question may carry (a week of stream): beyond it, time arithmetic (slots at the
+session's fps) stops being exact, and 1e308 overflows."""
+
+
+def check_video_time(value: Any, what: str) -> float:
+    """A video time from a client: a finite number in [0, MAX_VIDEO_TIME]; ValueError names the problem."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VIDEO_TIME:
+        raise ValueError(f"{what} needs a number video_time in [0, {MAX_VIDEO_TIME:g}] seconds, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -99,6 +112,9 @@ class _Call:
 class LiveSession:
     def __init__(self, backend: StreamBackend, config: ServerConfig, metrics: Metrics, params: SessionParams) -> None:
         self.id = uuid.uuid4().hex[:16]
+        self.secret = secrets.token_urlsafe(24)
+        """Sent once, in `session.created`, to the client that opened the session: following the session (SSE)
+        and seeing it in the list need it. The id alone names a session; it does not open it."""
         self.created = time.time()
         self.backend = backend
         self.config = config
@@ -134,6 +150,11 @@ class LiveSession:
                            "max_frame_rate": self.config.max_frame_rate,
                            "max_pending_frames": self.config.max_pending_frames,
                            "idle_timeout": self.config.idle_timeout}}
+
+    def opens(self, supplied: Iterable[str]) -> bool:
+        """Whether one of the secrets a caller supplied is this session's (compared in constant time)."""
+        mine = self.secret.encode()
+        return any(hmac.compare_digest(candidate.encode(), mine) for candidate in supplied)
 
     @property
     def engine_frames(self) -> int:
@@ -190,7 +211,8 @@ class LiveSession:
         self._recent.append(now)
         try:
             video_time, data = P.unpack_frame(message)
-        except P.FrameError as error:
+            video_time = check_video_time(video_time, "the frame header")  # also refuses Infinity, NaN, 1e308
+        except ValueError as error:
             self.error(P.INVALID_FRAME, str(error))
             return
         if self._last_time is not None and video_time < self._last_time:
@@ -221,12 +243,12 @@ class LiveSession:
             raise ValueError("a query needs a non-empty string 'text'")
         if len(text) > self.config.max_query_chars:
             raise ValueError(f"the query is {len(text)} characters; the limit is {self.config.max_query_chars}")
-        video_time = message.get("video_time", self._last_time or 0.0)
-        if isinstance(video_time, bool) or not isinstance(video_time, (int, float)) or not video_time >= 0:
-            raise ValueError(f"video_time must be a number >= 0, got {video_time!r}")
-        self._push(_Query(float(video_time), text.strip(), time.monotonic()))
+        video_time = check_video_time(message.get("video_time", self._last_time or 0.0), "a query")
+        self._push(_Query(video_time, text.strip(), time.monotonic()))
 
     def update(self, message: dict) -> None:
+        if not isinstance(message, dict):
+            raise ValueError(f"session.update takes an object of settings, got {type(message).__name__}")
         params = SessionParams.parse({k: message.get(k) for k in ("threshold", "max_new_tokens", "fps")})
         if params.threshold is not None:
             self.engine.threshold = params.threshold  # takes effect with the next frame the model watches
