@@ -261,3 +261,69 @@ def test_sessions_belong_to_the_client_that_opened_them(tiny_decisive):
 
     with start_server(*tiny_decisive, token=token) as server:
         run(scenario(server))
+
+
+def test_a_question_flood_is_limited_and_the_other_session_keeps_going(tiny_decisive):
+    """Session A asks 30 questions at once: the ones over the limits get `rate_limited` errors naming the limit,
+    none is lost silently; session B, streaming at the same time, gets every frame watched and no error."""
+    from videollm_online.client import AsyncStreamClient
+
+    async def scenario(server) -> tuple[list[dict], list[dict]]:
+        async with AsyncStreamClient(server.ws_url, threshold=0.0, max_new_tokens=32) as a, \
+                AsyncStreamClient(server.ws_url, threshold=0.0) as b:
+            assert a.session["limits"]["max_pending_queries"] == 3
+            await a.send_frame(0.0, image_bytes(0))
+            for index in range(30):
+                await a.ask(f"question {index}?", 0.0)
+            for index in range(6):
+                await b.send_frame(index * 0.5, image_bytes(index))
+                await a.send_frame(0.5 + index * 0.5, image_bytes(index))
+            await a.finish()
+            await b.finish()
+            return [e async for e in a.events()], [e async for e in b.events()]
+
+    with start_server(*tiny_decisive, max_pending_frames=64, max_query_rate=5, max_pending_queries=3) as server:
+        flood, other = run(scenario(server))
+    limited = [e["error"] for e in flood if e["type"] == P.ERROR]
+    assert limited and all(error["code"] == P.RATE_LIMITED for error in limited)
+    assert {error["limit_name"] for error in limited} <= {"max_query_rate", "max_pending_queries"}
+    assert all(error["limit_name"] in error["message"] for error in limited)
+    taken = [e for e in flood if e["type"] == P.ITEM_CREATED]
+    assert 1 <= len(taken) <= 5 and len(taken) + len(limited) == 30  # every question: taken or refused, said so
+    assert sum(e["type"] == P.RESPONSE_DONE for e in flood) == len(taken)  # and each taken one answered
+    assert not [e for e in other if e["type"] == P.ERROR]
+    assert [e["video_time"] for e in other if e["type"] == P.FRAME_PROCESSED] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def test_the_worker_is_shared_fairly_between_sessions():
+    """The backend's queue: a session whose calls took long waits while another's call goes first, even when the
+    first has many calls queued before it; each session's calls keep their order."""
+    from videollm_online.server.backend import FairQueue
+
+    class Owner:
+        pass
+
+    queue, flood, other = FairQueue(), Owner(), Owner()
+    for index in range(5):
+        queue.put(flood, f"flood {index}")
+    owner, item = queue.get()
+    assert (owner, item) == (flood, "flood 0")
+    queue.charge(flood, 4.0)  # a long call: a frame and several answers
+    queue.put(other, "other 0")
+    assert queue.get() == (other, "other 0")  # before the flood's backlog
+    queue.charge(other, 0.3)
+    queue.put(other, "other 1")
+    assert queue.get() == (other, "other 1")
+    queue.charge(other, 0.3)
+    assert queue.get() == (flood, "flood 1")  # nothing else waits: the flood goes on, in its order
+    # A session that waited on nothing for a long while starts level with the others, not ahead by its idle time.
+    queue.charge(flood, 100.0)
+    late = Owner()
+    queue.put(late, "late 0")
+    assert queue.get() == (late, "late 0")
+    queue.charge(late, 0.5)
+    queue.put(late, "late 1")
+    queue.put(other, "other 2")  # other last ran at 0.6 s of worker time, late has used 0.5 s: both start level
+    assert [queue.get()[1] for _ in range(2)] == ["other 2", "late 1"]
+    assert queue.close() == ["flood 2", "flood 3", "flood 4"]
+    assert queue.get() is None

@@ -77,6 +77,18 @@ class SessionParams:
         return cls(**kwargs)
 
 
+def _within_rate(recent: deque[float], now: float, per_second: float) -> bool:
+    """A sliding window of one second (or 1/rate, for rates under one a second): True, and `now` counted, while
+    the arrivals in it stay under the rate."""
+    window = max(1.0, 1.0 / per_second)
+    while recent and recent[0] <= now - window:
+        recent.popleft()
+    if len(recent) >= per_second * window:
+        return False
+    recent.append(now)
+    return True
+
+
 @dataclass
 class _Frame:
     video_time: float
@@ -135,6 +147,8 @@ class LiveSession:
         self._pending_frames = 0
         self._last_time: float | None = None
         self._recent: deque[float] = deque()  # wall-clock arrival times of the last second's frames
+        self._recent_queries: deque[float] = deque()
+        self._open_queries = 0  # questions taken and not answered yet
         self._response_counter = 0
         self._loop = asyncio.get_running_loop()
         self.task = asyncio.create_task(self._run(), name=f"session-{self.id}")
@@ -149,6 +163,8 @@ class LiveSession:
                            "max_frame_pixels": self.config.max_frame_pixels,
                            "max_frame_rate": self.config.max_frame_rate,
                            "max_pending_frames": self.config.max_pending_frames,
+                           "max_query_rate": self.config.max_query_rate,
+                           "max_pending_queries": self.config.max_pending_queries,
                            "idle_timeout": self.config.idle_timeout}}
 
     def opens(self, supplied: Iterable[str]) -> bool:
@@ -202,13 +218,11 @@ class LiveSession:
             self.error(P.FRAME_TOO_LARGE, f"the frame message is {len(message)} bytes; the limit is "
                        f"{self.config.max_frame_bytes} bytes (send a smaller JPEG)", limit=self.config.max_frame_bytes)
             return
-        while self._recent and self._recent[0] < now - 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= self.config.max_frame_rate:
-            self.error(P.RATE_LIMITED, f"more than {self.config.max_frame_rate:g} frames in one second; this one "
-                       "is dropped (send at most the session's fps)", limit=self.config.max_frame_rate)
+        if not _within_rate(self._recent, now, self.config.max_frame_rate):
+            self.error(P.RATE_LIMITED, f"more than {self.config.max_frame_rate:g} frames in one second "
+                       "(max_frame_rate); this one is dropped (send at most the session's fps)",
+                       limit=self.config.max_frame_rate, limit_name="max_frame_rate")
             return
-        self._recent.append(now)
         try:
             video_time, data = P.unpack_frame(message)
             video_time = check_video_time(video_time, "the frame header")  # also refuses Infinity, NaN, 1e308
@@ -244,7 +258,19 @@ class LiveSession:
         if len(text) > self.config.max_query_chars:
             raise ValueError(f"the query is {len(text)} characters; the limit is {self.config.max_query_chars}")
         video_time = check_video_time(message.get("video_time", self._last_time or 0.0), "a query")
-        self._push(_Query(video_time, text.strip(), time.monotonic()))
+        now = time.monotonic()
+        if self._open_queries >= self.config.max_pending_queries:
+            self.error(P.RATE_LIMITED, f"{self._open_queries} questions are still waiting for their answers "
+                       f"(max_pending_queries); this one is not taken: ask again after an answer",
+                       limit=self.config.max_pending_queries, limit_name="max_pending_queries")
+            return
+        if not _within_rate(self._recent_queries, now, self.config.max_query_rate):
+            self.error(P.RATE_LIMITED, f"more than {self.config.max_query_rate:g} questions in one second "
+                       "(max_query_rate); this one is not taken", limit=self.config.max_query_rate,
+                       limit_name="max_query_rate")
+            return
+        self._open_queries += 1
+        self._push(_Query(video_time, text.strip(), now))
 
     def update(self, message: dict) -> None:
         if not isinstance(message, dict):
@@ -317,6 +343,7 @@ class LiveSession:
         call = _Call()
         on_token = self._token_callback(call)
         events: list[StreamEvent] = await asyncio.wrap_future(submit(on_token))
+        self._open_queries -= min(self._open_queries, sum(event.role == "user" for event in events))
         assistant = [event for event in events if event.role == "assistant"]
         for index, event in enumerate(assistant):
             if index < len(call.responses):
