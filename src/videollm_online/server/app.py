@@ -21,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ..model import LiveModel
 from ..text import StreamTemplate
 from . import protocol as P
-from .backend import SerialBackend, StreamBackend
+from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
 from .sessions import LiveSession, SessionParams
@@ -117,7 +117,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": backend.name, "sessions_active": len(hub.sessions)}
+        return {"status": "ok", "model": public_name(backend.name), "sessions_active": len(hub.sessions)}
 
     @app.get("/metrics")
     async def metrics(request: Request):

@@ -17,6 +17,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -300,6 +301,15 @@ def _turn_tracker(session: StreamSession, on_token: TokenCallback | None) -> Cal
         on_token(list(tokens))
 
     return hook
+
+
+def public_name(name: str) -> str:
+    """The model's name as responses show it: a checkpoint given as a local path shows as its last component
+    only, so no response reveals where files live on the server. Hub ids (`org/name`) and presets stay as they are."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or name.startswith((".", "~")) or ("/" in name and path.exists()):
+        return path.name or name
+    return name
 
 
 def _context_length(model: LiveModel) -> int | None:

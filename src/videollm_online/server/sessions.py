@@ -23,7 +23,7 @@ from typing import Any
 from ..engine import EngineConfig, StreamEvent
 from ..video.sampling import LiveSampler
 from . import protocol as P
-from .backend import BackendSession, ContextFullError, StreamBackend
+from .backend import BackendSession, ContextFullError, StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
 
@@ -155,7 +155,7 @@ class LiveSession:
 
     # ------------------------------------------------------------------ events
     def describe(self) -> dict:
-        return {"id": self.id, "model": self.backend.name, "threshold": self.engine.threshold,
+        return {"id": self.id, "model": public_name(self.backend.name), "threshold": self.engine.threshold,
                 "max_new_tokens": self.engine.max_new_tokens, "fps": self.sampler.fps,
                 "frame_resolution": self.backend.frame_resolution, "frames": self.engine_frames,
                 "created": round(self.created, 3),
