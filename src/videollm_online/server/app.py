@@ -23,6 +23,7 @@ from ..text import StreamTemplate
 from . import protocol as P
 from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
+from .memory import MemoryReleaser
 from .metrics import Metrics
 from .sessions import LiveSession, SessionParams
 
@@ -41,6 +42,7 @@ class Hub:
         self.config = config
         self.metrics = Metrics()
         self.sessions: dict[str, LiveSession] = {}
+        self.releaser = MemoryReleaser()
 
     def open(self, params: SessionParams) -> LiveSession:
         session = LiveSession(self.backend, self.config, self.metrics, params)
@@ -56,8 +58,21 @@ class Hub:
         except Exception:  # noqa: BLE001 - a failed close must not keep the slot
             log.exception("closing session %s failed", session.id)
         finally:
-            self.sessions.pop(session.id, None)
+            if self.sessions.pop(session.id, None) is not None:
+                session.log.clear()  # nobody can start following it now; current followers have their queues
+                self._release_memory_after(session)
             self.metrics.sessions_active = len(self.sessions)
+
+    def _release_memory_after(self, session: LiveSession) -> None:
+        """Once the backend has dropped the session's cache, give the memory back (debounced)."""
+        loop = asyncio.get_running_loop()
+
+        def schedule(_) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server is shutting down
+                loop.call_soon_threadsafe(self.releaser.schedule)
+
+        if session.engine_closed is not None:
+            session.engine_closed.add_done_callback(schedule)
 
     def visible(self, secrets: list[str]) -> list[LiveSession]:
         """The sessions a caller may see: those whose secret it holds."""
@@ -92,6 +107,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         yield
         for session in list(hub.sessions.values()):
             hub.release(session, "server_shutdown")
+        hub.releaser.cancel()
         backend.shutdown()
 
     app = FastAPI(title="videollm-online", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

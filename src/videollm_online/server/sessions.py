@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ class SessionParams:
                 number = kind(value)
                 if kind is float and not math.isfinite(number):
                     raise ValueError
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # int(Infinity) overflows
                 raise ValueError(f"{name} must be a number, got {value!r}") from None
             kwargs[name] = number
         return cls(**kwargs)
@@ -138,6 +139,8 @@ class LiveSession:
         self.log: deque[dict] = deque(maxlen=config.event_log)
         self.subscribers: set[asyncio.Queue] = set()
         self.closed = False
+        self.engine_closed: Future | None = None
+        """Done once the backend has dropped this session's cache (after `close`)."""
         self.finishing = False
         self.done = asyncio.Event()
         self._working = False
@@ -395,7 +398,7 @@ class LiveSession:
         current = asyncio.current_task()
         if current is not self.task:
             self.task.cancel()
-        self.engine.close()  # runs after any call of this session still on the worker
+        self.engine_closed = self.engine.close()  # runs after any call of this session still on the worker
         self.emit(P.SESSION_CLOSED, reason=reason)
         self._inputs.clear()
         self._pending_frames = 0
