@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from api_helpers import image_bytes, run, start_server
 
@@ -327,3 +328,18 @@ def test_the_worker_is_shared_fairly_between_sessions():
     assert [queue.get()[1] for _ in range(2)] == ["other 2", "late 1"]
     assert queue.close() == ["flood 2", "flood 3", "flood 4"]
     assert queue.get() is None
+
+
+def test_warm_up_then_serve(tiny_decisive):
+    """`serve` watches one silent frame before the first client; a session opened afterwards starts from its own
+    first frame."""
+    from videollm_online.server.backend import SerialBackend
+
+    backend = SerialBackend(*tiny_decisive)
+    try:
+        assert backend.warm_up() > 0
+        session = backend.open()
+        events = session.submit_frame(0.0, np.zeros((32, 32, 3), np.uint8)).result(timeout=60)
+        assert session.num_frames == 1 and isinstance(events, list)
+    finally:
+        backend.shutdown()

@@ -176,6 +176,20 @@ class SerialBackend:
                 self._queue.charge(owner, time.perf_counter() - started)
             del owner, fn, args, future, next_call  # hold no frame or session while waiting
 
+    def warm_up(self) -> float:
+        """Watch one black frame in a throwaway session (silent: threshold 0); returns the seconds it took. Weights
+        read through mmap (safetensors) are paged in on first use, and the first forward sets up kernels: doing
+        it at start spares the first client the wait, and the server's resident memory is at its working size from
+        the start instead of jumping by the model's size at the first frame."""
+        started = time.perf_counter()
+        session = self.open(EngineConfig(threshold=0.0, max_new_tokens=1))
+        try:
+            image = np.zeros((self.frame_resolution, self.frame_resolution, 3), dtype=np.uint8)
+            session.submit_frame(0.0, image).result()
+        finally:
+            session.close().result()
+        return time.perf_counter() - started
+
     def shutdown(self) -> None:
         for _, _, future in self._queue.close():
             future.cancel()

@@ -95,7 +95,17 @@ def serve_model(model, template, name: str, config: ServerConfig, *, log_level: 
     """`videollm-online serve`: the API over a loaded model, until interrupted."""
     from .app import create_app
 
+    app = create_app(model, template, config=config, name=name)
+    warm_up(app)
     print(f"videollm-online: serving {name} on http://{config.host}:{config.port} (WebSocket /v1/realtime, "
           f"SSE /v1/sessions/ID/events, /health, /metrics){'; bearer token required' if config.token else ''}",
           flush=True)
-    serve(create_app(model, template, config=config, name=name), config, log_level=log_level)
+    serve(app, config, log_level=log_level)
+
+
+def warm_up(app) -> None:
+    """One silent frame through the model before the first client (`SerialBackend.warm_up`), where the backend
+    has it."""
+    warm = getattr(app.state.hub.backend, "warm_up", None)
+    if warm is not None:
+        print(f"videollm-online: model warmed up in {warm():.1f} s", flush=True)
