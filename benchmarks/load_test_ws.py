@@ -92,7 +92,13 @@ def load(spec: str | None, device: str, dtype: str):
 
 def run_server(args: argparse.Namespace) -> None:
     from videollm_online.server import ServerConfig, create_app
-    from videollm_online.server.run import serve, warm_up
+    from videollm_online.server.run import serve
+
+    try:
+        from videollm_online.server.run import warm_up
+    except ImportError:  # a server from before the warm-up (comparisons with older code)
+        def warm_up(app) -> None:
+            pass
 
     model, template, name = load(args.model, args.device, args.dtype)
     config = ServerConfig(port=args.port, max_sessions=max(64, args.clients + 8),
