@@ -403,7 +403,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServerConfig(host=args.host, port=args.port, token=args.token or ServerConfig.token_from_env(),
                               max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
                               max_frame_rate=args.max_frame_rate, max_pending_frames=args.max_pending_frames,
-                              idle_timeout=args.idle_timeout)
+                              idle_timeout=args.idle_timeout, max_query_rate=args.max_query_rate,
+                              max_pending_queries=args.max_pending_queries)
     except ValueError as error:
         raise UserError(str(error)) from error
     model, template, name = load_model_from_args(args)
@@ -716,6 +717,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frame messages per second a session may send (default: 30)")
     serve.add_argument("--max-pending-frames", type=int, default=8,
                        help="frames a session may have waiting; beyond it the oldest is dropped (default: 8)")
+    serve.add_argument("--max-query-rate", type=positive_float, default=1.0,
+                       help="questions per second a session may ask (default: 1)")
+    serve.add_argument("--max-pending-queries", type=positive_int, default=4,
+                       help="questions a session may have waiting for their answers (default: 4)")
     serve.add_argument("--engine", choices=["default", "fast"], default="default",
                        help="default: sessions take turns on one worker; fast: all sessions batched into one forward "
                             "per step on a static cache (Llama-family LLMs; CUDA graphs on a GPU)")
