@@ -401,6 +401,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config = ServerConfig(host=args.host, port=args.port, token=args.token or ServerConfig.token_from_env(),
+                              allowed_video_dirs=tuple(args.allowed_video_dir), max_upload_bytes=args.max_upload_bytes,
                               max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
                               max_frame_rate=args.max_frame_rate, max_pending_frames=args.max_pending_frames,
                               idle_timeout=args.idle_timeout, max_query_rate=args.max_query_rate,
@@ -711,6 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="require `Authorization: Bearer TOKEN` on every endpoint but /health "
                                        "(default: $VIDEOLLM_ONLINE_TOKEN; unset: no auth)")
     serve.add_argument("--max-sessions", type=int, default=64, help="streaming sessions at once (default: 64)")
+    serve.add_argument("--allowed-video-dir", action="append", default=[], metavar="DIR",
+                       help="POST /v1/chat/completions may read videos by path under DIR (repeatable; default: "
+                            "none, only uploaded videos)")
+    serve.add_argument("--max-upload-bytes", type=positive_int, default=64 * 1024 * 1024,
+                       help="largest POST /v1/chat/completions body, an uploaded video included (default: 64 MiB)")
     serve.add_argument("--max-frame-bytes", type=int, default=2 * 1024 * 1024,
                        help="largest frame message in bytes (default: 2 MiB)")
     serve.add_argument("--max-frame-rate", type=positive_float, default=30.0,

@@ -38,6 +38,8 @@ class AsyncStreamClient:
         self.token = token
         self.max_size = max_size
         self.session: dict = {}
+        self.created: dict = {}
+        """The `session.created` event itself (`connect` reads it; `session` is its description)."""
         self.lost = 0
         self._next_seq = 0
         self._socket = None
@@ -67,7 +69,7 @@ class AsyncStreamClient:
         if event is None or event["type"] != P.SESSION_CREATED:
             detail = (event or {}).get("error", {}).get("message", "the connection closed")
             raise ApiError(f"no session: {detail}")
-        self.session = event["session"]
+        self.created, self.session = event, event["session"]
         return self.session
 
     async def __aenter__(self) -> AsyncStreamClient:
@@ -239,13 +241,15 @@ async def stream_video(url: str, source: Any, *, token: str | None = None, fps: 
                        on_event: Callable[[dict], None] | None = None) -> list[dict]:
     """Send a video source (a file, a camera, anything `open_video` opens) to the server, frame by frame at its
     video time, asking `queries` (time, text) along the way; returns the `response.done` events. `realtime` paces
-    a file to the wall clock, as a live feed would arrive."""
+    a file to the wall clock, as a live feed would arrive. `on_event` gets every event, `session.created` first."""
     from .video import open_video
 
     turns: list[dict] = []
     async with AsyncStreamClient(url, token=token, fps=fps, threshold=threshold,
                                  max_new_tokens=max_new_tokens) as client:
         session = client.session
+        if on_event is not None:
+            on_event(client.created)  # the session's id (and what else the server sends) comes first
 
         async def read() -> None:
             async for event in client.events():

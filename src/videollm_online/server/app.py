@@ -1,7 +1,9 @@
 """The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared backend.
 
 Routes: `GET /health` (open), `GET /metrics` (Prometheus text), `GET /v1/sessions`, `WS /v1/realtime` (a client's
-own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only). docs/api.md is the protocol.
+own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only), the OpenAI-compatible
+`GET /v1/models` and `POST /v1/chat/completions` (openai_compat.py), and the OpenAPI docs (`/docs`,
+`/openapi.json`). docs/api.md is the protocol; docs/schemas/ the JSON Schemas of the WebSocket messages.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
 from .memory import MemoryReleaser
 from .metrics import Metrics
+from .openai_compat import API_DESCRIPTION, add_openai_routes, package_version
+from .realtime import apply_message
+from .schema import ApiError, Health, SessionList
 from .sessions import LiveSession, SessionParams
 
 log = logging.getLogger("videollm_online.server")
@@ -110,7 +115,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         hub.releaser.cancel()
         backend.shutdown()
 
-    app = FastAPI(title="videollm-online", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=package_version())
     app.state.hub = hub
 
     def authorized(headers, query_params) -> bool:
@@ -131,23 +136,26 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         return JSONResponse({"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": Health}})
     async def health() -> dict:
         return {"status": "ok", "model": public_name(backend.name), "sessions_active": len(hub.sessions)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ApiError}})
     async def metrics(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
-        return PlainTextResponse(hub.render_metrics(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(hub.render_metrics(), media_type=hub.metrics.content_type)
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", responses={200: {"model": SessionList}, 401: {"model": ApiError}})
     async def sessions(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
         return {"sessions": [session.describe() for session in hub.visible(session_secrets(request))]}
 
-    @app.get("/v1/sessions/{session_id}/events")
+    @app.get("/v1/sessions/{session_id}/events", response_class=StreamingResponse,
+             responses={200: {"description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
+                                             "(docs/schemas/server_event.json)", "content": {"text/event-stream": {}}},
+                        401: {"model": ApiError}, 404: {"model": ApiError}})
     async def follow(session_id: str, request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
@@ -166,6 +174,8 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         return StreamingResponse(_sse(session, queue), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    completions_running = add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
+
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         if not authorized(websocket.headers, websocket.query_params):
@@ -177,7 +187,7 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         except ValueError as error:
             await _refuse(websocket, P.INVALID_MESSAGE, str(error), CLOSE_POLICY)
             return
-        if len(hub.sessions) >= config.max_sessions:
+        if len(hub.sessions) + completions_running() >= config.max_sessions:
             await _refuse(websocket, P.SESSION_LIMIT, f"the server is at its limit of {config.max_sessions} "
                           "sessions; try again later", CLOSE_TRY_AGAIN)
             return
@@ -280,7 +290,7 @@ async def _receive(websocket: WebSocket, session: LiveSession, config: ServerCon
             if is_frame:
                 session.add_frame(message["bytes"])
             else:
-                _handle_text(session, message.get("text") or "")
+                apply_message(session, message.get("text") or "")  # today's shapes and OpenAI Realtime's
         except RecursionError:  # json (and pydantic) give up on deep nesting with this, not a ValueError
             session.error(P.INVALID_FRAME if is_frame else P.INVALID_MESSAGE,
                           "the message is nested too deeply to read (send a flat JSON object)")
@@ -291,22 +301,6 @@ async def _receive(websocket: WebSocket, session: LiveSession, config: ServerCon
             session.error(P.SERVER_ERROR, f"the server failed on this message ({type(error).__name__}); the session "
                           "is closed")
             return "server_error"
-
-
-def _handle_text(session: LiveSession, text: str) -> None:
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError("a message must be a JSON object with a 'type'")
-    kind = data.get("type")
-    if kind == P.QUERY:
-        session.add_query(data)
-    elif kind == P.SESSION_UPDATE:
-        session.update(data.get("session", data))
-    elif kind == P.FINISH:
-        session.finish()
-    else:
-        raise ValueError(f"unknown message type {kind!r}; valid: {P.QUERY}, {P.SESSION_UPDATE}, {P.FINISH} "
-                         "(frames are binary messages)")
 
 
 async def _sse(session: LiveSession, queue: asyncio.Queue) -> AsyncIterator[str]:

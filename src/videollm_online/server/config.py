@@ -39,8 +39,19 @@ class ServerConfig:
     max_query_chars: int = 2000
     event_log: int = 10000
     """Events kept per session, for SSE followers that join late or reconnect (`Last-Event-ID`)."""
+    allowed_video_dirs: tuple[str, ...] = ()
+    """Directories whose files (and subdirectories') `POST /v1/chat/completions` may read by path; none: the route
+    takes only uploaded videos (data URLs)."""
+    max_upload_bytes: int = 64 * 1024 * 1024
+    """Largest `POST /v1/chat/completions` body (an uploaded video travels in it, base64)."""
 
     def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        self.allowed_video_dirs = tuple(os.fspath(directory) for directory in self.allowed_video_dirs)
+        for directory in self.allowed_video_dirs:
+            if not os.path.isdir(directory):
+                raise ValueError(f"allowed video directory {directory!r} is not a directory")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.token is not None and not self.token.strip():
