@@ -44,8 +44,8 @@ def template_inputs(tmp_path_factory, tiny_checkpoint) -> Path:
                                 {"role": "assistant", "content": "A pattern moves.", "time": 0.5}]}
     (root / "hist.json").write_text(json.dumps(history))
     # a one-video synthetic world (for eval), as `data synth-world` writes it
-    assert main(["data", "synth-world", "--out", str(root / "world"), "--videos", "1", "--seed", "3", "--size", "64",
-                 "--video-fps", "2", "--min-duration", "3", "--max-duration", "4", "-q"]) == 0
+    assert main(["data", "synth-world", "--out", str(root / "world"), "--videos", "1", "--seed", "2", "--video-fps",
+                 "2", "--time-grid", "0.5", "--min-duration", "4", "--max-duration", "6", "-q"]) == 0
     # preprocessed frames: 6 frames of video `v` at the tiny preset's 32 px, and at 192 px
     for name, size in (("frames", 32), ("frames192", 192)):
         (root / name).mkdir()
@@ -313,3 +313,88 @@ def test_bad_command_line(case: Case, template_inputs: Path, tmp_path: Path, cap
     if case.ok is None:  # nothing new in the output folder either (what a case set up there stays)
         assert sorted(p.name for p in out.iterdir()) in ([], ["taken"], ["taken.json"], ["taken.mp4"]), \
             list(out.iterdir())
+
+
+# ---------------------------------------------------------------------- the same checks through the Python API
+@pytest.mark.parametrize("build, field_name", [
+    (lambda: __import__("videollm_online.config", fromlist=["x"]).LiveConfig.from_name("tiny", frame_fps=float("nan")),
+     "frame_fps"),
+    (lambda: __import__("videollm_online.config", fromlist=["x"]).LiveConfig.from_name("tiny", frame_resolution=10**6),
+     "frame_resolution"),
+    (lambda: _train_config(learning_rate=float("nan")), "learning_rate"),
+    (lambda: _train_config(max_time_minutes=float("inf")), "max_time_minutes"),
+    (lambda: _train_config(warmup_ratio=-0.5), "warmup_ratio"),
+    (lambda: __import__("videollm_online.render", fromlist=["x"]).RenderConfig(panel_size=1_000_000), "panel_size"),
+    (lambda: __import__("videollm_online.data.datasets", fromlist=["x"]).ConvertOptions(anno_root=".", fps=1e9),
+     "fps"),
+    (lambda: __import__("videollm_online.data.streaming", fromlist=["x"]).world_conversations([], fps=float("nan")),
+     "fps"),
+])
+def test_typed_configs_refuse_what_the_command_line_refuses(build, field_name):
+    with pytest.raises(ValueError, match=field_name):
+        build()
+
+
+def _train_config(**changes):
+    from videollm_online.train.trainer import TrainConfig
+
+    return TrainConfig(data="d.jsonl", frames="f", output_dir="o", **changes)
+
+
+def test_a_tokenized_null_content_is_refused_not_read_as_none():
+    from videollm_online.config import LiveConfig
+    from videollm_online.text import StreamTemplate, build_tiny_tokenizer
+
+    template = StreamTemplate(build_tiny_tokenizer(), LiveConfig.from_name("tiny"))
+    with pytest.raises(ValueError, match="string content"):
+        template.tokenize([{"role": "user", "content": None}])
+
+
+def test_a_4000_character_word_wraps_by_characters():
+    from videollm_online.render import ConversationPanel
+
+    panel = ConversationPanel(300, 200, 14)
+    lines = panel.wrap("x" * 4000)
+    assert "".join(lines) == "x" * 4000 and len(lines) > 10
+    limit = panel.width - 2 * panel.margin
+    assert all(panel.font.getlength(line) <= limit for line in lines)
+    assert all(panel.font.getlength(line + "x") > limit for line in lines[:-1])  # each line as full as it can be
+
+
+# ---------------------------------------------------------------------- the speech thread
+def _tts_or_skip():
+    from videollm_online import speech
+
+    if not speech.tts_available():
+        pytest.skip("the tts extra is not installed")
+    return speech
+
+
+def test_a_failing_speech_thread_says_so_and_takes_no_more(tmp_path):
+    speech = _tts_or_skip()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("WAV files cannot go under a file")
+    queue = speech.SpeechQueue(play=False, wav_dir=blocked)
+    assert queue.say("Hello there.", 0.5)
+    queue.close()
+    assert isinstance(queue.error, OSError)
+    assert not queue.say("And again.", 1.0)
+    assert queue.describe().startswith("speech: failed after 0 responses spoken") and "responses spoken," not in \
+        queue.describe()
+
+
+def test_narrate_ends_with_one_line_when_the_speech_thread_fails(template_inputs, tmp_path, capsys):
+    _tts_or_skip()
+    video = next((template_inputs / "world" / "videos").glob("*.mp4"))  # the bundled model narrates a world video
+    wavs = tmp_path / "wavs"
+    for index in range(4):  # each WAV the thread could write is taken by a directory: writing the first one fails
+        for half_seconds in range(14):
+            (wavs / f"turn-{index:04d}-{half_seconds / 2:.1f}s.wav").mkdir(parents=True)
+    code = main(["narrate", str(video), "--speech-dir", str(wavs), "-o", str(tmp_path / "h.json")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("videollm-online: error: speech stopped after 0 responses"), err
+    assert sum(": error:" in line for line in lines) == 1
+    assert not any("responses spoken," in line for line in lines), err  # the summary does not claim speech
+    assert json.loads((tmp_path / "h.json").read_text())["conversation"]  # what was said before is kept

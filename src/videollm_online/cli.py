@@ -213,6 +213,8 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             bar.write(f"[{event.video_time:.1f}s] {event.role.capitalize()}: {event.text.strip()}", file=sys.stdout)
             sys.stdout.flush()  # turns appear as they happen, also through a pipe
             if speaker is not None and event.role == "assistant":
+                if speaker.error is not None:  # the speech thread died: stop here, as asked speech cannot be had
+                    raise speech_failed(speaker, args.output)
                 speaker.say(event.text, event.video_time)
 
         def on_frame(count: int) -> None:
@@ -239,9 +241,17 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             print(f"history written to {args.output}", file=sys.stderr)
         if speaker is not None:
             print(speaker.describe(), file=sys.stderr)
+    if speaker is not None and speaker.error is not None:
+        raise speech_failed(speaker, args.output)
     if summary["frames"] == 0:
         raise UserError(f"{source} gave no frames to narrate")
     return 0
+
+
+def speech_failed(speaker, output: Path | None) -> UserError:
+    """The speech thread's failure, as the main thread's one error line."""
+    kept = f"; the history so far is in {output}" if output else ""
+    return UserError(f"speech stopped after {speaker.stats.said} responses: {speaker.error}{kept}")
 
 
 # ---------------------------------------------------------------------- render
@@ -277,6 +287,9 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
         raise UserError(f"{path} must hold a list of messages, or an object with a 'conversation' list")
     check_conversation(conversation, str(path))
     config = checked(LiveConfig.from_name, args.preset)
+    if args.tokenizer and Path(args.tokenizer).is_file() and Path(args.tokenizer).suffix != ".gguf":
+        raise UserError(f"--tokenizer {args.tokenizer} is a file but no .gguf: give a tokenizer directory, a .gguf "
+                        "file, a hub id or package:PKG/FILE.gguf")
     try:
         tokenizer = load_tokenizer(args.tokenizer or config.llm)
     except (OSError, ValueError) as error:  # a file or folder that holds no tokenizer
