@@ -29,11 +29,18 @@ def atomic_path(path: str | Path):
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
-def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> None:
-    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2, strict: bool = False) -> None:
+    """`data` as UTF-8 JSON. Text that UTF-8 cannot hold (a lone surrogate from undecodable command-line bytes) is
+    written escaped (`\\udcff`) rather than failing; `strict`: NaN and infinities are a ValueError, not written."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=not strict)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=indent, ensure_ascii=True, allow_nan=not strict)
+    write_text_atomic(path, text + "\n")
 
 
 def report_json(data: Any, path: str | Path | None = None, indent: int = 1) -> None:
