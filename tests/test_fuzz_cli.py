@@ -179,6 +179,8 @@ CASES = UNWRITABLE + [
     Case("narrate-query-at-nan", NARRATE + " --query-at nan:hi -o {out}/h.json", "query-at", absent=["{out}/h.json"]),
     Case("narrate-query-at-inf", NARRATE + " --query-at inf:hi -o {out}/h.json", "query-at",
          absent=["{out}/h.json"]),
+    Case("more-narrate-query-not-utf8", NARRATE + " --query caf\udce9 -o {out}/h.json", "utf-8",
+         absent=["{out}/h.json"]),  # found while writing these tests, beyond the list
     Case("narrate-output-is-input", NARRATE + " -o {in}/clip.mp4", "same file"),
     Case("narrate-speech-dir-file", NARRATE + " --speech-dir {in}/hist.json", "speech-dir"),
     Case("narrate-dev-video9", "narrate /dev/video9 --model {ckpt} -q -o {out}/h.json", "/dev/video9",

@@ -88,7 +88,22 @@ def load_model_from_args(args: argparse.Namespace):
                       dtype=dtype, merge_lora=args.merge_lora)
 
 
+def query_text(value: str) -> str:
+    """A question: UTF-8 text (bytes the terminal's encoding could not decode reach Python as lone surrogates, which
+    no tokenizer takes), of a bounded length."""
+    from .data.schema import MAX_TEXT_CHARS
+
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not valid UTF-8 text: check the terminal's encoding") from None
+    if len(value) > MAX_TEXT_CHARS:
+        raise argparse.ArgumentTypeError(f"a question of {len(value)} characters, over the limit of {MAX_TEXT_CHARS}")
+    return value
+
+
 def parse_query_at(value: str) -> tuple[float, str]:
+    value = query_text(value)
     seconds, sep, text = value.partition(":")
     try:
         time = float(seconds)
@@ -538,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Watch a source frame by frame and print each turn as it happens.")
     narrate.add_argument("source", help="video file, image directory, /dev/videoN, or rtsp/rtmp/http(s) URL")
     add_model_options(narrate)
-    narrate.add_argument("--query", help="a question asked at time 0")
+    narrate.add_argument("--query", type=query_text, help="a question asked at time 0")
     narrate.add_argument("--query-at", action="append", type=parse_query_at, metavar="SECONDS:TEXT",
                          help="a question asked at a video time (repeatable)")
     narrate.add_argument("--fps", type=fps_value, help="frames per second fed to the model (default: model's)")

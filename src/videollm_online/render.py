@@ -138,6 +138,7 @@ class ConversationPanel:
         self.margin = max(4, font_size // 2)
         self.line_height = round(font_size * 1.3)
         self.turn_gap = max(2, font_size // 2)
+        self._wrapped: dict[str, list[str]] = {}  # each turn is wrapped once, not again whenever a turn appears
 
     def wrap(self, text: str) -> list[str]:
         """Greedy word wrap to the panel's width in pixels (words longer than a line are cut)."""
@@ -178,7 +179,9 @@ class ConversationPanel:
         blocks = []  # per turn: (header, colour, body lines), laid out bottom-up so the newest stays in view
         for turn in turns:
             header = f"[{format_time(turn.time)}] {turn.role.capitalize()}"
-            blocks.append((header, ROLE_COLOURS[turn.role], self.wrap(turn.text)))
+            if turn.text not in self._wrapped:
+                self._wrapped[turn.text] = self.wrap(turn.text)
+            blocks.append((header, ROLE_COLOURS[turn.role], self._wrapped[turn.text]))
         image = Image.new("RGB", (self.width, self.height), BACKGROUND)
         draw = ImageDraw.Draw(image)
         y = self.height - self.margin
