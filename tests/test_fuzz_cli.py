@@ -400,3 +400,14 @@ def test_narrate_ends_with_one_line_when_the_speech_thread_fails(template_inputs
     assert sum(": error:" in line for line in lines) == 1
     assert not any("responses spoken," in line for line in lines), err  # the summary does not claim speech
     assert json.loads((tmp_path / "h.json").read_text())["conversation"]  # what was said before is kept
+
+
+def test_preprocess_in_which_every_video_fails_exits_non_zero(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "broken.mp4").write_bytes(b"not a video at all")
+    code = main(["data", "preprocess", str(videos), "--out", str(tmp_path / "frames"), "--fps", "2",
+                 "--resolution", "32", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "0 written" in err and "1 failed" in err and "Traceback" not in err
+    assert not list((tmp_path / "frames").glob("*.safetensors"))

@@ -367,7 +367,8 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
                                world_size=world_size, workers=args.workers, progress=not args.quiet)
     print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done, "
           f"{counts['failed']} failed (see warnings)", file=sys.stderr)
-    return 1 if counts["failed"] else 0
+    # a corrupt video among many is skipped (a warning names it); a run in which every video failed is a failure
+    return 1 if counts["failed"] and not counts["written"] and not counts["skipped"] else 0
 
 
 def cmd_data_features(args: argparse.Namespace) -> int:
@@ -378,6 +379,9 @@ def cmd_data_features(args: argparse.Namespace) -> int:
 
         return launch(args, ["data", "features", str(Path(args.frames).resolve()), "--out", str(args.out.resolve()),
                              "--batch-size", str(args.batch_size), "-q", *model_argv(args)])
+    from .files import check_output
+
+    check_output(args.out, directory=True, what="--out")
     model, _, name = load_model_from_args(args)
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
@@ -430,6 +434,9 @@ def cmd_data_synthesize(args: argparse.Namespace) -> int:
         raise UserError(f"no such file or directory: {args.annotations}")
     if bool(args.base_url) == bool(args.hf_model):
         raise UserError("choose one backend: --base-url URL (OpenAI-compatible server) or --hf-model MODEL")
+    from .files import check_output
+
+    check_output(args.out, inputs=[args.annotations], what="--out")
     config = configured(SynthesisConfig, fps=args.fps, dialogues_per_item=args.dialogues_per_item,
                         questions_per_dialogue=args.questions, min_span=args.min_span, max_span=args.max_span,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
@@ -496,6 +503,9 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(VisionPretrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     config = configured(VisionPretrainConfig, **values)
+    from .files import check_output
+
+    check_output(config.output_dir, directory=True, what="--output-dir")
     result = pretrain_vision(config, progress=not args.quiet)
     print(f"checkpoint (trained vision, fresh connector): {result.final_dir}; metrics: "
           f"{Path(config.output_dir) / 'vision_metrics.json'}", file=sys.stderr)

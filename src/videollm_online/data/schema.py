@@ -68,8 +68,8 @@ def row_problem(row: Any) -> str | None:
     if not isinstance(row, dict):
         return f"a row must be an object {{video, conversation, start_frame}}, got {_json_name(row)}"
     video = row.get("video")
-    if not isinstance(video, str) or not video or "/" in video or video.startswith("."):
-        return f"video must be a video id (a file name without a folder), got {video!r}"
+    if not isinstance(video, str) or not video.strip() or video.startswith("/") or ".." in video.split("/"):
+        return f"video must be a video id (a name inside the frames folder), got {video!r}"
     start = row.get("start_frame", 0)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         return f"start_frame must be a whole number >= 0, got {start!r}"
