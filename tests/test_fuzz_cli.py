@@ -411,3 +411,12 @@ def test_preprocess_in_which_every_video_fails_exits_non_zero(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "0 written" in err and "1 failed" in err and "Traceback" not in err
     assert not list((tmp_path / "frames").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("changes", [{"max_new_tokens": float("nan")}, {"max_new_tokens": 10**9},
+                                     {"max_new_tokens": 2.5}, {"threshold": float("nan")}])
+def test_engine_config_refuses_what_no_session_can_run(changes):
+    from videollm_online.engine import EngineConfig
+
+    with pytest.raises(ValueError, match=next(iter(changes))):
+        EngineConfig(**changes)
