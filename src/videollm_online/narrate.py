@@ -75,7 +75,11 @@ class History:
 
     def add(self, event: StreamEvent) -> None:
         self.conversation.append(event.to_dict())
-        self.save()
+        try:
+            self.save()
+        except ValueError:  # a non-finite time: never written (it is not JSON), the file keeps the last good history
+            self.conversation.pop()
+            raise
 
     def to_dict(self) -> dict:
         return {"video_path": self.video_path, "frame_fps": self.frame_fps, "model": self.model,
@@ -84,7 +88,7 @@ class History:
     def save(self) -> None:
         if self.path is None:
             return
-        write_json_atomic(self.path, self.to_dict())
+        write_json_atomic(self.path, self.to_dict(), strict=True)
 
 
 def _batches(frames: Iterable, batch_size: int, times: StageTimes):
