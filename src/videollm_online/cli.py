@@ -34,6 +34,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--dtype", default=None, help="float32 (default on cpu), bfloat16 (default on cuda), float16")
     parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into the LLM for speed")
+    add_offline_option(parser)
+
+
+def add_offline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offline", action="store_true",
+                        help="never download: hub ids must be in the local Hugging Face cache (as HF_HUB_OFFLINE=1)")
 
 
 def load_model_from_args(args: argparse.Namespace):
@@ -156,6 +162,16 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             print(speaker.describe(), file=sys.stderr)
     if summary["frames"] == 0:
         raise UserError(f"{source} gave no frames to narrate")
+    return 0
+
+
+# ---------------------------------------------------------------------- download
+def cmd_download(args: argparse.Namespace) -> int:
+    from .hub import download_model
+
+    for what, name, path in download_model(args.model, preset=args.preset, llm=args.llm, vision=args.vision):
+        print(f"{what} {name}: {path}", file=sys.stderr)
+    print(f"ready: videollm-online narrate VIDEO --model {args.model} --device cuda", file=sys.stderr)
     return 0
 
 
@@ -455,6 +471,21 @@ def build_parser() -> argparse.ArgumentParser:
     narrate.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     narrate.set_defaults(func=cmd_narrate)
 
+    download = commands.add_parser(
+        "download", help="fetch a model and the base models it names into the Hugging Face cache",
+        description="Download a released model ahead of time: the adapter, and the base LLM and vision encoder its "
+                    "preset names (for chenjoya/videollm-online-8b-v1plus: meta-llama/Meta-Llama-3-8B-Instruct, "
+                    "gated: accept its licence on the hub and run `hf auth login` first, and "
+                    "google/siglip-large-patch16-384). Models also download on first use; this does it now.")
+    download.add_argument("model", help="hub id (or local directory) of the model, e.g. "
+                                        "chenjoya/videollm-online-8b-v1plus")
+    download.add_argument("--preset", default=None,
+                          help="config of a released adapter: 8b-v1plus (default for adapters) or 8b-v1")
+    download.add_argument("--llm", default=None, help="base LLM hub id, instead of the one the model names")
+    download.add_argument("--vision", default=None, help="vision encoder hub id, instead of the one the model names")
+    add_offline_option(download)
+    download.set_defaults(func=cmd_download)
+
     render = commands.add_parser("render", help="write a video with the conversation beside or below the frames, "
                                                 "optionally with the responses spoken")
     render.add_argument("history", help="history JSON written by `narrate --output`")
@@ -719,6 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "offline", False):
+        from .hub import go_offline
+
+        go_offline()
     show_warnings_as_lines()
     if not args.verbose:
         quiet_libraries()
@@ -759,7 +794,6 @@ def show_warnings_as_lines() -> None:
 def quiet_libraries() -> None:
     """Keep library chatter (load reports, deprecations) off a user's terminal; --verbose shows it."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
     logging.getLogger("transformers").setLevel(logging.ERROR)
