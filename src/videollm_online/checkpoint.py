@@ -394,7 +394,17 @@ def load_model(
         if isinstance(error, UserError):
             raise
         raise UserError(f"cannot load model {spec!r}: {error}") from error
-    return model, template, spec
+    return model, template, display_name(spec)
+
+
+def display_name(spec: str) -> str:
+    """The model's name for users: the bundled checkpoint is "demo model (synthetic world)", never its install path."""
+    from .bundled import DEMO_MODEL_NAME
+
+    path = Path(spec).expanduser()
+    if path.exists() and path.resolve() == BUNDLED_MODEL_DIR.resolve():
+        return DEMO_MODEL_NAME
+    return spec
 
 
 def model_config(spec: str | None = None, preset: str | None = None) -> LiveConfig:

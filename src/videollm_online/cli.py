@@ -122,6 +122,10 @@ def cmd_narrate(args: argparse.Namespace) -> int:
         with open_video(source, fps=args.fps or config.frame_fps, resolution=config.frame_resolution) as probe:
             next(iter(probe), None)
     model, template, name = load_model_from_args(args)
+    from .bundled import not_world_note
+
+    if note := not_world_note(name, None if source.startswith("/dev/") else source):
+        print(note, file=sys.stderr)
     fps = args.fps or model.config.frame_fps
     engine = EngineConfig(threshold=args.threshold, max_new_tokens=args.max_new_tokens)
     history = History(video_path=source, frame_fps=fps, model=name, path=args.output)
