@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -35,6 +36,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float32 (default on cpu), bfloat16 (default on cuda), float16")
     parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into the LLM for speed")
     add_offline_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads for torch (default: $OMP_NUM_THREADS, else the physical cores, shared "
+                             "between the processes torchrun starts on this machine)")
 
 
 def add_offline_option(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +144,8 @@ def cmd_narrate(args: argparse.Namespace) -> int:
 
         speaker = start_speaking(play=args.speak, wav_dir=args.speech_dir)
     with stream, (speaker or contextlib.nullcontext()):
-        total = int(stream.info.duration * fps) + 1 if stream.info.duration and not stream.info.is_live else None
+        total = math.ceil(stream.info.duration * fps - 1e-9) if stream.info.duration and not stream.info.is_live \
+            else None  # frames up to the video's end
         bar = tqdm(total=total, unit="frame", desc="narrating", disable=args.quiet or None, dynamic_ncols=True,
                    file=sys.stderr)
 
@@ -472,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     narrate.add_argument("--speak", action="store_true",
                          help="speak each response aloud as it is complete (needs the tts extra)")
     narrate.add_argument("--speech-dir", type=Path, metavar="DIR", help="keep each spoken response as a WAV file here")
+    add_threads_option(narrate)
     narrate.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     narrate.set_defaults(func=cmd_narrate)
 
@@ -630,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Ego4D LTA: beams, and candidates K scored (default: 5, as the seed)")
     evaluate.add_argument("--batch-size", type=int, default=1, help="benchmark prompts generated together")
     evaluate.add_argument("--output", "--out", "-o", type=Path, help="write the report as JSON here")
+    add_threads_option(evaluate)
     evaluate.add_argument("--quiet", "-q", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -732,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(memory: max-sessions x cache-tokens x the model's KV bytes a token; default: 2048)")
     serve.add_argument("--idle-timeout", type=positive_float, default=60.0,
                        help="close a session after this many seconds without a message (default: 60)")
+    add_threads_option(serve)
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="the web demo (Gradio): play a video or use the webcam, ask at any time")
@@ -747,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threshold", type=unit_float, default=None,
                       help="initial silence threshold (default: the model's; the page has a slider)")
     demo.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
+    add_threads_option(demo)
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -758,6 +770,14 @@ def main(argv: list[str] | None = None) -> int:
         from .hub import go_offline
 
         go_offline()
+    if hasattr(args, "threads"):  # narrate, eval, demo, serve
+        from .threads import set_threads
+
+        set_threads(args.threads)
+        if args.verbose:
+            import torch
+
+            print(f"videollm-online: torch uses {torch.get_num_threads()} CPU threads", file=sys.stderr)
     show_warnings_as_lines()
     if not args.verbose:
         quiet_libraries()
