@@ -781,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     demo.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     demo.add_argument("--example", action="append", type=Path, metavar="VIDEO",
-                      help="an example video to offer (repeatable; default: a synthetic one, made once)")
+                      help="an example video to offer (repeatable; default: four synthetic-world videos, made once)")
     demo.add_argument("--engine", choices=["default", "fast"], default="default",
                       help="fast: viewers' streams batched on the static-cache engine (Llama-family LLMs)")
     demo.add_argument("--cache-tokens", type=positive_int, default=4096,
