@@ -301,6 +301,7 @@ def main() -> int:
     parser.add_argument("--attention-programs", default="",
                         help="streams part: programs the split-key attention aims for, comma-separated values run "
                              "one after another (default: one run at the multiprocessor count)")
+    parser.add_argument("--scenarios", default="silent,narrate", help="of the single-stream parts, in this order")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -344,7 +345,8 @@ def main() -> int:
 
     workloads = {"silent": (None, EngineConfig(threshold=0.0)), "narrate": (20, EngineConfig(max_new_tokens=20))}
     solo_events = {}
-    for scenario, (every, config) in workloads.items():
+    for scenario in args.scenarios.split(","):
+        every, config = workloads[scenario]
         if "reference" in parts:
             session = scheduled(every)(model, template, config)
             if device.type == "cuda":
