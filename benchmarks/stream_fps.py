@@ -331,7 +331,8 @@ def main() -> int:
         """One stream on the fast engine, its CUDA graphs captured for every span of the run."""
         step = model.config.frame_num_tokens + 1
         engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=fused_kernels,
-                             max_step_tokens=max(256, args.ahead * step), weights=weights)
+                             max_step_tokens=max(256, args.ahead * step), weights=weights,
+                             frames_per_step=args.ahead)
         engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, args.ahead * step, args.ahead)], capacity)
         return engine, engine.open(config, scheduled(every))
 
