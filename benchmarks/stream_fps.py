@@ -10,9 +10,12 @@ vision tower and connector, so vision is in the timing. Parts:
   single      the fast engine, one stream: static cache, CUDA graphs, vision on its own CUDA stream one frame ahead
   unfused     the same single-stream run with the layers' small operations as plain torch ops instead of the fused
               Triton kernels (engine/kernels.py): what the kernels bring, measured in the same run
+  fp8         the same single-stream run with float8 e4m3 linear weights (`engine.quant`, torch._scaled_mm; the LM
+              head in bf16): speed-up over `single` and whether the events agree
   multi       the multi-frame mode (a file): `--ahead` frames per forward, rolled back where a response starts;
               its events are compared with the frame-by-frame run
-  streams     N concurrent silent streams batched in one engine; aggregate frames/s, p50/p99 frame latency
+  streams     N concurrent silent streams batched in one engine (`--streams 16,32,64`: one run each); aggregate
+              frames/s, p50/p99 frame latency
   keep-up     the largest N whose streams each still get >= 2 frames/s (caches filled to a fixed window)
   endless     a 2-hour stream at 2 fps through the memory policy, memory sampled along the way
 Results: benchmarks/results/stream_fps_<device>.json (frames/s, p50/p99 per-frame latency, response tokens/s, peak
@@ -194,11 +197,12 @@ def same_events(a: list, b: list) -> dict:
 
 
 def part_streams(model, template, frames: Frames, num_streams: int, num_frames: int, fps: float, max_tokens: int,
-                 device, prefill_to: int | None = None, attention_programs: int | None = None) -> dict:
+                 device, prefill_to: int | None = None, attention_programs: int | None = None,
+                 weights: str | None = None) -> dict:
     """N silent streams in lockstep: each step gives every stream its next frame (vision batched over streams)."""
     engine = BatchEngine(model, template, max_sessions=num_streams, max_tokens=max_tokens,
                          max_step_tokens=max(256, model.config.frame_num_tokens + 1),
-                         attention_programs=attention_programs)
+                         attention_programs=attention_programs, weights=weights)
     engine.static.warmup([(num_streams, model.config.frame_num_tokens + 1, 1)], max_tokens)
     sessions = [engine.open(EngineConfig(threshold=0.0), scheduled(None)) for _ in range(num_streams)]
     for session in sessions:  # the first frame (system prompt + frame) outside the timing
@@ -284,15 +288,20 @@ def main() -> int:
     parser.add_argument("--reference-frames", type=int, default=300,
                         help="frames for the (slow) reference loop; its frames/s is over these first frames")
     parser.add_argument("--ahead", type=int, default=16, help="frames per forward in the multi-frame mode")
-    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--streams", default="16", help="streams part: stream counts, comma-separated (e.g. 16,32,64)")
+    parser.add_argument("--stream-frames", type=int, help="streams part: frames per stream (default: --frames); each "
+                        "stream's cache holds them all, so fewer let more streams fit a GPU's memory")
+    parser.add_argument("--weights", choices=["fp8"], default=None,
+                        help="every fast-engine part on float8 linear weights (the `fp8` part compares them anyway)")
     parser.add_argument("--keep-up", default="16,32,64,128,192", help="stream counts tried for the 2 fps test")
     parser.add_argument("--keep-up-window", type=int, default=2048, help="cache tokens per stream in that test")
     parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--parts", default="reference,unfused,single,multi,streams,keep-up,endless",
+    parser.add_argument("--parts", default="reference,unfused,single,fp8,multi,streams,keep-up,endless",
                         help="unfused: the single-stream run on the plain torch ops instead of the fused kernels")
     parser.add_argument("--attention-programs", default="",
                         help="streams part: programs the split-key attention aims for, comma-separated values run "
                              "one after another (default: one run at the multiprocessor count)")
+    parser.add_argument("--scenarios", default="silent,narrate", help="of the single-stream parts, in this order")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -309,7 +318,7 @@ def main() -> int:
                      "torch": torch.__version__, "transformers": transformers.__version__,
                      "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
                      "frame_tokens": model.config.frame_num_tokens,
-                     "fused_kernels": kernels.fused_by_default(device)}
+                     "fused_kernels": kernels.fused_by_default(device), "weights": args.weights or "model dtype"}
 
     def report(name: str, value) -> None:
         results[name] = value
@@ -317,11 +326,13 @@ def main() -> int:
         if args.out:
             write_json_atomic(args.out, results)
 
-    def solo_session(config: EngineConfig, every: int | None, fused_kernels: bool | None = None):
+    def solo_session(config: EngineConfig, every: int | None, fused_kernels: bool | None = None,
+                     weights: str | None = args.weights):
         """One stream on the fast engine, its CUDA graphs captured for every span of the run."""
         step = model.config.frame_num_tokens + 1
         engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=fused_kernels,
-                             max_step_tokens=max(256, args.ahead * step))
+                             max_step_tokens=max(256, args.ahead * step), weights=weights,
+                             frames_per_step=args.ahead)
         engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, args.ahead * step, args.ahead)], capacity)
         return engine, engine.open(config, scheduled(every))
 
@@ -335,7 +346,8 @@ def main() -> int:
 
     workloads = {"silent": (None, EngineConfig(threshold=0.0)), "narrate": (20, EngineConfig(max_new_tokens=20))}
     solo_events = {}
-    for scenario, (every, config) in workloads.items():
+    for scenario in args.scenarios.split(","):
+        every, config = workloads[scenario]
         if "reference" in parts:
             session = scheduled(every)(model, template, config)
             if device.type == "cuda":
@@ -362,6 +374,16 @@ def main() -> int:
                 count = sum(e.frame_index < args.reference_frames for e in solo_events[scenario])
                 report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count],
                                                                       reference_events))
+        if "fp8" in parts and args.weights != "fp8":
+            fp8_engine, fp8_session = solo_session(config, every, weights="fp8")
+            report(f"fp8/{scenario}", timed_frames(fp8_session))
+            if scenario in solo_events:
+                report(f"fp8/{scenario}/vs_single", {
+                    **same_events(list(fp8_session.events), solo_events[scenario]),
+                    "speedup": round(results[f"fp8/{scenario}"]["frames_per_s"]
+                                     / results[f"single/{scenario}"]["frames_per_s"], 3)})
+            del fp8_engine, fp8_session
+            release(device)
         if "multi" in parts:
             session.reset()
             run_multi(session, frames_ahead, 4 * args.ahead, fps, args.ahead, device)  # warm-up
@@ -378,17 +400,25 @@ def main() -> int:
     if "streams" in parts:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        for programs in [int(n) for n in args.attention_programs.split(",") if n] or [None]:
-            name = f"streams/{args.streams}" + (f"/attention_programs={programs}" if programs else "")
-            report(name, part_streams(model, template, frames_ahead, args.streams, args.frames, fps, capacity, device,
-                                      attention_programs=programs))
+        stream_frames = args.stream_frames or args.frames
+        stream_capacity = stream_frames * (model.config.frame_num_tokens + 1) + 1024  # silent: frames only
+        for count in [int(n) for n in args.streams.split(",")]:
+            for programs in [int(n) for n in args.attention_programs.split(",") if n] or [None]:
+                name = f"streams/{count}" + (f"/attention_programs={programs}" if programs else "")
+                try:
+                    result = part_streams(model, template, frames_ahead, count, stream_frames, fps, stream_capacity,
+                                          device, attention_programs=programs, weights=args.weights)
+                except torch.OutOfMemoryError:
+                    result = {"streams": count, "frames_per_stream": stream_frames, "error": "out of GPU memory"}
+                    release(device)
+                report(name, {**result, "frames_per_stream": stream_frames, "cache_tokens": stream_capacity})
     if "keep-up" in parts:
         sweep = []
         for count in [int(n) for n in args.keep_up.split(",")]:
             try:
                 window = args.keep_up_window
                 result = part_streams(model, template, frames_ahead, count, 30, fps, window, device,
-                                      prefill_to=window - 400)
+                                      prefill_to=window - 400, weights=args.weights)
             except torch.OutOfMemoryError:
                 sweep.append({"streams": count, "error": "out of GPU memory"})
                 torch.cuda.empty_cache()

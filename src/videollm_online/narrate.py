@@ -1,8 +1,10 @@
 """Narrate a video source: frames -> vision encoder -> stream session -> turns, with a history written as it goes.
 
-This is the glue between a `FrameStream` and a `StreamSession`: it batches the vision encoder over frames that are
-already decoded (files), keeps one frame at a time for live sources, times each stage, and rewrites the history
-JSON atomically after every turn so an interrupt loses nothing that was said.
+This is the glue between a `FrameStream` (which decodes ahead on its own thread) and a `StreamSession`: it batches
+the vision encoder over frames that are already decoded (files), feeds a file's frames to the fast engine several
+at a time (`ahead`), keeps one frame at a time for live sources, encodes on a GPU with `FrameEncoderRunner` (the
+next frames while the LLM steps), times each stage, and rewrites the history JSON atomically after every turn so an
+interrupt loses nothing that was said.
 """
 
 from __future__ import annotations
@@ -15,19 +17,35 @@ from pathlib import Path
 import torch
 
 from .engine import EngineConfig, StreamEvent, open_session
+from .engine.static import SlotBackend
+from .engine.vision import FrameEncoderRunner
 from .files import write_json_atomic
 from .model import LiveModel
 from .text import StreamTemplate
 
+VISION_INLINE = "inline"
+VISION_RUNNER = "FrameEncoderRunner"
+
 
 @dataclass
 class StageTimes:
-    """Seconds spent waiting for decoded frames, in the vision encoder + connector, and in the LLM."""
+    """Seconds spent waiting for decoded frames, in the vision encoder + connector, and in the LLM. With the vision on
+    its own CUDA stream (`vision_path` FrameEncoderRunner) `vision` is the host's share (launches, normalising):
+    its GPU work overlaps the LLM's, whose time includes any wait for it."""
 
     decode: float = 0.0
     vision: float = 0.0
     llm: float = 0.0
     frames: int = 0
+    vision_path: str = VISION_INLINE
+    """How frames were encoded: `inline` (a plain call before the LLM step) or `FrameEncoderRunner` (CUDA graphs on
+    a stream of their own, the next frames encoded while the LLM steps)."""
+    ahead: int = 1
+    """Frames per `push_frames` call (1: frame by frame)."""
+    graphs: int = 0
+    """CUDA graphs the fast engine captured on the way (each new step shape and cache span), and the seconds that
+    took (part of `llm`)."""
+    capture: float = 0.0
 
     def summary(self) -> dict[str, float]:
         total = self.decode + self.vision + self.llm
@@ -38,6 +56,10 @@ class StageTimes:
             "decode_s": round(self.decode, 3),
             "vision_s": round(self.vision, 3),
             "llm_s": round(self.llm, 3),
+            "vision_path": self.vision_path,
+            "ahead": self.ahead,
+            "graphs_captured": self.graphs,
+            "capture_s": round(self.capture, 3),
         }
 
 
@@ -53,7 +75,11 @@ class History:
 
     def add(self, event: StreamEvent) -> None:
         self.conversation.append(event.to_dict())
-        self.save()
+        try:
+            self.save()
+        except ValueError:  # a non-finite time: never written (it is not JSON), the file keeps the last good history
+            self.conversation.pop()
+            raise
 
     def to_dict(self) -> dict:
         return {"video_path": self.video_path, "frame_fps": self.frame_fps, "model": self.model,
@@ -62,7 +88,7 @@ class History:
     def save(self) -> None:
         if self.path is None:
             return
-        write_json_atomic(self.path, self.to_dict())
+        write_json_atomic(self.path, self.to_dict(), strict=True)
 
 
 def _batches(frames: Iterable, batch_size: int, times: StageTimes):
@@ -96,13 +122,26 @@ def narrate_frames(
     batch_size: int = 8,
     backend: str = "default",
     cache_tokens: int | None = None,
+    ahead: int = 1,
+    weights: str | None = None,
+    live: bool = False,
 ) -> tuple[list[StreamEvent], StageTimes]:
     """Stream `frames` (objects with `.time` and `.image`) through a new session; returns its turns and timings.
-    `backend` and `cache_tokens` pick the engine (`engine.open_session`)."""
-    session = open_session(model, template, engine, backend, cache_tokens)
+    `backend`, `cache_tokens` and `weights` pick the engine (`engine.open_session`).
+
+    `ahead` > 1 on the fast engine (a file): frames go to `StreamSession.push_frames` `ahead` at a time, one forward
+    for a block of frames on the guess that the model stays silent, rolled back where it would not (the events are
+    those of frame by frame; a query inside a block splits it). `live` (a device, a URL, `--realtime`): one frame
+    at a time, encoded and stepped as soon as it arrives. On a GPU the frames are encoded by `FrameEncoderRunner`
+    (CUDA graphs on their own stream), a file's next block while the LLM steps through this one."""
+    session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead,
+                           weights=weights)
     for query_time, text in queries:
         session.push_query(query_time, text)
-    times = StageTimes()
+    multi = ahead > 1 and not live and isinstance(session.backend, SlotBackend)
+    runner = FrameEncoderRunner(model) if model.device.type == "cuda" else None
+    times = StageTimes(vision_path=VISION_RUNNER if runner is not None else VISION_INLINE,
+                       ahead=ahead if multi else 1)
 
     def emit(events: list[StreamEvent]) -> None:
         for event in events:
@@ -111,20 +150,56 @@ def narrate_frames(
             if on_event is not None:
                 on_event(event)
 
+    def encode(batch: list):
+        """(frames, embeddings (B, T, H), an event the LLM's stream waits on or None)."""
+        started = time.perf_counter()
+        if runner is not None:
+            embeds, done = runner.encode(model.normalise_frames([frame.image for frame in batch]))
+        else:
+            embeds, done = model.frames_to_embeds([frame.image for frame in batch]), None
+        times.vision += time.perf_counter() - started
+        return batch, embeds, done
+
+    prefetch = runner is not None and not live
     with torch.inference_mode():
-        for batch in _batches(frames, batch_size, times):
+        batches = _batches(frames, 1 if live else ahead if multi else batch_size, times)
+        upcoming = next(batches, None)
+        upcoming = encode(upcoming) if upcoming is not None else None
+        while upcoming is not None:
+            batch, embeds, done = upcoming
+            # A file on a GPU: the next frames go to the vision encoder now, to run while the LLM steps through these.
+            # A live source is not waited for (its next frame is encoded when it comes), nor is anything on a CPU,
+            # where the two stages share the cores and nothing would overlap.
+            upcoming = next(batches, None) if prefetch else None
+            upcoming = encode(upcoming) if upcoming is not None else None
             started = time.perf_counter()
-            embeds = model.frames_to_embeds([frame.image for frame in batch])  # (B, T, H)
-            times.vision += time.perf_counter() - started
-            for frame, frame_embeds in zip(batch, embeds):
-                started = time.perf_counter()
-                events = session.push_frame(frame.time, frame_embeds)
+            if done is not None:
+                torch.cuda.current_stream().wait_event(done)
+            if multi:
+                events = session.push_frames([frame.time for frame in batch], embeds, ahead=ahead)
                 times.llm += time.perf_counter() - started
-                times.frames += 1
                 emit(events)
-                if on_frame is not None:
-                    on_frame(times.frames)
+                for _ in batch:
+                    times.frames += 1
+                    if on_frame is not None:
+                        on_frame(times.frames)
+            else:
+                times.llm += time.perf_counter() - started
+                for frame, frame_embeds in zip(batch, embeds):
+                    started = time.perf_counter()
+                    events = session.push_frame(frame.time, frame_embeds)
+                    times.llm += time.perf_counter() - started
+                    times.frames += 1
+                    emit(events)
+                    if on_frame is not None:
+                        on_frame(times.frames)
+            if not prefetch:
+                upcoming = next(batches, None)
+                upcoming = encode(upcoming) if upcoming is not None else None
         started = time.perf_counter()
         emit(session.finish())
         times.llm += time.perf_counter() - started
+    if isinstance(session.backend, SlotBackend):
+        times.graphs = len(session.backend.static._graphs)
+        times.capture = session.backend.static.capture_seconds
     return session.events, times

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, check_output
 
 LAYOUTS = ("side", "below")
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -36,6 +36,12 @@ TIME_COLOUR = (150, 150, 150)
 
 class RenderWarning(RuntimeWarning):
     """Rendering goes on with less (a corrupt stretch of the source skipped)."""
+
+
+MAX_PANEL_SIZE = 4096
+"""Pixels across the conversation panel: a 1,000,000 px panel is 3 GB a frame, which no encoder takes."""
+MAX_OUTPUT_SIDE = 8192
+"""Pixels along either side of the rendered video (libx264 takes at most 16384; players much less)."""
 
 
 @dataclass
@@ -61,8 +67,8 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.panel_size is not None and self.panel_size < 64:
-            raise ValueError(f"panel_size must be >= 64 pixels, got {self.panel_size}")
+        if self.panel_size is not None and not 64 <= self.panel_size <= MAX_PANEL_SIZE:
+            raise ValueError(f"panel_size must be in [64, {MAX_PANEL_SIZE}] pixels, got {self.panel_size}")
         if self.font_size is not None and not 6 <= self.font_size <= 200:
             raise ValueError(f"font_size must be in [6, 200], got {self.font_size}")
         if not 0 <= self.crf <= 51:
@@ -88,6 +94,8 @@ class RenderResult:
     turns_shown: int
     turns_spoken: int
     skipped_corrupt: bool
+    turns_after_end: int = 0
+    """Turns of the history timed at or after the video's end: there is no frame to show them on."""
 
 
 # ---------------------------------------------------------------------- history
@@ -132,6 +140,7 @@ class ConversationPanel:
         self.margin = max(4, font_size // 2)
         self.line_height = round(font_size * 1.3)
         self.turn_gap = max(2, font_size // 2)
+        self._wrapped: dict[str, list[str]] = {}  # each turn is wrapped once, not again whenever a turn appears
 
     def wrap(self, text: str) -> list[str]:
         """Greedy word wrap to the panel's width in pixels (words longer than a line are cut)."""
@@ -146,7 +155,7 @@ class ConversationPanel:
             if line:
                 lines.append(line)
             while self.font.getlength(word) > limit and len(word) > 1:
-                cut = max(1, next((i for i in range(len(word), 0, -1) if self.font.getlength(word[:i]) <= limit), 1))
+                cut = self._fitting(word, limit)
                 lines.append(word[:cut])
                 word = word[cut:]
             line = word
@@ -154,24 +163,64 @@ class ConversationPanel:
             lines.append(line)
         return lines
 
-    def draw(self, turns: list[Turn]) -> np.ndarray:
-        """(height, width, 3) uint8 picture of `turns`."""
-        blocks = []  # per turn: (header, colour, body lines), laid out bottom-up so the newest stays in view
-        for turn in turns:
+    def _fitting(self, word: str, limit: float) -> int:
+        """How many leading characters of `word` fit in `limit` pixels (at least one): a binary search, since a
+        prefix is never narrower than a shorter one, over at most `limit` characters (one pixel each at least),
+        so that a 4,000-character word wraps in milliseconds, not minutes."""
+        low, high = 1, max(1, min(len(word), int(limit)))
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.font.getlength(word[:middle]) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def layout(self, turns: list[Turn]) -> list[tuple[str, tuple[int, int, int], list[str]]]:
+        """The turns that fit whole, newest last, as (header, colour, body lines): an older turn that would not fit
+        entirely has scrolled off (never half a turn). A newest turn taller than the panel alone keeps its header
+        and first lines, the last one ending in an ellipsis."""
+        room = self.height - 2 * self.margin
+        shown: list[tuple[str, tuple[int, int, int], list[str]]] = []
+        used = 0
+        for turn in reversed(turns):
             header = f"[{format_time(turn.time)}] {turn.role.capitalize()}"
-            blocks.append((header, ROLE_COLOURS[turn.role], self.wrap(turn.text)))
+            if turn.text not in self._wrapped:
+                self._wrapped[turn.text] = self.wrap(turn.text)
+            body = self._wrapped[turn.text]
+            need = (1 + len(body)) * self.line_height + (self.turn_gap if shown else 0)
+            if used + need > room:
+                if not shown:
+                    fit = max(0, room // self.line_height - 1)
+                    cut = body[:fit]
+                    if cut and fit < len(body):
+                        cut[-1] = self._ellipsized(cut[-1])
+                    shown.append((header, ROLE_COLOURS[turn.role], cut))
+                break
+            shown.append((header, ROLE_COLOURS[turn.role], body))
+            used += need
+        return shown[::-1]
+
+    def _ellipsized(self, line: str) -> str:
+        limit = self.width - 2 * self.margin
+        while line and self.font.getlength(line + " …") > limit:
+            line = line[:-1]
+        return f"{line} …"
+
+    def draw(self, turns: list[Turn]) -> np.ndarray:
+        """(height, width, 3) uint8 picture of `turns`: the newest at the bottom, as many whole turns above as fit."""
+        blocks = self.layout(turns)
         image = Image.new("RGB", (self.width, self.height), BACKGROUND)
         draw = ImageDraw.Draw(image)
-        y = self.height - self.margin
-        for header, colour, body in reversed(blocks):
-            for line in reversed(body):
-                y -= self.line_height
-                draw.text((self.margin, y), line, font=self.font, fill=TEXT)
-            y -= self.line_height
+        height = sum((1 + len(body)) * self.line_height for _, _, body in blocks)
+        y = max(self.margin, self.height - self.margin - height - self.turn_gap * max(0, len(blocks) - 1))
+        for header, colour, body in blocks:
             draw.text((self.margin, y), header, font=self.font, fill=colour)
-            y -= self.turn_gap
-            if y < -self.line_height:
-                break  # everything older has scrolled off
+            y += self.line_height
+            for line in body:
+                draw.text((self.margin, y), line, font=self.font, fill=TEXT)
+                y += self.line_height
+            y += self.turn_gap
         return np.asarray(image)
 
 
@@ -344,6 +393,9 @@ def layout_sizes(width: int, height: int, config: RenderConfig) -> tuple[int, in
         out_w = width
         out_h = height + (config.panel_size or max(height // 3, 6 * round(font_size * 1.3)))
     out_w, out_h = out_w + out_w % 2, out_h + out_h % 2
+    if max(out_w, out_h) > MAX_OUTPUT_SIDE:
+        raise UserError(f"the rendered video would be {out_w}x{out_h} px, over {MAX_OUTPUT_SIDE} px a side: choose a "
+                        "smaller --panel-size or --font-size (or a smaller source video)")
     panel_w, panel_h = (out_w - width, out_h) if config.layout == "side" else (out_w, out_h - height)
     return font_size, panel_w, panel_h, out_w, out_h
 
@@ -355,7 +407,7 @@ def render_video(history: str | Path, out: str | Path, *, video: str | Path | No
 
     config = config or RenderConfig()
     data, turns = load_history(history)
-    out = Path(out)
+    out = check_output(out, inputs=[history], what="output video")
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"cannot write {out.name}: the output must end in {', '.join(FORMATS)}")
     if video is None:
@@ -366,6 +418,7 @@ def render_video(history: str | Path, out: str | Path, *, video: str | Path | No
         if not video.is_absolute() and not video.exists() and beside.exists():
             video = beside  # a relative path written where narrate ran: also look beside the history
     video = Path(video)
+    check_output(out, inputs=[video], what="output video")
     if config.speech and voice is None:
         from .speech import default_voice, require_tts
 
@@ -427,7 +480,10 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
             t = float(pts * tb) - start_s
             out_pts = max(round(t / time_base), last_pts + 1)  # strictly increasing, from 0
             last_pts = out_pts
-            visible = bisect.bisect_right(times, t + 1e-6)
+            # A turn shows from the frame on screen at its time (this frame lasts until its next one), so every turn
+            # within the video is shown, also one between the last frame's start and the video's end.
+            on_screen = min(float((src.duration or 0) * tb) or 1 / float(rate), 1 / float(rate))
+            visible = bisect.bisect_left(times, t + on_screen - 1e-6)
             if visible != shown:  # the panel changes only when a turn appears
                 shown = visible
                 picture = panel.draw(turns[:visible])
@@ -476,14 +532,15 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
             mixer.finish(end_s)  # audio ends with the video, so the render lasts as long as its source
     return RenderResult(path=out, frames=frames, duration=end_s, width=out_w, height=out_h,
                         turns_shown=max(shown, 0), turns_spoken=speech.spoken if speech else 0,
-                        skipped_corrupt=skipped)
+                        skipped_corrupt=skipped, turns_after_end=len(turns) - max(shown, 0))
 
 
 def describe(result: RenderResult) -> str:
     """One line for the command to print."""
     speech = f", {result.turns_spoken} turns spoken" if result.turns_spoken else ""
+    after = f" ({result.turns_after_end} after the video's end left out)" if result.turns_after_end else ""
     return (f"{result.path}: {result.frames} frames, {result.duration:.1f} s, {result.width}x{result.height}, "
-            f"{result.turns_shown} turns shown{speech}")
+            f"{result.turns_shown} turns shown{after}{speech}")
 
 
 __all__ = ["AudioBed", "AudioMixer", "ConversationPanel", "RenderConfig", "RenderResult", "SpeechTrack", "describe",

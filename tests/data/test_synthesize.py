@@ -47,25 +47,36 @@ def complete(prompt: str) -> str:
 
 
 class ScriptedServer:
+    """An OpenAI-compatible `/v1/chat/completions` on loopback. Failures by the annotations' MODE word: `down`
+    answers 500, `limited` 429, `flaky` 429 on the first request of each dialogue only; `healthy = True` ends them.
+    Failures carry `retry-after-ms: 10`, so the client's retries wait 10 ms instead of its back-off."""
+
     def __init__(self):
         self.requests = []
+        self.healthy = False
+        self.seen_prompts = set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def fail(self, status: int, text: bytes) -> None:
+                self.send_response(status)
+                self.send_header("retry-after-ms", "10")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append((self.path, body, self.headers.get("Authorization")))
                 prompt = body["messages"][0]["content"]
-                if "MODE-down" in prompt:
-                    self.send_response(500)
-                    self.end_headers()
-                    self.wfile.write(b"overloaded")
-                    return
+                first_time = prompt not in outer.seen_prompts
+                outer.seen_prompts.add(prompt)
+                if not outer.healthy and ("MODE-down" in prompt):
+                    return self.fail(500, b"overloaded")
+                if not outer.healthy and ("MODE-limited" in prompt or ("MODE-flaky" in prompt and first_time)):
+                    return self.fail(429, b'{"error": {"message": "rate limited"}}')
                 if body["model"] == "missing":
-                    self.send_response(404)
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "model not found"}')
-                    return
+                    return self.fail(404, b'{"error": "model not found"}')
                 reply = {"choices": [{"message": {"role": "assistant", "content": complete(prompt)}}]}
                 data = json.dumps(reply).encode()
                 self.send_response(200)
@@ -147,6 +158,33 @@ def test_synthesis_with_malformed_output_reports_skips_and_resumes(server, tmp_p
     assert main(synth_args(server, source, out)) == 0
     assert "1 dialogues written, 9 already done" in capsys.readouterr().err
     assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines()) == sorted(r["id"] for r in records)
+
+
+def test_client_retries_rate_limits_and_errors_then_a_rerun_asks_only_for_the_failed(server, tmp_path, capsys):
+    """The openai client retries (once here) what the server refuses for now: a dialogue refused once (429) is
+    written; ones refused every time (429, 500) are counted as failed, and the next run asks for those only."""
+    source = annotations(tmp_path / "annotations.jsonl", ["good", "flaky", "limited", "down"])
+    out = tmp_path / "dialogues.jsonl"
+    args = synth_args(server, source, out)
+    args[args.index("--retries") + 1] = "1"
+
+    def asked(mode: str) -> int:
+        return sum(f"MODE-{mode}" in body["messages"][0]["content"] for _, body, _ in server.requests)
+
+    assert main(args) == 0
+    assert "4 dialogues written, 0 already done, 0 dropped, 4 failed requests (retried next run)" in \
+        capsys.readouterr().err
+    assert (asked("good"), asked("flaky"), asked("limited"), asked("down")) == (2, 4, 4, 4)  # 2 dialogues each
+    assert main(args) == 0  # still refused: nothing written twice, the done ones not asked again
+    assert "0 dialogues written, 4 already done, 0 dropped, 4 failed requests" in capsys.readouterr().err
+    assert (asked("good"), asked("flaky"), asked("limited"), asked("down")) == (2, 4, 8, 8)
+    server.healthy = True
+    assert main(args) == 0
+    assert "4 dialogues written, 4 already done, 0 dropped, 0 failed requests" in capsys.readouterr().err
+    assert (asked("good"), asked("flaky"), asked("limited"), asked("down")) == (2, 4, 10, 10)
+    ids = sorted(json.loads(line)["id"] for line in out.read_text().splitlines())
+    assert ids == sorted(f"video-{mode}:{k}#{n}" for k, mode in enumerate(["good", "flaky", "limited", "down"])
+                         for n in range(2))
 
 
 def test_endpoint_errors_are_one_line(server, tmp_path, capsys):

@@ -110,3 +110,20 @@ def test_session_with_a_lora_wrapped_model(tiny):
     session.push_query(0.0, "hi?")
     events = session.push_frame(0.0, random_frames(1, model)[0])
     assert [e.role for e in events] == ["user", "assistant"]
+
+
+def test_default_backend_warns_once_past_the_llms_context():
+    from videollm_online.checkpoint import build_model
+    from videollm_online.config import TINY_LLM, TINY_VISION, LiveConfig
+    from videollm_online.engine.backend import ContextWarning
+
+    config = LiveConfig.from_name("tiny", llm_config={**TINY_LLM, "max_position_embeddings": 64},
+                                  vision_config=TINY_VISION)
+    model, template = build_model(config)
+    session = StreamSession(model, template, EngineConfig(threshold=0.0, max_new_tokens=2))  # never self-responds
+    frames = random_frames(40, model)
+    with pytest.warns(ContextWarning, match="64-token context") as caught:
+        for i, frame in enumerate(frames):
+            session.push_frame(i / 2, frame)
+    assert len([w for w in caught if issubclass(w.category, ContextWarning)]) == 1
+    assert session.num_tokens > 64

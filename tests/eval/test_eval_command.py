@@ -62,6 +62,18 @@ def run_eval(coin, dataset, out, *extra):
                  "--max-new-tokens", "8", "-q", "--out", str(out), *extra])
 
 
+def test_report_into_the_model_card(coin, tmp_path, capsys):
+    root, checkpoint = coin
+    assert run_eval(coin, "coin-step", tmp_path / "step.json", "--model-card") == 0
+    card = (checkpoint / "README.md").read_text()
+    assert "`videollm-online eval` on `coin-step` (test):" in card and "| accuracy | 0.5 |" in card
+    kept = json.loads((checkpoint / "eval_results.json").read_text())
+    assert kept["accuracy"] == 0.5 and "predictions" not in kept
+    capsys.readouterr()
+    assert main(["eval", "--model", "tiny", "--dataset", "coin-step", "--data-root", str(root), "--model-card"]) == 2
+    assert "--model-card writes into a checkpoint directory" in capsys.readouterr().err
+
+
 def test_coin_step(coin, tmp_path, capsys):
     assert run_eval(coin, "coin-step", tmp_path / "step.json") == 0
     report = json.loads((tmp_path / "step.json").read_text())

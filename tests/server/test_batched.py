@@ -44,3 +44,26 @@ def test_batched_backend_serves_concurrent_sessions_like_the_serial_one(tiny_dec
         backend.shutdown()
     assert batched == serial
     assert all(len(turns) >= 2 for turns in serial)  # the query's answer and turns of its own
+
+
+def test_the_batched_backend_encodes_frames_on_the_cpu_path_here_and_the_runner_on_cuda(tiny_decisive):
+    import torch
+
+    model, template = tiny_decisive
+    backend = BatchedBackend(model, template, "tiny", max_sessions=2, cache_tokens=1024)
+    try:
+        expected = "FrameEncoderRunner" if model.device.type == "cuda" else "inline"
+        assert backend.vision_path == expected and (backend.runner is None) == (model.device.type != "cuda")
+    finally:
+        backend.shutdown()
+    if torch.cuda.is_available():  # the same sessions on the GPU, vision through the runner
+        model.to("cuda")
+        try:
+            backend = BatchedBackend(model, template, "tiny", max_sessions=4, cache_tokens=4096)
+            assert backend.vision_path == "FrameEncoderRunner"
+            try:
+                assert all(len(turns) >= 2 for turns in said_by(lambda config: create_app(backend, config=config)))
+            finally:
+                backend.shutdown()
+        finally:
+            model.to("cpu")

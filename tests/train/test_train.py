@@ -1,6 +1,7 @@
 """Training end to end on a tiny synthetic world: loss goes down, a killed run resumes exactly, features and
 torchrun (2 gloo processes) work."""
 
+import importlib.util
 import json
 import math
 import os
@@ -54,6 +55,29 @@ def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(world, tmp_pa
     assert all(t.dtype == torch.float16 for t in adapter.values())
     assert next(model.parameters()).dtype == torch.float32  # cast back on load
     assert model.config.extra["train"]["max_steps"] == 16
+
+
+def test_report_to_tensorboard_writes_event_files(world, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(train_args(world, out, "--max-steps", "3", "--save-steps", "100", "--report-to", "tensorboard")) == 0
+    events = list((out / "runs").rglob("events.out.tfevents.*"))
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("train/loss")] == [1, 2, 3]
+    assert "train/learning_rate" in accumulator.Tags()["scalars"]
+
+    assert main(train_args(world, tmp_path / "quiet", "--max-steps", "1", "--report-to", "none")) == 0
+    assert not (tmp_path / "quiet" / "runs").exists()
+    if importlib.util.find_spec("wandb") is None:
+        capsys.readouterr()
+        assert main(train_args(world, tmp_path / "w", "--max-steps", "1", "--report-to", "wandb")) == 2
+        err = capsys.readouterr().err
+        assert "--report-to wandb needs the wandb package: `pip install wandb`" in err and "Traceback" not in err
+        assert not (tmp_path / "w").exists()  # refused before any work
 
 
 def test_a_killed_run_resumes_to_the_same_weights(world, tmp_path):

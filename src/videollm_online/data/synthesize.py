@@ -8,9 +8,10 @@ lines like `12.5s User: ...` / `12.5s Assistant: ...`. Its answer is parsed back
 assistant text leaks times ("second", "12s": the annotation times it was shown), that is malformed, or whose span is
 outside [min_span, max_span] seconds is dropped and counted by reason, never fatal.
 
-Backends: any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, Ollama), called concurrently, and a
-local Hugging Face causal LM. Runs resume: each dialogue has a stable id, finished ones (kept or dropped) are listed
-in a log beside the output, and each kept dialogue is appended to the JSONL output as one whole line.
+Backends: any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, Ollama) through the `openai` client,
+called concurrently, and a local Hugging Face causal LM. Runs resume: each dialogue has a stable id, finished ones
+(kept or dropped) are listed in a log beside the output, and each kept dialogue is appended to the JSONL output as
+one whole line.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import math
 import os
 import random
 import re
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -84,8 +82,12 @@ class SynthesisConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
+        from ..checks import check_fps, check_number
+
+        check_fps("fps", self.fps)
+        check_number("temperature", self.temperature, low=0, high=10)
+        check_number("min_span", self.min_span, low=0)
+        check_number("max_span", self.max_span, low=0)
         if self.dialogues_per_item < 1 or self.questions_per_dialogue < 1:
             raise ValueError("dialogues_per_item and questions_per_dialogue must be >= 1")
         if not 0 <= self.min_span <= self.max_span:
@@ -224,44 +226,58 @@ class BackendError(RuntimeError):
 
 
 class OpenAIBackend:
-    """Chat completions of an OpenAI-compatible server: `POST {base_url}/chat/completions`."""
+    """Chat completions of an OpenAI-compatible server through the official `openai` client: its own retries
+    (`max_retries`: 408, 409, 429, 5xx and connection errors, with exponential back-off and the server's
+    Retry-After) and timeout."""
 
     concurrent = True
+    NO_KEY = "EMPTY"
+    """The key sent to a server that needs none (the client requires one; vLLM's examples use this word)."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 600.0,
-                 retries: int = 3, backoff: float = 1.0):
+                 retries: int = 3):
+        from openai import OpenAI
+
+        if retries < 0:
+            raise UserError(f"--retries must be >= 0, got {retries}")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key, self.timeout, self.retries, self.backoff = model, api_key, timeout, retries, backoff
+        self.model = model
+        self.client = OpenAI(base_url=base_url, api_key=api_key or self.NO_KEY, timeout=timeout, max_retries=retries)
 
     def __call__(self, prompt: str, config: SynthesisConfig, seed: int) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                           "max_tokens": config.max_new_tokens, "temperature": config.temperature,
-                           "seed": seed}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    reply = json.loads(response.read())
-                return reply["choices"][0]["message"]["content"] or ""
-            except urllib.error.HTTPError as error:
-                detail = error.read()[:300].decode(errors="replace")
-                if 400 <= error.code < 500 and error.code not in (408, 429):  # our request is wrong: stop the run
-                    raise UserError(f"{self.url} refused the request (HTTP {error.code}): {detail} -- check --model "
-                                    "and --api-key") from error
-                problem = f"HTTP {error.code}: {detail}"
-            except urllib.error.URLError as error:
-                if isinstance(error.reason, ConnectionRefusedError):
-                    raise UserError(f"cannot reach {self.url}: connection refused (start the server, or fix "
-                                    "--base-url)") from error
-                problem = str(error.reason)
-            except (TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError) as error:
-                problem = f"{type(error).__name__}: {error}"
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise BackendError(problem)
+        import openai
+
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": prompt}], max_tokens=config.max_new_tokens,
+                temperature=config.temperature, seed=seed)
+        except openai.APIStatusError as error:
+            detail = error.response.text[:300]
+            if 400 <= error.status_code < 500 and error.status_code not in (408, 409, 429):  # our request is wrong
+                raise UserError(f"{self.url} refused the request (HTTP {error.status_code}): {detail} -- check "
+                                "--llm-name and --api-key") from error
+            raise BackendError(f"HTTP {error.status_code}: {detail}") from error
+        except openai.APIConnectionError as error:  # timeouts included
+            if _refused(error):
+                raise UserError(f"cannot reach {self.url}: connection refused (start the server, or fix "
+                                "--base-url)") from error
+            raise BackendError(f"{type(error).__name__}: {error}") from error
+        except openai.APIError as error:  # e.g. a body that is not a chat completion
+            raise BackendError(f"{type(error).__name__}: {error}") from error
+        if not reply.choices:
+            raise BackendError("the reply has no choices")
+        return reply.choices[0].message.content or ""
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a connection error comes from a refused connection (nothing listens there)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConnectionRefusedError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class HFBackend:

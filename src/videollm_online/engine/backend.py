@@ -10,6 +10,7 @@ LM, PEFT adapters unmerged, transformers' dynamic cache.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -48,16 +49,27 @@ def read_logits(logits: torch.Tensor, silence_id: int) -> tuple[torch.Tensor, to
     return logits.argmax(dim=-1), silence
 
 
+class ContextWarning(RuntimeWarning):
+    """A stream grew past the positions its LLM was trained on."""
+
+
 class HFCacheBackend:
-    """One session's cache as transformers' `DynamicCache`; works with any causal LM the project loads."""
+    """One session's cache as transformers' `DynamicCache`; works with any causal LM the project loads.
+
+    The cache grows without bound: past the LLM's `max_position_embeddings` the model still runs (RoPE extrapolates)
+    but was never trained there, so the backend warns once per stream. The fast engine's memory policy
+    (`--cache-tokens`) keeps positions under that limit."""
 
     def __init__(self, model: LiveModel, silence_id: int):
         self.model = model
         self.silence_id = silence_id
         self.cache = None
+        self.context_limit = getattr(model.base_llm.config, "max_position_embeddings", None)
+        self._warned = False
 
     def reset(self) -> None:
         self.cache = None
+        self._warned = False
 
     @property
     def num_tokens(self) -> int:
@@ -82,6 +94,11 @@ class HFCacheBackend:
         output = self.model.forward_embeds(inputs_embeds[None], past_key_values=self.cache, use_cache=True,
                                            logits_to_keep=keep)
         self.cache = output.kv_cache
+        if self.context_limit and not self._warned and self.num_tokens > self.context_limit:
+            self._warned = True
+            warnings.warn(f"the stream is past the LLM's {self.context_limit}-token context ({self.num_tokens} "
+                          "tokens): turns from here on may degrade; cap the cache to stay within it "
+                          "(--engine fast --cache-tokens N)", ContextWarning, stacklevel=2)
         logits = output.logits[0]  # (len(feeds), V)
         tokens, silence = read_logits(logits, self.silence_id)
         return [FeedResult(int(t), float(s), row) for t, s, row in zip(tokens.tolist(), silence.tolist(), logits)]

@@ -26,16 +26,21 @@ ENGINES = ("default", "fast")
 
 
 def open_session(model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None,
-                 engine: str = "default", cache_tokens: int | None = None) -> StreamSession:
+                 engine: str = "default", cache_tokens: int | None = None, ahead: int = 1,
+                 weights: str | None = None) -> StreamSession:
     """One session on the default engine (transformers' cache, any model) or the fast one (static cache; CUDA graphs
     on a GPU; Llama-family LLMs). With `cache_tokens` (fast engine) the session keeps at most that many tokens: the
-    attention sink and the most recent ones, so an endless stream runs in fixed memory."""
+    attention sink and the most recent ones, so an endless stream runs in fixed memory. `ahead`: the most frames
+    the caller will give `push_frames` at once (the fast engine sizes its steps for them). `weights="fp8"` (fast
+    engine): float8 linear weights (`engine.quant`). `cache_tokens` and `weights` imply the fast engine."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
-    if engine == "default" and cache_tokens is None:
+    if engine == "default" and cache_tokens is None and weights is None:
         return StreamSession(model, template, config)
     policy = MemoryPolicy() if cache_tokens is not None else None
-    static = StaticKV(model, template.ids.silence, max_tokens=cache_tokens, policy=policy)
+    step_tokens = max(256, ahead * (model.config.frame_num_tokens + 1))
+    static = StaticKV(model, template.ids.silence, max_tokens=cache_tokens, policy=policy,
+                      max_step_tokens=step_tokens, weights=weights, frames_per_step=ahead)
     return StreamSession(model, template, config, backend=SlotBackend(static, 0))
 
 

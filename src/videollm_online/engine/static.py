@@ -18,6 +18,7 @@ keys are re-rotated so positions stay contiguous (RoPE rotations compose), so me
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from ..errors import UserError
 from ..model import LiveModel
 from . import kernels
 from .backend import Feed, FeedResult
+from .quant import WEIGHT_FORMATS, Fp8Linear, linear
 
 
 class ContextFullError(UserError):
@@ -55,6 +57,9 @@ def _bucket(value: int, buckets: list[int]) -> int:
         if value <= bucket:
             return bucket
     raise ValueError(f"{value} is larger than the largest bucket {buckets[-1]}")
+
+
+READ_BUCKETS = [2**i for i in range(16)]
 
 
 def _packed_size(batch: int, steps: int, reads: int) -> int:
@@ -87,7 +92,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Layer:
-    def __init__(self, layer: torch.nn.Module):
+    def __init__(self, layer: torch.nn.Module, weights: str | None = None):
         attention, mlp = layer.self_attn, layer.mlp
         self.qkv, self.qkv_bias = _fuse([attention.q_proj, attention.k_proj, attention.v_proj])
         self.o, self.o_bias = _merged_weight(attention.o_proj)
@@ -95,6 +100,10 @@ class _Layer:
         self.down, _ = _merged_weight(mlp.down_proj)
         self.norm_1 = layer.input_layernorm.weight.detach()
         self.norm_2 = layer.post_attention_layernorm.weight.detach()
+        if weights == "fp8":  # quantised after the LoRA merge; each carries its bias
+            self.qkv, self.qkv_bias = Fp8Linear(self.qkv, self.qkv_bias), None
+            self.o, self.o_bias = Fp8Linear(self.o, self.o_bias), None
+            self.gate_up, self.down = Fp8Linear(self.gate_up), Fp8Linear(self.down)
 
 
 class StaticKV:
@@ -103,7 +112,7 @@ class StaticKV:
     def __init__(self, model: LiveModel, silence_id: int, max_sessions: int = 1, max_tokens: int | None = None,
                  policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None, span_bucket: int = 1024,
                  max_step_tokens: int = 256, fused_kernels: bool | None = None,
-                 attention_programs: int | None = None):
+                 attention_programs: int | None = None, weights: str | None = None, frames_per_step: int = 1):
         llm = model.base_llm
         config = llm.config
         decoder = llm.get_decoder()
@@ -115,6 +124,10 @@ class StaticKV:
         if not hasattr(decoder, "layers") or not all(hasattr(decoder.layers[0], name) for name in needed):
             raise UserError(f"the fast engine runs Llama-family decoders; {type(llm).__name__} is not one "
                             "(use the default engine)")
+        if weights is not None and weights not in WEIGHT_FORMATS:
+            raise UserError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
+        self.weights = weights
+        """None: the model's dtype; "fp8": float8 e4m3 linear weights (`engine.quant`), the LM head as it is."""
         self.model = model
         self.silence_id = silence_id
         self.device = model.device
@@ -137,7 +150,7 @@ class StaticKV:
         self.policy = policy
         self.max_step_tokens = max_step_tokens
         with torch.no_grad():
-            self.layers = [_Layer(layer) for layer in decoder.layers]
+            self.layers = [_Layer(layer, weights) for layer in decoder.layers]
             self.embedding = llm.get_input_embeddings().weight.detach()
             self.final_norm = decoder.norm.weight.detach()
             self.lm_head, _ = _merged_weight(llm.get_output_embeddings())  # the released LoRA targets lm_head too
@@ -164,13 +177,20 @@ class StaticKV:
         if self.cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         frame_step = model.config.frame_num_tokens + 1
-        self.step_buckets = sorted({1, 2, 4, 8, frame_step, *[2**i for i in range(4, 16) if 2**i < max_step_tokens],
+        # `frames_per_step`: the multi-frame mode's full block (N frames of frame_step tokens) gets a step length of
+        # its own, not the next power of two (16 frames of 11 tokens would pad 176 to 256: 45 % more compute).
+        blocks = [frame_step * frames_per_step] if 1 < frames_per_step and frame_step * frames_per_step <= \
+            max_step_tokens else []
+        self.step_buckets = sorted({1, 2, 4, 8, frame_step, *blocks,
+                                    *[2**i for i in range(4, 16) if 2**i < max_step_tokens],
                                     max_step_tokens})
         self.span_buckets = sorted({*range(span_bucket, self.allocated, span_bucket), self.allocated})
         self.batch_buckets = sorted({*[2**i for i in range(16) if 2**i < max_sessions], max_sessions})
         self._graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._inputs: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._pool = None
+        self.capture_seconds = 0.0
+        """Wall-clock seconds spent in first runs and captures of new step shapes (CUDA graphs), warm-up included."""
 
     # ------------------------------------------------------------------ slots
     def reset_slot(self, slot: int) -> None:
@@ -260,7 +280,7 @@ class StaticKV:
         delta = None  # the last sublayer's output, added to the residual stream by the next norm
         for index, layer in enumerate(self.layers):
             x, h = ops.add_rms_norm(x, delta, layer.norm_1)
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            qkv = linear(h, layer.qkv, layer.qkv_bias)
             q = ops.rope_and_cache(qkv, rope, self.k_cache[index], self.v_cache[index], self.num_heads,
                                    self.num_kv_heads, self.scale)
             # q: (B, KVH, G * T, D), scaled; this step's k and v are in the cache
@@ -270,9 +290,9 @@ class StaticKV:
             else:
                 attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=1.0)
             attended = attended.view(batch, self.num_kv_heads, group, steps, self.head_dim).permute(0, 3, 1, 2, 4)
-            x, h = ops.add_rms_norm(x, F.linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias),
+            x, h = ops.add_rms_norm(x, linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias),
                                     layer.norm_2)
-            delta = F.linear(ops.act_mul(F.linear(h, layer.gate_up)), layer.down)
+            delta = linear(ops.act_mul(linear(h, layer.gate_up)), layer.down)
         x = x + delta
         x = x.gather(1, read_index[..., None].expand(-1, -1, x.shape[-1]))  # (B, R, H)
         logits = F.linear(self._rms_norm(x, self.final_norm), self.lm_head).float()  # (B, R, V)
@@ -301,6 +321,7 @@ class StaticKV:
         # First time for this shape: a warm-up run (its result is the real one: the inputs are the real ones, and
         # the cache writes it makes are the ones the replay would make; kernels are built here, outside capture),
         # then capture.
+        started = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -312,6 +333,8 @@ class StaticKV:
         with torch.cuda.graph(graph, pool=self._pool):
             output = self._forward(packed, frames, key)
         self._graphs[key] = (graph, output)
+        torch.cuda.current_stream().synchronize()
+        self.capture_seconds += time.perf_counter() - started
         return result
 
     def _host_ints(self, batch: int, steps: int, reads: int) -> torch.Tensor:
@@ -328,6 +351,7 @@ class StaticKV:
         before = len(self._graphs)
         for batch, steps, reads in shapes:
             batch, steps = _bucket(batch, self.batch_buckets), _bucket(steps, self.step_buckets)
+            reads = _bucket(reads, READ_BUCKETS)
             last = _bucket(min(max_tokens or self.allocated, self.allocated), self.span_buckets)
             for span in [span for span in self.span_buckets if span <= last]:
                 host = self._host_ints(batch, steps, reads)
@@ -365,7 +389,9 @@ class StaticKV:
             self._make_room(slot, sum(feed.length for feed in feeds))
         batch = _bucket(max(rows) + 1, self.batch_buckets)
         steps = _bucket(max(sum(f.length for f in feeds) for feeds in rows.values()), self.step_buckets)
-        reads = max(len(feeds) for feeds in rows.values())
+        # Reads rounded up to a power of two: a multi-frame step's frame count varies (a query or a response ends a
+        # guess early), and each count would be another CUDA graph at every span. Extra reads repeat the last one.
+        reads = _bucket(max(len(feeds) for feeds in rows.values()), READ_BUCKETS)
         starts = torch.tensor(self.lengths[:batch])  # rows without a feed pad along from their own length
         host = self._host_ints(batch, steps, reads)
         ids, is_frame, positions, read_index = self._unpack(host, batch, steps, reads)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from ..data.frames import FrameStore, shard
 from ..data.synth_world import EVENT_FIELDS, event_field_counts, same_event
 from ..engine import EngineConfig, open_session
+from ..engine.static import SlotBackend
 from ..errors import UserError
 from ..files import read_jsonl
 from ..model import LiveModel
@@ -66,6 +68,10 @@ class EvalOptions:
     """World narration: the engine that narrates (`engine.open_session`); the teacher-forced metrics need none."""
     cache_tokens: int | None = None
     """World narration on the fast engine: tokens kept per video (the memory policy); None: all."""
+    ahead: int = 16
+    """World narration on the fast engine: frames per forward (`StreamSession.push_frames`); 1: frame by frame."""
+    weights: str | None = None
+    """World narration: "fp8" for float8 linear weights (the fast engine)."""
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
@@ -77,6 +83,12 @@ class EvalOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        from ..checks import check_number
+
+        try:
+            check_number("window", self.window, low=0, low_open=True, high=60)
+        except ValueError as error:
+            raise UserError(f"--{error}") from error
         if not self.data_root.is_dir():
             raise UserError(f"no such directory: {self.data_root} (--data-root: the {self.dataset} dataset's files)")
         if self.split is None:
@@ -102,7 +114,8 @@ def gather(items: list[Any], world_size: int) -> list[Any]:
 def evaluate_world(
     model: LiveModel, template: StreamTemplate, root: str | Path, *, limit: int | None = None,
     threshold: float | None = None, window: float = 1.0, max_new_tokens: int = 32, progress: bool = True,
-    rank: int = 0, world_size: int = 1, engine: str = "default", cache_tokens: int | None = None,
+    rank: int = 0, world_size: int = 1, engine: str = "default", cache_tokens: int | None = None, ahead: int = 16,
+    weights: str | None = None,
 ) -> dict:
     """Streaming metrics of the world's conversations, and event recall / precision of the engine's narration: a
     ground-truth narration is found when a turn within `window` seconds states the same canonical event
@@ -131,10 +144,14 @@ def evaluate_world(
                 results.append(evaluate_conversation(model, template, row["conversation"], embeds[:needed], fps=fps,
                                                      threshold=threshold))
             session = open_session(model, template, EngineConfig(threshold=threshold, max_new_tokens=max_new_tokens),
-                                   engine, cache_tokens)
+                                   engine, cache_tokens, ahead=ahead, weights=weights)
             said = []
-            for index, frame_embeds in enumerate(embeds):
-                said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
+            if ahead > 1 and isinstance(session.backend, SlotBackend):  # the fast engine: frames `ahead` at a time
+                events = session.push_frames([index / fps for index in range(len(embeds))], embeds, ahead=ahead)
+                said += [(e.video_time, e.text) for e in events]
+            else:
+                for index, frame_embeds in enumerate(embeds):
+                    said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
             annotation = json.loads((root / "annotations" / f"{video}.json").read_text())
             narrations = [(n["time"], n["text"]) for n in annotation["narrations"]]
             parts.append((results, event_match(said, narrations, window=window, same=same_event),
@@ -150,7 +167,7 @@ def evaluate_world(
         "event_recall": matched / reference if reference else 0.0,
         "event_precision": matched / predicted if predicted else 0.0,
         "turns_said": predicted, "narrations": reference, "videos": len(videos), "threshold": threshold,
-        "window_s": window, "engine": engine, "cache_tokens": cache_tokens,
+        "window_s": window, "engine": engine, "cache_tokens": cache_tokens, "weights": weights,
     })
     if fields:  # why narrations are missed (synth_world.event_field_counts): said near them, then part by part
         metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
@@ -280,7 +297,8 @@ def evaluate(model: LiveModel, template: StreamTemplate, options: EvalOptions, *
     if options.dataset in WORLD_DATASETS:
         return evaluate_world(model, template, options.data_root, limit=options.limit, threshold=options.threshold,
                               window=options.window, progress=options.progress, rank=rank, world_size=world_size,
-                              engine=options.engine, cache_tokens=options.cache_tokens)
+                              engine=options.engine, cache_tokens=options.cache_tokens, ahead=options.ahead,
+                              weights=options.weights)
     if options.dataset in BENCHMARK_DATASETS:
         return evaluate_benchmark(model, template, options, rank=rank, world_size=world_size)
     return evaluate_stream_dataset(model, template, options, rank=rank, world_size=world_size)
@@ -293,10 +311,35 @@ def check_inputs(options: EvalOptions) -> None:
         if not (root / "conversations.jsonl").exists() or not (root / "annotations").is_dir():
             raise UserError(f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
                             f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)")
+        check_world(root, options.limit)
         return
     if options.dataset in BENCHMARK_DATASETS:
         _answer_space(options)
     open_frames(options)
+
+
+def check_world(root: Path, limit: int | None = None) -> None:
+    """The world's conversations well formed and not empty, and each video's annotation and video there and
+    readable (UserError naming the file, the row and the field): found before any weights load, not after."""
+    from ..data.schema import check_rows
+
+    path = root / "conversations.jsonl"
+    rows = check_rows(read_jsonl(path), path)
+    for video in sorted({row["video"] for row in rows})[:limit]:
+        annotation_path = root / "annotations" / f"{video}.json"
+        try:
+            annotation = json.loads(annotation_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise UserError(f"{path} names video {video!r}, which has no annotation {annotation_path}") from error
+        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as error:
+            raise UserError(f"{annotation_path} is not a valid JSON annotation ({error})") from error
+        narrations = annotation.get("narrations") if isinstance(annotation, dict) else None
+        if not isinstance(narrations, list) or not all(
+                isinstance(n, dict) and isinstance(n.get("text"), str) and isinstance(n.get("time"), (int, float))
+                and not isinstance(n.get("time"), bool) and math.isfinite(n["time"]) for n in narrations):
+            raise UserError(f"{annotation_path}: 'narrations' must be a list of {{time, text}}")
+        if not (root / "videos" / f"{video}.mp4").is_file():
+            raise UserError(f"{path} names video {video!r}, which has no file {root / 'videos' / f'{video}.mp4'}")
 
 
 def run_eval(model: LiveModel, template: StreamTemplate, model_name: str, options: EvalOptions, *, rank: int = 0,

@@ -3,8 +3,11 @@
 Same interface as `SerialBackend` (`StreamBackend.open` -> `BackendSession.submit_*` returning futures), so the API
 and the web demo run on it unchanged. One worker thread owns the model: it takes the calls submitted since its last
 step, encodes all new frames in one vision batch, hands them to the engine, runs one batched forward, and resolves
-the futures of the inputs that completed. Sessions that fill their cache drop old tokens (`cache_tokens`, the
-memory policy); one whose single input cannot fit fails alone with `ContextFullError`.
+the futures of the inputs that completed. On a GPU the vision batch goes to `FrameEncoderRunner` (CUDA graphs on a
+stream of their own, batch sizes rounded up to a power of two so few graphs are captured) and runs while the LLM
+steps through the frames handed over before: the new frames join the engine after that step. Sessions that fill
+their cache drop old tokens (`cache_tokens`, the memory policy); one whose single input cannot fit fails alone with
+`ContextFullError`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import torch
 from ..engine import EngineConfig, StreamEvent, StreamSession
 from ..engine.batch import BatchEngine
 from ..engine.static import MemoryPolicy
+from ..engine.vision import FrameEncoderRunner
 from ..model import LiveModel
+from ..narrate import VISION_INLINE, VISION_RUNNER
 from ..text import StreamTemplate
 from .backend import SessionSettings, TokenCallback, _turn_tracker
 
@@ -37,6 +42,9 @@ class BatchedBackend:
         self.frame_fps = float(model.config.frame_fps)
         self.engine = BatchEngine(model, template, max_sessions=max_sessions, max_tokens=cache_tokens,
                                   policy=MemoryPolicy())
+        self.runner = FrameEncoderRunner(model) if model.device.type == "cuda" else None
+        self.vision_path = VISION_RUNNER if self.runner is not None else VISION_INLINE
+        """How frames are encoded: FrameEncoderRunner (GPU, overlapped with the LLM step) or inline (a plain call)."""
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -74,9 +82,14 @@ class BatchedBackend:
         while not self._stopping:
             calls = self._take(block=not self.engine.busy())
             try:
-                self._apply(calls, waiting)
+                embeds = self._encode(calls)  # on a GPU: launched on the vision stream, still running
                 with torch.inference_mode():
-                    completed = self.engine.step()
+                    if self.runner is not None:  # the LLM steps through what it has while the new frames encode
+                        completed = self.engine.step()
+                        self._apply(calls, waiting, embeds)
+                    else:
+                        self._apply(calls, waiting, embeds)
+                        completed = self.engine.step()
             except Exception as error:  # noqa: BLE001 - a bug must not hang every client: fail what is waiting
                 for futures in waiting.values():
                     while futures:
@@ -102,13 +115,31 @@ class BatchedBackend:
             pass
         return calls
 
-    def _apply(self, calls: list[tuple], waiting: dict[StreamSession, deque[Future]]) -> None:
+    def _encode(self, calls: list[tuple]) -> dict[int, torch.Tensor]:
+        """One vision batch for every session's new frame: embeddings by id(call). On a GPU the batch is padded to a
+        power of two (repeats of its first frame) for `FrameEncoderRunner`'s graphs, and the LLM's stream is made to
+        wait for it (so the engine reads the embeddings only once they are written)."""
         frames = [call for call in calls if call[0] == "frame"]
-        embeds: dict[int, torch.Tensor] = {}
-        if frames:  # one vision batch for every session's new frame
+        if not frames:
+            return {}
+        try:
             images = np.stack([call[3] for call in frames])
-            with torch.inference_mode():
-                embeds = dict(zip(map(id, frames), self.model.frames_to_embeds(images)))
+        except ValueError:  # frames of different shapes: each is checked (and failed) by itself in `_apply`
+            return {}
+        with torch.inference_mode():
+            if self.runner is None:
+                return dict(zip(map(id, frames), self.model.frames_to_embeds(images)))
+            pixels = self.model.normalise_frames(images)
+            count = len(frames)
+            padded = 1 << (count - 1).bit_length()
+            if padded > count:
+                pixels = torch.cat([pixels, pixels[:1].expand(padded - count, *pixels.shape[1:])])
+            embeds, done = self.runner.encode(pixels)
+            torch.cuda.current_stream().wait_event(done)  # ordered on the GPU; the host does not wait
+        return dict(zip(map(id, frames), embeds[:count]))
+
+    def _apply(self, calls: list[tuple], waiting: dict[StreamSession, deque[Future]],
+               embeds: dict[int, torch.Tensor]) -> None:
         for call in calls:
             kind, handle, *args, future = call
             try:
@@ -120,8 +151,10 @@ class BatchedBackend:
                 if session is None or not self.engine.is_open(session):
                     raise RuntimeError("the session is closed")
                 if kind == "frame":
-                    video_time, _, on_token = args
-                    frame = embeds[id(call)]
+                    video_time, image, on_token = args
+                    frame = embeds.get(id(call))
+                    if frame is None:
+                        frame = self.model.frames_to_embeds(np.asarray(image)[None])[0]
                     if on_token is not None:
                         session.on_token = _turn_tracker(session, on_token)
                     self.engine.submit_frame(session, video_time, frame)

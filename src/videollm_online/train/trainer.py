@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from ..config import PRESETS, LiveConfig
 from ..data.frames import FrameStore
 from ..errors import UserError
 from ..files import read_jsonl, write_json_atomic
-from .dataset import StreamCollator, StreamDataset
+from .dataset import StreamCollator, StreamDataset, check_train_inputs
 
 logger = logging.getLogger(__name__)
 TRAINABLE_FILE = "trainable.safetensors"
@@ -82,7 +82,9 @@ class TrainConfig:
     evaluation, besides the loss; 0: the loss only."""
     seed: int = 42
     dataloader_workers: int = 0
-    report_to: list[str] = field(default_factory=list)
+    report_to: str | None = None
+    """Where the Trainer logs losses and metrics: "tensorboard" (event files in output_dir/runs/), "wandb" or "none".
+    None: TensorBoard when it is installed, else none."""
     max_time_minutes: float | None = None
     """A wall-clock budget: the learning-rate schedule spans it (or max_steps, whichever ends first) and training
     stops, saving, when it is spent. A resumed run goes on with what its checkpoint had left of it."""
@@ -100,6 +102,45 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.stream_eval_samples < 0:
             raise ValueError(f"stream_eval_samples must be >= 0, got {self.stream_eval_samples}")
+        if self.report_to is not None and self.report_to not in REPORT_TARGETS:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TARGETS)}, got {self.report_to!r}")
+        check_train_numbers(self)
+
+
+def check_train_numbers(config: TrainConfig) -> None:
+    """Every float of a training config finite and in range (NaN was saved into the configs and trained with)."""
+    from ..checks import check_number
+
+    check_number("learning_rate", config.learning_rate, low=0, low_open=True, high=10)
+    check_number("vision_learning_rate", config.vision_learning_rate, low=0, low_open=True, high=10, optional=True)
+    check_number("lora_dropout", config.lora_dropout, low=0, high=1)
+    check_number("stream_loss_weight", config.stream_loss_weight, low=0, optional=True)
+    check_number("weight_decay", config.weight_decay, low=0)
+    check_number("warmup_ratio", config.warmup_ratio, low=0, high=1)
+    check_number("num_epochs", config.num_epochs, low=0, low_open=True)
+    check_number("max_time_minutes", config.max_time_minutes, low=0, low_open=True, optional=True)
+
+
+REPORT_TARGETS = ("tensorboard", "wandb", "none")
+
+
+def report_targets(report_to: str | None) -> list[str]:
+    """The Trainer's `report_to` list for `TrainConfig.report_to`; a target whose package is missing is one clear
+    error (for None, TensorBoard is taken only when it is there)."""
+    import importlib.util
+
+    installed = {"tensorboard": importlib.util.find_spec("tensorboard") is not None
+                 or importlib.util.find_spec("tensorboardX") is not None,
+                 "wandb": importlib.util.find_spec("wandb") is not None}
+    if report_to is None:
+        return ["tensorboard"] if installed["tensorboard"] else []
+    if report_to == "none":
+        return []
+    if not installed[report_to]:
+        hint = " and run `wandb login`" if report_to == "wandb" else ""
+        raise UserError(f"--report-to {report_to} needs the {report_to} package: `pip install {report_to}`{hint}, "
+                        "or pass --report-to none")
+    return [report_to]
 
 
 def build_training_model(config: TrainConfig):
@@ -240,6 +281,8 @@ class LiveTrainer(Trainer):
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train; returns the directory of the final checkpoint."""
+    check_train_inputs(config)  # before any weights load
+    report_to = report_targets(config.report_to)  # a missing package stops the run before any work
     torch.manual_seed(config.seed)
     model, template = build_training_model(config)
     if config.gradient_checkpointing:
@@ -278,7 +321,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         seed=config.seed,
         dataloader_num_workers=config.dataloader_workers,
         remove_unused_columns=False,
-        report_to=config.report_to,
+        report_to=report_to,
         ddp_find_unused_parameters=False,
         # On a machine without CUDA, accelerate sets up data parallelism (gloo) only when told it runs on the CPU;
         # otherwise every torchrun process trained alone, with no gradient exchange.
