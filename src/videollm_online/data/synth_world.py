@@ -29,6 +29,8 @@ from PIL import Image, ImageDraw
 from ..files import write_json_atomic
 
 FORMAT = "synth_world/1"
+VIDEO_COMMENT = f"videollm-online {FORMAT}"
+"""Written into every world video's container (its `comment` tag): how `bundled.is_world_video` knows one."""
 """Version tag written into every annotation and index."""
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -1467,6 +1469,7 @@ def render_episode(episode: Episode, path: str | os.PathLike, config: WorldConfi
     tmp = path.with_name(path.name + ".tmp")
     try:
         with av.open(str(tmp), mode="w", format="mp4") as container:
+            container.metadata["comment"] = VIDEO_COMMENT
             stream = container.add_stream("libx264", rate=config.fps,
                                           options={"crf": str(config.crf), "preset": "veryfast"})
             stream.width, stream.height, stream.pix_fmt = config.width, config.height, "yuv420p"

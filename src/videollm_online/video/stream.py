@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -177,6 +178,8 @@ class _ContainerSource(_Source):
         decoded = 0
         last_pts: int | None = None
         last_dur = 0
+        reached = end = Fraction(0)  # the latest frame's start and end (s): no sampled frame at or past the end
+        pending: collections.deque[tuple[int, av.VideoFrame]] = collections.deque()
         converted: tuple[Any, np.ndarray] | None = None
 
         def make(index: int, src: av.VideoFrame) -> Frame:
@@ -208,10 +211,17 @@ class _ContainerSource(_Source):
                     duration = max(last_dur, 1)
             last_pts, last_dur = pts, duration
             shifted = pts - rescale(start_us, _US, tb)
-            for index, src in sampler.push(shifted, tb, duration, frame):
-                emit(make(index, src))
-        for index, src in sampler.flush():
-            emit(make(index, src))
+            # ffmpeg -r hands out slot i about 1.1 periods early, and repeats the last frame past the video's end:
+            # a slot waits until a frame starts at or after its time, and slots past the end are never given.
+            reached, end = shifted * tb, (shifted + duration) * tb
+            pending.extend(sampler.push(shifted, tb, duration, frame))
+            while pending and pending[0][0] <= fps * reached:
+                emit(make(*pending.popleft()))
+        if self.info.duration:  # the container's length, when the last frame's duration is odd (B-frames)
+            end = min(end, max(reached, Fraction(self.info.duration)))
+        pending.extend(sampler.flush())
+        while pending and pending[0][0] < fps * end:
+            emit(make(*pending.popleft()))
         expected = stream.frames or 0
         if not self._warned and self.start <= 0 and 0 < decoded and expected - decoded > max(2, expected // 20):
             self._warned = True
@@ -278,6 +288,7 @@ class _ImageDirSource(_Source):
         warned = False
         emitted = 0
         skip_before = max(int(self.start * self.image_fps) - 2, 0)
+        end = len(self.files) * tb  # no sampled frame at or past the last image's end (ffmpeg -r repeats it)
 
         def make(index: int, path: Path) -> Frame | None:
             nonlocal cache, warned
@@ -301,11 +312,15 @@ class _ImageDirSource(_Source):
             if k < skip_before:
                 continue
             for index, src in sampler.push(k, tb, 1, path):
+                if index >= fps * end:
+                    continue
                 frame = make(index, src)
                 if frame is not None:
                     emit(frame)
                     emitted += 1
         for index, src in sampler.flush():
+            if index >= fps * end:
+                continue
             frame = make(index, src)
             if frame is not None:
                 emit(frame)
