@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import write_clip
+from fuzz_clips import write_small_clip
 from videollm_online.cli import main
 
 ERROR_PREFIX = "videollm-online"
@@ -36,7 +36,7 @@ ERROR_PREFIX = "videollm-online"
 def template_inputs(tmp_path_factory, tiny_checkpoint) -> Path:
     """The inputs every case starts from, made once; each case works on its own copy."""
     root = tmp_path_factory.mktemp("fuzz-inputs")
-    write_clip(root / "clip.mp4", size=(64, 48), frames=10, fps=5)  # 2 s
+    write_small_clip(root / "clip.mp4", size=(64, 48), frames=10, fps=5)  # 2 s
     (root / "videos").mkdir()
     shutil.copy(root / "clip.mp4", root / "videos" / "v.mp4")
     history = {"video_path": str(root / "clip.mp4"), "frame_fps": 2.0, "model": "tiny",

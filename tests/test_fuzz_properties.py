@@ -174,10 +174,10 @@ def test_live_sampler_slots_increase_and_never_run_ahead_of_their_frame(fps, gap
 def test_a_decoded_video_is_sampled_up_to_its_end(tmp_path, source_fps, frames, fps):
     """The whole path (PyAV decoding, the ffmpeg-rate sampler, the stream's end rule) on a real clip: frame times
     i / fps strictly increasing from 0, none at or past the video's end, their count duration x fps within one."""
-    from conftest import write_clip
+    from fuzz_clips import write_small_clip
     from videollm_online.video import open_video
 
-    path = write_clip(tmp_path / f"clip-{source_fps}-{frames}.mp4", size=(16, 16), frames=frames, fps=source_fps)
+    path = write_small_clip(tmp_path / f"clip-{source_fps}-{frames}.mp4", size=(16, 16), frames=frames, fps=source_fps)
     duration = frames / source_fps
     with open_video(str(path), fps=fps, resolution=16) as stream:
         sampled = [(frame.index, frame.time) for frame in stream]
