@@ -14,7 +14,7 @@ def write_small_clip(path: Path, *, size: tuple[int, int] = (64, 48), frames: in
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        ramp = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None]
+        ramp = np.linspace(0, 255, width).astype(np.int64)[None, :, None]
         for index in range(frames):
             picture = np.broadcast_to((ramp + index * 16) % 256, (height, width, 3)).astype(np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")))
