@@ -318,29 +318,45 @@ def test_bad_command_line(case: Case, template_inputs: Path, tmp_path: Path, cap
 
 
 # ---------------------------------------------------------------------- the same checks through the Python API
-@pytest.mark.parametrize("build, field_name", [
-    (lambda: __import__("videollm_online.config", fromlist=["x"]).LiveConfig.from_name("tiny", frame_fps=float("nan")),
-     "frame_fps"),
-    (lambda: __import__("videollm_online.config", fromlist=["x"]).LiveConfig.from_name("tiny", frame_resolution=10**6),
-     "frame_resolution"),
-    (lambda: _train_config(learning_rate=float("nan")), "learning_rate"),
-    (lambda: _train_config(max_time_minutes=float("inf")), "max_time_minutes"),
-    (lambda: _train_config(warmup_ratio=-0.5), "warmup_ratio"),
-    (lambda: __import__("videollm_online.render", fromlist=["x"]).RenderConfig(panel_size=1_000_000), "panel_size"),
-    (lambda: __import__("videollm_online.data.datasets", fromlist=["x"]).ConvertOptions(anno_root=".", fps=1e9),
-     "fps"),
-    (lambda: __import__("videollm_online.data.streaming", fromlist=["x"]).world_conversations([], fps=float("nan")),
-     "fps"),
-])
-def test_typed_configs_refuse_what_the_command_line_refuses(build, field_name):
-    with pytest.raises(ValueError, match=field_name):
-        build()
-
-
 def _train_config(**changes):
     from videollm_online.train.trainer import TrainConfig
 
     return TrainConfig(data="d.jsonl", frames="f", output_dir="o", **changes)
+
+
+def _live_config(**changes):
+    from videollm_online.config import LiveConfig
+
+    return LiveConfig.from_name("tiny", **changes)
+
+
+def _render_config(**changes):
+    from videollm_online.render import RenderConfig
+
+    return RenderConfig(**changes)
+
+
+def _convert_options(**changes):
+    from videollm_online.data.datasets import ConvertOptions
+
+    return ConvertOptions(anno_root=".", **changes)
+
+
+def _world_conversations(**changes):
+    from videollm_online.data.streaming import world_conversations
+
+    return world_conversations([], **changes)
+
+
+@pytest.mark.parametrize("build, changes", [
+    (_live_config, {"frame_fps": float("nan")}), (_live_config, {"frame_resolution": 10**6}),
+    (_train_config, {"learning_rate": float("nan")}), (_train_config, {"max_time_minutes": float("inf")}),
+    (_train_config, {"warmup_ratio": -0.5}), (_render_config, {"panel_size": 1_000_000}),
+    (_convert_options, {"fps": 1e9}), (_world_conversations, {"fps": float("nan")}),
+])
+def test_typed_configs_refuse_what_the_command_line_refuses(build, changes):
+    with pytest.raises(ValueError, match=next(iter(changes))):
+        build(**changes)
 
 
 def test_a_tokenized_null_content_is_refused_not_read_as_none():

@@ -166,3 +166,23 @@ def test_live_sampler_slots_increase_and_never_run_ahead_of_their_frame(fps, gap
         assert time - slot / sampler.fps < 1 / sampler.fps + 1e-6  # by the first frame that reaches it
         previous = slot
     assert previous >= 0 if gaps else True
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(source_fps=st.sampled_from([5, 10, 24, 25, 30]), frames=st.integers(1, 40), fps=TARGETS)
+def test_a_decoded_video_is_sampled_up_to_its_end(tmp_path, source_fps, frames, fps):
+    """The whole path (PyAV decoding, the ffmpeg-rate sampler, the stream's end rule) on a real clip: frame times
+    i / fps strictly increasing from 0, none at or past the video's end, their count duration x fps within one."""
+    from clips import write_clip
+    from videollm_online.video import open_video
+
+    path = write_clip(tmp_path / f"clip-{source_fps}-{frames}.mp4", size=(16, 16), frames=frames, fps=source_fps)
+    duration = frames / source_fps
+    with open_video(str(path), fps=fps, resolution=16) as stream:
+        sampled = [(frame.index, frame.time) for frame in stream]
+    rate = float(Fraction(fps).limit_denominator(1_001_000))
+    assert [index for index, _ in sampled] == list(range(len(sampled)))
+    assert all(math.isclose(time, index / rate, abs_tol=1e-6) for index, time in sampled)
+    assert all(time < duration for _, time in sampled)  # never at or past the end
+    assert abs(len(sampled) - duration * rate) <= 1, (len(sampled), duration * rate)
