@@ -4,6 +4,8 @@
     PYTHONPATH=src python benchmarks/load_test_ws.py --model random:8b --device cuda --dtype bfloat16 \
         --threshold 0 --query-every 10 --max-new-tokens 20 --drain-timeout 120 --label random-8b_cuda   # an H100
     python benchmarks/load_test_ws.py --url ws://127.0.0.1:8000        # against a server that is already running
+    OMP_NUM_THREADS=2 python benchmarks/load_test_ws.py --clients 8 --duration 60 --flood-rate 20 \
+        --label bundled_cpu_flood   # 8 clients at 2 fps for 60 s, then again with client 0 asking 20 questions/s
 
 Without --url the script starts the server itself, as a child process on loopback (`--role server`), so server and
 clients share one process tree and no network. `--model` takes what `load_model` takes (default: the bundled model)
@@ -26,6 +28,13 @@ Reported (and written to benchmarks/results/load_test_ws_<label>.json):
   when a session has `max_pending_frames` waiting, the oldest is dropped so the model watches the present);
 - latency (client clock): frame sent -> `response.done` for turns that follow a frame (p50/p99), and frame sent ->
   `input_frame.processed`.
+
+With `--flood-rate R` the run has two parts on the same server: the clients as above, then the same again with
+client 0 also asking R questions a second. Each part reports frames not accounted for (sent, minus watched, minus
+dropped with `input_frame.dropped`, minus refused with an error: 0 means every dropped frame was announced), the
+flooding client's refusals (`rate_limited` by limit), and the other clients' frame latency; the summary gives the
+other clients' p99 frame latency with the flood over without it, and the server's resident memory (VmRSS, and its
+anonymous part) at the start and after each part, once its clients have left.
 """
 
 from __future__ import annotations
@@ -85,6 +94,12 @@ def run_server(args: argparse.Namespace) -> None:
     from videollm_online.server import ServerConfig, create_app
     from videollm_online.server.run import serve
 
+    try:
+        from videollm_online.server.run import warm_up
+    except ImportError:  # a server from before the warm-up (comparisons with older code)
+        def warm_up(app) -> None:
+            pass
+
     model, template, name = load(args.model, args.device, args.dtype)
     config = ServerConfig(port=args.port, max_sessions=max(64, args.clients + 8),
                           max_pending_frames=args.max_pending_frames)
@@ -95,6 +110,7 @@ def run_server(args: argparse.Namespace) -> None:
         app = create_app(backend, config=config)
     else:
         app = create_app(model, template, config=config, name=name)
+        warm_up(app)  # as `videollm-online serve` does
     serve(app, config, log_level="warning")
 
 
@@ -146,8 +162,10 @@ async def one_client(index: int, url: str, args: argparse.Namespace, start_at: f
     from videollm_online.client import AsyncStreamClient
     from videollm_online.server import protocol as P
 
+    flooding = index == 0 and args.flood_rate > 0
     record = {"created": False, "closed": None, "lost": 0, "errors": {}, "sent": 0, "processed": 0, "dropped": 0,
-              "responses": 0, "response_latency": [], "frame_latency": [], "queries": 0}
+              "frames_refused": 0, "responses": 0, "response_latency": [], "frame_latency": [], "queries": 0,
+              "flooding": flooding, "flood_sent": 0, "flood_refused": {}}
     stats["clients"].append(record)
     sent_at: dict[float, float] = {}
     try:
@@ -175,12 +193,27 @@ async def one_client(index: int, url: str, args: argparse.Namespace, start_at: f
                     record["response_latency"].append(now - sent_at[event["frame_time"]])
             elif kind == P.ERROR:
                 code = event["error"]["code"]
+                limit = event["error"].get("limit_name")
+                if flooding and limit in ("max_query_rate", "max_pending_queries"):  # the flood's expected refusals
+                    record["flood_refused"][limit] = record["flood_refused"].get(limit, 0) + 1
+                    continue
+                if code in (P.INVALID_FRAME, P.FRAME_TOO_LARGE) or limit == "max_frame_rate":
+                    record["frames_refused"] += 1
                 record["errors"][code] = record["errors"].get(code, 0) + 1
             elif kind == P.SESSION_CLOSED:
                 record["closed"] = event["reason"]
 
     reader = asyncio.create_task(read())
     began = time.monotonic()
+    streaming = True
+
+    async def flood() -> None:  # questions as fast as --flood-rate, for as long as the frames flow
+        while streaming:
+            await client.ask(f"Question {record['flood_sent']}: what is happening?")
+            record["flood_sent"] += 1
+            await asyncio.sleep(1.0 / args.flood_rate)
+
+    flooder = asyncio.create_task(flood()) if flooding else None
     next_query = args.query_every
     step = 0
     while True:
@@ -196,6 +229,9 @@ async def one_client(index: int, url: str, args: argparse.Namespace, start_at: f
         await client.send_frame(video_time, frames[step % len(frames)])
         record["sent"] += 1
         step += 1
+    streaming = False
+    if flooder is not None:
+        await flooder
     await client.finish()
     try:
         await asyncio.wait_for(reader, timeout=args.drain_timeout)
@@ -203,6 +239,18 @@ async def one_client(index: int, url: str, args: argparse.Namespace, start_at: f
         record["errors"]["no session.closed within the drain timeout"] = 1
     record["lost"] = client.lost + (0 if record["closed"] else 1)
     await client.close()
+
+
+def server_memory(process: subprocess.Popen | None) -> dict | None:
+    """Resident memory of the server child in MB: VmRSS, and its anonymous (heap) and file-backed parts."""
+    if process is None or not Path(f"/proc/{process.pid}/status").exists():
+        return None
+    fields = {}
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return fields
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -222,8 +270,14 @@ async def run_clients(url: str, args: argparse.Namespace) -> dict:
             errors[code] = errors.get(code, 0) + count
     response_latency = [x for r in records for x in r["response_latency"]]
     frame_latency = [x for r in records for x in r["frame_latency"]]
+    others_latency = [x for r in records if not r["flooding"] for x in r["frame_latency"]]
     wall = time.monotonic() - start
     processed = sum(r["processed"] for r in records)
+    flooders = [r for r in records if r["flooding"]]
+    refused: dict[str, int] = {}
+    for record in flooders:
+        for limit, count in record["flood_refused"].items():
+            refused[limit] = refused.get(limit, 0) + count
     return {
         "sessions_served": sum(r["created"] and r["closed"] == "finished" for r in records),
         "sessions_opened": sum(r["created"] for r in records),
@@ -238,6 +292,13 @@ async def run_clients(url: str, args: argparse.Namespace) -> dict:
         "response_latency_s": {"p50": percentile(response_latency, 50), "p99": percentile(response_latency, 99),
                                "count": len(response_latency)},
         "frame_latency_s": {"p50": percentile(frame_latency, 50), "p99": percentile(frame_latency, 99)},
+        "other_clients_frame_latency_s": {"p50": percentile(others_latency, 50),
+                                          "p99": percentile(others_latency, 99), "count": len(others_latency)},
+        "frames_refused_with_error": sum(r["frames_refused"] for r in records),
+        "frames_unaccounted": sum(r["sent"] - r["processed"] - r["dropped"] - r["frames_refused"] for r in records),
+        "flood": {"questions_sent": sum(r["flood_sent"] for r in flooders), "refused_by_limit": refused,
+                  "frames_watched": sum(r["processed"] for r in flooders),
+                  "frames_dropped": sum(r["dropped"] for r in flooders)} if flooders else None,
         "wall_s": round(wall, 1),
     }
 
@@ -271,6 +332,10 @@ def main() -> int:
     parser.add_argument("--engine", choices=["default", "fast"], default="default",
                         help="the server's engine: default (sessions take turns) or fast (batched, static cache)")
     parser.add_argument("--cache-tokens", type=int, default=2048, help="fast engine: tokens kept per session")
+    parser.add_argument("--flood-rate", type=float, default=0.0,
+                        help="questions a second client 0 asks in a second part of the run (0: no such part)")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds after the clients leave before reading the server's memory")
     parser.add_argument("--label", help="results file suffix (default: from the model and device)")
     args = parser.parse_args()
     if args.role == "server":
@@ -281,18 +346,35 @@ def main() -> int:
     url = args.url
     if url is None:
         process, url = start_server(args)
+    memory: dict[str, dict | None] = {"start": server_memory(process)}
     try:
+        flood_rate, args.flood_rate = args.flood_rate, 0.0
         summary = asyncio.run(run_clients(url, args))
+        time.sleep(args.settle)
+        memory["after"] = server_memory(process)
+        if flood_rate > 0:
+            args.flood_rate = flood_rate
+            flooded = asyncio.run(run_clients(url, args))
+            time.sleep(args.settle)
+            memory["after_flood"] = server_memory(process)
+            plain_p99 = summary["other_clients_frame_latency_s"]["p99"]
+            flood_p99 = flooded["other_clients_frame_latency_s"]["p99"]
+            summary = {"without_flood": summary, "with_flood": flooded,
+                       "other_clients_p99_frame_latency_ratio": round(flood_p99 / plain_p99, 3)
+                       if plain_p99 and flood_p99 else None}
     finally:
         if process is not None:
             process.terminate()
             process.wait(timeout=60)
+    if memory["start"]:
+        last = memory.get("after_flood") or memory.get("after")
+        memory["after_vs_start"] = {key: round(last[key] / memory["start"][key], 3) for key in last}
     label = args.label or f"{(args.model or 'bundled').replace(':', '-').replace('/', '_')}_{args.device}"
     result = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine(args),
               "settings": {k: getattr(args, k) for k in ("model", "device", "dtype", "clients", "fps", "duration",
                                                          "threshold", "max_new_tokens", "query_every",
-                                                         "max_pending_frames")},
-              **summary}
+                                                         "max_pending_frames", "flood_rate")},
+              "server_memory_mb": memory, **summary}
     print(json.dumps(result, indent=2))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from videollm_online.files import write_json_atomic

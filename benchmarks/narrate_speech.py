@@ -70,7 +70,7 @@ def run(model, template, video: Path, fps: float, speak: bool) -> dict:
 
     with open_video(str(video), fps=fps, resolution=model.config.frame_resolution, realtime=True) as frames:
         events, times = narrate_frames(model, template, timed(frames), engine=EngineConfig(max_new_tokens=64),
-                                       on_event=on_event, on_frame=on_frame, batch_size=1)
+                                       on_event=on_event, on_frame=on_frame, batch_size=1, live=True)
     result = {"speak": speak, "frames": len(lags), "turns": len(events),
               "lag_mean_s": round(statistics.fmean(lags), 3), "lag_p50_s": round(percentile(lags, 0.5), 3),
               "lag_p95_s": round(percentile(lags, 0.95), 3), "lag_max_s": round(max(lags), 3),

@@ -301,6 +301,7 @@ def main() -> int:
     parser.add_argument("--attention-programs", default="",
                         help="streams part: programs the split-key attention aims for, comma-separated values run "
                              "one after another (default: one run at the multiprocessor count)")
+    parser.add_argument("--scenarios", default="silent,narrate", help="of the single-stream parts, in this order")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -330,7 +331,8 @@ def main() -> int:
         """One stream on the fast engine, its CUDA graphs captured for every span of the run."""
         step = model.config.frame_num_tokens + 1
         engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=fused_kernels,
-                             max_step_tokens=max(256, args.ahead * step), weights=weights)
+                             max_step_tokens=max(256, args.ahead * step), weights=weights,
+                             frames_per_step=args.ahead)
         engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, args.ahead * step, args.ahead)], capacity)
         return engine, engine.open(config, scheduled(every))
 
@@ -344,7 +346,8 @@ def main() -> int:
 
     workloads = {"silent": (None, EngineConfig(threshold=0.0)), "narrate": (20, EngineConfig(max_new_tokens=20))}
     solo_events = {}
-    for scenario, (every, config) in workloads.items():
+    for scenario in args.scenarios.split(","):
+        every, config = workloads[scenario]
         if "reference" in parts:
             session = scheduled(every)(model, template, config)
             if device.type == "cuda":

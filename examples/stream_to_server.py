@@ -40,8 +40,15 @@ def main() -> int:
 
     def show(event: dict) -> None:
         kind = event["type"]
-        if kind == P.SESSION_CREATED:
-            print(f"session {event['session']['id']} on {event['session']['model']}", file=sys.stderr)
+        if kind == P.SESSION_CREATED:  # what another program needs to follow this session over SSE
+            session = event["session"]
+            base = args.url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+            print(f"session {session['id']} on {session['model']}", file=sys.stderr)
+            secret = f" -H 'X-Session-Secret: {session['secret']}'" if session.get("secret") else ""
+            token = " -H \"Authorization: Bearer $VIDEOLLM_ONLINE_TOKEN\"" if args.token else ""
+            print(f"follow it: curl -N{token}{secret} {base}/v1/sessions/{session['id']}/events", file=sys.stderr)
+        elif kind == P.FRAME_DROPPED:  # the server fell behind and dropped its oldest waiting frame
+            print(f"[{event['video_time']:.1f}s] frame dropped ({event['reason']})", file=sys.stderr)
         elif kind == P.ITEM_CREATED:
             print(f"[{event['item']['video_time']:.1f}s] User: {event['item']['content']}", flush=True)
         elif kind == P.RESPONSE_CREATED:

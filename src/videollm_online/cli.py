@@ -22,6 +22,42 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def configured(cls, **values):
+    """`cls(**values)` for a typed config; the range checks of its `__post_init__` become one error line. The one
+    place where a config's ValueError turns into a UserError."""
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+
+
+def checked(check, *args, **kwargs):
+    """Run a library check that raises ValueError (checks.check_number, ...) as a user error."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+
+
+def check_device(device: str | None) -> None:
+    """A CUDA device that is not here is one line, before any weights load."""
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+        index = str(device).partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 # ---------------------------------------------------------------------- shared options
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
@@ -55,6 +91,7 @@ def load_model_from_args(args: argparse.Namespace):
     from .checkpoint import default_model, load_model
     from .config import PRESETS
 
+    check_device(args.device)
     spec = args.model or default_model()
     if spec in PRESETS and not Path(spec).exists():
         print(f"note: {spec!r} is a preset, not a trained checkpoint: its connector is untrained, so what it says is "
@@ -65,13 +102,28 @@ def load_model_from_args(args: argparse.Namespace):
                       dtype=dtype, merge_lora=args.merge_lora)
 
 
+def query_text(value: str) -> str:
+    """A question: UTF-8 text (bytes the terminal's encoding could not decode reach Python as lone surrogates, which
+    no tokenizer takes), of a bounded length."""
+    from .data.schema import MAX_TEXT_CHARS
+
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not valid UTF-8 text: check the terminal's encoding") from None
+    if len(value) > MAX_TEXT_CHARS:
+        raise argparse.ArgumentTypeError(f"a question of {len(value)} characters, over the limit of {MAX_TEXT_CHARS}")
+    return value
+
+
 def parse_query_at(value: str) -> tuple[float, str]:
+    value = query_text(value)
     seconds, sep, text = value.partition(":")
     try:
         time = float(seconds)
     except ValueError:
         time = None
-    if not sep or time is None or time < 0 or not text.strip():
+    if not sep or time is None or not math.isfinite(time) or time < 0 or not text.strip():
         raise argparse.ArgumentTypeError(
             f"malformed --query-at {value!r}: expected SECONDS:TEXT with SECONDS >= 0, e.g. '12.5:What is he doing?'"
         )
@@ -93,8 +145,36 @@ def positive_float(value: str) -> float:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
+    return number
+
+
+def fps_value(value: str) -> float:
+    """Frames per second: finite and within checks.MIN_FPS..MAX_FPS (at 1e9 a 2 s clip became 10 GB)."""
+    from .checks import MAX_FPS, MIN_FPS
+
+    number = positive_float(value)
+    if not MIN_FPS <= number <= MAX_FPS:
+        raise argparse.ArgumentTypeError(f"frames per second must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {value!r}")
+    return number
+
+
+def whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+
+
+def real(value: str) -> float:
+    """A finite float (argparse's float takes nan and inf)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
     return number
 
 
@@ -113,6 +193,7 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import EngineConfig
+    from .files import check_output
     from .narrate import History, narrate_frames
     from .video import open_video
 
@@ -120,10 +201,16 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     if not (source.startswith(("rtsp://", "rtmp://", "http://", "https://", "/dev/")) or Path(source).exists()):
         raise UserError(f"no such file or directory: {source}")
     queries = ([(0.0, args.query)] if args.query else []) + list(args.query_at or [])
+    engine = configured(EngineConfig, threshold=args.threshold, max_new_tokens=args.max_new_tokens)
+    if args.output:
+        check_output(args.output, inputs=[source], what="--output")
     if args.speak or args.speech_dir:
         from .speech import require_tts
 
         require_tts("--speak")
+        if args.speech_dir:
+            check_output(args.speech_dir, directory=True, what="--speech-dir")
+    check_device(args.device)
     if Path(source).exists():  # a local file or folder: find out it is no video before loading any weights
         from .checkpoint import model_config
 
@@ -136,9 +223,14 @@ def cmd_narrate(args: argparse.Namespace) -> int:
     if note := not_world_note(name, None if source.startswith("/dev/") else source):
         print(note, file=sys.stderr)
     fps = args.fps or model.config.frame_fps
-    engine = EngineConfig(threshold=args.threshold, max_new_tokens=args.max_new_tokens)
+    if args.cache_tokens is not None:  # room for the system prompt, a few frames and one response
+        needed = (len(template.encode(template.system_text())) + 4 * (model.config.frame_num_tokens + 1)
+                  + args.max_new_tokens)
+        if args.cache_tokens < needed:
+            raise UserError(f"--cache-tokens {args.cache_tokens} cannot hold the system prompt, a few frames and one "
+                            f"response of --max-new-tokens {args.max_new_tokens}: give at least {needed}")
+    # written from the first frame on (not before: a source that gives no frame leaves no empty history behind)
     history = History(video_path=source, frame_fps=fps, model=name, path=args.output)
-    history.save()
     stream = open_video(source, fps=fps, resolution=model.config.frame_resolution, realtime=args.realtime)
     speaker = None
     if args.speak or args.speech_dir:  # spoken on its own thread: the stream never waits for speech
@@ -155,17 +247,26 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             bar.write(f"[{event.video_time:.1f}s] {event.role.capitalize()}: {event.text.strip()}", file=sys.stdout)
             sys.stdout.flush()  # turns appear as they happen, also through a pipe
             if speaker is not None and event.role == "assistant":
+                if speaker.error is not None:  # the speech thread died: stop here, as asked speech cannot be had
+                    raise speech_failed(speaker, args.output)
                 speaker.say(event.text, event.video_time)
+
+        def on_frame(count: int) -> None:
+            if count == 1:
+                history.save()
+            bar.update(1)
 
         live = args.realtime or stream.info.is_live
         try:
             _, times = narrate_frames(model, template, stream, queries=queries, engine=engine, history=history,
                                       backend=args.engine, cache_tokens=args.cache_tokens,
-                                      on_event=print_turn, on_frame=lambda n: bar.update(1),
+                                      on_event=print_turn, on_frame=on_frame,
                                       batch_size=1 if live else 8, ahead=args.ahead, weights=args.weights,
                                       live=live)
         finally:
             bar.close()
+    if times.frames:
+        history.save()
     summary = times.summary()
     if not args.quiet:
         print(f"{summary['frames']} frames in {summary['seconds']} s ({summary['frames_per_second']} frames/s: "
@@ -175,9 +276,17 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             print(f"history written to {args.output}", file=sys.stderr)
         if speaker is not None:
             print(speaker.describe(), file=sys.stderr)
+    if speaker is not None and speaker.error is not None:
+        raise speech_failed(speaker, args.output)
     if summary["frames"] == 0:
         raise UserError(f"{source} gave no frames to narrate")
     return 0
+
+
+def speech_failed(speaker, output: Path | None) -> UserError:
+    """The speech thread's failure, as the main thread's one error line."""
+    kept = f"; the history so far is in {output}" if output else ""
+    return UserError(f"speech stopped after {speaker.stats.said} responses: {speaker.error}{kept}")
 
 
 # ---------------------------------------------------------------------- download
@@ -194,11 +303,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from .render import RenderConfig, describe, render_video
 
-    try:
-        config = RenderConfig(layout=args.layout, panel_size=args.panel_size, font_size=args.font_size,
-                              speech=args.speech, source_audio=not args.no_source_audio, crf=args.crf)
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    config = configured(RenderConfig, layout=args.layout, panel_size=args.panel_size, font_size=args.font_size,
+                        speech=args.speech, source_audio=not args.no_source_audio, crf=args.crf)
     result = render_video(args.history, args.out, video=args.video, config=config, progress=not args.quiet)
     if not args.quiet:
         print(describe(result), file=sys.stderr)
@@ -209,20 +315,30 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_data_tokenize(args: argparse.Namespace) -> int:
     from .checkpoint import load_tokenizer
     from .config import LiveConfig
+    from .data.schema import check_conversation
     from .text import StreamTemplate
 
     path = Path(args.conversation)
     if not path.exists():
         raise UserError(f"no such file: {path}")
+    if not path.is_file():
+        raise UserError(f"{path} is a directory: give a JSON file of a conversation")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid JSON: {error}") from error
     conversation = data.get("conversation") if isinstance(data, dict) else data
     if not isinstance(conversation, list):
         raise UserError(f"{path} must hold a list of messages, or an object with a 'conversation' list")
-    config = LiveConfig.from_name(args.preset)
-    tokenizer = load_tokenizer(args.tokenizer or config.llm)
+    check_conversation(conversation, str(path))
+    config = checked(LiveConfig.from_name, args.preset)
+    if args.tokenizer and Path(args.tokenizer).is_file() and Path(args.tokenizer).suffix != ".gguf":
+        raise UserError(f"--tokenizer {args.tokenizer} is a file but no .gguf: give a tokenizer directory, a .gguf "
+                        "file, a hub id or package:PKG/FILE.gguf")
+    try:
+        tokenizer = load_tokenizer(args.tokenizer or config.llm)
+    except (OSError, ValueError) as error:  # a file or folder that holds no tokenizer
+        raise UserError(f"--tokenizer {args.tokenizer or config.llm}: not a tokenizer ({error})") from error
     try:
         result = StreamTemplate(tokenizer, config).tokenize(conversation)
     except (ValueError, KeyError, TypeError) as error:
@@ -235,8 +351,9 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 def cmd_data_synth_world(args: argparse.Namespace) -> int:
     from .data.streaming import world_conversations
     from .data.synth_world import WorldConfig, load_world, write_world
-    from .files import write_jsonl
+    from .files import check_output, write_jsonl
 
+    check_output(args.out, directory=True, what="--out")
     try:
         config = WorldConfig(width=args.size, height=args.size, fps=args.video_fps, min_duration=args.min_duration,
                              max_duration=args.max_duration, time_grid=args.time_grid)
@@ -259,14 +376,17 @@ def distributed_rank() -> tuple[int, int]:
 
 def cmd_data_preprocess(args: argparse.Namespace) -> int:
     from .config import LiveConfig
-    from .data.frames import preprocess_videos
+    from .data.frames import check_sampling, preprocess_videos
+    from .files import check_output
 
     fps, resolution = args.fps, args.resolution
     if args.preset:
-        preset = LiveConfig.from_name(args.preset)
+        preset = checked(LiveConfig.from_name, args.preset)
         fps, resolution = fps or preset.frame_fps, resolution or preset.frame_resolution
     if not fps or not resolution:
         raise UserError("give --fps and --resolution, or a --preset to take them from")
+    checked(check_sampling, fps, resolution)
+    check_output(args.out, directory=True, what="--out")
     if args.slurm_tasks:
         from .data.launch import launch
 
@@ -277,7 +397,8 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
                                world_size=world_size, workers=args.workers, progress=not args.quiet)
     print(f"rank {rank}/{world_size}: {counts['written']} written, {counts['skipped']} already done, "
           f"{counts['failed']} failed (see warnings)", file=sys.stderr)
-    return 0
+    # a corrupt video among many is skipped (a warning names it); a run in which every video failed is a failure
+    return 1 if counts["failed"] and not counts["written"] and not counts["skipped"] else 0
 
 
 def cmd_data_features(args: argparse.Namespace) -> int:
@@ -288,6 +409,9 @@ def cmd_data_features(args: argparse.Namespace) -> int:
 
         return launch(args, ["data", "features", str(Path(args.frames).resolve()), "--out", str(args.out.resolve()),
                              "--batch-size", str(args.batch_size), "-q", *model_argv(args)])
+    from .files import check_output
+
+    check_output(args.out, directory=True, what="--out")
     model, _, name = load_model_from_args(args)
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
@@ -304,11 +428,15 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     from .data.convert import convert
     from .data.datasets import ConvertOptions, get_loader
     from .data.datasets.common import frames_from_metadata, frames_from_store
-    from .data.datasets.robustness import write_robustness_frames
+    from .data.datasets.robustness import robustness_example, write_robustness_frames
+    from .files import check_output
 
     get_loader(args.dataset)  # an unknown name fails before any file is read
     if not Path(args.anno_root).exists() and args.dataset != "robustness":
         raise UserError(f"no such file or directory: {args.anno_root}")
+    check_output(args.out, inputs=[args.anno_root, args.video_metadata], what="--out")
+    if args.dataset == "robustness" and args.frames:
+        robustness_example(args.frames)  # a frames folder to write into, checked before the rows are written
     video_frames = None
     if args.frames and args.dataset != "robustness":
         video_frames = frames_from_store(args.frames)
@@ -336,13 +464,12 @@ def cmd_data_synthesize(args: argparse.Namespace) -> int:
         raise UserError(f"no such file or directory: {args.annotations}")
     if bool(args.base_url) == bool(args.hf_model):
         raise UserError("choose one backend: --base-url URL (OpenAI-compatible server) or --hf-model MODEL")
-    try:
-        config = SynthesisConfig(fps=args.fps, dialogues_per_item=args.dialogues_per_item,
-                                 questions_per_dialogue=args.questions, min_span=args.min_span,
-                                 max_span=args.max_span, max_new_tokens=args.max_new_tokens,
-                                 temperature=args.temperature, seed=args.seed)
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    from .files import check_output
+
+    check_output(args.out, inputs=[args.annotations], what="--out")
+    config = configured(SynthesisConfig, fps=args.fps, dialogues_per_item=args.dialogues_per_item,
+                        questions_per_dialogue=args.questions, min_span=args.min_span, max_span=args.max_span,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     items = goalstep_items(args.annotations, args.splits.split(",")) if args.source == "ego4d-goalstep" \
         else generic_items(args.annotations)
     if args.limit is not None:
@@ -362,8 +489,10 @@ def cmd_data_synthesize(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .config import CONFIG_FILE
     from .eval.runner import EvalOptions, check_inputs, format_table, run_eval
-    from .files import write_json_atomic
+    from .files import check_output, write_json_atomic
 
+    if args.output:  # checked first: a path that cannot be written lost the whole evaluation
+        check_output(args.output, what="--output")
     options = EvalOptions(dataset=args.dataset, data_root=args.data_root, split=args.split, frames=args.frames,
                           limit=args.limit, threshold=args.threshold, window=args.window,
                           max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.batch_size,
@@ -394,14 +523,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from .files import check_output
     from .train.trainer import TrainConfig, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    try:
-        config = TrainConfig(**values)
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    config = configured(TrainConfig, **values)
+    check_output(config.output_dir, directory=True, what="--output-dir")
     final = train(config, resume=args.resume)
     print(f"final checkpoint: {final}", file=sys.stderr)
     return 0
@@ -414,10 +542,10 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(VisionPretrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    try:
-        config = VisionPretrainConfig(**values)
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    config = configured(VisionPretrainConfig, **values)
+    from .files import check_output
+
+    check_output(config.output_dir, directory=True, what="--output-dir")
     result = pretrain_vision(config, progress=not args.quiet)
     print(f"checkpoint (trained vision, fresh connector): {result.final_dir}; metrics: "
           f"{Path(config.output_dir) / 'vision_metrics.json'}", file=sys.stderr)
@@ -431,9 +559,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config = ServerConfig(host=args.host, port=args.port, token=args.token or ServerConfig.token_from_env(),
+                              allowed_video_dirs=tuple(args.allowed_video_dir), max_upload_bytes=args.max_upload_bytes,
                               max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
                               max_frame_rate=args.max_frame_rate, max_pending_frames=args.max_pending_frames,
-                              idle_timeout=args.idle_timeout)
+                              idle_timeout=args.idle_timeout, max_query_rate=args.max_query_rate,
+                              max_pending_queries=args.max_pending_queries)
     except ValueError as error:
         raise UserError(str(error)) from error
     model, template, name = load_model_from_args(args)
@@ -466,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.launch import add_slurm_options
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="videollm-online", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="An online video LLM: it watches a video (file, webcam or stream) frame by frame, narrates what "
                     "happens,\nanswers questions at any moment, and decides by itself when to speak.",
@@ -486,10 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Watch a source frame by frame and print each turn as it happens.")
     narrate.add_argument("source", help="video file, image directory, /dev/videoN, or rtsp/rtmp/http(s) URL")
     add_model_options(narrate)
-    narrate.add_argument("--query", help="a question asked at time 0")
+    narrate.add_argument("--query", type=query_text, help="a question asked at time 0")
     narrate.add_argument("--query-at", action="append", type=parse_query_at, metavar="SECONDS:TEXT",
                          help="a question asked at a video time (repeatable)")
-    narrate.add_argument("--fps", type=positive_float, help="frames per second fed to the model (default: model's)")
+    narrate.add_argument("--fps", type=fps_value, help="frames per second fed to the model (default: model's)")
     narrate.add_argument("--threshold", type=unit_float, default=None,
                          help="stay silent when P(frame interval) >= this (default: the model's, 0.725)")
     narrate.add_argument("--max-new-tokens", type=int, default=64, help="longest response (default: 64)")
@@ -561,11 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--seed", type=int, default=0, help="world seed; each video's seed derives from it")
     world.add_argument("--size", type=int, default=256, help="frame width and height in pixels (default: 256)")
     world.add_argument("--video-fps", type=int, default=10, help="frame rate of the rendered mp4 (default: 10)")
-    world.add_argument("--min-duration", type=float, default=20.0, help="shortest video in seconds (default: 20)")
-    world.add_argument("--max-duration", type=float, default=60.0, help="longest video in seconds (default: 60)")
-    world.add_argument("--time-grid", type=float, default=0.0,
+    world.add_argument("--min-duration", type=real, default=20.0, help="shortest video in seconds (default: 20)")
+    world.add_argument("--max-duration", type=real, default=60.0, help="longest video in seconds (default: 60)")
+    world.add_argument("--time-grid", type=real, default=0.0,
                        help="snap event times to this grid in seconds, e.g. 0.5 for 2 fps training (default: off)")
-    world.add_argument("--stream-fps", type=float, default=2.0, help="frame rate of the conversations (default: 2)")
+    world.add_argument("--stream-fps", type=fps_value, default=2.0,
+                       help="frame rate of the conversations (default: 2)")
     world.add_argument("--workers", type=int, default=1, help="render in this many processes (default: 1)")
     world.add_argument("--quiet", "-q", action="store_true")
     world.set_defaults(func=cmd_data_synth_world)
@@ -575,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("videos", help="directory of videos")
     preprocess.add_argument("--out", required=True, type=Path, help="output directory of .safetensors files")
     preprocess.add_argument("--preset", help="take --fps and --resolution from a model preset")
-    preprocess.add_argument("--fps", type=positive_float)
+    preprocess.add_argument("--fps", type=fps_value)
     preprocess.add_argument("--resolution", type=int)
     preprocess.add_argument("--workers", type=int, default=1, help="processes per rank (default: 1)")
     preprocess.add_argument("--quiet", "-q", action="store_true")
@@ -600,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the dataset's annotation directory (or, for dialogues, a file)")
     convert.add_argument("--out", required=True, type=Path, help="JSONL of {video, conversation, start_frame, ...}")
     convert.add_argument("--split", default="train", help="train, val or test (default: train)")
-    convert.add_argument("--fps", type=positive_float, default=2.0, help="frame rate of the frames (default: 2)")
+    convert.add_argument("--fps", type=fps_value, default=2.0, help="frame rate of the frames (default: 2)")
     convert.add_argument("--frames", type=Path, help="preprocessed frames/features: each video's length is read "
                                                      "there (robustness: its synthetic videos are written there)")
     convert.add_argument("--video-metadata", type=Path, help="Ego4D's ego4d.json, or a JSON map video -> seconds "
@@ -628,13 +759,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "package:PKG/FILE.gguf")
     synth.add_argument("--device", default="cpu")
     synth.add_argument("--dtype", default=None)
-    synth.add_argument("--fps", type=positive_float, default=2.0)
+    synth.add_argument("--fps", type=fps_value, default=2.0)
     synth.add_argument("--dialogues-per-item", type=int, default=2)
     synth.add_argument("--questions", type=int, default=3, help="user questions per dialogue (default: 3)")
-    synth.add_argument("--min-span", type=float, default=60.0, help="drop dialogues shorter than this (s)")
-    synth.add_argument("--max-span", type=float, default=3600.0, help="drop dialogues longer than this (s)")
+    synth.add_argument("--min-span", type=real, default=60.0, help="drop dialogues shorter than this (s)")
+    synth.add_argument("--max-span", type=real, default=3600.0, help="drop dialogues longer than this (s)")
     synth.add_argument("--max-new-tokens", type=int, default=2048)
-    synth.add_argument("--temperature", type=float, default=0.0)
+    synth.add_argument("--temperature", type=real, default=0.0)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--limit", type=int, help="only the first N annotated items")
     synth.add_argument("--retry-dropped", action="store_true", help="ask again for dialogues an earlier run dropped")
@@ -697,15 +828,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-vision", action="store_true", default=None, help="train the vision encoder too")
     train.add_argument("--lora-r", type=int, help="LoRA rank (default: 16)")
     train.add_argument("--lora-alpha", type=int, help="LoRA scale alpha (default: 32)")
-    train.add_argument("--lora-dropout", type=float, help="LoRA dropout (default: 0.05)")
+    train.add_argument("--lora-dropout", type=real, help="LoRA dropout (default: 0.05)")
     train.add_argument("--lora-targets", help="regex or comma-separated module names ('' for no LoRA)")
-    train.add_argument("--stream-loss-weight", type=float,
+    train.add_argument("--stream-loss-weight", type=real,
                        help="weight of the loss at frame positions, the when-to-speak signal (default: the "
                             "model's, 1.0)")
-    train.add_argument("--learning-rate", type=float, help="peak learning rate (default: 2e-4)")
-    train.add_argument("--vision-learning-rate", type=float,
+    train.add_argument("--learning-rate", type=real, help="peak learning rate (default: 2e-4)")
+    train.add_argument("--vision-learning-rate", type=real,
                        help="learning rate of the vision encoder with --train-vision (default: --learning-rate)")
-    train.add_argument("--num-epochs", type=float, help="passes over the data (default: 1)")
+    train.add_argument("--num-epochs", type=real, help="passes over the data (default: 1)")
     train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (default: the epochs)")
     train.add_argument("--batch-size", type=int, help="conversations per step on each GPU (default: 4)")
     train.add_argument("--grad-accum", type=int, help="steps whose gradients add up before an update (default: 1)")
@@ -722,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="random seed (default: 42)")
     train.add_argument("--dataloader-workers", type=int,
                        help="processes loading data (default: 0: in the training process)")
-    train.add_argument("--max-time-minutes", type=float,
+    train.add_argument("--max-time-minutes", type=real,
                        help="stop (and save) after this many minutes, counted from the first step; the "
                             "learning rate decays over them. With --resume, the minutes already trained count")
     train.add_argument("--save-dtype", help="dtype of the final checkpoint's weights, e.g. float16")
@@ -743,14 +874,14 @@ def build_parser() -> argparse.ArgumentParser:
                                         "demo-resnet)")
     vision.add_argument("--video-size", type=int, help="the world's video size in pixels (synth-world --size; 256)")
     vision.add_argument("--video-fps", type=int, help="the world's video frame rate (synth-world --video-fps; 2)")
-    vision.add_argument("--time-grid", type=float, help="the world's event time grid (synth-world --time-grid; 0.5)")
+    vision.add_argument("--time-grid", type=real, help="the world's event time grid (synth-world --time-grid; 0.5)")
     vision.add_argument("--max-steps", type=int, help="optimiser steps (default: until --max-time-minutes)")
-    vision.add_argument("--max-time-minutes", type=float,
+    vision.add_argument("--max-time-minutes", type=real,
                         help="wall-clock budget, counted from the first batch; the learning rate decays over it")
     vision.add_argument("--batch-size", type=int, help="frames per step (default: 256)")
-    vision.add_argument("--learning-rate", type=float, help="default: 1e-3")
-    vision.add_argument("--weight-decay", type=float, help="default: 0.05")
-    vision.add_argument("--warmup-ratio", type=float, help="default: 0.05")
+    vision.add_argument("--learning-rate", type=real, help="default: 1e-3")
+    vision.add_argument("--weight-decay", type=real, help="default: 0.05")
+    vision.add_argument("--warmup-ratio", type=real, help="default: 0.05")
     vision.add_argument("--world", dest="world_dir",
                         help="train on the recorded frames of this world (`data synth-world`, then `data preprocess "
                              "WORLD/videos --out WORLD/frames` with the model's preset) instead of rendering: the "
@@ -781,12 +912,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="require `Authorization: Bearer TOKEN` on every endpoint but /health "
                                        "(default: $VIDEOLLM_ONLINE_TOKEN; unset: no auth)")
     serve.add_argument("--max-sessions", type=int, default=64, help="streaming sessions at once (default: 64)")
+    serve.add_argument("--allowed-video-dir", action="append", default=[], metavar="DIR",
+                       help="POST /v1/chat/completions may read videos by path under DIR (repeatable; default: "
+                            "none, only uploaded videos)")
+    serve.add_argument("--max-upload-bytes", type=positive_int, default=64 * 1024 * 1024,
+                       help="largest POST /v1/chat/completions body, an uploaded video included (default: 64 MiB)")
     serve.add_argument("--max-frame-bytes", type=int, default=2 * 1024 * 1024,
                        help="largest frame message in bytes (default: 2 MiB)")
     serve.add_argument("--max-frame-rate", type=positive_float, default=30.0,
                        help="frame messages per second a session may send (default: 30)")
     serve.add_argument("--max-pending-frames", type=int, default=8,
                        help="frames a session may have waiting; beyond it the oldest is dropped (default: 8)")
+    serve.add_argument("--max-query-rate", type=positive_float, default=1.0,
+                       help="questions per second a session may ask (default: 1)")
+    serve.add_argument("--max-pending-queries", type=positive_int, default=4,
+                       help="questions a session may have waiting for their answers (default: 4)")
     serve.add_argument("--engine", choices=["default", "fast"], default="default",
                        help="default: sessions take turns on one worker; fast: all sessions batched into one forward "
                             "per step on a static cache (Llama-family LLMs; CUDA graphs on a GPU)")

@@ -38,6 +38,8 @@ class AsyncStreamClient:
         self.token = token
         self.max_size = max_size
         self.session: dict = {}
+        self.created: dict = {}
+        """The `session.created` event itself (`connect` reads it; `session` is its description)."""
         self.lost = 0
         self._next_seq = 0
         self._socket = None
@@ -45,6 +47,11 @@ class AsyncStreamClient:
     @property
     def session_id(self) -> str:
         return self.session.get("id", "")
+
+    @property
+    def secret(self) -> str:
+        """The session's secret (from `session.created`): `follow` and the session list need it."""
+        return self.session.get("secret", "")
 
     async def connect(self) -> dict:
         """Open the session; returns the server's description of it (id, resolution, fps, limits)."""
@@ -62,7 +69,7 @@ class AsyncStreamClient:
         if event is None or event["type"] != P.SESSION_CREATED:
             detail = (event or {}).get("error", {}).get("message", "the connection closed")
             raise ApiError(f"no session: {detail}")
-        self.session = event["session"]
+        self.created, self.session = event, event["session"]
         return self.session
 
     async def __aenter__(self) -> AsyncStreamClient:
@@ -197,15 +204,18 @@ class StreamClient:
         self.close()
 
 
-async def follow(url: str, session_id: str, *, token: str | None = None, since: int | None = None,
-                 timeout: float = 60.0) -> AsyncIterator[dict]:
-    """A session's events through server-sent events (read-only), until `session.closed`."""
+async def follow(url: str, session_id: str, *, token: str | None = None, secret: str | None = None,
+                 since: int | None = None, timeout: float = 60.0) -> AsyncIterator[dict]:
+    """A session's events through server-sent events (read-only), until `session.closed`. `secret` is the
+    session's (`client.secret` of the client that opened it)."""
     import httpx
 
     base = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     headers = {"Accept": "text/event-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if secret:
+        headers["X-Session-Secret"] = secret
     if since is not None:
         headers["Last-Event-ID"] = str(since)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=timeout)) as http:
@@ -231,13 +241,15 @@ async def stream_video(url: str, source: Any, *, token: str | None = None, fps: 
                        on_event: Callable[[dict], None] | None = None) -> list[dict]:
     """Send a video source (a file, a camera, anything `open_video` opens) to the server, frame by frame at its
     video time, asking `queries` (time, text) along the way; returns the `response.done` events. `realtime` paces
-    a file to the wall clock, as a live feed would arrive."""
+    a file to the wall clock, as a live feed would arrive. `on_event` gets every event, `session.created` first."""
     from .video import open_video
 
     turns: list[dict] = []
     async with AsyncStreamClient(url, token=token, fps=fps, threshold=threshold,
                                  max_new_tokens=max_new_tokens) as client:
         session = client.session
+        if on_event is not None:
+            on_event(client.created)  # the session's id (and what else the server sends) comes first
 
         async def read() -> None:
             async for event in client.events():

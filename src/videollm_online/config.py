@@ -75,8 +75,12 @@ class LiveConfig:
             raise ValueError("LiveConfig needs an LLM: set `llm` (path, hub id or package:...) or `llm_config`")
         if self.vision is None and self.vision_config is None:
             raise ValueError("LiveConfig needs a vision encoder: set `vision` (path or hub id) or `vision_config`")
-        if self.frame_resolution <= 0:
-            raise ValueError(f"frame_resolution must be positive, got {self.frame_resolution}")
+        from .checks import MAX_RESOLUTION, check_fps, check_number
+
+        check_number("frame_resolution", self.frame_resolution, low=1, high=MAX_RESOLUTION, integer=True)
+        check_fps("frame_fps", self.frame_fps)
+        check_number("stream_loss_weight", self.stream_loss_weight, low=0)
+        check_number("frame_token_interval_threshold", self.frame_token_interval_threshold, low=0, high=1)
         if self.frame_token_pooled < 0:
             raise ValueError(f"frame_token_pooled must be >= 0, got {self.frame_token_pooled}")
         expected = int(self.frame_token_cls) + self.frame_token_pooled**2
@@ -91,14 +95,6 @@ class LiveConfig:
             raise ValueError("v_placeholder must be a non-empty string")
         if self.frame_token_interval == "":
             raise ValueError("frame_token_interval must be a non-empty string or None")
-        if self.stream_loss_weight < 0:
-            raise ValueError(f"stream_loss_weight must be >= 0, got {self.stream_loss_weight}")
-        if self.frame_fps <= 0:
-            raise ValueError(f"frame_fps must be positive, got {self.frame_fps}")
-        if not 0.0 <= self.frame_token_interval_threshold <= 1.0:
-            raise ValueError(
-                f"frame_token_interval_threshold must be in [0, 1], got {self.frame_token_interval_threshold}"
-            )
         self.image_mean = tuple(float(x) for x in self.image_mean)
         self.image_std = tuple(float(x) for x in self.image_std)
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:

@@ -75,7 +75,11 @@ class History:
 
     def add(self, event: StreamEvent) -> None:
         self.conversation.append(event.to_dict())
-        self.save()
+        try:
+            self.save()
+        except ValueError:  # a non-finite time: never written (it is not JSON), the file keeps the last good history
+            self.conversation.pop()
+            raise
 
     def to_dict(self) -> dict:
         return {"video_path": self.video_path, "frame_fps": self.frame_fps, "model": self.model,
@@ -84,7 +88,7 @@ class History:
     def save(self) -> None:
         if self.path is None:
             return
-        write_json_atomic(self.path, self.to_dict())
+        write_json_atomic(self.path, self.to_dict(), strict=True)
 
 
 def _batches(frames: Iterable, batch_size: int, times: StageTimes):
@@ -156,15 +160,17 @@ def narrate_frames(
         times.vision += time.perf_counter() - started
         return batch, embeds, done
 
+    prefetch = runner is not None and not live
     with torch.inference_mode():
         batches = _batches(frames, 1 if live else ahead if multi else batch_size, times)
         upcoming = next(batches, None)
         upcoming = encode(upcoming) if upcoming is not None else None
         while upcoming is not None:
             batch, embeds, done = upcoming
-            # A file: the next frames go to the vision encoder now, to run while the LLM steps through these. A live
-            # source is not waited for: its next frame is encoded when it comes.
-            upcoming = None if live else next(batches, None)
+            # A file on a GPU: the next frames go to the vision encoder now, to run while the LLM steps through these.
+            # A live source is not waited for (its next frame is encoded when it comes), nor is anything on a CPU,
+            # where the two stages share the cores and nothing would overlap.
+            upcoming = next(batches, None) if prefetch else None
             upcoming = encode(upcoming) if upcoming is not None else None
             started = time.perf_counter()
             if done is not None:
@@ -187,7 +193,7 @@ def narrate_frames(
                     emit(events)
                     if on_frame is not None:
                         on_frame(times.frames)
-            if live and upcoming is None:
+            if not prefetch:
                 upcoming = next(batches, None)
                 upcoming = encode(upcoming) if upcoming is not None else None
         started = time.perf_counter()

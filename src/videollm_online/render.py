@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, check_output
 
 LAYOUTS = ("side", "below")
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -36,6 +36,12 @@ TIME_COLOUR = (150, 150, 150)
 
 class RenderWarning(RuntimeWarning):
     """Rendering goes on with less (a corrupt stretch of the source skipped)."""
+
+
+MAX_PANEL_SIZE = 4096
+"""Pixels across the conversation panel: a 1,000,000 px panel is 3 GB a frame, which no encoder takes."""
+MAX_OUTPUT_SIDE = 8192
+"""Pixels along either side of the rendered video (libx264 takes at most 16384; players much less)."""
 
 
 @dataclass
@@ -61,8 +67,8 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.panel_size is not None and self.panel_size < 64:
-            raise ValueError(f"panel_size must be >= 64 pixels, got {self.panel_size}")
+        if self.panel_size is not None and not 64 <= self.panel_size <= MAX_PANEL_SIZE:
+            raise ValueError(f"panel_size must be in [64, {MAX_PANEL_SIZE}] pixels, got {self.panel_size}")
         if self.font_size is not None and not 6 <= self.font_size <= 200:
             raise ValueError(f"font_size must be in [6, 200], got {self.font_size}")
         if not 0 <= self.crf <= 51:
@@ -134,6 +140,7 @@ class ConversationPanel:
         self.margin = max(4, font_size // 2)
         self.line_height = round(font_size * 1.3)
         self.turn_gap = max(2, font_size // 2)
+        self._wrapped: dict[str, list[str]] = {}  # each turn is wrapped once, not again whenever a turn appears
 
     def wrap(self, text: str) -> list[str]:
         """Greedy word wrap to the panel's width in pixels (words longer than a line are cut)."""
@@ -148,13 +155,26 @@ class ConversationPanel:
             if line:
                 lines.append(line)
             while self.font.getlength(word) > limit and len(word) > 1:
-                cut = max(1, next((i for i in range(len(word), 0, -1) if self.font.getlength(word[:i]) <= limit), 1))
+                cut = self._fitting(word, limit)
                 lines.append(word[:cut])
                 word = word[cut:]
             line = word
         if line:
             lines.append(line)
         return lines
+
+    def _fitting(self, word: str, limit: float) -> int:
+        """How many leading characters of `word` fit in `limit` pixels (at least one): a binary search, since a
+        prefix is never narrower than a shorter one, over at most `limit` characters (one pixel each at least),
+        so that a 4,000-character word wraps in milliseconds, not minutes."""
+        low, high = 1, max(1, min(len(word), int(limit)))
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.font.getlength(word[:middle]) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
     def layout(self, turns: list[Turn]) -> list[tuple[str, tuple[int, int, int], list[str]]]:
         """The turns that fit whole, newest last, as (header, colour, body lines): an older turn that would not fit
@@ -165,7 +185,9 @@ class ConversationPanel:
         used = 0
         for turn in reversed(turns):
             header = f"[{format_time(turn.time)}] {turn.role.capitalize()}"
-            body = self.wrap(turn.text)
+            if turn.text not in self._wrapped:
+                self._wrapped[turn.text] = self.wrap(turn.text)
+            body = self._wrapped[turn.text]
             need = (1 + len(body)) * self.line_height + (self.turn_gap if shown else 0)
             if used + need > room:
                 if not shown:
@@ -371,6 +393,9 @@ def layout_sizes(width: int, height: int, config: RenderConfig) -> tuple[int, in
         out_w = width
         out_h = height + (config.panel_size or max(height // 3, 6 * round(font_size * 1.3)))
     out_w, out_h = out_w + out_w % 2, out_h + out_h % 2
+    if max(out_w, out_h) > MAX_OUTPUT_SIDE:
+        raise UserError(f"the rendered video would be {out_w}x{out_h} px, over {MAX_OUTPUT_SIDE} px a side: choose a "
+                        "smaller --panel-size or --font-size (or a smaller source video)")
     panel_w, panel_h = (out_w - width, out_h) if config.layout == "side" else (out_w, out_h - height)
     return font_size, panel_w, panel_h, out_w, out_h
 
@@ -382,7 +407,7 @@ def render_video(history: str | Path, out: str | Path, *, video: str | Path | No
 
     config = config or RenderConfig()
     data, turns = load_history(history)
-    out = Path(out)
+    out = check_output(out, inputs=[history], what="output video")
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"cannot write {out.name}: the output must end in {', '.join(FORMATS)}")
     if video is None:
@@ -393,6 +418,7 @@ def render_video(history: str | Path, out: str | Path, *, video: str | Path | No
         if not video.is_absolute() and not video.exists() and beside.exists():
             video = beside  # a relative path written where narrate ran: also look beside the history
     video = Path(video)
+    check_output(out, inputs=[video], what="output video")
     if config.speech and voice is None:
         from .speech import default_voice, require_tts
 

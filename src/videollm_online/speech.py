@@ -256,6 +256,9 @@ class SpeechQueue:
         self._closing = False
         self._drain = True
         self._busy = False
+        self.error: BaseException | None = None
+        """What stopped the worker (a WAV that could not be written, a synthesis that failed); None while it is
+        well. Once set, `say` refuses texts and `describe` tells it: the caller decides how to end."""
         self._condition = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True, name="speech")
         self._thread.start()
@@ -265,7 +268,7 @@ class SpeechQueue:
         if not text.strip():
             return False
         with self._condition:
-            if self._closing:
+            if self._closing or self.error is not None:
                 return False
             if len(self._pending) >= self.max_pending:
                 self._pending.popleft()
@@ -303,6 +306,9 @@ class SpeechQueue:
         """One line: what was said, dropped and kept."""
         stats = self.stats
         kept = f", WAV files in {self.wav_dir}" if self.wav_dir is not None and stats.wav_files else ""
+        if self.error is not None:
+            return (f"speech: failed after {stats.said} responses spoken ({len(stats.wav_files)} kept){kept}: "
+                    f"{self.error}")
         played = "" if self.player is not None else " (not played)"
         return (f"speech: {stats.said} responses spoken{played}, {stats.audio_seconds:.1f} s of audio, "
                 f"{stats.dropped} dropped for newer ones{kept}")
@@ -325,6 +331,11 @@ class SpeechQueue:
                     self._busy = True
                 try:
                     self._speak(index, text, video_time, queued)
+                except Exception as error:  # kept for the caller's thread, which reports it and ends
+                    with self._condition:
+                        self.error = error
+                        self._pending.clear()
+                    return
                 finally:
                     with self._condition:
                         self._busy = False
@@ -339,14 +350,14 @@ class SpeechQueue:
         self.stats.synth_seconds += ready - started
         if not len(samples):
             return
-        self.stats.said += 1
-        self.stats.ready_delays.append(ready - queued)
-        self.stats.audio_seconds += len(samples) / self.voice.sample_rate
         if self.wav_dir is not None:
             stamp = f"-{video_time:.1f}s" if video_time is not None else ""
             path = self.wav_dir / f"turn-{index:04d}{stamp}.wav"
             write_wav(path, samples, self.voice.sample_rate)
             self.stats.wav_files.append(path)
+        self.stats.said += 1  # counted once it is delivered: a WAV that could not be written was not said
+        self.stats.ready_delays.append(ready - queued)
+        self.stats.audio_seconds += len(samples) / self.voice.sample_rate
         if self.player is not None:
             try:
                 self.player.play(samples)

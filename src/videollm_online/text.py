@@ -141,6 +141,9 @@ class StreamTemplate:
         offset = 0
         for i, message in enumerate(conversation):
             role = message.get("role")
+            if role in ("system", "user", "assistant") and not isinstance(message.get("content"), str):
+                raise ValueError(f"message {i}: a {role} message needs a string content, got "
+                                 f"{type(message.get('content')).__name__}")
             if role == "system":
                 if i != 0:
                     raise ValueError(f"message {i}: a system message may only come first")

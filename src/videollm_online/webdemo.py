@@ -24,13 +24,15 @@ import numpy as np
 
 from . import speech
 from .engine import EngineConfig
-from .server.backend import StreamBackend
+from .server.backend import StreamBackend, public_name
 
 TICK_S = 0.5
 MAX_IN_FLIGHT = 2
 """Frames submitted to the model and not watched yet; beyond this the demo skips frames to stay in step."""
 IDLE_ANSWER_S = 1.0
 """A question asked while no frames flow (paused, ended, no video) is answered after this long."""
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+"""Largest file a viewer may upload (a few minutes of video); gradio answers 413 above it."""
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRADIO_SSR_MODE": "False"}
 
 # Reads the player's time in the browser; -1 when no video is loaded. Gradio passes the inputs' values in and
@@ -546,8 +548,8 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
         state = gr.State(None, time_to_live=3600, delete_callback=close_session)
         playback = gr.Number(value=-1, visible=False, elem_id="playback-time")
         gr.Markdown(f"### videollm-online: it watches the video with you and speaks when it has something to say\n"
-                    f"Model: **{backend.name}**. Pick an example (it plays), or upload a video, or use your "
-                    f"webcam; ask at any moment.", elem_id="intro")
+                    f"Model: **{public_name(backend.name)}**. Pick an example (it plays), or upload a video, or use "
+                    f"your webcam; ask at any moment.", elem_id="intro")
         note = gr.Markdown(visible=False, elem_id="note")
         with gr.Row():
             with gr.Column(scale=3):
@@ -616,6 +618,16 @@ def launch_options() -> dict:
             "share": False, "show_error": True, "i18n": words}
 
 
+def launch(demo, examples: list[str] = (), *, host: str = "127.0.0.1", port: int = 7860,
+           max_upload_bytes: int = MAX_UPLOAD_BYTES, **options):
+    """Start the demo's server. Of the files on this machine it serves only the example videos themselves
+    (`allowed_paths` lists the files, not their directories: a directory would serve everything under it), and it
+    refuses uploads over `max_upload_bytes` (HTTP 413)."""
+    allowed = [str(Path(path).resolve()) for path in examples]
+    return demo.launch(server_name=host, server_port=port, allowed_paths=allowed, max_file_size=max_upload_bytes,
+                       **launch_options(), **options)
+
+
 def run(model, template, name: str, *, host: str = "127.0.0.1", port: int = 7860, examples: list[str] | None = None,
         threshold: float | None = None, max_new_tokens: int = 64, cache: Path | None = None,
         engine: str = "default", cache_tokens: int = 4096, max_sessions: int = 8) -> None:
@@ -632,7 +644,6 @@ def run(model, template, name: str, *, host: str = "127.0.0.1", port: int = 7860
     demo = build_demo(backend, examples=examples, threshold=threshold, max_new_tokens=max_new_tokens)
     demo.queue(default_concurrency_limit=None)
     try:
-        demo.launch(server_name=host, server_port=port, allowed_paths=[str(Path(path).parent) for path in examples],
-                    **launch_options())
+        launch(demo, examples, host=host, port=port)
     finally:
         backend.shutdown()

@@ -279,7 +279,7 @@ def test_sse_follower_sees_the_same_events(server):
             following = asyncio.Event()
 
             async def watch():
-                async for event in follow(server.url, client.session_id, since=-1):
+                async for event in follow(server.url, client.session_id, secret=client.secret, since=-1):
                     followed.append(event)
                     following.set()
 

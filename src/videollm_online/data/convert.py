@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..files import write_jsonl
 from .augment import augment_conversation
 from .datasets import ConvertOptions, get_loader
@@ -52,7 +53,11 @@ def convert(dataset: str, options: ConvertOptions, out: str | Path, *, augment_c
         raise ValueError(f"augment_copies must be >= 0, got {augment_copies}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    converted = get_loader(dataset)(options)
+    try:
+        converted = get_loader(dataset)(options)
+    except (KeyError, TypeError, AttributeError, IndexError) as error:  # a loader met a file of another shape
+        raise UserError(f"{dataset}: the annotation files under {options.anno_root} are not in the shape this "
+                        f"dataset has ({type(error).__name__}: {error})") from error
     report = ConvertReport(skipped=Counter(converted.skipped))
     rng = random.Random(options.seed)
     rows = []

@@ -35,6 +35,14 @@ def list_videos(video_dir: str | Path) -> list[Path]:
     return sorted(p for p in video_dir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
 
 
+def check_sampling(fps: float, resolution: int) -> None:
+    """The frame rate and frame size of preprocessing: finite and bounded (ValueError naming the one at fault)."""
+    from ..checks import MAX_RESOLUTION, check_fps, check_number
+
+    check_fps("fps", fps)
+    check_number("resolution", resolution, low=16, high=MAX_RESOLUTION, integer=True)
+
+
 def shard(items: Sequence, rank: int, world_size: int) -> list:
     """Items of one rank: every world_size-th, so ranks get equal shares and each item exactly one rank."""
     if not 0 <= rank < world_size:
@@ -50,6 +58,7 @@ def preprocess_videos(
     `rank`/`world_size` split the videos between machines or processes, `workers` processes share a rank's."""
     from tqdm import tqdm
 
+    check_sampling(fps, resolution)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"written": 0, "skipped": 0, "failed": 0}

@@ -270,6 +270,9 @@ def world_conversations(annotations: Sequence[Mapping[str, Any]], fps: float = 2
                         kinds: Sequence[str] = ("narration", "live_chat")) -> list[dict[str, Any]]:
     """Training rows `{"video", "kind", "conversation", "start_frame"}` for a synthetic world's annotations: one
     narration stream and one live chat per video (seeded per video, so a video always gets the same dialogue)."""
+    from ..checks import check_fps
+
+    check_fps("stream fps", fps)
     rows = []
     for index, annotation in enumerate(annotations):
         video = annotation["id"]

@@ -82,8 +82,12 @@ class SynthesisConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
+        from ..checks import check_fps, check_number
+
+        check_fps("fps", self.fps)
+        check_number("temperature", self.temperature, low=0, high=10)
+        check_number("min_span", self.min_span, low=0)
+        check_number("max_span", self.max_span, low=0)
         if self.dialogues_per_item < 1 or self.questions_per_dialogue < 1:
             raise ValueError("dialogues_per_item and questions_per_dialogue must be >= 1")
         if not 0 <= self.min_span <= self.max_span:

@@ -40,7 +40,7 @@ def open_session(model: LiveModel, template: StreamTemplate, config: EngineConfi
     policy = MemoryPolicy() if cache_tokens is not None else None
     step_tokens = max(256, ahead * (model.config.frame_num_tokens + 1))
     static = StaticKV(model, template.ids.silence, max_tokens=cache_tokens, policy=policy,
-                      max_step_tokens=step_tokens, weights=weights)
+                      max_step_tokens=step_tokens, weights=weights, frames_per_step=ahead)
     return StreamSession(model, template, config, backend=SlotBackend(static, 0))
 
 

@@ -24,6 +24,9 @@ from ..model import LiveModel
 from ..text import StreamTemplate
 from .backend import Feed, FeedResult, HFCacheBackend
 
+MAX_NEW_TOKENS = 8192
+"""The longest response a session generates: past any model's useful answer, and it bounds a request's time."""
+
 
 @dataclass
 class EngineConfig:
@@ -39,8 +42,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        from ..checks import check_number
+
+        check_number("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, integer=True)
 
 
 @dataclass

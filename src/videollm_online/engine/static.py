@@ -112,7 +112,7 @@ class StaticKV:
     def __init__(self, model: LiveModel, silence_id: int, max_sessions: int = 1, max_tokens: int | None = None,
                  policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None, span_bucket: int = 1024,
                  max_step_tokens: int = 256, fused_kernels: bool | None = None,
-                 attention_programs: int | None = None, weights: str | None = None):
+                 attention_programs: int | None = None, weights: str | None = None, frames_per_step: int = 1):
         llm = model.base_llm
         config = llm.config
         decoder = llm.get_decoder()
@@ -177,7 +177,12 @@ class StaticKV:
         if self.cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         frame_step = model.config.frame_num_tokens + 1
-        self.step_buckets = sorted({1, 2, 4, 8, frame_step, *[2**i for i in range(4, 16) if 2**i < max_step_tokens],
+        # `frames_per_step`: the multi-frame mode's full block (N frames of frame_step tokens) gets a step length of
+        # its own, not the next power of two (16 frames of 11 tokens would pad 176 to 256: 45 % more compute).
+        blocks = [frame_step * frames_per_step] if 1 < frames_per_step and frame_step * frames_per_step <= \
+            max_step_tokens else []
+        self.step_buckets = sorted({1, 2, 4, 8, frame_step, *blocks,
+                                    *[2**i for i in range(4, 16) if 2**i < max_step_tokens],
                                     max_step_tokens})
         self.span_buckets = sorted({*range(span_bucket, self.allocated, span_bucket), self.allocated})
         self.batch_buckets = sorted({*[2**i for i in range(16) if 2**i < max_sessions], max_sessions})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,12 @@ class EvalOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        from ..checks import check_number
+
+        try:
+            check_number("window", self.window, low=0, low_open=True, high=60)
+        except ValueError as error:
+            raise UserError(f"--{error}") from error
         if not self.data_root.is_dir():
             raise UserError(f"no such directory: {self.data_root} (--data-root: the {self.dataset} dataset's files)")
         if self.split is None:
@@ -304,10 +311,35 @@ def check_inputs(options: EvalOptions) -> None:
         if not (root / "conversations.jsonl").exists() or not (root / "annotations").is_dir():
             raise UserError(f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
                             f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)")
+        check_world(root, options.limit)
         return
     if options.dataset in BENCHMARK_DATASETS:
         _answer_space(options)
     open_frames(options)
+
+
+def check_world(root: Path, limit: int | None = None) -> None:
+    """The world's conversations well formed and not empty, and each video's annotation and video there and
+    readable (UserError naming the file, the row and the field): found before any weights load, not after."""
+    from ..data.schema import check_rows
+
+    path = root / "conversations.jsonl"
+    rows = check_rows(read_jsonl(path), path)
+    for video in sorted({row["video"] for row in rows})[:limit]:
+        annotation_path = root / "annotations" / f"{video}.json"
+        try:
+            annotation = json.loads(annotation_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise UserError(f"{path} names video {video!r}, which has no annotation {annotation_path}") from error
+        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as error:
+            raise UserError(f"{annotation_path} is not a valid JSON annotation ({error})") from error
+        narrations = annotation.get("narrations") if isinstance(annotation, dict) else None
+        if not isinstance(narrations, list) or not all(
+                isinstance(n, dict) and isinstance(n.get("text"), str) and isinstance(n.get("time"), (int, float))
+                and not isinstance(n.get("time"), bool) and math.isfinite(n["time"]) for n in narrations):
+            raise UserError(f"{annotation_path}: 'narrations' must be a list of {{time, text}}")
+        if not (root / "videos" / f"{video}.mp4").is_file():
+            raise UserError(f"{path} names video {video!r}, which has no file {root / 'videos' / f'{video}.mp4'}")
 
 
 def run_eval(model: LiveModel, template: StreamTemplate, model_name: str, options: EvalOptions, *, rank: int = 0,

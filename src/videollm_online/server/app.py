@@ -1,7 +1,9 @@
 """The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared backend.
 
 Routes: `GET /health` (open), `GET /metrics` (Prometheus text), `GET /v1/sessions`, `WS /v1/realtime` (a client's
-own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only). docs/api.md is the protocol.
+own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only), the OpenAI-compatible
+`GET /v1/models` and `POST /v1/chat/completions` (openai_compat.py), and the OpenAPI docs (`/docs`,
+`/openapi.json`). docs/api.md is the protocol; docs/schemas/ the JSON Schemas of the WebSocket messages.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, WebSocket
@@ -20,14 +23,20 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ..model import LiveModel
 from ..text import StreamTemplate
 from . import protocol as P
-from .backend import SerialBackend, StreamBackend
+from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
+from .memory import MemoryReleaser
 from .metrics import Metrics
+from .openai_compat import API_DESCRIPTION, add_openai_routes, package_version
+from .realtime import apply_message
+from .schema import ApiError, Health, SessionList
 from .sessions import LiveSession, SessionParams
 
 log = logging.getLogger("videollm_online.server")
 SSE_KEEPALIVE_S = 15.0
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1000, 1008, 1013
+SECRET_HEADER = "X-Session-Secret"
+MAX_SECRETS = 64
 
 
 class Hub:
@@ -38,6 +47,7 @@ class Hub:
         self.config = config
         self.metrics = Metrics()
         self.sessions: dict[str, LiveSession] = {}
+        self.releaser = MemoryReleaser()
 
     def open(self, params: SessionParams) -> LiveSession:
         session = LiveSession(self.backend, self.config, self.metrics, params)
@@ -47,9 +57,38 @@ class Hub:
         return session
 
     def release(self, session: LiveSession, reason: str) -> None:
-        session.close(reason)
-        self.sessions.pop(session.id, None)
-        self.metrics.sessions_active = len(self.sessions)
+        """End a session and free its slot; the slot is freed even when closing it fails."""
+        try:
+            session.close(reason)
+        except Exception:  # noqa: BLE001 - a failed close must not keep the slot
+            log.exception("closing session %s failed", session.id)
+        finally:
+            if self.sessions.pop(session.id, None) is not None:
+                session.log.clear()  # nobody can start following it now; current followers have their queues
+                self._release_memory_after(session)
+            self.metrics.sessions_active = len(self.sessions)
+
+    def _release_memory_after(self, session: LiveSession) -> None:
+        """Once the backend has dropped the session's cache, give the memory back (debounced)."""
+        loop = asyncio.get_running_loop()
+
+        def schedule(_) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server is shutting down
+                loop.call_soon_threadsafe(self.releaser.schedule)
+
+        if session.engine_closed is not None:
+            session.engine_closed.add_done_callback(schedule)
+
+    def visible(self, secrets: list[str]) -> list[LiveSession]:
+        """The sessions a caller may see: those whose secret it holds."""
+        return [session for session in self.sessions.values() if session.opens(secrets)]
+
+    def owned(self, session_id: str, secrets: list[str]) -> LiveSession | None:
+        """The open session `session_id` if the caller holds its secret, else None (an unknown id and a wrong
+        secret look the same, so ids cannot be probed). Every route that reads or acts on a session goes through
+        this."""
+        session = self.sessions.get(session_id)
+        return session if session is not None and session.opens(secrets) else None
 
     def render_metrics(self) -> str:
         pending = sum(session.pending_frames for session in self.sessions.values())
@@ -73,9 +112,10 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         yield
         for session in list(hub.sessions.values()):
             hub.release(session, "server_shutdown")
+        hub.releaser.cancel()
         backend.shutdown()
 
-    app = FastAPI(title="videollm-online", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=package_version())
     app.state.hub = hub
 
     def authorized(headers, query_params) -> bool:
@@ -86,34 +126,44 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
             supplied = query_params.get("token", "")
         return hmac.compare_digest(supplied.strip().encode(), config.token.encode())
 
+    def session_secrets(request: Request) -> list[str]:
+        """Secrets a caller presents: `X-Session-Secret` (comma-separated for several) and/or `?secret=` (repeatable;
+        for browsers' EventSource, which cannot set headers)."""
+        supplied = request.headers.get(SECRET_HEADER, "").split(",") + request.query_params.getlist("secret")
+        return [secret.strip() for secret in supplied if secret.strip()][:MAX_SECRETS]
+
     def unauthorized() -> JSONResponse:
         return JSONResponse({"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": Health}})
     async def health() -> dict:
-        return {"status": "ok", "model": backend.name, "sessions_active": len(hub.sessions)}
+        return {"status": "ok", "model": public_name(backend.name), "sessions_active": len(hub.sessions)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ApiError}})
     async def metrics(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
-        return PlainTextResponse(hub.render_metrics(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(hub.render_metrics(), media_type=hub.metrics.content_type)
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", responses={200: {"model": SessionList}, 401: {"model": ApiError}})
     async def sessions(request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
-        return {"sessions": [session.describe() for session in hub.sessions.values()]}
+        return {"sessions": [session.describe() for session in hub.visible(session_secrets(request))]}
 
-    @app.get("/v1/sessions/{session_id}/events")
+    @app.get("/v1/sessions/{session_id}/events", response_class=StreamingResponse,
+             responses={200: {"description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
+                                             "(docs/schemas/server_event.json)", "content": {"text/event-stream": {}}},
+                        401: {"model": ApiError}, 404: {"model": ApiError}})
     async def follow(session_id: str, request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
-        session = hub.sessions.get(session_id)
+        session = hub.owned(session_id, session_secrets(request))
         if session is None:
-            return JSONResponse({"error": {"code": "not_found", "message": f"no open session {session_id!r}"}},
-                                status_code=404)
+            return JSONResponse({"error": {"code": "not_found", "message": f"no open session {session_id!r} for "
+                                           f"this secret: send the secret from session.created as {SECRET_HEADER} "
+                                           "or ?secret="}}, status_code=404)
         since = request.headers.get("last-event-id") or request.query_params.get("since")
         try:
             since_seq = int(since) if since is not None else -1
@@ -123,6 +173,8 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         queue = session.subscribe(since_seq)
         return StreamingResponse(_sse(session, queue), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    completions_running = add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -135,29 +187,38 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         except ValueError as error:
             await _refuse(websocket, P.INVALID_MESSAGE, str(error), CLOSE_POLICY)
             return
-        if len(hub.sessions) >= config.max_sessions:
+        if len(hub.sessions) + completions_running() >= config.max_sessions:
             await _refuse(websocket, P.SESSION_LIMIT, f"the server is at its limit of {config.max_sessions} "
                           "sessions; try again later", CLOSE_TRY_AGAIN)
             return
-        session = hub.open(params)
-        queue = session.subscribe()
-        sender = asyncio.create_task(_send_events(websocket, queue))
-        session.emit(P.SESSION_CREATED, session=session.describe())
-        receiver = asyncio.create_task(_receive(websocket, session, config))
-        ended = asyncio.create_task(session.done.wait())
         try:
+            session = hub.open(params)
+        except Exception as error:  # noqa: BLE001 - e.g. the backend has no free slot: say so, hold nothing
+            log.exception("opening a session failed")
+            await _refuse(websocket, P.SERVER_ERROR, f"the server could not open a session ({type(error).__name__}); "
+                          "try again later", CLOSE_TRY_AGAIN)
+            return
+        # From here on the session holds a slot: whatever happens below (a bad message, a bug, a broken socket,
+        # cancellation), the `finally` releases it.
+        queue = session.subscribe()
+        sender = receiver = ended = None
+        try:
+            sender = asyncio.create_task(_send_events(websocket, queue))
+            session.emit(P.SESSION_CREATED, session={**session.describe(), "secret": session.secret})
+            receiver = asyncio.create_task(_receive(websocket, session, config))
+            ended = asyncio.create_task(session.done.wait())
             await asyncio.wait({receiver, sender, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            ended.cancel()
-            reason = "finished" if session.closed else "client_disconnected"
-            if receiver.done() and not receiver.cancelled() and isinstance(receiver.result(), str):
-                reason = receiver.result()
-            receiver.cancel()
+            reason = _outcome(receiver) or ("finished" if session.closed else "client_disconnected")
+            for task in (ended, receiver):
+                if task is not None:
+                    task.cancel()
             hub.release(session, reason)  # no-op when the session already closed itself
             session.subscribers.discard(queue)
             queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sender, timeout=10.0)  # flush what is queued, session.closed last
+            if sender is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sender, timeout=10.0)  # flush what is queued, session.closed last
             if websocket.client_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
                     await websocket.close(code=CLOSE_NORMAL)
@@ -170,19 +231,48 @@ async def _refuse(websocket: WebSocket, code: str, message: str, close_code: int
     await websocket.close(code=close_code, reason=code)
 
 
+def _outcome(task: asyncio.Task | None) -> str | None:
+    """Why the receive loop stopped, if it did; never raises (a failed or cancelled task has no reason)."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    result = task.result()
+    return result if isinstance(result, str) else None
+
+
+def _dumps(event: dict) -> str:
+    """An event as strict JSON. Inputs are checked finite where they come in; should a non-finite number slip
+    through anyway, it goes out as null rather than as `Infinity` / `NaN` (which are not JSON)."""
+    try:
+        return json.dumps(event, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(event), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 async def _send_events(websocket: WebSocket, queue: asyncio.Queue) -> None:
     """Forward a session's events to its socket, in order, until the session ends (None) or the socket breaks."""
     while True:
         event = await queue.get()
         if event is None:
             return
-        await websocket.send_text(json.dumps(event, ensure_ascii=False))
+        await websocket.send_text(_dumps(event))
         if event["type"] == P.SESSION_CLOSED:
             return
 
 
 async def _receive(websocket: WebSocket, session: LiveSession, config: ServerConfig) -> str:
-    """Read the client's messages into the session; returns why reading stopped."""
+    """Read the client's messages into the session; returns why reading stopped. Never raises: a message the
+    session refuses gets an `error` event and the session goes on; a failure nobody foresaw gets a `server_error`
+    event and ends the session (the caller then frees its slot)."""
     while True:
         try:
             message = await asyncio.wait_for(websocket.receive(), timeout=config.idle_timeout)
@@ -195,25 +285,22 @@ async def _receive(websocket: WebSocket, session: LiveSession, config: ServerCon
             return "client_disconnected"
         if message["type"] == "websocket.disconnect":
             return "client_disconnected"
-        if message.get("bytes") is not None:
-            session.add_frame(message["bytes"])
-            continue
+        is_frame = message.get("bytes") is not None
         try:
-            data = json.loads(message.get("text") or "")
-            if not isinstance(data, dict):
-                raise ValueError("a message must be a JSON object with a 'type'")
-            kind = data.get("type")
-            if kind == P.QUERY:
-                session.add_query(data)
-            elif kind == P.SESSION_UPDATE:
-                session.update(data.get("session", data))
-            elif kind == P.FINISH:
-                session.finish()
+            if is_frame:
+                session.add_frame(message["bytes"])
             else:
-                raise ValueError(f"unknown message type {kind!r}; valid: {P.QUERY}, {P.SESSION_UPDATE}, {P.FINISH} "
-                                 "(frames are binary messages)")
-        except (ValueError, json.JSONDecodeError) as error:
-            session.error(P.INVALID_MESSAGE, str(error))
+                apply_message(session, message.get("text") or "")  # today's shapes and OpenAI Realtime's
+        except RecursionError:  # json (and pydantic) give up on deep nesting with this, not a ValueError
+            session.error(P.INVALID_FRAME if is_frame else P.INVALID_MESSAGE,
+                          "the message is nested too deeply to read (send a flat JSON object)")
+        except ValueError as error:  # json.JSONDecodeError, FrameError, pydantic's ValidationError are ValueErrors
+            session.error(P.INVALID_FRAME if isinstance(error, P.FrameError) else P.INVALID_MESSAGE, str(error))
+        except Exception as error:  # noqa: BLE001 - a bug, not the client's fault: end this session, keep the server
+            log.exception("session %s failed on a client message", session.id)
+            session.error(P.SERVER_ERROR, f"the server failed on this message ({type(error).__name__}); the session "
+                          "is closed")
+            return "server_error"
 
 
 async def _sse(session: LiveSession, queue: asyncio.Queue) -> AsyncIterator[str]:
@@ -228,7 +315,7 @@ async def _sse(session: LiveSession, queue: asyncio.Queue) -> AsyncIterator[str]
                 continue
             if event is None:
                 return
-            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {_dumps(event)}\n\n"
             if event["type"] == P.SESSION_CLOSED:
                 return
     finally:

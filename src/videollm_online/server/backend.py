@@ -1,16 +1,23 @@
 """The inference backend behind the API and the web demo: many stream sessions over one model.
 
-The model is not thread safe, so every model call of every session runs on one worker thread, in the order the
-calls were submitted; callers get `concurrent.futures.Future`s, which both asyncio code (`asyncio.wrap_future`) and
-threads can wait on. That small interface (`StreamBackend.open` -> `BackendSession.submit_*`) is what a faster
+The model is not thread safe, so every model call of every session runs on one worker thread; callers get
+`concurrent.futures.Future`s, which both asyncio code (`asyncio.wrap_future`) and threads can wait on. A session's
+calls run in the order it submitted them; between sessions the worker is shared fairly by time (`FairQueue`), so a
+session whose calls are long (a flood of questions, each answered at length) waits its turn instead of slowing
+everyone's frames. That small interface (`StreamBackend.open` -> `BackendSession.submit_*`) is what a faster
 engine (one that batches the frames of many sessions into one forward) replaces. No web framework is imported here.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -62,8 +69,62 @@ class StreamBackend(Protocol):
     def shutdown(self) -> None: ...
 
 
+class FairQueue:
+    """Calls waiting for the worker, by owner (a session). Each owner's calls run in order; the next call is the
+    first waiting one of the owner that has used the least worker time (start-time fair queuing: an owner that
+    comes back after waiting on nothing starts level with the others, so idle time is not saved up as credit).
+    One owner's long calls then delay another's next call by at most about one call, not by its whole backlog."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[object, deque] = {}
+        self._used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> worker seconds (virtual)
+        self._order = itertools.count()
+        self._clock = 0.0
+        self._lock = threading.Condition()
+        self._closed = False
+
+    def put(self, owner: object, item) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the backend is shut down")
+            if owner not in self._waiting:
+                self._waiting[owner] = deque()
+                self._used[owner] = max(self._used.get(owner, 0.0), self._clock)
+            self._waiting[owner].append((next(self._order), item))
+            self._lock.notify()
+
+    def get(self) -> tuple[object, object] | None:
+        """(owner, item) of the next call; None once closed."""
+        with self._lock:
+            while not self._waiting and not self._closed:
+                self._lock.wait()
+            if self._closed:
+                return None
+            owner = min(self._waiting, key=lambda key: (self._used.get(key, 0.0), self._waiting[key][0][0]))
+            queue = self._waiting[owner]
+            _, item = queue.popleft()
+            if not queue:
+                del self._waiting[owner]
+            self._clock = max(self._clock, self._used.get(owner, 0.0))
+            return owner, item
+
+    def charge(self, owner: object, seconds: float) -> None:
+        with self._lock:
+            self._used[owner] = self._used.get(owner, self._clock) + seconds
+
+    def close(self) -> list:
+        """Stop; returns the items still waiting."""
+        with self._lock:
+            self._closed = True
+            left = [item for queue in self._waiting.values() for _, item in queue]
+            self._waiting.clear()
+            self._lock.notify_all()
+            return left
+
+
 class SerialBackend:
-    """One model, one worker thread: sessions' calls interleave in submission order (first come, first served)."""
+    """One model, one worker thread: sessions' calls interleave, each session's in order, the worker's time shared
+    fairly between sessions (`FairQueue`)."""
 
     def __init__(self, model: LiveModel, template: StreamTemplate, name: str = "model") -> None:
         self.model = model
@@ -72,9 +133,11 @@ class SerialBackend:
         self.frame_resolution = int(model.config.frame_resolution)
         self.frame_fps = float(model.config.frame_fps)
         self.context_length = _context_length(model)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videollm-infer")
+        self._queue = FairQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="videollm-infer", daemon=True)
+        self._worker.start()
 
     @property
     def pending(self) -> int:
@@ -84,19 +147,52 @@ class SerialBackend:
     def open(self, config: EngineConfig | None = None) -> SerialSession:
         return SerialSession(self, config or EngineConfig())
 
-    def submit(self, fn: Callable, *args) -> Future:
+    def submit(self, fn: Callable, *args, owner: object = None) -> Future:
+        """Run `fn(*args)` on the worker, after `owner`'s earlier calls (owner None: a shared anonymous one)."""
+        future: Future = Future()
         with self._pending_lock:
             self._pending += 1
-        future = self._executor.submit(fn, *args)
         future.add_done_callback(self._done)
+        self._queue.put(self if owner is None else owner, (fn, args, future))
         return future
 
     def _done(self, _: Future) -> None:
         with self._pending_lock:
             self._pending -= 1
 
+    def _work(self) -> None:
+        while (next_call := self._queue.get()) is not None:
+            owner, (fn, args, future) = next_call
+            if not future.set_running_or_notify_cancel():
+                continue
+            started = time.perf_counter()
+            try:
+                result = fn(*args)
+            except BaseException as error:  # noqa: BLE001 - the caller's future carries it
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            finally:
+                self._queue.charge(owner, time.perf_counter() - started)
+            del owner, fn, args, future, next_call  # hold no frame or session while waiting
+
+    def warm_up(self) -> float:
+        """Watch one black frame in a throwaway session (silent: threshold 0); returns the seconds it took. Weights
+        read through mmap (safetensors) are paged in on first use, and the first forward sets up kernels: doing
+        it at start spares the first client the wait, and the server's resident memory is at its working size from
+        the start instead of jumping by the model's size at the first frame."""
+        started = time.perf_counter()
+        session = self.open(EngineConfig(threshold=0.0, max_new_tokens=1))
+        try:
+            image = np.zeros((self.frame_resolution, self.frame_resolution, 3), dtype=np.uint8)
+            session.submit_frame(0.0, image).result()
+        finally:
+            session.close().result()
+        return time.perf_counter() - started
+
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for _, _, future in self._queue.close():
+            future.cancel()
 
 
 class SessionSettings:
@@ -152,16 +248,16 @@ class SerialSession(SessionSettings):
 
     def submit_frame(self, video_time: float, image: np.ndarray,
                      on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
-        return self._backend.submit(self._frame, float(video_time), image, on_token)
+        return self._backend.submit(self._frame, float(video_time), image, on_token, owner=self)
 
     def submit_query(self, video_time: float, text: str) -> Future[None]:
-        return self._backend.submit(self._query, float(video_time), text)
+        return self._backend.submit(self._query, float(video_time), text, owner=self)
 
     def submit_finish(self, on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
-        return self._backend.submit(self._finish, on_token)
+        return self._backend.submit(self._finish, on_token, owner=self)
 
     def close(self) -> Future[None]:
-        return self._backend.submit(self._close)
+        return self._backend.submit(self._close, owner=self)
 
     # ------------------------------------------------------------------ on the worker thread
     def _live(self) -> StreamSession:
@@ -219,6 +315,15 @@ def _turn_tracker(session: StreamSession, on_token: TokenCallback | None) -> Cal
         on_token(list(tokens))
 
     return hook
+
+
+def public_name(name: str) -> str:
+    """The model's name as responses show it: a checkpoint given as a local path shows as its last component
+    only, so no response reveals where files live on the server. Hub ids (`org/name`) and presets stay as they are."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or name.startswith((".", "~")) or ("/" in name and path.exists()):
+        return path.name or name
+    return name
 
 
 def _context_length(model: LiveModel) -> int | None:

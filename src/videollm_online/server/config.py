@@ -28,23 +28,40 @@ class ServerConfig:
     max_pending_frames: int = 8
     """Frames a session may have waiting for the model. When the model falls behind, the oldest waiting frame is
     dropped (an `input_frame.dropped` event): the model keeps watching the present rather than lagging further."""
+    max_query_rate: float = 1.0
+    """Questions a session may ask per wall-clock second; more get `rate_limited` errors (the question is not
+    taken)."""
+    max_pending_queries: int = 4
+    """Questions a session may have asked and not had answered yet; more get `rate_limited` errors. With the fair
+    worker this bounds how long one session's questions can hold up everyone's frames."""
     idle_timeout: float = 60.0
     """Seconds without a message from the client, while its session has no work left, before it is closed."""
     max_query_chars: int = 2000
     event_log: int = 10000
     """Events kept per session, for SSE followers that join late or reconnect (`Last-Event-ID`)."""
+    allowed_video_dirs: tuple[str, ...] = ()
+    """Directories whose files (and subdirectories') `POST /v1/chat/completions` may read by path; none: the route
+    takes only uploaded videos (data URLs)."""
+    max_upload_bytes: int = 64 * 1024 * 1024
+    """Largest `POST /v1/chat/completions` body (an uploaded video travels in it, base64)."""
 
     def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        self.allowed_video_dirs = tuple(os.fspath(directory) for directory in self.allowed_video_dirs)
+        for directory in self.allowed_video_dirs:
+            if not os.path.isdir(directory):
+                raise ValueError(f"allowed video directory {directory!r} is not a directory")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.token is not None and not self.token.strip():
             raise ValueError("the token must not be empty")
         for name in ("max_sessions", "max_frame_bytes", "max_frame_pixels", "max_pending_frames", "max_query_chars",
-                     "event_log"):
+                     "event_log", "max_pending_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_frame_rate", "idle_timeout"):
-            if not getattr(self, name) > 0:
+        for name in ("max_frame_rate", "idle_timeout", "max_query_rate"):
+            if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property

@@ -66,15 +66,12 @@ def unpack_frame(message: bytes) -> tuple[float, bytes]:
     if length == 0 or length > MAX_HEADER_BYTES or HEADER_LENGTH.size + length > len(message):
         raise FrameError(f"bad frame header length {length}: expected 1..{MAX_HEADER_BYTES} bytes of JSON "
                          "followed by the image")
+    from .schema import MessageError, parse_frame_header  # pydantic: imported when a server or client runs
+
     try:
-        header = json.loads(message[HEADER_LENGTH.size:HEADER_LENGTH.size + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FrameError(f"the frame header is not JSON: {error}") from None
-    if not isinstance(header, dict):
-        raise FrameError("the frame header must be a JSON object")
-    video_time = header.get("video_time")
-    if isinstance(video_time, bool) or not isinstance(video_time, (int, float)) or not video_time >= 0:
-        raise FrameError(f"the frame header needs a number video_time >= 0, got {video_time!r}")
+        video_time = parse_frame_header(message[HEADER_LENGTH.size:HEADER_LENGTH.size + length])
+    except MessageError as error:
+        raise FrameError(str(error).replace("the message is", "the frame header is")) from None
     image = message[HEADER_LENGTH.size + length:]
     if not image:
         raise FrameError("the frame message has no image bytes after its header")

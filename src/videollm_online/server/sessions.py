@@ -9,22 +9,36 @@ on the backend's worker thread and comes back through futures and `call_soon_thr
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import math
+import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import EngineConfig, StreamEvent
 from ..video.sampling import LiveSampler
 from . import protocol as P
-from .backend import BackendSession, ContextFullError, StreamBackend
+from .backend import BackendSession, ContextFullError, StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
 
 log = logging.getLogger("videollm_online.server")
+MAX_VIDEO_TIME = 7 * 24 * 3600.0
+"""Latest video time a frame or a question may carry (a week of stream): beyond it, time arithmetic (slots at the
+session's fps) stops being exact, and 1e308 overflows."""
+
+
+def check_video_time(value: Any, what: str) -> float:
+    """A video time from a client: a finite number in [0, MAX_VIDEO_TIME]; ValueError names the problem."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VIDEO_TIME:
+        raise ValueError(f"{what} needs a number video_time in [0, {MAX_VIDEO_TIME:g}] seconds, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -58,10 +72,22 @@ class SessionParams:
                 number = kind(value)
                 if kind is float and not math.isfinite(number):
                     raise ValueError
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # int(Infinity) overflows
                 raise ValueError(f"{name} must be a number, got {value!r}") from None
             kwargs[name] = number
         return cls(**kwargs)
+
+
+def _within_rate(recent: deque[float], now: float, per_second: float) -> bool:
+    """A sliding window of one second (or 1/rate, for rates under one a second): True, and `now` counted, while
+    the arrivals in it stay under the rate."""
+    window = max(1.0, 1.0 / per_second)
+    while recent and recent[0] <= now - window:
+        recent.popleft()
+    if len(recent) >= per_second * window:
+        return False
+    recent.append(now)
+    return True
 
 
 @dataclass
@@ -99,6 +125,9 @@ class _Call:
 class LiveSession:
     def __init__(self, backend: StreamBackend, config: ServerConfig, metrics: Metrics, params: SessionParams) -> None:
         self.id = uuid.uuid4().hex[:16]
+        self.secret = secrets.token_urlsafe(24)
+        """Sent once, in `session.created`, to the client that opened the session: following the session (SSE)
+        and seeing it in the list need it. The id alone names a session; it does not open it."""
         self.created = time.time()
         self.backend = backend
         self.config = config
@@ -110,6 +139,8 @@ class LiveSession:
         self.log: deque[dict] = deque(maxlen=config.event_log)
         self.subscribers: set[asyncio.Queue] = set()
         self.closed = False
+        self.engine_closed: Future | None = None
+        """Done once the backend has dropped this session's cache (after `close`)."""
         self.finishing = False
         self.done = asyncio.Event()
         self._working = False
@@ -119,13 +150,15 @@ class LiveSession:
         self._pending_frames = 0
         self._last_time: float | None = None
         self._recent: deque[float] = deque()  # wall-clock arrival times of the last second's frames
+        self._recent_queries: deque[float] = deque()
+        self._open_queries = 0  # questions taken and not answered yet
         self._response_counter = 0
         self._loop = asyncio.get_running_loop()
         self.task = asyncio.create_task(self._run(), name=f"session-{self.id}")
 
     # ------------------------------------------------------------------ events
     def describe(self) -> dict:
-        return {"id": self.id, "model": self.backend.name, "threshold": self.engine.threshold,
+        return {"id": self.id, "model": public_name(self.backend.name), "threshold": self.engine.threshold,
                 "max_new_tokens": self.engine.max_new_tokens, "fps": self.sampler.fps,
                 "frame_resolution": self.backend.frame_resolution, "frames": self.engine_frames,
                 "created": round(self.created, 3),
@@ -133,7 +166,14 @@ class LiveSession:
                            "max_frame_pixels": self.config.max_frame_pixels,
                            "max_frame_rate": self.config.max_frame_rate,
                            "max_pending_frames": self.config.max_pending_frames,
+                           "max_query_rate": self.config.max_query_rate,
+                           "max_pending_queries": self.config.max_pending_queries,
                            "idle_timeout": self.config.idle_timeout}}
+
+    def opens(self, supplied: Iterable[str]) -> bool:
+        """Whether one of the secrets a caller supplied is this session's (compared in constant time)."""
+        mine = self.secret.encode()
+        return any(hmac.compare_digest(candidate.encode(), mine) for candidate in supplied)
 
     @property
     def engine_frames(self) -> int:
@@ -181,16 +221,15 @@ class LiveSession:
             self.error(P.FRAME_TOO_LARGE, f"the frame message is {len(message)} bytes; the limit is "
                        f"{self.config.max_frame_bytes} bytes (send a smaller JPEG)", limit=self.config.max_frame_bytes)
             return
-        while self._recent and self._recent[0] < now - 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= self.config.max_frame_rate:
-            self.error(P.RATE_LIMITED, f"more than {self.config.max_frame_rate:g} frames in one second; this one "
-                       "is dropped (send at most the session's fps)", limit=self.config.max_frame_rate)
+        if not _within_rate(self._recent, now, self.config.max_frame_rate):
+            self.error(P.RATE_LIMITED, f"more than {self.config.max_frame_rate:g} frames in one second "
+                       "(max_frame_rate); this one is dropped (send at most the session's fps)",
+                       limit=self.config.max_frame_rate, limit_name="max_frame_rate")
             return
-        self._recent.append(now)
         try:
             video_time, data = P.unpack_frame(message)
-        except P.FrameError as error:
+            video_time = check_video_time(video_time, "the frame header")  # also refuses Infinity, NaN, 1e308
+        except ValueError as error:
             self.error(P.INVALID_FRAME, str(error))
             return
         if self._last_time is not None and video_time < self._last_time:
@@ -221,12 +260,24 @@ class LiveSession:
             raise ValueError("a query needs a non-empty string 'text'")
         if len(text) > self.config.max_query_chars:
             raise ValueError(f"the query is {len(text)} characters; the limit is {self.config.max_query_chars}")
-        video_time = message.get("video_time", self._last_time or 0.0)
-        if isinstance(video_time, bool) or not isinstance(video_time, (int, float)) or not video_time >= 0:
-            raise ValueError(f"video_time must be a number >= 0, got {video_time!r}")
-        self._push(_Query(float(video_time), text.strip(), time.monotonic()))
+        video_time = check_video_time(message.get("video_time", self._last_time or 0.0), "a query")
+        now = time.monotonic()
+        if self._open_queries >= self.config.max_pending_queries:
+            self.error(P.RATE_LIMITED, f"{self._open_queries} questions are still waiting for their answers "
+                       f"(max_pending_queries); this one is not taken: ask again after an answer",
+                       limit=self.config.max_pending_queries, limit_name="max_pending_queries")
+            return
+        if not _within_rate(self._recent_queries, now, self.config.max_query_rate):
+            self.error(P.RATE_LIMITED, f"more than {self.config.max_query_rate:g} questions in one second "
+                       "(max_query_rate); this one is not taken", limit=self.config.max_query_rate,
+                       limit_name="max_query_rate")
+            return
+        self._open_queries += 1
+        self._push(_Query(video_time, text.strip(), now))
 
     def update(self, message: dict) -> None:
+        if not isinstance(message, dict):
+            raise ValueError(f"session.update takes an object of settings, got {type(message).__name__}")
         params = SessionParams.parse({k: message.get(k) for k in ("threshold", "max_new_tokens", "fps")})
         if params.threshold is not None:
             self.engine.threshold = params.threshold  # takes effect with the next frame the model watches
@@ -295,6 +346,7 @@ class LiveSession:
         call = _Call()
         on_token = self._token_callback(call)
         events: list[StreamEvent] = await asyncio.wrap_future(submit(on_token))
+        self._open_queries -= min(self._open_queries, sum(event.role == "user" for event in events))
         assistant = [event for event in events if event.role == "assistant"]
         for index, event in enumerate(assistant):
             if index < len(call.responses):
@@ -346,7 +398,7 @@ class LiveSession:
         current = asyncio.current_task()
         if current is not self.task:
             self.task.cancel()
-        self.engine.close()  # runs after any call of this session still on the worker
+        self.engine_closed = self.engine.close()  # runs after any call of this session still on the worker
         self.emit(P.SESSION_CLOSED, reason=reason)
         self._inputs.clear()
         self._pending_frames = 0

@@ -17,6 +17,57 @@ from ..data.frames import FrameStore
 from ..text import IGNORE_INDEX, StreamTemplate
 
 
+def check_train_inputs(config: Any) -> None:
+    """Before any weights load: the rows of `config.data` (and `eval_data`) well formed, their frames directory
+    holding preprocessed videos of the model's frame size, and at least one row whose video is there (UserError
+    naming the file, the row and the field otherwise). Rows of missing or short videos are dropped later, with a
+    warning, as long as some are usable."""
+    from pathlib import Path
+
+    from ..checkpoint import model_config
+    from ..data.schema import check_rows
+    from ..errors import UserError
+    from ..files import read_jsonl
+
+    resolution = model_config(config.model).frame_resolution
+    key = "features" if config.features else "frames"
+    for data, frames in ((config.data, config.frames), (config.eval_data, config.eval_frames or config.frames)):
+        if data is None:
+            continue
+        rows = check_rows(read_jsonl(data), data)
+        store = FrameStore(frames, key)
+        files = sorted(store.directory.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{store.directory} holds no preprocessed videos (*.safetensors): make them with "
+                            "`videollm-online data preprocess VIDEOS --out DIR --preset ...`")
+        if key == "frames":
+            shape = _frames_shape(store, files[0].stem)
+            if shape is not None and tuple(shape[1:3]) != (resolution, resolution):
+                raise UserError(f"{files[0]} holds {shape[1]}x{shape[2]} px frames, but the model {config.model} "
+                                f"reads {resolution}x{resolution}: preprocess the videos with its preset")
+        present = {path.stem for path in files}
+        usable = [row for row in rows if row["video"] in present]
+        if not usable:
+            missing = sorted({row["video"] for row in rows})
+            raise UserError(f"{data}: none of its videos has frames in {store.directory} (e.g. "
+                            f"{', '.join(missing[:3])}): check --frames, or preprocess these videos")
+        counts = {video: store.num_frames(video) for video in {row["video"] for row in usable}}
+        if not any(row.get("start_frame", 0) + conversation_frames(row["conversation"]) <= counts[row["video"]]
+                   for row in usable):
+            raise UserError(f"{data}: every row needs more frames than its video has in {Path(store.directory)} "
+                            "(check start_frame and num_frames against the frames' fps)")
+
+
+def _frames_shape(store: FrameStore, video: str) -> list[int] | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(store.path(video), framework="pt") as file:
+            return list(file.get_slice(store.key).get_shape())
+    except (SafetensorError, OSError, KeyError):
+        return None
+
+
 def conversation_frames(conversation: list[dict[str, Any]]) -> int:
     return sum(m.get("num_frames", 0) for m in conversation if m.get("role") == "stream")
 

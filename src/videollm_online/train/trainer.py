@@ -27,7 +27,7 @@ from ..config import PRESETS, LiveConfig
 from ..data.frames import FrameStore
 from ..errors import UserError
 from ..files import read_jsonl, write_json_atomic
-from .dataset import StreamCollator, StreamDataset
+from .dataset import StreamCollator, StreamDataset, check_train_inputs
 
 logger = logging.getLogger(__name__)
 TRAINABLE_FILE = "trainable.safetensors"
@@ -104,6 +104,21 @@ class TrainConfig:
             raise ValueError(f"stream_eval_samples must be >= 0, got {self.stream_eval_samples}")
         if self.report_to is not None and self.report_to not in REPORT_TARGETS:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TARGETS)}, got {self.report_to!r}")
+        check_train_numbers(self)
+
+
+def check_train_numbers(config: TrainConfig) -> None:
+    """Every float of a training config finite and in range (NaN was saved into the configs and trained with)."""
+    from ..checks import check_number
+
+    check_number("learning_rate", config.learning_rate, low=0, low_open=True, high=10)
+    check_number("vision_learning_rate", config.vision_learning_rate, low=0, low_open=True, high=10, optional=True)
+    check_number("lora_dropout", config.lora_dropout, low=0, high=1)
+    check_number("stream_loss_weight", config.stream_loss_weight, low=0, optional=True)
+    check_number("weight_decay", config.weight_decay, low=0)
+    check_number("warmup_ratio", config.warmup_ratio, low=0, high=1)
+    check_number("num_epochs", config.num_epochs, low=0, low_open=True)
+    check_number("max_time_minutes", config.max_time_minutes, low=0, low_open=True, optional=True)
 
 
 REPORT_TARGETS = ("tensorboard", "wandb", "none")
@@ -266,6 +281,7 @@ class LiveTrainer(Trainer):
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train; returns the directory of the final checkpoint."""
+    check_train_inputs(config)  # before any weights load
     report_to = report_targets(config.report_to)  # a missing package stops the run before any work
     torch.manual_seed(config.seed)
     model, template = build_training_model(config)

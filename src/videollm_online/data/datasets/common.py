@@ -42,9 +42,10 @@ class ConvertOptions:
     """Loader-specific options (e.g. a benchmark name)."""
 
     def __post_init__(self) -> None:
+        from ...checks import check_fps
+
         self.anno_root = Path(self.anno_root)
-        if self.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
+        check_fps("fps", self.fps)
         if self.split not in ("train", "val", "test", "trainval"):
             raise ValueError(f"unknown split {self.split!r}; valid splits: train, val, test, trainval")
 
@@ -98,9 +99,11 @@ def read_json(path: Path) -> Any:
     if not path.exists():
         raise UserError(f"no such file: {path}")
     try:
-        with open(path) as file:
+        with open(path, encoding="utf-8") as file:
             return json.load(file)
-    except json.JSONDecodeError as error:
+    except IsADirectoryError as error:
+        raise UserError(f"{path} is a directory, not a JSON file") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid JSON: {error}") from error
 
 

@@ -159,7 +159,8 @@ def load_narration_stream(options: ConvertOptions) -> Converted:
     if options.split not in ("train", "val", "test"):
         raise UserError(f"ego4d-narration has splits train, val and test, not {options.split!r}")
     path = options.anno_root / "all_narrations_redacted.json"
-    videos = read_json(path).get("videos")
+    data = read_json(path)
+    videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, dict):
         raise UserError(f"{path}: expected {{'videos': {{video_uid: {{'narrations': [...]}}}}}}")
     uids = split_video_uids(options.anno_root, sorted(videos), options.split)

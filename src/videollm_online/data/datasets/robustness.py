@@ -52,6 +52,19 @@ def load_robustness(options: ConvertOptions) -> Converted:
     return Converted(rows=rows)
 
 
+def robustness_example(directory: str | Path) -> Path:
+    """A preprocessed video of `directory` whose kind and size the robustness frames copy (UserError if none)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"--frames {directory} is not a directory of preprocessed videos: give the frames (or "
+                        "features) directory of `videollm-online data preprocess`")
+    example = next((p for p in sorted(directory.glob("*.safetensors")) if not p.stem.startswith("robustness-")), None)
+    if example is None:
+        raise UserError(f"{directory} holds no preprocessed videos: run `videollm-online data preprocess` (or "
+                        "`data features`) first, so the robustness frames match their kind and size")
+    return example
+
+
 def write_robustness_frames(directory: str | Path, *, seed: int = 0) -> list[Path]:
     """Write the two robustness videos into a frames or features directory, in the kind of data it already holds
     (read from one of its files): uint8 frames (N, R, R, 3) or features (N, T, Hv) of the same dtype."""
@@ -60,10 +73,7 @@ def write_robustness_frames(directory: str | Path, *, seed: int = 0) -> list[Pat
     from ..frames import _save_atomic
 
     directory = Path(directory)
-    example = next((p for p in sorted(directory.glob("*.safetensors")) if not p.stem.startswith("robustness-")), None)
-    if example is None:
-        raise UserError(f"{directory} holds no preprocessed videos: run `videollm-online data preprocess` (or "
-                        "`data features`) first, so the robustness frames match their kind and size")
+    example = robustness_example(directory)
     with safe_open(example, framework="pt") as file:
         key = "frames" if "frames" in file.keys() else "features"
         shape, dtype = file.get_slice(key).get_shape()[1:], file.get_slice(key).get_dtype()
