@@ -65,8 +65,8 @@ def demo_url(bundled, tmp_path_factory):
     backend = SerialBackend(model, template, name)
     demo = webdemo.build_demo(backend, examples=examples, max_new_tokens=24)
     demo.queue(default_concurrency_limit=None)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            allowed_paths=[str(Path(examples[0]).parent)], **webdemo.launch_options())
+    _, url, _ = webdemo.launch(demo, examples, host="127.0.0.1", port=free_port(), prevent_thread_lock=True,
+                               quiet=True)  # as `videollm-online demo` does: only the example files are served
     yield url, examples
     demo.close()
     backend.shutdown()
