@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import write_clip
+from clips import write_clip
 from videollm_online.cli import main
 
 ERROR_PREFIX = "videollm-online"

@@ -67,3 +67,28 @@ def test_the_batched_backend_encodes_frames_on_the_cpu_path_here_and_the_runner_
                 backend.shutdown()
         finally:
             model.to("cpu")
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_batched_slot(tiny_decisive):
+    """Leaving cancels the session's waiting frame futures; settling a cancelled one used to raise in the worker and
+    skip `engine.close`, so the only slot stayed taken and every later client was refused."""
+    model, template = tiny_decisive
+    backend = BatchedBackend(model, template, "tiny", max_sessions=1, cache_tokens=1024)
+    config = ServerConfig(port=0, max_sessions=1, max_pending_frames=64)
+    try:
+        with BackgroundServer(create_app(backend, config=config), config) as server:
+            async def leave_then_return():
+                async with AsyncStreamClient(server.ws_url, threshold=0.5, max_new_tokens=4) as client:
+                    for frame in range(20):
+                        await client.send_frame(frame * 0.5, image_bytes(frame))
+                # gone without finishing; the slot must come back for the next client
+                for _ in range(100):  # the server notices the hang-up on its own time
+                    if backend.engine._free:
+                        break
+                    await asyncio.sleep(0.1)
+                return await one_client(server.ws_url, 1)
+
+            turns = run(leave_then_return())
+    finally:
+        backend.shutdown()
+    assert turns  # the second client was served (the first's slot was freed)

@@ -220,19 +220,32 @@ def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_pa
     assert answer and len(answer[0]) > len("[1.0s] "), content
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream):
+@pytest.mark.parametrize(("stream", "batched"), [(False, False), (True, False), (True, True)])
+def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batched):
     """A long clip, a client that hangs up after a moment: the server stops the work, counts the completion as
-    disconnected, and its one session slot serves the next request."""
+    disconnected, and its one session slot serves the next request (on the batched backend, the model's one cache
+    slot too)."""
+    import contextlib
     import socket
     import time
 
-    from test_metrics import scrape
+    from test_prometheus_metrics import scrape
+
+    from videollm_online.server import ServerConfig, create_app
+    from videollm_online.server.batched import BatchedBackend
+    from videollm_online.server.run import BackgroundServer
 
     clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)  # 60 s: 120 frames, each followed by a turn
     body = json.dumps({"model": "tiny", "messages": ask(None, data_url(clip)), "stream": stream, "max_tokens": 8,
                        "threshold": 1.0}).encode()
-    with start_server(*talkative, max_sessions=1) as server:
+    with contextlib.ExitStack() as stack:
+        if batched:
+            backend = BatchedBackend(*talkative, "tiny", max_sessions=1, cache_tokens=4096)
+            stack.callback(backend.shutdown)
+            config = ServerConfig(port=0, max_sessions=1)
+            server = stack.enter_context(BackgroundServer(create_app(backend, config=config), config))
+        else:
+            server = stack.enter_context(start_server(*talkative, max_sessions=1))
         with socket.create_connection((server.config.host, server.port), timeout=30) as connection:
             connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)

@@ -343,3 +343,27 @@ def test_warm_up_then_serve(tiny_decisive):
         assert session.num_frames == 1 and isinstance(events, list)
     finally:
         backend.shutdown()
+
+
+def test_questions_reach_the_model_one_at_a_time(tiny_decisive):
+    """Three questions asked at once are answered one per frame (each frame's call does one answer's work, so a
+    session's questions cannot hold the model for long in one go); the rest wait, in order, and none is lost."""
+    from videollm_online.client import AsyncStreamClient
+
+    async def session() -> list[dict]:
+        async with AsyncStreamClient(server.ws_url, threshold=0.0, max_new_tokens=4) as client:
+            await client.send_frame(0.0, image_bytes(0))
+            for index in range(3):
+                await client.ask(f"question {index}?", 0.0)
+            for index in range(1, 5):
+                await client.send_frame(index * 0.5, image_bytes(index))
+            await client.finish()
+            return [event async for event in client.events()]
+
+    with start_server(*tiny_decisive, max_pending_frames=64, max_query_rate=10) as server:
+        events = run(session())
+    items = [e["item"]["content"] for e in events if e["type"] == P.ITEM_CREATED]
+    assert items == ["question 0?", "question 1?", "question 2?"]
+    done = [e for e in events if e["type"] == P.RESPONSE_DONE]
+    assert [e["frame_time"] for e in done] == [0.5, 1.0, 1.5]  # one answer before each of the next frames
+    assert events[-1]["reason"] == "finished"

@@ -93,15 +93,15 @@ class BatchedBackend:
             except Exception as error:  # noqa: BLE001 - a bug must not hang every client: fail what is waiting
                 for futures in waiting.values():
                     while futures:
-                        futures.popleft().set_exception(error)
+                        _fail(futures.popleft(), error)
                 continue
             for session, events in completed:
                 futures = waiting.get(session)
                 if futures:
-                    futures.popleft().set_result(events)
+                    _succeed(futures.popleft(), events)
             for session, error in list(self.engine.failures.items()):
                 for future in waiting.pop(session, ()):
-                    future.set_exception(error)
+                    _fail(future, error)
                 self.engine.failures.pop(session)
 
     def _take(self, block: bool) -> list[tuple]:
@@ -145,7 +145,7 @@ class BatchedBackend:
             try:
                 if kind == "open":
                     handle.session = self.engine.open(handle.config)
-                    future.set_result(None)
+                    _succeed(future, None)
                     continue
                 session = handle.session
                 if session is None or not self.engine.is_open(session):
@@ -161,7 +161,7 @@ class BatchedBackend:
                     waiting.setdefault(session, deque()).append(future)
                 elif kind == "query":
                     self.engine.submit_query(session, *args)
-                    future.set_result(None)
+                    _succeed(future, None)
                 elif kind == "finish":
                     (on_token,) = args
                     if on_token is not None:
@@ -170,12 +170,24 @@ class BatchedBackend:
                     waiting.setdefault(session, deque()).append(future)
                 elif kind == "close":
                     for pending in waiting.pop(session, ()):
-                        pending.set_exception(RuntimeError("the session is closed"))
+                        _fail(pending, RuntimeError("the session is closed"))
                     self.engine.close(session)
                     handle.session = None
-                    future.set_result(None)
+                    _succeed(future, None)
             except Exception as error:  # noqa: BLE001 - the caller's future carries it
-                future.set_exception(error)
+                _fail(future, error)
+
+
+def _succeed(future: Future, result) -> None:
+    """Settle a caller's future, unless the caller gave up on it (a client that left cancels its frame's future):
+    setting a cancelled future raises, which would skip the rest of the step, such as freeing the session's slot."""
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 class BatchedSession(SessionSettings):

@@ -62,7 +62,7 @@ class ServerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_frame_rate", "idle_timeout", "max_query_rate"):
             if not 0 < getattr(self, name) < float("inf"):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
 
     @property
     def ws_max_size(self) -> int:

@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -266,7 +267,7 @@ class ClipRun:
         frames = iter(self.stream)
         try:
             if self.question:
-                await asyncio.wrap_future(session.submit_query(self.question_time, self.question))
+                await _result(session.submit_query(self.question_time, self.question))
             while True:
                 if self.frames >= MAX_CLIP_FRAMES:
                     self.finish_reason = "length"
@@ -275,7 +276,7 @@ class ClipRun:
                 if frame is None:
                     break
                 try:
-                    events = await asyncio.wrap_future(session.submit_frame(frame.time, frame.image))
+                    events = await _result(session.submit_frame(frame.time, frame.image))
                 except ContextFullError:  # the model's context is full: say what was said so far
                     self.finish_reason = "length"
                     break
@@ -283,16 +284,45 @@ class ClipRun:
                 self.metrics.completion_frames.inc()
                 for event in self._assistant(events):
                     yield event
-            for event in self._assistant(await asyncio.wrap_future(session.submit_finish())):
+            for event in self._assistant(await _result(session.submit_finish())):
                 yield event
-        finally:
-            self.stream.close()
+        finally:  # nothing here awaits: a cancelled request (a client gone) would cut an await short
             session.close()
+            self.close_stream()
+
+    def close_stream(self) -> None:
+        """Stop decoding (idempotent). The decoder's thread is joined on an executor thread, not on the loop."""
+        asyncio.get_running_loop().run_in_executor(None, self.stream.close)
 
     def _assistant(self, events: list[StreamEvent]) -> list[StreamEvent]:
         turns = [event for event in events if event.role == "assistant" and event.text.strip()]
         self.turns += turns
         return turns
+
+
+async def _result(future: Future):
+    """The result of a backend call, awaited without tying the call to this task: `asyncio.wrap_future` cancels the
+    backend's future when the awaiting task is cancelled (a client gone), and a backend may then fail to close the
+    session (the batched one did). Here the call finishes on its own; `session.close()` drops its work."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def copy(done: Future) -> None:
+        if waiter.done():
+            return
+        if done.cancelled():
+            waiter.cancel()
+        elif done.exception() is not None:
+            waiter.set_exception(done.exception())
+        else:
+            waiter.set_result(done.result())
+
+    def hand_over(done: Future) -> None:  # on the backend's thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped, nobody waits
+            loop.call_soon_threadsafe(copy, done)
+
+    future.add_done_callback(hand_over)
+    return await waiter
 
 
 def format_turn(event: StreamEvent) -> str:
@@ -332,6 +362,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
         if refusal is not None:
             return refusal
         upload: Path | None = None
+        reserved = False
         try:
             body = await read_body(request, config.max_upload_bytes)
             try:
@@ -346,6 +377,8 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             if busy() + active[0] >= config.max_sessions:
                 raise OpenAIError(429, f"the server is at its limit of {config.max_sessions} sessions; try again "
                                        "later", code="session_limit", type="rate_limit_error")
+            active[0] += 1  # the slot is taken before any await, so two requests cannot both take the last one
+            reserved = True
             match = VIDEO_DATA_URL.match(url[:64])
             if match:
                 upload = await asyncio.to_thread(_write_upload, match, url)
@@ -364,15 +397,21 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             except VideoSourceError as error:
                 raise OpenAIError(400, f"the video cannot be read: {error}", param="video_url",
                                   code="invalid_video") from None
-        except OpenAIError as error:
+        except BaseException as error:  # a refusal, or a cancelled request: free what was taken
+            if reserved:
+                active[0] -= 1
             _remove(upload)
+            if not isinstance(error, OpenAIError):
+                raise
             metrics.completions["error"] += 1
             return error.response()
-        active[0] += 1
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if parsed.stream:
-            return StreamingResponse(_stream(run, completion_id, served, upload, release),
-                                     media_type="text/event-stream",
+            chunks = _stream(run, completion_id, served, upload, release)
+            # Started here, so that its `finally` (which frees the slot, the upload and the decoder) runs however
+            # the response ends, even when the client is gone before the first byte is sent.
+            first = await chunks.__anext__()
+            return StreamingResponse(_prepend(first, chunks), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         turns = run.__aiter__()
 
@@ -395,8 +434,9 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             return error_response(400, f"the video cannot be read: {error}", param="video_url", code="invalid_video")
         finally:
             left.cancel()
-            await turns.aclose()
             release(upload)
+            run.close_stream()
+            await turns.aclose()
         metrics.completions["ok"] += 1
         return ChatCompletion(id=completion_id, created=int(time.time()), model=served, frames=run.frames,
                               choices=[Choice(message=AssistantMessage(content="\n".join(map(format_turn, run.turns))),
@@ -424,7 +464,7 @@ async def _stream(run: ClipRun, completion_id: str, model: str, upload: Path | N
 
     turns = run.__aiter__()
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"role": "assistant", "content": ""})  # before any work: see the caller
         first = True
         try:
             async for turn in turns:
@@ -439,9 +479,19 @@ async def _stream(run: ClipRun, completion_id: str, model: str, upload: Path | N
             outcome = "ok"
             yield chunk({}, run.finish_reason)
         yield "data: [DONE]\n\n"
-    finally:
-        await turns.aclose()  # a client that left: stop decoding, close the backend session
+    finally:  # sync work first: when the client has gone the task is cancelled, and any await may be cut short
         release(upload, outcome)
+        run.close_stream()  # also when the clip's iteration never started
+        await turns.aclose()  # closes the backend session (its `finally` does not await)
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    try:
+        yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()
 
 
 async def _disconnected(request: Request, every: float = 0.5) -> None:

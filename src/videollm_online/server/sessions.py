@@ -152,6 +152,8 @@ class LiveSession:
         self._recent: deque[float] = deque()  # wall-clock arrival times of the last second's frames
         self._recent_queries: deque[float] = deque()
         self._open_queries = 0  # questions taken and not answered yet
+        self._queries: deque[_Query] = deque()  # taken, in input order, not yet given to the model
+        self._queries_in_model = 0  # given to the model, not answered yet
         self._response_counter = 0
         self._loop = asyncio.get_running_loop()
         self.task = asyncio.create_task(self._run(), name=f"session-{self.id}")
@@ -307,12 +309,12 @@ class LiveSession:
                 self._working = True
                 if isinstance(item, _Frame):
                     self._pending_frames -= 1
+                    await self._hand_over_queries()
                     await self._watch(item)
                 elif isinstance(item, _Query):
-                    await asyncio.wrap_future(self.engine.submit_query(item.video_time, item.text))
-                    self.emit(P.ITEM_CREATED, item={"role": "user", "content": item.text,
-                                                    "video_time": item.video_time})
+                    self._queries.append(item)  # handed to the model before a later frame
                 else:
+                    await self._hand_over_queries(every=True)
                     await self._call(lambda on_token: self.engine.submit_finish(on_token), item.received, None)
                     self.close("finished")
                     return
@@ -325,6 +327,16 @@ class LiveSession:
             log.exception("session %s failed", self.id)
             self.error(P.SERVER_ERROR, f"the server failed on this session ({type(error).__name__}); it is closed")
             self.close("server_error")
+
+    async def _hand_over_queries(self, every: bool = False) -> None:
+        """Give the model the next waiting question, when it holds none unanswered (or, at the finish, every one).
+        One question at a time: a frame's call then answers at most one, so a session that asks many questions
+        holds the worker for one answer at a time, and other sessions' frames get their turns in between."""
+        while self._queries and (every or self._queries_in_model == 0):
+            query = self._queries.popleft()
+            await asyncio.wrap_future(self.engine.submit_query(query.video_time, query.text))
+            self._queries_in_model += 1
+            self.emit(P.ITEM_CREATED, item={"role": "user", "content": query.text, "video_time": query.video_time})
 
     async def _watch(self, frame: _Frame) -> None:
         try:
@@ -346,7 +358,9 @@ class LiveSession:
         call = _Call()
         on_token = self._token_callback(call)
         events: list[StreamEvent] = await asyncio.wrap_future(submit(on_token))
-        self._open_queries -= min(self._open_queries, sum(event.role == "user" for event in events))
+        answered = sum(event.role == "user" for event in events)
+        self._open_queries -= min(self._open_queries, answered)
+        self._queries_in_model -= min(self._queries_in_model, answered)
         assistant = [event for event in events if event.role == "assistant"]
         for index, event in enumerate(assistant):
             if index < len(call.responses):
@@ -401,5 +415,6 @@ class LiveSession:
         self.engine_closed = self.engine.close()  # runs after any call of this session still on the worker
         self.emit(P.SESSION_CLOSED, reason=reason)
         self._inputs.clear()
+        self._queries.clear()
         self._pending_frames = 0
         self.done.set()

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from videollm_online.client import StreamClient
 from videollm_online.server import protocol as P
+from videollm_online.server.schema import SERVER_EVENT
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -35,6 +36,8 @@ def test_metrics_parse_and_count_a_session(tiny_decisive):
             events = list(client.events(timeout=60))
         assert events[-1]["type"] == P.SESSION_CLOSED
         after = scrape(server.url)
+    for event in events:  # the events of this session (frames, an invalid one, turns) as their schema says
+        SERVER_EVENT.validate_python(event)
     turns = sum(event["type"] == P.RESPONSE_DONE for event in events)
     assert turns >= 5
     assert after[("videollm_sessions_total", ())] == 1 and after[("videollm_sessions_active", ())] == 0
