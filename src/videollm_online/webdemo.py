@@ -386,7 +386,8 @@ class DemoSession:
 @dataclass(frozen=True)
 class Example:
     """A video of the held-out synthetic world (seed 2, never trained on) and questions the bundled model answers
-    well on it (tried: it counts the shapes, says what was just done, and sums up what happened)."""
+    well on it (tried: it says what was just done and sums up what happened; its counts are mostly, not always,
+    right)."""
 
     index: int
     task: str
@@ -398,8 +399,8 @@ class Example:
 
 
 EXAMPLES = (
-    Example(2, "clear the table", ("How many objects are there?", "What did I just do?",
-                                   "Summarise what happened so far.")),
+    Example(2, "clear the table", ("What did I just do?", "Summarise what happened so far.",
+                                   "How many objects are there?")),
     Example(8, "paint three shapes yellow", ("What did I just do?", "How many shapes can you see?",
                                              "Summarise what happened so far.")),
     Example(16, "stack the blocks", ("What did I just do?", "How many objects are there?",

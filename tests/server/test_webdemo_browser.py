@@ -65,8 +65,8 @@ def demo_url(bundled, tmp_path_factory):
     backend = SerialBackend(model, template, name)
     demo = webdemo.build_demo(backend, examples=examples, max_new_tokens=24)
     demo.queue(default_concurrency_limit=None)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            allowed_paths=[str(Path(examples[0]).parent)], **webdemo.launch_options())
+    _, url, _ = webdemo.launch(demo, examples, host="127.0.0.1", port=free_port(), prevent_thread_lock=True,
+                               quiet=True)  # as `videollm-online demo` does: only the example files are served
     yield url, examples
     demo.close()
     backend.shutdown()
@@ -110,11 +110,14 @@ def bubbles(page) -> list[str]:
     return page.locator('#chat [data-testid="bot"], #chat [data-testid="user"]').all_inner_texts()
 
 
-def wait_for_turns(page, count: int) -> list[str]:
+def wait_for_turns(page, count: int, finished: bool = False) -> list[str]:
+    """At least `count` assistant bubbles with a time stamp (`finished`: whole turns, not one still being said,
+    which ends in an ellipsis)."""
     page.wait_for_function(
-        """([count, pattern]) => [...document.querySelectorAll('#chat [data-testid="bot"]')]
-              .filter(node => new RegExp(pattern).test(node.innerText)).length >= count""",
-        arg=[count, TURN.pattern], timeout=WAIT_MS)
+        """([count, pattern, finished]) => [...document.querySelectorAll('#chat [data-testid="bot"]')]
+              .filter(node => new RegExp(pattern).test(node.innerText)
+                              && !(finished && node.innerText.trim().endsWith('…'))).length >= count""",
+        arg=[count, TURN.pattern, finished], timeout=WAIT_MS)
     return bubbles(page)
 
 
@@ -133,7 +136,7 @@ def test_an_example_plays_when_picked_and_a_question_is_answered(page, demo_url,
     # It plays by itself: no click on the player.
     page.wait_for_function("(() => { const v = document.querySelector('#demo-video video');"
                            " return v && !v.paused && v.currentTime > 0.5; })()", timeout=WAIT_MS)
-    turns = wait_for_turns(page, 1)
+    turns = wait_for_turns(page, 1, finished=True)
     # One bubble per turn, each with its time; a world video: no note about other video.
     assert all(len(TURN.findall(text)) == 1 for text in turns), turns
     assert not page.locator("#note").is_visible()
@@ -152,7 +155,7 @@ def test_an_example_plays_when_picked_and_a_question_is_answered(page, demo_url,
             const rows = [...document.querySelectorAll('#chat [data-testid="user"], #chat [data-testid="bot"]')];
             const at = rows.findIndex(n => n.innerText.includes('How many objects are there?'));
             return at >= asked - 1 && rows.slice(at + 1).some(n => new RegExp(pattern).test(n.innerText)
-                                                                   && n.innerText.includes('There ')); }""",
+                && n.innerText.includes('There ') && !n.innerText.trim().endsWith('…')); }""",
         arg=[TURN.pattern, asked], timeout=WAIT_MS)
     after = screenshot(page, tmp_path, "webdemo-after-question")
     assert before.stat().st_size > 10_000 and after.stat().st_size > 10_000
