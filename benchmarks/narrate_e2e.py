@@ -9,7 +9,8 @@ run, with random weights at the seed's sizes (Llama-3-8B + SigLIP-L/16-384, bf16
 
 Without `--video` it writes a 10-minute H.264 clip with PyAV (640x360 at 5 fps: a moving gradient and a bouncing
 square). Scenarios: `silent` (threshold 0: never a response, the streaming cost; the one to hold against
-`stream_fps.py`'s multi-frame `silent` figure) and `queries` (a question every 60 s, answered with up to 20 tokens).
+`stream_fps.py`'s multi-frame `silent` figure) and `queries` (a question every 30 s, between two frames, answered
+with up to 20 tokens).
 Engines:
   seed        engine/reference.py, the seed's loop: frames decoded, each encoded in line, transformers' dynamic cache,
               one eager forward per frame and per token; turns written to the history at the end
@@ -213,7 +214,7 @@ def main() -> int:
     minutes = (duration or args.minutes * 60) / 60
     scenario_settings = {
         "silent": ([], EngineConfig(threshold=0.0, max_new_tokens=20)),
-        "queries": ([(60.0 * k - 0.25, "What is happening now?") for k in range(1, int(minutes) + 1)],
+        "queries": ([(30.0 * k - 0.25, "What is happening now?") for k in range(1, int(minutes * 2) + 1)],
                     EngineConfig(threshold=0.0, max_new_tokens=20)),
     }
     for scenario in args.scenarios.split(","):

@@ -10,8 +10,9 @@ machines this project is measured on (their image has torch, triton, no torchao)
 engine's forward is our own code, so one function call per linear is all it needs, and it captures into the
 engine's CUDA graphs like any other op.
 
-On a CPU, or a GPU without FP8 matmuls, the same quantised numbers go through a dequantised float32 matmul: slower,
-but the same function, which is how the CPU tests check the quantisation math and a tiny model's logits.
+On a CPU, or a GPU without FP8 matmuls, the same quantised numbers go through a dequantised float32 matmul (the
+dequantised weight kept after the first call): no memory saved, but the same function, which is how the CPU tests
+check the quantisation math and a tiny model's logits.
 The LM head is left in the model's dtype: it is read only where a result is read, and its logits decide silence.
 """
 
@@ -61,6 +62,7 @@ class Fp8Linear:
         self.weight, scale = quantize_fp8(weight, per_row=self.per_channel)
         self.scale_b = scale.reshape(1, -1) if self.per_channel else scale.reshape(())  # (1, N) or ()
         self.weight_t = self.weight.t()  # (K, N), column-major: what cuBLASLt's FP8 GEMM takes as its second operand
+        self._dequantized: torch.Tensor | None = None
 
     @staticmethod
     def _rowwise_works(device: torch.device) -> bool:
@@ -91,8 +93,10 @@ class Fp8Linear:
                                    out_dtype=torch.bfloat16 if self.per_channel else self.out_dtype)
             out = out[:count].to(x.dtype)
         else:  # the same quantised numbers, dequantised: a CPU, or a GPU without FP8 matmuls
-            weight_scale = self.scale_b.reshape(-1, 1) if self.per_channel else self.scale_b
-            out = F.linear(dequantize_fp8(x_q, scale_a), dequantize_fp8(self.weight, weight_scale)).to(x.dtype)
+            if self._dequantized is None:  # kept: this path is for correctness, not memory
+                weight_scale = self.scale_b.reshape(-1, 1) if self.per_channel else self.scale_b
+                self._dequantized = dequantize_fp8(self.weight, weight_scale)
+            out = F.linear(dequantize_fp8(x_q, scale_a), self._dequantized).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*shape[:-1], self.out_features)
