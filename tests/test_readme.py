@@ -58,6 +58,11 @@ def test_readme_command_lines_run(tmp_path):
     assert (tmp_path / "narrated.mp4").stat().st_size > 0
     assert (tmp_path / "runs" / "demo" / "final").is_dir()
     assert json.loads((tmp_path / "metrics.json").read_text())
+    # The checkpoint example loads what `train` above wrote and saves it again (pushing needs the network).
+    (block,) = [b for b in python_blocks() if "save_pretrained" in b]
+    local = "\n".join(line for line in block.splitlines() if "push_to_hub" not in line)
+    subprocess.run([sys.executable, "-c", local], cwd=tmp_path, check=True, timeout=300)
+    assert (tmp_path / "my-checkpoint" / "README.md").read_text().startswith("---")
 
 
 def test_readme_python_example_runs(make_clip, tmp_path, monkeypatch, capsys):
