@@ -30,8 +30,9 @@ from videollm_online.narrate import narrate_frames
 from videollm_online.video import open_video
 
 
-def synthetic_clip(path: Path, minutes: float, fps: int = 10, size=(640, 360)) -> Path:
-    """A moving gradient with a bouncing square: cheap to encode, real to decode."""
+def synthetic_clip(path: Path, minutes: float, fps: int = 10, size=(640, 360), preset: str | None = None) -> Path:
+    """A moving gradient with a bouncing square: cheap to encode, real to decode (`preset`: libx264's, e.g.
+    ultrafast for long clips)."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +40,7 @@ def synthetic_clip(path: Path, minutes: float, fps: int = 10, size=(640, 360)) -
     width, height = size
     yy, xx = np.mgrid[0:height, 0:width]
     with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options={"preset": preset} if preset else None)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(int(minutes * 60 * fps)):
             image = np.stack([(xx + 3 * i) % 256, (yy + i) % 256, np.full_like(xx, (i * 7) % 256)], -1)

@@ -39,11 +39,11 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from narrate_cpu import synthetic_clip  # noqa: E402
 from stream_fps import LLAMA3_8B, SIGLIP_L_384, SMALL_LLM, SMALL_VISION  # noqa: E402
 
 from videollm_online.checkpoint import build_model  # noqa: E402
@@ -58,24 +58,8 @@ SLOW = ("seed", "default", "fast@slow")  # run over the first --slow-frames fram
 
 
 def make_video(path: Path, minutes: float, fps: int = 5, size: tuple[int, int] = (640, 360)) -> Path:
-    """A real H.264 file: a moving gradient with a bouncing square (cheap to encode, real to decode)."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.mp4")
-    width, height = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(int(minutes * 60 * fps)):
-            image = np.stack([(xx + 3 * i) % 256, (yy + i) % 256, np.full_like(xx, (i * 7) % 256)], -1)
-            x, y = (37 * i) % (width - 60), (23 * i) % (height - 60)
-            image[y : y + 60, x : x + 60] = 255
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")))
-        container.mux(stream.encode())
-    os.replace(tmp, path)
-    return path
+    """A real H.264 file (narrate_cpu's clip: a moving gradient with a bouncing square), fast to encode."""
+    return synthetic_clip(path, minutes, fps=fps, size=size, preset="ultrafast")
 
 
 def build(small: bool, device: torch.device, dtype: torch.dtype):
