@@ -74,6 +74,21 @@ class Turn:
         return {"role": self.role, "content": f"{stamp}{text}" if self.done else f"{stamp}{text} …"}
 
 
+def in_time_order(turns: list[Turn]) -> list[Turn]:
+    """The chat in video-time order. A question is added when it is asked, at the player's time, while the model,
+    behind the player, may still say turns about earlier frames: those go above it. A turn without a time (the note
+    of a rewind) stays where it is and orders the turns on each side of it apart; equal times keep the order they
+    came in (a question, then its answer)."""
+    ordered: list[Turn] = []
+    segment: list[Turn] = []
+    for turn in turns:
+        if turn.video_time is None:
+            ordered += sorted(segment, key=lambda t: t.video_time) + [turn]
+            segment = []
+        else:
+            segment.append(turn)
+    return ordered + sorted(segment, key=lambda t: t.video_time)
+
 class DemoSession:
     """One viewer's stream: the video they watch (or their webcam), the engine session, and the chat."""
 
@@ -321,7 +336,7 @@ class DemoSession:
 
     def messages(self) -> list[dict]:
         with self.lock:
-            return [turn.message() for turn in self.turns]
+            return [turn.message() for turn in in_time_order(self.turns)]
 
     def frames_per_second(self) -> float:
         """Frames the model finished per second over the last few seconds (0 while nothing flows)."""
