@@ -545,7 +545,9 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
 
     def on_download(session: DemoSession | None):
         if session is None or not session.history()["conversation"]:
-            gr.Info("Nothing to download yet: play a video or ask a question first.")
+            saying = session is not None and any(not turn.done for turn in session.turns)
+            gr.Info("The first turn is still being said: download again in a moment." if saying else
+                    "Nothing to download yet: play a video or ask a question first.")
             return gr.skip()
         directory = tempfile.mkdtemp(prefix="videollm-online-")
         files = [str(session.write_history(directory))]

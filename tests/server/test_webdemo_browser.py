@@ -170,7 +170,7 @@ def test_labels_reset_and_downloads(page, demo_url):
     assert "Tips" in page.locator("#tips").inner_text()
     page.locator("#question textarea").fill("What did I just do?")  # a question also works with typing
     pick_example(page, 1)
-    wait_for_turns(page, 1)
+    wait_for_turns(page, 1, finished=True)  # a turn still being said is not in the history yet
     number = page.locator("#threshold input[type=number]")
     number.fill("0.5")
     number.press("Enter")
