@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, LlamaForCausalLM, SiglipVisionModel
 
-from tiny_models import random_frames, tiny_config, tiny_model
+from tiny_models import random_frames, randomise_lora, tiny_config, tiny_model
 from videollm_online.checkpoint import (
     RELEASED_LORA_TARGETS,
     add_lora,
@@ -32,15 +32,6 @@ def logits_of(model, template, frames):
     input_ids = torch.tensor([template.tokenize(CONVERSATION).input_ids])
     with torch.no_grad():
         return model(input_ids, frame_features=frames).logits
-
-
-def randomise_lora(model):
-    """Fresh LoRA B matrices are zero; give them values so the adapter changes the logits."""
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
 
 
 def test_plain_checkpoint_round_trip(tmp_path):

@@ -18,7 +18,7 @@ import torch
 import yaml
 from transformers import AutoConfig, LlamaForCausalLM
 
-from tiny_models import tiny_config
+from tiny_models import randomise_lora, tiny_config
 from videollm_online.checkpoint import (
     BUNDLED_MODEL_DIR,
     add_lora,
@@ -52,14 +52,6 @@ def front_matter(card: Path) -> dict:
     text = card.read_text()
     assert text.startswith("---\n")
     return yaml.safe_load(text.split("---\n")[1])
-
-
-def randomise_lora(model):
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
 
 
 @pytest.fixture

@@ -71,3 +71,12 @@ def scripted_model(answer: str):
             embedding[token] = torch.eye(hidden)[k]
             head[following] = 100 * torch.eye(hidden)[k]
     return model, template
+
+
+def randomise_lora(model) -> None:
+    """Fresh LoRA B matrices are zero; give them values so the adapter changes the logits."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
