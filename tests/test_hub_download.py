@@ -130,3 +130,4 @@ def test_offline_never_opens_a_connection(hub, tmp_path, make_clip, how):
     assert hub.requests == []
     download = cli(hub, tmp_path, "download", ADAPTER, *flag, **env)
     assert download.returncode == 2 and hub.requests == []
+    assert "downloads are off" in download.stderr and "videollm-online download" not in download.stderr

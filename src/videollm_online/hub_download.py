@@ -131,6 +131,9 @@ def download_model(spec: str, *, preset: str | None = None, llm: str | None = No
     into the cache ahead of time. Returns (what, name, local path) for each part fetched or found."""
     from .checkpoint import model_config, resolve_model_dir
 
+    if offline() and looks_like_hub_id(spec) and not Path(spec).expanduser().exists() and cached(spec) is None:
+        raise ModelNotFoundError(f"cannot download {spec!r}: downloads are off (HF_HUB_OFFLINE=1 or --offline); "
+                                 "unset it, where there is network")
     parts = [("model", spec, resolve_model_dir(spec))]
     config = model_config(spec, preset)
     for what, source in (("LLM", llm or config.llm), ("vision encoder", vision or config.vision)):
