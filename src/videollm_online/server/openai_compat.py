@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from ..engine import EngineConfig, StreamEvent
 from ..engine.static import ContextFullError
 from ..video import VideoSourceError, open_video
-from .backend import StreamBackend
+from .backend import StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
 from .schema import MAX_TEXT_CHARS, MAX_VIDEO_TIME, describe_errors
@@ -187,15 +187,6 @@ def error_response(status: int, message: str, *, code: str | None = None, param:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def model_id(name: str) -> str:
-    """The id clients see for the served model: a checkpoint given as a local path shows as its last component (no
-    response reveals where files live on the server); hub ids (`org/name`) and preset names stay as they are."""
-    path = Path(name).expanduser()
-    if path.is_absolute() or name.startswith((".", "~")) or ("/" in name and path.exists()):
-        return path.name or name
-    return name
-
-
 # ---------------------------------------------------------------------- the video of a request
 def local_video(url: str, allowed: tuple[str, ...]) -> Path:
     """The file a local path names, when it lies under an allowed directory (after resolving `..` and symlinks);
@@ -338,7 +329,7 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
     router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
     created = int(time.time())
     active = [0]
-    served = model_id(backend.name)
+    served = public_name(backend.name)
 
     def refuse_unauthorized(request: Request) -> JSONResponse | None:
         if authorized(request.headers, request.query_params):

@@ -29,16 +29,6 @@ from .config import ServerConfig
 from .metrics import Metrics
 
 log = logging.getLogger("videollm_online.server")
-MAX_VIDEO_TIME = 7 * 24 * 3600.0
-"""Latest video time a frame or a question may carry (a week of stream): beyond it, time arithmetic (slots at the
-session's fps) stops being exact, and 1e308 overflows."""
-
-
-def check_video_time(value: Any, what: str) -> float:
-    """A video time from a client: a finite number in [0, MAX_VIDEO_TIME]; ValueError names the problem."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VIDEO_TIME:
-        raise ValueError(f"{what} needs a number video_time in [0, {MAX_VIDEO_TIME:g}] seconds, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -229,8 +219,7 @@ class LiveSession:
                        limit=self.config.max_frame_rate, limit_name="max_frame_rate")
             return
         try:
-            video_time, data = P.unpack_frame(message)
-            video_time = check_video_time(video_time, "the frame header")  # also refuses Infinity, NaN, 1e308
+            video_time, data = P.unpack_frame(message)  # its header checked by schema.FrameHeader (finite, bounded)
         except ValueError as error:
             self.error(P.INVALID_FRAME, str(error))
             return
@@ -262,7 +251,8 @@ class LiveSession:
             raise ValueError("a query needs a non-empty string 'text'")
         if len(text) > self.config.max_query_chars:
             raise ValueError(f"the query is {len(text)} characters; the limit is {self.config.max_query_chars}")
-        video_time = check_video_time(message.get("video_time", self._last_time or 0.0), "a query")
+        # the time was checked (finite, in range) where the message was parsed: schema.py
+        video_time = float(message.get("video_time", self._last_time or 0.0))
         now = time.monotonic()
         if self._open_queries >= self.config.max_pending_queries:
             self.error(P.RATE_LIMITED, f"{self._open_queries} questions are still waiting for their answers "
