@@ -1,35 +1,50 @@
-"""FP8 weights for the fast engine: float8 e4m3 linear weights with a scale per output channel, LoRA merged first.
+"""Weight-only quantised linears for the fast engine: float8 e4m3 or int8 weights with one float32 scale per output
+channel, LoRA merged first; the activations stay in the model's dtype.
 
 A single stream is bound by reading the weights (a Llama-3-8B frame step reads ~15 GB of bf16 weights for 11
-tokens), so storing them in one byte instead of two halves that read. The matmul is `torch._scaled_mm` (cuBLASLt's
-FP8 GEMM, on GPUs of compute capability 8.9 and up: Ada, Hopper): it takes FP8 operands on both sides, so each
-linear quantises its input on the fly, one scale per row (token), and the weight carries one scale per output
-channel ("row-wise" scaling, output in bf16). Where row-wise scaling is refused (older builds) both sides fall back to
-one scale per tensor. We call `torch._scaled_mm` directly rather than torchao: torchao is not installed on the GPU
-machines this project is measured on (their image has torch, triton, no torchao) and is not a dependency here; the
-engine's forward is our own code, so one function call per linear is all it needs, and it captures into the
-engine's CUDA graphs like any other op.
+tokens), so storing them in one byte instead of two halves that read. The matmul is our own Triton kernel
+(`weight_only_matmul`): it streams W_q tiles from memory, converts each one to the activations' dtype in registers
+inside the K loop, runs `tl.dot` with float32 accumulation, and multiplies the accumulator by the channel scales
+(and adds the bias) once at the end. It tiles over N with small row blocks, so that the few token rows of a frame
+step (11) still spread the weight read over all the multiprocessors, and `triton.autotune` picks its tiles per
+(row bucket, N, K) at the first call of each shape, which the engine makes before any CUDA-graph capture.
 
-On a CPU, or a GPU without FP8 matmuls, the same quantised numbers go through a dequantised float32 matmul (the
-dequantised weight kept after the first call): no memory saved, but the same function, which is how the CPU tests
-check the quantisation math and a tiny model's logits.
-The LM head is left in the model's dtype: it is read only where a result is read, and its logits decide silence.
+Why not cuBLASLt's FP8 GEMM (`torch._scaled_mm`), which this module used first: it needs both operands in FP8, so
+every linear quantised its input on the fly (a kernel of its own, and a second rounding), and its kernels for few
+rows are slow: measured 0.36-1.0x bf16 `F.linear` at 11 rows on an H100 (`benchmarks/results/fp8_matmul_h100.json`),
+one stream 0.78x. torchao's weight-only kernels are not an option either: torchao is not on the GPU image these
+figures are measured on (torch and triton are) and is no dependency here.
+
+int8 takes the same kernel and scheme (symmetric, the largest magnitude of a channel maps to 127): for GPUs without
+FP8 (Triton converts float8 e4m3 from compute capability 8.9 on: Ada, Hopper), and it rounds finer than e4m3.
+
+Without the kernel (a CPU, no Triton, `VIDEOLLM_ONLINE_FUSED_KERNELS=0`, FP8 on an older GPU) the same quantised
+numbers go through a dequantised float32 matmul (the dequantised weight kept after the first call): no memory saved,
+but the same function, which is how the CPU tests check a tiny model's logits; under `TRITON_INTERPRET=1` the tests
+run the kernel itself on CPU tensors. The LM head is left in the model's dtype: it is read only where a result is
+read, and its logits decide silence.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)  # 448
-WEIGHT_FORMATS = ("fp8",)
+INT8_MAX = 127.0  # symmetric: -128 is never used, so q and -q are both representable
+WEIGHT_FORMATS = ("fp8", "int8")
 
 
 def quantize_fp8(tensor: torch.Tensor, per_row: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, scale) with tensor ~= q.float() * scale: q float8 e4m3 (same shape), scale float32 (rows, 1) per row
-    (a weight's output channel, or an activation's token) or () per tensor. The largest magnitude of each row maps
-    to 448, e4m3's largest finite value; an all-zero row gets scale 1 (its zeros stay zeros)."""
+    (a weight's output channel) or () per tensor. The largest magnitude of each row maps to 448, e4m3's largest
+    finite value; an all-zero row gets scale 1 (its zeros stay zeros)."""
     values = tensor.float()
     amax = values.abs().amax(dim=-1, keepdim=True) if per_row else values.abs().amax()
     scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
@@ -37,73 +52,206 @@ def quantize_fp8(tensor: torch.Tensor, per_row: bool = True) -> tuple[torch.Tens
     return q, scale
 
 
-def dequantize_fp8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def quantize_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, scale) as `quantize_fp8` per row, q int8 rounded to nearest: the largest magnitude of a row maps to 127."""
+    values = tensor.float()
+    amax = values.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax))
+    q = (values / scale).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return q, scale
+
+
+QUANTIZERS = {"fp8": quantize_fp8, "int8": quantize_int8}
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale
 
 
-def scaled_mm_available(device: torch.device) -> bool:
-    """Whether `torch._scaled_mm` runs FP8 on this device (CUDA, compute capability >= 8.9)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9) and \
-        hasattr(torch, "_scaled_mm")
+def kernel_available(device: torch.device, weights: str) -> bool:
+    """Whether `weight_only_matmul` runs for this format on this device: where the fused kernels run by default
+    (Triton on CUDA), FP8 from compute capability 8.9 on (Triton converts e4m3 there); or under Triton's
+    interpreter (tests)."""
+    if kernels.interpreting():
+        return kernels.triton_available()
+    if not kernels.fused_by_default(device):
+        return False
+    return weights != "fp8" or torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-class Fp8Linear:
-    """y = x W^T + b with W stored in float8 e4m3 and per-output-channel scales; called like `F.linear(x, W, b)`."""
+class QuantLinear:
+    """y = x (W_q * scale)^T + b with W_q in float8 e4m3 or int8, one scale per output channel; called like
+    `F.linear(x, W, b)`."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, per_channel: bool = True):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, weights: str = "fp8",
+                 use_kernel: bool | None = None):
+        if weights not in QUANTIZERS:
+            raise ValueError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
+        self.format = weights
         self.out_features, self.in_features = weight.shape
-        self.out_dtype = weight.dtype if weight.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        self.weight, scale = QUANTIZERS[weights](weight)  # (N, K), K contiguous: each tile row is one load
+        self.scale = scale.reshape(-1).contiguous()  # (N,) float32
         self.bias = bias
-        self.fast = scaled_mm_available(weight.device) and self.in_features % 16 == 0 and \
-            self.out_features % 16 == 0
-        self.per_channel = per_channel
-        if self.fast and per_channel and not self._rowwise_works(weight.device):
-            self.per_channel = False  # this build has no row-wise FP8 GEMM: one scale per tensor
-        self.weight, scale = quantize_fp8(weight, per_row=self.per_channel)
-        self.scale_b = scale.reshape(1, -1) if self.per_channel else scale.reshape(())  # (1, N) or ()
-        self.weight_t = self.weight.t()  # (K, N), column-major: what cuBLASLt's FP8 GEMM takes as its second operand
+        self.use_kernel = kernel_available(weight.device, weights) if use_kernel is None else use_kernel
         self._dequantized: torch.Tensor | None = None
-
-    @staticmethod
-    def _rowwise_works(device: torch.device) -> bool:
-        try:
-            a = torch.zeros(16, 32, device=device).to(FP8)
-            b = torch.zeros(16, 32, device=device).to(FP8).t()
-            torch._scaled_mm(a, b, scale_a=torch.ones(16, 1, device=device), scale_b=torch.ones(1, 16, device=device),
-                             out_dtype=torch.bfloat16)
-            return True
-        except (RuntimeError, NotImplementedError):
-            return False
 
     @property
     def nbytes(self) -> int:
-        return self.weight.numel() * self.weight.element_size() + self.scale_b.numel() * 4
+        return self.weight.numel() * self.weight.element_size() + self.scale.numel() * 4
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features)
-        x_q, scale_a = quantize_fp8(rows, per_row=self.per_channel)  # (M, K) fp8, (M, 1) or ()
-        if self.fast:
-            count = x_q.shape[0]
-            pad = -count % 16  # rows padded to a multiple of 16, as some cuBLASLt FP8 kernels want (zero rows)
-            if pad:
-                x_q = torch.cat([x_q, x_q.new_zeros(pad, self.in_features)])
-                scale_a = torch.cat([scale_a, scale_a.new_ones(pad, 1)]) if self.per_channel else scale_a
-            out = torch._scaled_mm(x_q, self.weight_t, scale_a=scale_a, scale_b=self.scale_b,
-                                   out_dtype=torch.bfloat16 if self.per_channel else self.out_dtype)
-            out = out[:count].to(x.dtype)
-        else:  # the same quantised numbers, dequantised: a CPU, or a GPU without FP8 matmuls
+        if self.use_kernel:
+            out = weight_only_matmul(rows, self.weight, self.scale, self.bias)
+        else:  # the same quantised numbers, dequantised: a CPU, or no kernel for this format here
             if self._dequantized is None:  # kept: this path is for correctness, not memory
-                weight_scale = self.scale_b.reshape(-1, 1) if self.per_channel else self.scale_b
-                self._dequantized = dequantize_fp8(self.weight, weight_scale)
-            out = F.linear(dequantize_fp8(x_q, scale_a), self._dequantized).to(x.dtype)
-        if self.bias is not None:
-            out = out + self.bias
+                self._dequantized = dequantize(self.weight, self.scale[:, None])
+            out = F.linear(rows.float(), self._dequantized, None if self.bias is None else self.bias.float())
+            out = out.to(x.dtype)
         return out.reshape(*shape[:-1], self.out_features)
 
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear` for a plain weight tensor, or the FP8 matmul for an `Fp8Linear` (which carries its own bias)."""
-    if isinstance(weight, Fp8Linear):
+    """`F.linear` for a plain weight tensor, or the quantised matmul for a `QuantLinear` (which carries its bias)."""
+    if isinstance(weight, QuantLinear):
         return weight(x)
     return F.linear(x, weight, bias)
+
+
+# ---------------------------------------------------------------------- the kernel
+def row_bucket(rows: int) -> int:
+    """The autotuner's key for a row count: 16 (a frame step, a reply token), 32, 64, 128, 256 and more (a block of
+    frames): one tuning per bucket, and the engine's step shapes fall in a handful of them."""
+    return min(max(16, 1 << (rows - 1).bit_length()), 512)
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per row bucket. Few rows: memory-bound, so small row blocks, N
+# tiles of 16-128 channels (Llama-3-8B's o and down have 4096: 32 a tile is 128 programs, about one per H100
+# multiprocessor) and deep K pipelines to keep enough bytes in flight. Many rows: bigger row blocks, so each weight
+# tile read serves more rows.
+CONFIGS = {
+    16: [(16, 32, 128, 4, 4, 0), (16, 32, 256, 4, 4, 0), (16, 128, 128, 8, 3, 0), (16, 64, 128, 4, 4, 1),
+         (16, 64, 256, 4, 3, 1), (16, 128, 128, 4, 4, 1), (16, 128, 256, 8, 3, 1), (16, 64, 256, 4, 4, 1)],
+    32: [(32, 32, 128, 4, 4, 0), (32, 64, 128, 4, 4, 0), (32, 64, 128, 4, 4, 1), (32, 128, 128, 4, 3, 1),
+         (32, 64, 256, 4, 3, 1)],
+    64: [(64, 32, 128, 4, 4, 0), (64, 64, 128, 4, 4, 1), (64, 128, 128, 4, 3, 1), (64, 128, 128, 8, 3, 1),
+         (64, 128, 64, 4, 4, 1)],
+    128: [(64, 64, 128, 4, 4, 0), (128, 128, 64, 8, 4, 0), (64, 128, 128, 4, 3, 1), (128, 128, 64, 8, 3, 1),
+          (128, 64, 128, 4, 3, 1), (256, 128, 64, 8, 3, 1), (256, 64, 128, 8, 3, 1), (128, 128, 128, 8, 3, 1)],
+}
+INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0}
+"""Under the interpreter (which runs programs one after another): one small config, no tuning."""
+
+
+def _configs_for(bucket: int) -> list[tuple[int, int, int, int, int, int]]:
+    return CONFIGS[min(bucket, 128)]
+
+
+def _prune(configs, named_args, **_):
+    """Only the configs of the call's row bucket are timed."""
+    wanted = set(_configs_for(named_args["M_BUCKET"]))
+    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+                                   c.num_stages, c.kwargs["SWAP"]) in wanted]
+
+
+@functools.cache
+def _kernels():
+    """(the jitted kernel, its autotuned form), built on first use (so `TRITON_INTERPRET` is read then)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit(do_not_specialize=["M", "M_BUCKET"])
+    def matmul(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_om,
+               HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, SWAP: tl.constexpr):
+        # Row blocks vary fastest: the programs that share a weight tile run together, so it leaves HBM once and
+        # the other row blocks find it in L2.
+        pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        # Rows and channels past the end wrap around (their results are not stored), so the loads need no mask.
+        rows_in, cols_in = rows % M, cols % N
+        ks = tl.arange(0, BLOCK_K)
+        # Triton's interpreter gets bf16 dots and int8 -> bf16 casts wrong: it multiplies in float32 instead
+        dot_dtype = tl.float32 if DOT_F32 else x_ptr.dtype.element_ty
+        x_ptrs = x_ptr + rows_in[:, None].to(tl.int64) * stride_xm + ks[None, :]
+        w_ptrs = w_ptr + cols_in[:, None].to(tl.int64) * stride_wn + ks[None, :]
+        if SWAP:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            # dequantised in registers: exact (e4m3 and int8 values are all bf16/fp16 values); the scale comes last
+            if EVEN_K:
+                x = tl.load(x_ptrs).to(dot_dtype)
+                w = tl.load(w_ptrs).to(dot_dtype)
+            else:  # the K tail: zeros on both sides (a masked-off lane's bits could read as NaN)
+                inside = ks[None, :] < K - k * BLOCK_K
+                x = tl.load(x_ptrs, mask=inside, other=0.0).to(dot_dtype)
+                w = tl.where(inside, tl.load(w_ptrs, mask=inside).to(dot_dtype), 0.0)
+            if SWAP:  # (W x^T): the converted weight is the operand Hopper's wgmma may take from registers
+                acc = tl.dot(w, tl.trans(x), acc)
+            else:
+                acc = tl.dot(x, tl.trans(w), acc)
+            x_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        if SWAP:
+            acc = tl.trans(acc)
+        acc = acc * tl.load(scale_ptr + cols_in)[None, :]
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + cols_in).to(tl.float32)[None, :]
+        out_ptrs = out_ptr + rows[:, None].to(tl.int64) * stride_om + cols[None, :]
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))
+
+    even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SWAP": swap}, num_warps=warps,
+                             num_stages=stages)
+               for m, n, k, warps, stages, swap in sorted({c for group in CONFIGS.values() for c in group})]
+    options = {}
+    accepted = inspect.signature(triton.autotune).parameters
+    if "do_bench" in accepted:  # a short timing per config: the whole tuning is a second or two per shape
+        options["do_bench"] = functools.partial(triton.testing.do_bench, warmup=5, rep=20)
+    if "cache_results" in accepted:  # the next process reads the winners from Triton's cache instead of timing
+        options["cache_results"] = True
+    tuned = triton.autotune(configs, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune},
+                            **options)(even_k(matmul))
+    return even_k(matmul), tuned
+
+
+def weight_only_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
+                       config: dict | None = None) -> torch.Tensor:
+    """x (M, K) @ (weight (N, K) * scale (N,)[:, None])^T + bias (N,), in x's dtype, accumulated in float32.
+    `weight` float8 e4m3 or int8; any M, N, K. `config` (BLOCK_M/N/K, optional num_warps/num_stages): these tiles
+    instead of the autotuned ones (the interpreter's default: one small config)."""
+    rows, k = x.shape
+    n = weight.shape[0]
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    if weight.stride(-1) != 1:
+        raise ValueError("the weight's rows must be contiguous")
+    out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
+    if rows == 0:
+        return out
+    plain, tuned = _kernels()
+    bias_arg = bias if bias is not None else scale  # not read without HAS_BIAS
+    args = (x, weight, scale, bias_arg, out, rows, n, k, row_bucket(rows), x.stride(0), weight.stride(0),
+            out.stride(0))
+    if config is None and kernels.interpreting():
+        config = INTERPRETER_CONFIG
+    if config is not None:
+        grid = (-(-rows // config["BLOCK_M"]), -(-n // config["BLOCK_N"]))
+        plain[grid](*args, HAS_BIAS=bias is not None, DOT_F32=kernels.interpreting(), **config)
+    else:
+        tuned[lambda meta: (-(-rows // meta["BLOCK_M"]), -(-n // meta["BLOCK_N"]))](*args, HAS_BIAS=bias is not None,
+                                                                                   DOT_F32=False)
+    return out
+
+
+def chosen_config(x_rows: int, n: int, k: int) -> dict | None:
+    """The autotuner's pick for a shape once it has run (for benchmarks' records), or None."""
+    tuned = _kernels()[1]
+    for key, config in tuned.cache.items():
+        if tuple(key[:3]) == (row_bucket(x_rows), n, k):
+            return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+    return None

@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..model import LiveModel
 from . import kernels
 from .backend import Feed, FeedResult
-from .quant import WEIGHT_FORMATS, Fp8Linear, linear
+from .quant import WEIGHT_FORMATS, QuantLinear, linear
 
 
 class ContextFullError(UserError):
@@ -100,10 +100,10 @@ class _Layer:
         self.down, _ = _merged_weight(mlp.down_proj)
         self.norm_1 = layer.input_layernorm.weight.detach()
         self.norm_2 = layer.post_attention_layernorm.weight.detach()
-        if weights == "fp8":  # quantised after the LoRA merge; each carries its bias
-            self.qkv, self.qkv_bias = Fp8Linear(self.qkv, self.qkv_bias), None
-            self.o, self.o_bias = Fp8Linear(self.o, self.o_bias), None
-            self.gate_up, self.down = Fp8Linear(self.gate_up), Fp8Linear(self.down)
+        if weights is not None:  # quantised after the LoRA merge; each carries its bias
+            self.qkv, self.qkv_bias = QuantLinear(self.qkv, self.qkv_bias, weights), None
+            self.o, self.o_bias = QuantLinear(self.o, self.o_bias, weights), None
+            self.gate_up, self.down = QuantLinear(self.gate_up, None, weights), QuantLinear(self.down, None, weights)
 
 
 class StaticKV:
@@ -127,7 +127,8 @@ class StaticKV:
         if weights is not None and weights not in WEIGHT_FORMATS:
             raise UserError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
         self.weights = weights
-        """None: the model's dtype; "fp8": float8 e4m3 linear weights (`engine.quant`), the LM head as it is."""
+        """None: the model's dtype; "fp8" / "int8": float8 e4m3 / int8 linear weights with per-channel scales
+        (`engine.quant`, weight-only), the LM head as it is."""
         self.model = model
         self.silence_id = silence_id
         self.device = model.device
