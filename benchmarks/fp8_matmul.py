@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from videollm_online.engine.quant import CONFIGS, QuantLinear, chosen_config, quantize_fp8, row_bucket, \
-    weight_only_matmul
+from videollm_online.engine import quant
+from videollm_online.engine.quant import QuantLinear, quantize_fp8
 from videollm_online.files import write_json_atomic
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
@@ -136,16 +136,16 @@ def main() -> int:
                 q = layers[fmt][0]
                 exact = x.double() @ (q.weight.double() * q.scale.double()[:, None]).T
                 figures[f"kernel_error_{fmt}"] = relative_error(q(x), exact)
-                figures[f"config_{fmt}"] = chosen_config(rows, n, k)
+                figures[f"config_{fmt}"] = quant.chosen_config(rows, n, k)
             if args.all_configs:
                 q = layers["fp8" if "fp8" in formats else "int8"]
                 sweep = {}
-                for bm, bn, bk, warps, stages, swap in CONFIGS[min(row_bucket(rows), 128)]:
+                for bm, bn, bk, warps, stages, swap in quant.CONFIGS[min(quant.row_bucket(rows), 128)]:
                     config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SWAP": swap, "num_warps": warps,
                               "num_stages": stages}
                     label = f"{bm}x{bn}x{bk}/w{warps}/s{stages}" + ("/swap" if swap else "")
                     try:
-                        ms = timed([functools.partial(weight_only_matmul, x, layer.weight, layer.scale,
+                        ms = timed([functools.partial(quant.weight_only_matmul, x, layer.weight, layer.scale,
                                                       config=config) for x, layer in zip(inputs, q)], runs=runs)
                         sweep[label] = round(ms, 4)
                     except Exception as error:  # a config past this GPU's resources

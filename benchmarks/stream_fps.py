@@ -10,8 +10,9 @@ vision tower and connector, so vision is in the timing. Parts:
   single      the fast engine, one stream: static cache, CUDA graphs, vision on its own CUDA stream one frame ahead
   unfused     the same single-stream run with the layers' small operations as plain torch ops instead of the fused
               Triton kernels (engine/kernels.py): what the kernels bring, measured in the same run
-  fp8         the same single-stream run with float8 e4m3 linear weights (`engine.quant`, torch._scaled_mm; the LM
-              head in bf16): speed-up over `single` and whether the events agree
+  fp8         the same single-stream run with float8 e4m3 linear weights (`engine.quant`: weight-only, the Triton
+              kernel; the LM head in bf16): speed-up over `single` and whether the events agree
+  int8        the same with int8 linear weights (the same kernel and per-channel scheme)
   multi       the multi-frame mode (a file): `--ahead` frames per forward, rolled back where a response starts;
               its events are compared with the frame-by-frame run
   streams     N concurrent silent streams batched in one engine (`--streams 16,32,64`: one run each); aggregate
@@ -40,6 +41,7 @@ from videollm_online.checkpoint import build_model
 from videollm_online.config import LiveConfig
 from videollm_online.engine import EngineConfig, StreamSession, kernels
 from videollm_online.engine.batch import BatchEngine
+from videollm_online.engine.quant import WEIGHT_FORMATS
 from videollm_online.engine.static import MemoryPolicy
 from videollm_online.engine.vision import FrameEncoderRunner
 from videollm_online.files import write_json_atomic
@@ -291,8 +293,9 @@ def main() -> int:
     parser.add_argument("--streams", default="16", help="streams part: stream counts, comma-separated (e.g. 16,32,64)")
     parser.add_argument("--stream-frames", type=int, help="streams part: frames per stream (default: --frames); each "
                         "stream's cache holds them all, so fewer let more streams fit a GPU's memory")
-    parser.add_argument("--weights", choices=["fp8"], default=None,
-                        help="every fast-engine part on float8 linear weights (the `fp8` part compares them anyway)")
+    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
+                        help="every fast-engine part on float8 / int8 linear weights (the `fp8` and `int8` parts "
+                             "compare them anyway)")
     parser.add_argument("--keep-up", default="16,32,64,128,192", help="stream counts tried for the 2 fps test")
     parser.add_argument("--keep-up-window", type=int, default=2048, help="cache tokens per stream in that test")
     parser.add_argument("--hours", type=float, default=2.0)
@@ -374,15 +377,15 @@ def main() -> int:
                 count = sum(e.frame_index < args.reference_frames for e in solo_events[scenario])
                 report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count],
                                                                       reference_events))
-        if "fp8" in parts and args.weights != "fp8":
-            fp8_engine, fp8_session = solo_session(config, every, weights="fp8")
-            report(f"fp8/{scenario}", timed_frames(fp8_session))
+        for fmt in [fmt for fmt in WEIGHT_FORMATS if fmt in parts and args.weights != fmt]:
+            quant_engine, quant_session = solo_session(config, every, weights=fmt)
+            report(f"{fmt}/{scenario}", timed_frames(quant_session))
             if scenario in solo_events:
-                report(f"fp8/{scenario}/vs_single", {
-                    **same_events(list(fp8_session.events), solo_events[scenario]),
-                    "speedup": round(results[f"fp8/{scenario}"]["frames_per_s"]
+                report(f"{fmt}/{scenario}/vs_single", {
+                    **same_events(list(quant_session.events), solo_events[scenario]),
+                    "speedup": round(results[f"{fmt}/{scenario}"]["frames_per_s"]
                                      / results[f"single/{scenario}"]["frames_per_s"], 3)})
-            del fp8_engine, fp8_session
+            del quant_engine, quant_session
             release(device)
         if "multi" in parts:
             session.reset()

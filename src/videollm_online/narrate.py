@@ -9,12 +9,15 @@ interrupt loses nothing that was said.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .engine import EngineConfig, StreamEvent, open_session
 from .engine.static import SlotBackend
@@ -46,6 +49,9 @@ class StageTimes:
     """CUDA graphs the fast engine captured on the way (each new step shape and cache span), and the seconds that
     took (part of `llm`)."""
     capture: float = 0.0
+    warmup_graphs: int = 0
+    """CUDA graphs captured before the first frame (`warm_up`), and the seconds that took (not in any stage)."""
+    warmup: float = 0.0
 
     def summary(self) -> dict[str, float]:
         total = self.decode + self.vision + self.llm
@@ -60,6 +66,8 @@ class StageTimes:
             "ahead": self.ahead,
             "graphs_captured": self.graphs,
             "capture_s": round(self.capture, 3),
+            "warmup_graphs": self.warmup_graphs,
+            "warmup_s": round(self.warmup, 3),
         }
 
 
@@ -109,6 +117,45 @@ def _batches(frames: Iterable, batch_size: int, times: StageTimes):
         yield batch
 
 
+def print_status(line: str) -> None:
+    """A progress line on stderr, above narrate's progress bar if one is drawn."""
+    tqdm.write(line, file=sys.stderr)
+
+
+def warm_up(session, frames: int | None, ahead: int, queries: int, status: Callable[[str], None] | None
+            ) -> tuple[int, float]:
+    """Capture, before the first frame, the CUDA graphs a file of `frames` frames will need on the fast engine: the
+    block of `ahead` frames, the single frame (after a response or a query) and the reply token, at every cache
+    span the stream's tokens reach (bounded by the cache), so that the stream never pauses for a capture. Other
+    shapes (the first prompt, a query's) are captured when they come, as before. Returns (graphs, seconds); (0, 0)
+    without CUDA graphs (a CPU) or an unknown length."""
+    static = session.backend.static if isinstance(session.backend, SlotBackend) else None
+    if static is None or not static.cuda_graphs or not frames:
+        return 0, 0.0
+    frame_step = session.model.config.frame_num_tokens + 1
+    prompt = len(session.template.encode(session.template.system_text(session.config.system_prompt)))
+    # each query and response adds a prompt and up to max_new_tokens; a guess past the end only costs a capture
+    tokens = min(prompt + frames * frame_step + queries * (session.config.max_new_tokens + 32), static.max_tokens)
+    shapes = [(1, 1, 1), (1, frame_step, 1), *([(1, ahead * frame_step, ahead)] if ahead > 1 else [])]
+    last = next(span for span in static.span_buckets if span >= min(tokens, static.allocated))
+    spans = len([span for span in static.span_buckets if span <= last])  # as `StaticKV.warmup` counts them
+    if status is not None:
+        status(f"capturing {len(shapes) * spans} CUDA graphs for {frames} frames (once, before the first frame) ...")
+    started = time.perf_counter()
+    graphs = static.warmup(shapes, tokens)
+    return graphs, time.perf_counter() - started
+
+
+def _expected_frames(frames: Iterable, fps: float) -> int | None:
+    """How many frames a source will give: its length, or a file's duration at `fps`; None for a live source."""
+    if hasattr(frames, "__len__"):
+        return len(frames)
+    info = getattr(frames, "info", None)
+    if info is None or info.is_live or not info.duration:
+        return None
+    return math.ceil(info.duration * fps - 1e-9)
+
+
 def narrate_frames(
     model: LiveModel,
     template: StreamTemplate,
@@ -125,6 +172,8 @@ def narrate_frames(
     ahead: int = 1,
     weights: str | None = None,
     live: bool = False,
+    expected_frames: int | None = None,
+    status: Callable[[str], None] | None = print_status,
 ) -> tuple[list[StreamEvent], StageTimes]:
     """Stream `frames` (objects with `.time` and `.image`) through a new session; returns its turns and timings.
     `backend`, `cache_tokens` and `weights` pick the engine (`engine.open_session`).
@@ -133,7 +182,10 @@ def narrate_frames(
     for a block of frames on the guess that the model stays silent, rolled back where it would not (the events are
     those of frame by frame; a query inside a block splits it). `live` (a device, a URL, `--realtime`): one frame
     at a time, encoded and stepped as soon as it arrives. On a GPU the frames are encoded by `FrameEncoderRunner`
-    (CUDA graphs on their own stream), a file's next block while the LLM steps through this one."""
+    (CUDA graphs on their own stream), a file's next block while the LLM steps through this one, and the fast
+    engine captures the CUDA graphs the file will need before its first frame (`warm_up`, for `expected_frames`
+    frames: default the source's length, or its duration at the model's frame rate), saying so through `status`
+    (None: silently)."""
     session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead,
                            weights=weights)
     for query_time, text in queries:
@@ -142,6 +194,13 @@ def narrate_frames(
     runner = FrameEncoderRunner(model) if model.device.type == "cuda" else None
     times = StageTimes(vision_path=VISION_RUNNER if runner is not None else VISION_INLINE,
                        ahead=ahead if multi else 1)
+    if not live:
+        if expected_frames is None:
+            expected_frames = _expected_frames(frames, model.config.frame_fps)
+        times.warmup_graphs, times.warmup = warm_up(session, expected_frames, ahead if multi else 1, len(queries),
+                                                    status)
+    static = session.backend.static if isinstance(session.backend, SlotBackend) else None
+    warmup_capture = static.capture_seconds if static is not None else 0.0
 
     def emit(events: list[StreamEvent]) -> None:
         for event in events:
@@ -199,7 +258,7 @@ def narrate_frames(
         started = time.perf_counter()
         emit(session.finish())
         times.llm += time.perf_counter() - started
-    if isinstance(session.backend, SlotBackend):
-        times.graphs = len(session.backend.static._graphs)
-        times.capture = session.backend.static.capture_seconds
+    if static is not None:  # the captures on the way, after the warm-up's
+        times.graphs = len(static._graphs) - times.warmup_graphs
+        times.capture = static.capture_seconds - warmup_capture
     return session.events, times

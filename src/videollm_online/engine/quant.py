@@ -126,19 +126,18 @@ def row_bucket(rows: int) -> int:
     return min(max(16, 1 << (rows - 1).bit_length()), 512)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per row bucket. Few rows: memory-bound, so small row blocks, N
-# tiles of 16-128 channels (Llama-3-8B's o and down have 4096: 32 a tile is 128 programs, about one per H100
-# multiprocessor) and deep K pipelines to keep enough bytes in flight. Many rows: bigger row blocks, so each weight
-# tile read serves more rows.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP) per row bucket, pruned to the winners of a sweep on an
+# H100 (`benchmarks/fp8_matmul.py --all-configs`). Few rows: memory-bound, so row blocks of 16, N tiles of 32
+# channels (Llama-3-8B's o and down have 4096: 128 programs, about one per H100 multiprocessor) and a deep K pipeline
+# to keep enough bytes in flight; wider N tiles for gate_up's 28672. Many rows (a block of 16 frames: 176): the
+# product is transposed (SWAP: W x^T), so that the converted weight tile is the operand Hopper's wgmma may take from
+# registers, and wide row blocks convert each weight tile fewer times.
 CONFIGS = {
-    16: [(16, 32, 128, 4, 4, 0), (16, 32, 256, 4, 4, 0), (16, 128, 128, 8, 3, 0), (16, 64, 128, 4, 4, 1),
-         (16, 64, 256, 4, 3, 1), (16, 128, 128, 4, 4, 1), (16, 128, 256, 8, 3, 1), (16, 64, 256, 4, 4, 1)],
-    32: [(32, 32, 128, 4, 4, 0), (32, 64, 128, 4, 4, 0), (32, 64, 128, 4, 4, 1), (32, 128, 128, 4, 3, 1),
-         (32, 64, 256, 4, 3, 1)],
-    64: [(64, 32, 128, 4, 4, 0), (64, 64, 128, 4, 4, 1), (64, 128, 128, 4, 3, 1), (64, 128, 128, 8, 3, 1),
-         (64, 128, 64, 4, 4, 1)],
-    128: [(64, 64, 128, 4, 4, 0), (128, 128, 64, 8, 4, 0), (64, 128, 128, 4, 3, 1), (128, 128, 64, 8, 3, 1),
-          (128, 64, 128, 4, 3, 1), (256, 128, 64, 8, 3, 1), (256, 64, 128, 8, 3, 1), (128, 128, 128, 8, 3, 1)],
+    16: [(16, 32, 128, 4, 4, 0), (16, 32, 256, 4, 4, 0), (16, 64, 128, 4, 4, 0), (16, 128, 128, 8, 3, 0),
+         (16, 64, 256, 4, 3, 1)],
+    32: [(32, 32, 128, 4, 4, 0), (32, 32, 256, 4, 4, 0), (32, 64, 128, 4, 4, 1), (32, 128, 128, 8, 3, 0)],
+    64: [(64, 32, 128, 4, 4, 0), (64, 64, 128, 4, 4, 1), (64, 128, 128, 8, 3, 1)],
+    128: [(64, 64, 128, 4, 4, 0), (128, 64, 128, 4, 3, 1), (128, 128, 64, 8, 3, 1), (256, 128, 64, 8, 3, 1)],
 }
 INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0}
 """Under the interpreter (which runs programs one after another): one small config, no tuning."""
@@ -163,8 +162,8 @@ def _kernels():
 
     @triton.jit(do_not_specialize=["M", "M_BUCKET"])
     def matmul(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_om,
-               HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, SWAP: tl.constexpr):
+               HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP: tl.constexpr):
         # Row blocks vary fastest: the programs that share a weight tile run together, so it leaves HBM once and
         # the other row blocks find it in L2.
         pid_m, pid_n = tl.program_id(0), tl.program_id(1)
