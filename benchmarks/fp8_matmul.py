@@ -136,7 +136,7 @@ def main() -> int:
                 q = layers[fmt][0]
                 exact = x.double() @ (q.weight.double() * q.scale.double()[:, None]).T
                 figures[f"kernel_error_{fmt}"] = relative_error(q(x), exact)
-                figures[f"config_{fmt}"] = quant.chosen_config(rows, n, k)
+                figures[f"config_{fmt}"] = quant.chosen_config(rows, n, k, q.weight.dtype)
             if args.all_configs:
                 q = layers["fp8" if "fp8" in formats else "int8"]
                 sweep = {}

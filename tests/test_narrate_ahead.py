@@ -9,7 +9,8 @@ import torch
 from tiny_models import make_decisive, tiny_model
 from videollm_online.checkpoint import BUNDLED_MODEL_DIR
 from videollm_online.cli import main
-from videollm_online.narrate import VISION_INLINE, VISION_RUNNER, narrate_frames
+from videollm_online.engine import open_session
+from videollm_online.narrate import VISION_INLINE, VISION_RUNNER, narrate_frames, warm_up
 from videollm_online.video import open_video
 
 
@@ -69,6 +70,8 @@ def test_the_cpu_runs_the_plain_vision_path(make_clip):
     with _frames(make_clip, model) as frames:
         events, times = narrate_frames(model, template, frames, backend="fast", ahead=16)
     assert times.summary()["vision_path"] == VISION_INLINE and times.summary()["ahead"] == 16
+    # no CUDA graphs on a CPU: nothing is warmed up before the first frame, and nothing said about it
+    assert times.summary()["warmup_graphs"] == 0 and times.summary()["warmup_s"] == 0.0
     with _frames(make_clip, model) as frames:
         assert times.frames == len(list(frames)) >= 8
 
@@ -84,3 +87,24 @@ def test_cuda_runs_the_frame_encoder_runner_and_says_the_same(make_clip):
         said[device] = [(e.role, e.video_time) for e in events]
         assert times.vision_path == (VISION_RUNNER if device == "cuda" else VISION_INLINE)
     assert said["cuda"] == said["cpu"]
+
+
+def test_the_warm_up_does_nothing_without_cuda_graphs():
+    model, template = tiny_model()
+    session = open_session(model, template, engine="fast", ahead=16)
+    said = []
+    assert warm_up(session, 1200, 16, queries=2, status=said.append) == (0, 0.0)
+    assert said == [] and session.backend.static._graphs == {} and session.num_tokens == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_warms_up_the_files_shapes_before_the_first_frame(make_clip):
+    model, template = tiny_model()
+    make_decisive(model, template, seed=2)
+    said = []
+    with _frames(make_clip, model.to("cuda")) as frames:  # 4 s: 8 frames at 2 fps, counted from the duration
+        events, times = narrate_frames(model, template, frames, backend="fast", ahead=16, status=said.append)
+    # the block of 16 frames, the single frame and the reply token, at the one cache span 8 frames reach
+    assert said == ["capturing 3 CUDA graphs for 8 frames (once, before the first frame) ..."]
+    assert times.warmup_graphs == 3 and times.warmup > 0
+    assert times.frames == 8 and times.summary()["warmup_graphs"] == 3

@@ -1,13 +1,24 @@
-"""FP8 weights (`engine.quant`): the quantise / dequantise math against a float reference, the FP8 linear against a
-float matmul, and a tiny model whose fast engine runs on FP8 weights reading close to its float one."""
+"""Quantised weights (`engine.quant`): the quantise / dequantise math against a float reference, the weight-only
+Triton kernel (under Triton's interpreter on CPU) and its float fallback against float matmuls, and a tiny model
+whose fast engine runs on FP8 / int8 weights reading close to its float one."""
+
+import os
 
 import pytest
 import torch
 
 from tiny_models import make_decisive, random_frames, tiny_model
-from videollm_online.engine import EngineConfig, StreamSession
+from videollm_online.engine import EngineConfig, StreamSession, kernels
 from videollm_online.engine.backend import Feed
-from videollm_online.engine.quant import FP8, FP8_MAX, Fp8Linear, dequantize_fp8, quantize_fp8
+from videollm_online.engine.quant import (
+    FP8,
+    FP8_MAX,
+    QuantLinear,
+    dequantize,
+    quantize_fp8,
+    quantize_int8,
+    weight_only_matmul,
+)
 from videollm_online.engine.static import SlotBackend, StaticKV
 
 
@@ -27,7 +38,7 @@ def test_quantise_dequantise_is_within_e4m3_rounding(seed, per_row):
     assert scale.shape == ((64, 1) if per_row else ())
     amax = x.abs().amax(dim=-1, keepdim=True) if per_row else x.abs().amax()
     torch.testing.assert_close(scale.double(), (amax / FP8_MAX).float().double())
-    back = dequantize_fp8(q, scale).double()
+    back = dequantize(q, scale).double()
     assert torch.isfinite(back).all()
     # e4m3 keeps 3 mantissa bits: a normal value is off by at most half a step, 2^-4 of its magnitude; below 2^-6
     # (subnormal) steps are 2^-9, so at most 2^-10 of the scale. The float32 division adds a few ulps.
@@ -44,42 +55,98 @@ def test_quantise_dequantise_is_within_e4m3_rounding(seed, per_row):
 def test_zero_rows_and_signs():
     x = torch.tensor([[0.0, 0.0, 0.0], [-3.0, 1.5, 0.75], [1e-8, -2e-8, 4e-8]])
     q, scale = quantize_fp8(x)
-    assert scale[0].item() == 1.0 and torch.equal(dequantize_fp8(q, scale)[0], torch.zeros(3))
-    torch.testing.assert_close(dequantize_fp8(q, scale)[1], x[1])  # exactly representable after scaling
-    assert torch.equal(torch.sign(dequantize_fp8(q, scale)), torch.sign(x))
+    assert scale[0].item() == 1.0 and torch.equal(dequantize(q, scale)[0], torch.zeros(3))
+    torch.testing.assert_close(dequantize(q, scale)[1], x[1])  # exactly representable after scaling
+    assert torch.equal(torch.sign(dequantize(q, scale)), torch.sign(x))
 
 
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_fp8_linear_is_close_to_the_float_matmul(per_channel):
+def test_int8_rounds_to_nearest_with_127_at_each_rows_peak():
+    x = fresh(64, 200, seed=7)
+    q, scale = quantize_int8(x)
+    assert q.dtype == torch.int8 and scale.shape == (64, 1)
+    assert torch.equal(q.abs().amax(dim=-1), torch.full((64,), 127, dtype=torch.int8))
+    assert q.min() >= -127  # symmetric: -128 never appears
+    back = dequantize(q, scale).double()
+    assert ((back - x).abs() <= scale.double() * 0.5 * (1 + 1e-5) + 1e-30).all()  # half a step at most
+
+
+@pytest.mark.parametrize("weights", ["fp8", "int8"])
+def test_the_float_fallback_is_close_to_the_float_matmul(weights):
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(96, 128, generator=generator) * 0.05
     bias = torch.randn(96, generator=generator)
     x = torch.randn(2, 11, 128, generator=generator)
-    layer = Fp8Linear(weight, bias, per_channel=per_channel)
-    assert not layer.fast and layer.weight.dtype == FP8
+    layer = QuantLinear(weight, bias, weights, use_kernel=False)
+    assert layer.weight.dtype == (FP8 if weights == "fp8" else torch.int8)
     assert layer.nbytes <= weight.numel() * 1.1  # a byte a weight, and the scales
     out = layer(x)
     reference = x.double() @ weight.double().T
     error = ((out.double() - bias.double()) - reference).norm() / reference.norm()
-    # both operands rounded to e4m3 (relative RMS error ~2.5 % each on Gaussian data): a few percent, no more
-    assert 0.005 < error < 0.06
+    # weight-only: e4m3 rounding (~2.5 % RMS on Gaussian data), int8 finer (a step of max/127)
+    assert (0.005 < error < 0.04) if weights == "fp8" else (0.001 < error < 0.015)
     assert out.shape == (2, 11, 96) and out.dtype == x.dtype
 
 
-def test_tiny_model_on_fp8_weights_reads_close_to_float():
+def _interpreted(function, *args, **kwargs):
+    """Run a kernel call under Triton's interpreter (read when the kernel is built, so the setting stays)."""
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    if not kernels.interpreting():
+        pytest.skip("TRITON_INTERPRET=0 here (a CUDA run): the interpreter tests are for CPU")
+    return function(*args, **kwargs)
+
+
+# M, N, K: M not a multiple of the row block; N and K not multiples of the tiles (wrapped rows, masked K tail)
+SHAPES = [(1, 16, 32), (11, 48, 80), (17, 40, 96), (3, 24, 200)]
+TILES = [{"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0},
+         {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "SWAP": 1}]
+
+
+@pytest.mark.skipif(not kernels.triton_available(), reason="needs Triton")
+@pytest.mark.parametrize("weights", ["fp8", "int8"])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_kernel_computes_the_dequantised_product(weights, with_bias, dtype):
+    generator = torch.Generator().manual_seed(8)
+    for (rows, n, k), tiles in zip(SHAPES, TILES * 2):
+        weight = torch.randn(n, k, generator=generator) * 0.05
+        bias = torch.randn(n, generator=generator).to(dtype) if with_bias else None
+        x = torch.randn(rows, k, generator=generator).to(dtype)
+        q, scale = (quantize_fp8 if weights == "fp8" else quantize_int8)(weight)
+        out = _interpreted(weight_only_matmul, x, q, scale.reshape(-1), bias, config=tiles)
+        assert out.shape == (rows, n) and out.dtype == dtype
+        exact = x.double() @ dequantize(q, scale).double().T + (0 if bias is None else bias.double())
+        error = (out.double() - exact).norm() / exact.norm()
+        assert error < (1e-6 if dtype == torch.float32 else 6e-3), (rows, n, k, tiles)  # bf16: the output rounding
+
+
+@pytest.mark.skipif(not kernels.triton_available(), reason="needs Triton")
+def test_the_quantised_linear_uses_the_kernel_under_the_interpreter_and_agrees_with_the_fallback():
+    generator = torch.Generator().manual_seed(9)
+    weight, bias = torch.randn(40, 72, generator=generator) * 0.05, torch.randn(40, generator=generator)
+    x = torch.randn(2, 5, 72, generator=generator)
+    kernel = _interpreted(QuantLinear, weight, bias, "int8")
+    assert kernel.use_kernel
+    out = _interpreted(kernel, x)
+    fallback = QuantLinear(weight, bias, "int8", use_kernel=False)(x)
+    torch.testing.assert_close(out, fallback, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["fp8", "int8"])
+def test_tiny_model_on_quantised_weights_reads_close_to_float(weights):
     model, template = tiny_model()
     make_decisive(model, template, seed=4)
     frames = random_frames(12, model, seed=4)
     ids = template.encode(template.system_text() + template.STREAM_PROMPT)
     readings = {}
-    for weights in (None, "fp8"):
-        static = StaticKV(model, template.ids.silence, max_tokens=1024, weights=weights)
+    for kind in (None, weights):
+        static = StaticKV(model, template.ids.silence, max_tokens=1024, weights=kind)
         backend = SlotBackend(static, 0)
         results = backend.feed([Feed(ids, frames[0])])
         results += backend.feed([Feed([template.ids.interval], frame) for frame in frames[1:]])
-        readings[weights] = torch.tensor([r.silence for r in results]), [r.token for r in results]
-    assert isinstance(static.layers[0].qkv, Fp8Linear) and isinstance(static.lm_head, torch.Tensor)
-    silence, tokens = readings["fp8"]
+        readings[kind] = torch.tensor([r.silence for r in results]), [r.token for r in results]
+    assert isinstance(static.layers[0].qkv, QuantLinear) and isinstance(static.lm_head, torch.Tensor)
+    assert static.layers[0].qkv.format == weights
+    silence, tokens = readings[weights]
     silence_float, tokens_float = readings[None]
     assert (silence - silence_float).abs().max() < 0.05
     assert (silence != silence_float).any()  # the weights did change
@@ -97,15 +164,19 @@ def test_a_session_on_fp8_weights_runs_and_unknown_formats_are_refused():
         StaticKV(model, template.ids.silence, max_tokens=64, weights="int3")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                    reason="needs a GPU with FP8 matmuls")
-def test_the_scaled_mm_path_computes_what_the_dequantised_path_does():
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("weights", ["fp8", "int8"])
+def test_the_cuda_kernel_computes_what_the_dequantised_path_does(weights):
+    if weights == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 needs compute capability 8.9")
     generator = torch.Generator(device="cuda").manual_seed(6)
-    weight = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16, generator=generator) * 0.02
-    x = torch.randn(11, 512, device="cuda", dtype=torch.bfloat16, generator=generator)
-    layer = Fp8Linear(weight)
-    assert layer.fast
-    out = layer(x).float()
-    layer.fast = False
-    reference = layer(x).float()
-    assert ((out - reference).norm() / reference.norm()) < 1e-2  # the same products, bf16 output rounding apart
+    for rows, n, k in [(11, 256, 512), (176, 320, 1000), (1, 100, 4096)]:
+        weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=generator) * 0.02
+        bias = torch.randn(n, device="cuda", dtype=torch.bfloat16, generator=generator)
+        x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16, generator=generator)
+        layer = QuantLinear(weight, bias, weights)
+        assert layer.use_kernel
+        out = layer(x).float()
+        layer.use_kernel = False
+        reference = layer(x).float()
+        assert ((out - reference).norm() / reference.norm()) < 1e-2  # the same products, bf16 output rounding apart

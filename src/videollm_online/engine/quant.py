@@ -247,10 +247,10 @@ def weight_only_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
     return out
 
 
-def chosen_config(x_rows: int, n: int, k: int) -> dict | None:
+def chosen_config(x_rows: int, n: int, k: int, weight_dtype: torch.dtype) -> dict | None:
     """The autotuner's pick for a shape once it has run (for benchmarks' records), or None."""
     tuned = _kernels()[1]
-    for key, config in tuned.cache.items():
-        if tuple(key[:3]) == (row_bucket(x_rows), n, k):
+    for key, config in tuned.cache.items():  # (M_BUCKET, N, K, then the tensor arguments' dtypes)
+        if tuple(key[:3]) == (row_bucket(x_rows), n, k) and str(weight_dtype) in key[3:]:
             return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
     return None
