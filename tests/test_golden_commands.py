@@ -1,8 +1,8 @@
 """The command line's results, kept as golden files: the same commands must give the same histories and reports.
 
 Recorded before the package was restructured (typed-config command line, one decision policy, new layout), so any
-change of behaviour through a refactor shows here. Timings are left out of the comparison; everything the model says,
-when, and every metric are compared exactly.
+change of behaviour through a refactor shows here. Timings are left out of the comparison; what the model says
+and when is compared exactly, every metric to 6 significant digits.
 
 Re-record (only for an intended change of behaviour, and say why in the commit):
     VIDEOLLM_ONLINE_RECORD_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_golden_commands.py
