@@ -51,8 +51,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda")
-    results: dict = {"command": " ".join(["python", "benchmarks/fp8_matmul.py", *sys.argv[1:]]),
-                     "device": torch.cuda.get_device_name(), "torch": torch.__version__, "shapes": {}}
+    results: dict = {
+        "command": " ".join(["python", "benchmarks/fp8_matmul.py", *sys.argv[1:]]),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "shapes": {},
+    }
     total = {"bf16": {}, "fp8": {}}
     for name, (n, k) in SHAPES.items():
         weights = [torch.randn(n, k, device=device, dtype=torch.bfloat16) * 0.02 for _ in range(4)]

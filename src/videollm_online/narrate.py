@@ -82,8 +82,12 @@ class History:
             raise
 
     def to_dict(self) -> dict:
-        return {"video_path": self.video_path, "frame_fps": self.frame_fps, "model": self.model,
-                "conversation": self.conversation}
+        return {
+            "video_path": self.video_path,
+            "frame_fps": self.frame_fps,
+            "model": self.model,
+            "conversation": self.conversation,
+        }
 
     def save(self) -> None:
         if self.path is None:
@@ -134,14 +138,12 @@ def narrate_frames(
     those of frame by frame; a query inside a block splits it). `live` (a device, a URL, `--realtime`): one frame
     at a time, encoded and stepped as soon as it arrives. On a GPU the frames are encoded by `FrameEncoderRunner`
     (CUDA graphs on their own stream), a file's next block while the LLM steps through this one."""
-    session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead,
-                           weights=weights)
+    session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead, weights=weights)
     for query_time, text in queries:
         session.push_query(query_time, text)
     multi = ahead > 1 and not live and isinstance(session.backend, SlotBackend)
     runner = FrameEncoderRunner(model) if model.device.type == "cuda" else None
-    times = StageTimes(vision_path=VISION_RUNNER if runner is not None else VISION_INLINE,
-                       ahead=ahead if multi else 1)
+    times = StageTimes(vision_path=VISION_RUNNER if runner is not None else VISION_INLINE, ahead=ahead if multi else 1)
 
     def emit(events: list[StreamEvent]) -> None:
         for event in events:

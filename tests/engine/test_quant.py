@@ -14,8 +14,10 @@ from videollm_online.engine.static import SlotBackend, StaticKV
 def fresh(*shape, seed):
     generator = torch.Generator().manual_seed(seed)
     # rows of very different magnitudes, so a per-row scale matters
-    return torch.randn(*shape, generator=generator, dtype=torch.float64) * torch.logspace(-3, 2, shape[0],
-                                                                                           dtype=torch.float64)[:, None]
+    return (
+        torch.randn(*shape, generator=generator, dtype=torch.float64)
+        * torch.logspace(-3, 2, shape[0], dtype=torch.float64)[:, None]
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -34,7 +36,7 @@ def test_quantise_dequantise_is_within_e4m3_rounding(seed, per_row):
     bound = torch.maximum(x.abs() * 2**-4, scale.double().expand_as(x) * 2**-10) * (1 + 1e-5) + 1e-30
     assert ((back - x).abs() <= bound).all()
     # the largest value of each row (per-row) or of the tensor lands on 448 exactly
-    peaks = (x.abs() == amax)
+    peaks = x.abs() == amax
     assert torch.equal(q.float().abs()[peaks], torch.full_like(q.float().abs()[peaks], FP8_MAX))
     # and the rounding is round-to-nearest: never further than the next representable value
     rel = ((back - x).abs() / x.abs().clamp(min=1e-300))[x.abs() / scale.double() >= 2**-6]
@@ -97,8 +99,9 @@ def test_a_session_on_fp8_weights_runs_and_unknown_formats_are_refused():
         StaticKV(model, template.ids.silence, max_tokens=64, weights="int3")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                    reason="needs a GPU with FP8 matmuls")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9), reason="needs a GPU with FP8 matmuls"
+)
 def test_the_scaled_mm_path_computes_what_the_dequantised_path_does():
     generator = torch.Generator(device="cuda").manual_seed(6)
     weight = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16, generator=generator) * 0.02

@@ -43,8 +43,7 @@ def dequantize_fp8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def scaled_mm_available(device: torch.device) -> bool:
     """Whether `torch._scaled_mm` runs FP8 on this device (CUDA, compute capability >= 8.9)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9) and \
-        hasattr(torch, "_scaled_mm")
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9) and hasattr(torch, "_scaled_mm")
 
 
 class Fp8Linear:
@@ -54,8 +53,7 @@ class Fp8Linear:
         self.out_features, self.in_features = weight.shape
         self.out_dtype = weight.dtype if weight.dtype in (torch.bfloat16, torch.float16) else torch.float32
         self.bias = bias
-        self.fast = scaled_mm_available(weight.device) and self.in_features % 16 == 0 and \
-            self.out_features % 16 == 0
+        self.fast = scaled_mm_available(weight.device) and self.in_features % 16 == 0 and self.out_features % 16 == 0
         self.per_channel = per_channel
         if self.fast and per_channel and not self._rowwise_works(weight.device):
             self.per_channel = False  # this build has no row-wise FP8 GEMM: one scale per tensor
@@ -69,8 +67,13 @@ class Fp8Linear:
         try:
             a = torch.zeros(16, 32, device=device).to(FP8)
             b = torch.zeros(16, 32, device=device).to(FP8).t()
-            torch._scaled_mm(a, b, scale_a=torch.ones(16, 1, device=device), scale_b=torch.ones(1, 16, device=device),
-                             out_dtype=torch.bfloat16)
+            torch._scaled_mm(
+                a,
+                b,
+                scale_a=torch.ones(16, 1, device=device),
+                scale_b=torch.ones(1, 16, device=device),
+                out_dtype=torch.bfloat16,
+            )
             return True
         except (RuntimeError, NotImplementedError):
             return False
@@ -89,8 +92,13 @@ class Fp8Linear:
             if pad:
                 x_q = torch.cat([x_q, x_q.new_zeros(pad, self.in_features)])
                 scale_a = torch.cat([scale_a, scale_a.new_ones(pad, 1)]) if self.per_channel else scale_a
-            out = torch._scaled_mm(x_q, self.weight_t, scale_a=scale_a, scale_b=self.scale_b,
-                                   out_dtype=torch.bfloat16 if self.per_channel else self.out_dtype)
+            out = torch._scaled_mm(
+                x_q,
+                self.weight_t,
+                scale_a=scale_a,
+                scale_b=self.scale_b,
+                out_dtype=torch.bfloat16 if self.per_channel else self.out_dtype,
+            )
             out = out[:count].to(x.dtype)
         else:  # the same quantised numbers, dequantised: a CPU, or a GPU without FP8 matmuls
             if self._dequantized is None:  # kept: this path is for correctness, not memory
