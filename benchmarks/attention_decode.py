@@ -56,13 +56,14 @@ def main() -> int:
     shape = (LAYERS, 1, KV_HEADS, longest, HEAD_DIM)
     k_cache = torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
     v_cache = torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
-    q = torch.randn(1, KV_HEADS, GROUP * STEPS, HEAD_DIM, generator=generator, device=device) / HEAD_DIM ** 0.5
+    q = torch.randn(1, KV_HEADS, GROUP * STEPS, HEAD_DIM, generator=generator, device=device) / HEAD_DIM**0.5
     q = q.to(torch.bfloat16)
     variants = {
         "torch ops": lambda k, v, hidden, positions: plain.decode_attention(q, k, v, hidden, positions),
         # TorchOps' matmuls with FusedOps' softmax: the engine's attention before the split-key kernels
         "matmuls + fused softmax": lambda k, v, hidden, positions: TorchOps.decode_attention(
-            fused, q, k, v, None, positions),
+            fused, q, k, v, None, positions
+        ),
         "split-key kernels": lambda k, v, hidden, positions: fused.decode_attention(q, k, v, None, positions),
     }
     results = []
@@ -73,23 +74,35 @@ def main() -> int:
         truth = plain.decode_attention(q.float(), layers[0][0].float(), layers[0][1].float(), hidden, positions)
         row = {"span": span, "bytes_read_mb": round(2 * LAYERS * KV_HEADS * span * HEAD_DIM * 2 / 1e6, 1)}
         for name, fn in variants.items():
+
             def all_layers(fn=fn, layers=layers, hidden=hidden, positions=positions):
                 for keys, values in layers:
                     fn(keys, values, hidden, positions)
+
             ms = graph_time_ms(all_layers)
             error = (fn(*layers[0], hidden, positions).float() - truth).abs().max().item()
-            row[name] = {"ms_32_layers": round(ms, 4), "kv_tb_per_s": round(row["bytes_read_mb"] / ms / 1e3, 2),
-                         "max_abs_error_vs_fp32": error}
-        row["split_vs_fused_softmax"] = round(row["matmuls + fused softmax"]["ms_32_layers"]
-                                              / row["split-key kernels"]["ms_32_layers"], 3)
+            row[name] = {
+                "ms_32_layers": round(ms, 4),
+                "kv_tb_per_s": round(row["bytes_read_mb"] / ms / 1e3, 2),
+                "max_abs_error_vs_fp32": error,
+            }
+        row["split_vs_fused_softmax"] = round(
+            row["matmuls + fused softmax"]["ms_32_layers"] / row["split-key kernels"]["ms_32_layers"], 3
+        )
         results.append(row)
         print(json.dumps(row), flush=True)
     if args.out:
         import triton
-        info = {"command": "python " + " ".join(sys.argv), "device": torch.cuda.get_device_name(device),
-                "torch": torch.__version__, "triton": triton.__version__, "machine": platform.machine(),
-                "shapes": {"layers": LAYERS, "kv_heads": KV_HEADS, "group": GROUP, "steps": STEPS,
-                           "head_dim": HEAD_DIM}, "results": results}
+
+        info = {
+            "command": "python " + " ".join(sys.argv),
+            "device": torch.cuda.get_device_name(device),
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "machine": platform.machine(),
+            "shapes": {"layers": LAYERS, "kv_heads": KV_HEADS, "group": GROUP, "steps": STEPS, "head_dim": HEAD_DIM},
+            "results": results,
+        }
         with open(args.out, "w") as file:
             json.dump(info, file, indent=1)
     return 0

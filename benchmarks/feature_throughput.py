@@ -29,8 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 from videollm_online.config import LiveConfig  # noqa: E402
 from videollm_online.model import FrameEncoder, preprocess_frames  # noqa: E402
 
-SIGLIP_L_384 = {"model_type": "siglip_vision_model", "hidden_size": 1024, "num_hidden_layers": 24,
-                "num_attention_heads": 16, "intermediate_size": 4096, "image_size": 384, "patch_size": 16}
+SIGLIP_L_384 = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "image_size": 384,
+    "patch_size": 16,
+}
 DEMO_VISION_DIR = Path(__file__).resolve().parents[1] / "src" / "videollm_online" / "assets" / "demo-model" / "vision"
 
 
@@ -55,8 +62,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(encoder: FrameEncoder, config: LiveConfig, batch: int, device: str, dtype: torch.dtype,
-            min_seconds: float, min_iters: int) -> dict:
+def measure(
+    encoder: FrameEncoder,
+    config: LiveConfig,
+    batch: int,
+    device: str,
+    dtype: torch.dtype,
+    min_seconds: float,
+    min_iters: int,
+) -> dict:
     size = config.frame_resolution
     frames = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)  # (B, R, R, 3)
 
@@ -75,9 +89,14 @@ def measure(encoder: FrameEncoder, config: LiveConfig, batch: int, device: str, 
             iters += 1
         sync(device)
         seconds = time.perf_counter() - start
-    result = {"batch_size": batch, "iterations": iters, "seconds": round(seconds, 4),
-              "frames_per_second": round(batch * iters / seconds, 2),
-              "ms_per_batch": round(1000 * seconds / iters, 3), "features_shape": list(features.shape)}
+    result = {
+        "batch_size": batch,
+        "iterations": iters,
+        "seconds": round(seconds, 4),
+        "frames_per_second": round(batch * iters / seconds, 2),
+        "ms_per_batch": round(1000 * seconds / iters, 3),
+        "features_shape": list(features.shape),
+    }
     if device.startswith("cuda"):
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return result
@@ -94,19 +113,31 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
-    names = args.encoders.split(",") if args.encoders else (["siglip-l-384", "demo"] if args.device == "cuda"
-                                                             else ["demo"])
+    names = (
+        args.encoders.split(",") if args.encoders else (["siglip-l-384", "demo"] if args.device == "cuda" else ["demo"])
+    )
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     min_seconds = args.min_seconds if args.min_seconds is not None else (2.0 if args.device == "cuda" else 1.0)
     batches = [2**k for k in range(args.max_batch.bit_length()) if 2**k <= args.max_batch]
     output = args.output or Path(__file__).resolve().parent / "results" / f"feature_throughput_{args.device}.json"
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-               "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads(),
-               "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}  # other work skews CPU runs
+    machine = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }  # other work skews CPU runs
     if args.device == "cuda":
         machine["gpu"] = torch.cuda.get_device_name()
-    results = {"command": " ".join(["python", *sys.argv]), "device": args.device, "dtype": str(dtype),
-               "machine": machine, "encoders": {}}
+    results = {
+        "command": " ".join(["python", *sys.argv]),
+        "device": args.device,
+        "dtype": str(dtype),
+        "machine": machine,
+        "encoders": {},
+    }
     for name in names:
         encoder, config = build_encoder(name, args.device, dtype)
         vision = encoder.vision_model.config
@@ -118,13 +149,18 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 run = {"batch_size": batch, "error": "out of memory"}
             runs.append(run)
-            print(f"{name:>13} batch {batch:>3}: {run.get('frames_per_second', run.get('error'))} frames/s",
-                  flush=True)
+            print(f"{name:>13} batch {batch:>3}: {run.get('frames_per_second', run.get('error'))} frames/s", flush=True)
         best = max((r for r in runs if "frames_per_second" in r), key=lambda r: r["frames_per_second"])
         results["encoders"][name] = {
-            "vision": {"hidden": vision.hidden_size, "layers": vision.num_hidden_layers, "heads":
-                       vision.num_attention_heads, "image_size": vision.image_size, "patch_size": vision.patch_size},
-            "frame_num_tokens": config.frame_num_tokens, "runs": runs,
+            "vision": {
+                "hidden": vision.hidden_size,
+                "layers": vision.num_hidden_layers,
+                "heads": vision.num_attention_heads,
+                "image_size": vision.image_size,
+                "patch_size": vision.patch_size,
+            },
+            "frame_num_tokens": config.frame_num_tokens,
+            "runs": runs,
             "best": {"batch_size": best["batch_size"], "frames_per_second": best["frames_per_second"]},
         }
         del encoder

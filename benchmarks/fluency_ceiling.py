@@ -36,8 +36,12 @@ def _field_pattern(form: str) -> re.Pattern:
     return re.compile(pattern)
 
 
-_FORMS = [(kind, tense, _field_pattern(phrasing[tense]))
-          for kind, phrasings in TEMPLATES.items() for phrasing in phrasings for tense in range(3)]
+_FORMS = [
+    (kind, tense, _field_pattern(phrasing[tense]))
+    for kind, phrasings in TEMPLATES.items()
+    for phrasing in phrasings
+    for tense in range(3)
+]
 
 
 class _Unsaid(dict):
@@ -63,8 +67,9 @@ def alternatives(sentence: str) -> list[tuple[str, float]] | None:
                 unsized = {**fields, name: _describe(words[0] if words[0] == "the" else "a", "", words[2], words[3])}
                 variants = [(fields, p_size), (unsized, 1 - p_size)]
         phrasings = TEMPLATES[kind]
-        return [(phrasing[tense].format_map(_Unsaid(f)), p / len(phrasings)) for phrasing in phrasings
-                for f, p in variants]
+        return [
+            (phrasing[tense].format_map(_Unsaid(f)), p / len(phrasings)) for phrasing in phrasings for f, p in variants
+        ]
     return None
 
 
@@ -75,8 +80,11 @@ def segments(template: StreamTemplate, conversation: list[dict]) -> list[tuple[i
     ids = template.ids
     out, start = [], 0
     for stop in [i + 1 for i, token in enumerate(tokenized.input_ids) if token == ids.eos]:
-        pairs = [(token, label) for token, label in zip(tokenized.input_ids[start:stop], tokenized.labels[start:stop])
-                 if label != IGNORE_INDEX]
+        pairs = [
+            (token, label)
+            for token, label in zip(tokenized.input_ids[start:stop], tokenized.labels[start:stop])
+            if label != IGNORE_INDEX
+        ]
         language = [label for token, label in pairs if token != ids.v_placeholder]
         if language:
             out.append((len(pairs) - len(language), language))
@@ -138,13 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         by_kind[record["kind"]].append(fluency[-1])
     result = {
         "command": "python benchmarks/fluency_ceiling.py --data-root " + args.data_root,
-        "conversations": len(fluency), "narrations": narrations, "narrations_not_read": unread,
+        "conversations": len(fluency),
+        "narrations": narrations,
+        "narrations_not_read": unread,
         "fluency_ceiling": round(sum(fluency) / len(fluency), 4),
         "lm_correctness_ceiling": round(sum(correctness) / len(correctness), 4),
-        "fluency_ceiling_by_conversation_kind": {kind: round(sum(values) / len(values), 4)
-                                                 for kind, values in sorted(by_kind.items())},
+        "fluency_ceiling_by_conversation_kind": {
+            kind: round(sum(values) / len(values), 4) for kind, values in sorted(by_kind.items())
+        },
         "note": "upper bounds: perfect timing, the Bayes argmax over the world's phrasings and size mentions, answer "
-                "turns counted fully right",
+        "turns counted fully right",
     }
     report_json(result, args.output)
     return 0

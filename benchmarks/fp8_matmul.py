@@ -67,8 +67,9 @@ class ScaledMM:
         if pad:
             x_q = torch.cat([x_q, x_q.new_zeros(pad, x_q.shape[1])])
             scale_a = torch.cat([scale_a, scale_a.new_ones(pad, 1)])
-        return torch._scaled_mm(x_q, self.weight_t, scale_a=scale_a, scale_b=self.scale_b,
-                                out_dtype=torch.bfloat16)[:count]
+        return torch._scaled_mm(x_q, self.weight_t, scale_a=scale_a, scale_b=self.scale_b, out_dtype=torch.bfloat16)[
+            :count
+        ]
 
 
 def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
@@ -80,19 +81,27 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quick", action="store_true", help="rows 1, 11 and 176 only; 3 timing runs a figure")
     parser.add_argument("--rows", help="comma-separated row counts (default 1,11,16,64,176)")
-    parser.add_argument("--all-configs", action="store_true",
-                        help="also time every candidate tile config of the row bucket (fp8), not just the chosen one")
+    parser.add_argument(
+        "--all-configs",
+        action="store_true",
+        help="also time every candidate tile config of the row bucket (fp8), not just the chosen one",
+    )
     parser.add_argument("--no-scaled-mm", action="store_true", help="skip torch._scaled_mm")
     args = parser.parse_args()
     device = torch.device("cuda")
-    rows_list = [int(r) for r in args.rows.split(",")] if args.rows else [1, 11, 176] if args.quick else \
-        [1, 11, 16, 64, 176]
+    rows_list = (
+        [int(r) for r in args.rows.split(",")] if args.rows else [1, 11, 176] if args.quick else [1, 11, 16, 64, 176]
+    )
     runs = 3 if args.quick else 7
     fp8_mm = torch.cuda.get_device_capability() >= (8, 9) and hasattr(torch, "_scaled_mm") and not args.no_scaled_mm
     formats = ["fp8", "int8"] if torch.cuda.get_device_capability() >= (8, 9) else ["int8"]
-    results: dict = {"command": " ".join(["python", "benchmarks/fp8_matmul.py", *sys.argv[1:]]),
-                     "device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows_list,
-                     "shapes": {}}
+    results: dict = {
+        "command": " ".join(["python", "benchmarks/fp8_matmul.py", *sys.argv[1:]]),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "rows": rows_list,
+        "shapes": {},
+    }
     try:
         import triton
 
@@ -108,8 +117,7 @@ def main() -> int:
 
     for name, (n, k) in SHAPES.items():
         generator = torch.Generator(device=device).manual_seed(0)
-        weights = [torch.randn(n, k, device=device, dtype=torch.bfloat16, generator=generator) * 0.02
-                   for _ in range(4)]
+        weights = [torch.randn(n, k, device=device, dtype=torch.bfloat16, generator=generator) * 0.02 for _ in range(4)]
         layers = {"bf16": [functools.partial(F.linear, weight=w) for w in weights]}
         for fmt in formats:
             layers[fmt] = [QuantLinear(w, weights=fmt) for w in weights]
@@ -120,8 +128,7 @@ def main() -> int:
         for rows in rows_list:
             x = torch.randn(rows, k, device=device, dtype=torch.bfloat16, generator=generator)
             reference = x.double() @ weights[0].double().T
-            inputs = [torch.randn(rows, k, device=device, dtype=torch.bfloat16, generator=generator)
-                      for _ in range(4)]
+            inputs = [torch.randn(rows, k, device=device, dtype=torch.bfloat16, generator=generator) for _ in range(4)]
             figures: dict = {}
             for path in paths:
                 figures[f"error_{path}"] = relative_error(layers[path][0](x), reference)
@@ -141,12 +148,23 @@ def main() -> int:
                 q = layers["fp8" if "fp8" in formats else "int8"]
                 sweep = {}
                 for bm, bn, bk, warps, stages, swap in quant.CONFIGS[min(quant.row_bucket(rows), 128)]:
-                    config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SWAP": swap, "num_warps": warps,
-                              "num_stages": stages}
+                    config = {
+                        "BLOCK_M": bm,
+                        "BLOCK_N": bn,
+                        "BLOCK_K": bk,
+                        "SWAP": swap,
+                        "num_warps": warps,
+                        "num_stages": stages,
+                    }
                     label = f"{bm}x{bn}x{bk}/w{warps}/s{stages}" + ("/swap" if swap else "")
                     try:
-                        ms = timed([functools.partial(quant.weight_only_matmul, x, layer.weight, layer.scale,
-                                                      config=config) for x, layer in zip(inputs, q)], runs=runs)
+                        ms = timed(
+                            [
+                                functools.partial(quant.weight_only_matmul, x, layer.weight, layer.scale, config=config)
+                                for x, layer in zip(inputs, q)
+                            ],
+                            runs=runs,
+                        )
                         sweep[label] = round(ms, 4)
                     except Exception as error:  # a config past this GPU's resources
                         sweep[label] = f"{type(error).__name__}"
@@ -159,9 +177,11 @@ def main() -> int:
         torch.cuda.empty_cache()
     results["one_layer"] = {
         str(rows): {f"speedup_{path}": round(total["bf16"][rows] / total[path][rows], 3) for path in paths[1:]}
-        for rows in rows_list}
-    results["one_layer_ms"] = {path: {str(rows): round(ms, 4) for rows, ms in by_rows.items()}
-                               for path, by_rows in total.items()}
+        for rows in rows_list
+    }
+    results["one_layer_ms"] = {
+        path: {str(rows): round(ms, 4) for rows, ms in by_rows.items()} for path, by_rows in total.items()
+    }
     print("one_layer", json.dumps(results["one_layer"]))
     save()
     return 0

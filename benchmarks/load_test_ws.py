@@ -56,18 +56,49 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 RANDOM_LLMS = {
-    "8b": {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
-           "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
-           "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
-    "small": {"model_type": "llama", "vocab_size": 2048, "hidden_size": 256, "intermediate_size": 768,
-              "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
-              "max_position_embeddings": 8192},
+    "8b": {
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+    },
+    "small": {
+        "model_type": "llama",
+        "vocab_size": 2048,
+        "hidden_size": 256,
+        "intermediate_size": 768,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 8192,
+    },
 }
 RANDOM_VISIONS = {
-    "8b": {"model_type": "siglip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
-           "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 384, "patch_size": 16},
-    "small": {"model_type": "siglip_vision_model", "hidden_size": 128, "intermediate_size": 256,
-              "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 64, "patch_size": 16},
+    "8b": {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 384,
+        "patch_size": 16,
+    },
+    "small": {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 64,
+        "patch_size": 16,
+    },
 }
 
 
@@ -97,12 +128,14 @@ def run_server(args: argparse.Namespace) -> None:
     try:
         from videollm_online.server.run import warm_up
     except ImportError:  # a server from before the warm-up (comparisons with older code)
+
         def warm_up(app) -> None:
             pass
 
     model, template, name = load(args.model, args.device, args.dtype)
-    config = ServerConfig(port=args.port, max_sessions=max(64, args.clients + 8),
-                          max_pending_frames=args.max_pending_frames)
+    config = ServerConfig(
+        port=args.port, max_sessions=max(64, args.clients + 8), max_pending_frames=args.max_pending_frames
+    )
     if args.engine == "fast":  # all sessions batched into one forward per step
         from videollm_online.server.batched import BatchedBackend
 
@@ -118,9 +151,26 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, __file__, "--role", "server", "--port", str(port), "--device", args.device,
-               "--dtype", args.dtype, "--clients", str(args.clients), "--max-pending-frames",
-               str(args.max_pending_frames), "--engine", args.engine, "--cache-tokens", str(args.cache_tokens)]
+    command = [
+        sys.executable,
+        __file__,
+        "--role",
+        "server",
+        "--port",
+        str(port),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--clients",
+        str(args.clients),
+        "--max-pending-frames",
+        str(args.max_pending_frames),
+        "--engine",
+        args.engine,
+        "--cache-tokens",
+        str(args.cache_tokens),
+    ]
     command += ["--model", args.model] if args.model else []
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 1800  # an 8B model may take minutes to build
@@ -149,8 +199,9 @@ def synthetic_frames(count: int, size: int, seed: int) -> list[bytes]:
     for index in range(count):
         cx, cy = (size / 2) * (1 + np.sin(index / 7 + seed)), (size / 2) * (1 + np.cos(index / 11 + seed))
         blob = ((xx - cx) ** 2 + (yy - cy) ** 2) < (size / 6) ** 2
-        pixels = np.stack([(xx + index * 3 + base[0]) % 256, (yy + base[1]) % 256,
-                           np.full_like(xx, base[2])], axis=-1).astype(np.uint8)
+        pixels = np.stack(
+            [(xx + index * 3 + base[0]) % 256, (yy + base[1]) % 256, np.full_like(xx, base[2])], axis=-1
+        ).astype(np.uint8)
         pixels[blob] = (255, 255, 255)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
@@ -163,9 +214,23 @@ async def one_client(index: int, url: str, args: argparse.Namespace, start_at: f
     from videollm_online.server import protocol as P
 
     flooding = index == 0 and args.flood_rate > 0
-    record = {"created": False, "closed": None, "lost": 0, "errors": {}, "sent": 0, "processed": 0, "dropped": 0,
-              "frames_refused": 0, "responses": 0, "response_latency": [], "frame_latency": [], "queries": 0,
-              "flooding": flooding, "flood_sent": 0, "flood_refused": {}}
+    record = {
+        "created": False,
+        "closed": None,
+        "lost": 0,
+        "errors": {},
+        "sent": 0,
+        "processed": 0,
+        "dropped": 0,
+        "frames_refused": 0,
+        "responses": 0,
+        "response_latency": [],
+        "frame_latency": [],
+        "queries": 0,
+        "flooding": flooding,
+        "flood_sent": 0,
+        "flood_refused": {},
+    }
     stats["clients"].append(record)
     sent_at: dict[float, float] = {}
     try:
@@ -261,8 +326,9 @@ async def run_clients(url: str, args: argparse.Namespace) -> dict:
     stats: dict = {"clients": []}
     start = time.monotonic() + 1.0
     spread = 1.0 / args.fps
-    await asyncio.gather(*(one_client(i, url, args, start + spread * i / args.clients, stats)
-                           for i in range(args.clients)))
+    await asyncio.gather(
+        *(one_client(i, url, args, start + spread * i / args.clients, stats) for i in range(args.clients))
+    )
     records = stats["clients"]
     errors: dict[str, int] = {}
     for record in records:
@@ -289,16 +355,27 @@ async def run_clients(url: str, args: argparse.Namespace) -> dict:
         "frames_watched_per_second": round(processed / wall, 2),
         "queries": sum(r["queries"] for r in records),
         "responses": sum(r["responses"] for r in records),
-        "response_latency_s": {"p50": percentile(response_latency, 50), "p99": percentile(response_latency, 99),
-                               "count": len(response_latency)},
+        "response_latency_s": {
+            "p50": percentile(response_latency, 50),
+            "p99": percentile(response_latency, 99),
+            "count": len(response_latency),
+        },
         "frame_latency_s": {"p50": percentile(frame_latency, 50), "p99": percentile(frame_latency, 99)},
-        "other_clients_frame_latency_s": {"p50": percentile(others_latency, 50),
-                                          "p99": percentile(others_latency, 99), "count": len(others_latency)},
+        "other_clients_frame_latency_s": {
+            "p50": percentile(others_latency, 50),
+            "p99": percentile(others_latency, 99),
+            "count": len(others_latency),
+        },
         "frames_refused_with_error": sum(r["frames_refused"] for r in records),
         "frames_unaccounted": sum(r["sent"] - r["processed"] - r["dropped"] - r["frames_refused"] for r in records),
-        "flood": {"questions_sent": sum(r["flood_sent"] for r in flooders), "refused_by_limit": refused,
-                  "frames_watched": sum(r["processed"] for r in flooders),
-                  "frames_dropped": sum(r["dropped"] for r in flooders)} if flooders else None,
+        "flood": {
+            "questions_sent": sum(r["flood_sent"] for r in flooders),
+            "refused_by_limit": refused,
+            "frames_watched": sum(r["processed"] for r in flooders),
+            "frames_dropped": sum(r["dropped"] for r in flooders),
+        }
+        if flooders
+        else None,
         "wall_s": round(wall, 1),
     }
 
@@ -306,8 +383,12 @@ async def run_clients(url: str, args: argparse.Namespace) -> dict:
 def machine(args: argparse.Namespace) -> dict:
     import torch
 
-    info = {"cpu": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__}
+    info = {
+        "cpu": platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     if args.device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -329,13 +410,22 @@ def main() -> int:
     parser.add_argument("--query-every", type=float, default=30.0, help="seconds between questions (0: none)")
     parser.add_argument("--max-pending-frames", type=int, default=8, help="server's per-session frame queue")
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="wait this long for session.closed")
-    parser.add_argument("--engine", choices=["default", "fast"], default="default",
-                        help="the server's engine: default (sessions take turns) or fast (batched, static cache)")
+    parser.add_argument(
+        "--engine",
+        choices=["default", "fast"],
+        default="default",
+        help="the server's engine: default (sessions take turns) or fast (batched, static cache)",
+    )
     parser.add_argument("--cache-tokens", type=int, default=2048, help="fast engine: tokens kept per session")
-    parser.add_argument("--flood-rate", type=float, default=0.0,
-                        help="questions a second client 0 asks in a second part of the run (0: no such part)")
-    parser.add_argument("--settle", type=float, default=10.0,
-                        help="seconds after the clients leave before reading the server's memory")
+    parser.add_argument(
+        "--flood-rate",
+        type=float,
+        default=0.0,
+        help="questions a second client 0 asks in a second part of the run (0: no such part)",
+    )
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds after the clients leave before reading the server's memory"
+    )
     parser.add_argument("--label", help="results file suffix (default: from the model and device)")
     args = parser.parse_args()
     if args.role == "server":
@@ -359,9 +449,13 @@ def main() -> int:
             memory["after_flood"] = server_memory(process)
             plain_p99 = summary["other_clients_frame_latency_s"]["p99"]
             flood_p99 = flooded["other_clients_frame_latency_s"]["p99"]
-            summary = {"without_flood": summary, "with_flood": flooded,
-                       "other_clients_p99_frame_latency_ratio": round(flood_p99 / plain_p99, 3)
-                       if plain_p99 and flood_p99 else None}
+            summary = {
+                "without_flood": summary,
+                "with_flood": flooded,
+                "other_clients_p99_frame_latency_ratio": round(flood_p99 / plain_p99, 3)
+                if plain_p99 and flood_p99
+                else None,
+            }
     finally:
         if process is not None:
             process.terminate()
@@ -370,11 +464,28 @@ def main() -> int:
         last = memory.get("after_flood") or memory.get("after")
         memory["after_vs_start"] = {key: round(last[key] / memory["start"][key], 3) for key in last}
     label = args.label or f"{(args.model or 'bundled').replace(':', '-').replace('/', '_')}_{args.device}"
-    result = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine(args),
-              "settings": {k: getattr(args, k) for k in ("model", "device", "dtype", "clients", "fps", "duration",
-                                                         "threshold", "max_new_tokens", "query_every",
-                                                         "max_pending_frames", "flood_rate")},
-              "server_memory_mb": memory, **summary}
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": machine(args),
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "model",
+                "device",
+                "dtype",
+                "clients",
+                "fps",
+                "duration",
+                "threshold",
+                "max_new_tokens",
+                "query_every",
+                "max_pending_frames",
+                "flood_rate",
+            )
+        },
+        "server_memory_mb": memory,
+        **summary,
+    }
     print(json.dumps(result, indent=2))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from videollm_online.files import write_json_atomic

@@ -44,8 +44,9 @@ def main() -> int:
     started = time.perf_counter()
     with torch.inference_mode():
         for video in videos:
-            with open_video(str(args.data_root / "videos" / f"{video}.mp4"), fps=fps,
-                            resolution=model.config.frame_resolution) as stream:
+            with open_video(
+                str(args.data_root / "videos" / f"{video}.mp4"), fps=fps, resolution=model.config.frame_resolution
+            ) as stream:
                 images = [frame.image for frame in stream]
             embeds = model.frames_to_embeds(images)
             annotation = json.loads((args.data_root / "annotations" / f"{video}.json").read_text())
@@ -59,12 +60,19 @@ def main() -> int:
                 if setting is None:
                     stream_tokens.append(session.num_tokens)
             print(video, {str(s): len(said[s][-1]) for s in settings}, flush=True)
-    results = {"command": " ".join(sys.argv), "model": name, "videos": len(videos),
-               "stream_tokens_uncapped_mean": sum(stream_tokens) / len(stream_tokens),
-               "seconds": round(time.perf_counter() - started, 1), "settings": {}}
+    results = {
+        "command": " ".join(sys.argv),
+        "model": name,
+        "videos": len(videos),
+        "stream_tokens_uncapped_mean": sum(stream_tokens) / len(stream_tokens),
+        "seconds": round(time.perf_counter() - started, 1),
+        "settings": {},
+    }
     for setting in settings:
-        matches = [event_match(turns, reference, window=1.0, same=same_event)
-                   for turns, reference in zip(said[setting], references)]
+        matches = [
+            event_match(turns, reference, window=1.0, same=same_event)
+            for turns, reference in zip(said[setting], references)
+        ]
         matched = sum(m.num_matched for m in matches)
         predicted = sum(m.num_predicted for m in matches)
         total = sum(m.num_reference for m in matches)

@@ -69,8 +69,14 @@ def compare_features(one: Path, many: Path) -> dict:
             continue
         identical &= torch.equal(a, b)
         worst = max(worst, (a.float() - b.float()).abs().max().item())
-    return {"files_one_process": len(names_one), "files_many": len(names_many), "same_files": names_one == names_many,
-            "identical": identical, "max_abs_difference": worst, "frames": frames}
+    return {
+        "files_one_process": len(names_one),
+        "files_many": len(names_many),
+        "same_files": names_one == names_many,
+        "identical": identical,
+        "max_abs_difference": worst,
+        "frames": frames,
+    }
 
 
 def losses(run_dir: Path) -> tuple[list[float], dict]:
@@ -86,8 +92,10 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--processes", type=int, help="default: every visible GPU; 2 on a CPU")
     parser.add_argument("--model", default="demo-192", help="the training start: a preset or a checkpoint")
-    parser.add_argument("--features-model", help="the encoder of the feature run (default: the bundled demo model "
-                                                 "on a GPU, --model on a CPU)")
+    parser.add_argument(
+        "--features-model",
+        help="the encoder of the feature run (default: the bundled demo model on a GPU, --model on a CPU)",
+    )
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16, help="the global batch: split over the processes")
@@ -103,14 +111,25 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"multi_gpu_{'cuda' if on_gpu else 'cpu'}.json"
     features_model = args.features_model or (str(BUNDLED) if on_gpu else args.model)
     cli = [sys.executable, "-m", "videollm_online.cli"]
-    distributed = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                   "-m", "videollm_online.cli"]
+    distributed = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        "videollm_online.cli",
+    ]
     work, logs = args.work, args.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     results: dict = {
-        "command": " ".join(sys.argv), "processes": processes,
+        "command": " ".join(sys.argv),
+        "processes": processes,
         "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or platform.machine(),
-        "backend": "nccl" if on_gpu else "gloo", "torch": torch.__version__, "videos": args.videos,
+        "backend": "nccl" if on_gpu else "gloo",
+        "torch": torch.__version__,
+        "videos": args.videos,
     }
 
     def report(name: str, value) -> None:
@@ -120,11 +139,44 @@ def main() -> int:
 
     world = work / "world"
     if not (world / "frames").exists():
-        run([*cli, "data", "synth-world", "--out", str(world), "--videos", str(args.videos), "--seed", "1",
-             "--video-fps", "2", "--time-grid", "0.5", "--workers", str(args.workers), "-q"], logs / "world.log")
+        run(
+            [
+                *cli,
+                "data",
+                "synth-world",
+                "--out",
+                str(world),
+                "--videos",
+                str(args.videos),
+                "--seed",
+                "1",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--workers",
+                str(args.workers),
+                "-q",
+            ],
+            logs / "world.log",
+        )
         preset = args.model if not Path(args.model).exists() else "demo-192"
-        run([*cli, "data", "preprocess", str(world / "videos"), "--out", str(world / "frames"), "--preset", preset,
-             "--workers", str(args.workers), "-q"], logs / "preprocess.log")
+        run(
+            [
+                *cli,
+                "data",
+                "preprocess",
+                str(world / "videos"),
+                "--out",
+                str(world / "frames"),
+                "--preset",
+                preset,
+                "--workers",
+                str(args.workers),
+                "-q",
+            ],
+            logs / "preprocess.log",
+        )
 
     # Features: one process, then N; every video exactly once, the same tensors.
     device_args = ["--device", "cuda" if on_gpu else "cpu"]
@@ -134,43 +186,96 @@ def main() -> int:
         if target.exists():
             for stale in target.glob("*.safetensors"):
                 stale.unlink()  # a rerun measures the work again instead of skipping it
-        seconds, stderr = run([*launcher, "data", "features", str(world / "frames"), "--out", str(target),
-                               "--model", features_model, *device_args, "-q"], logs / f"features-{label}.log")
+        seconds, stderr = run(
+            [
+                *launcher,
+                "data",
+                "features",
+                str(world / "frames"),
+                "--out",
+                str(target),
+                "--model",
+                features_model,
+                *device_args,
+                "-q",
+            ],
+            logs / f"features-{label}.log",
+        )
         feature_runs[label] = {"seconds": round(seconds, 2), "written_by_rank": rank_counts(stderr)}
     comparison = compare_features(work / "features-one_process", work / "features-torchrun")
     written = feature_runs["torchrun"]["written_by_rank"]
     for label in feature_runs:
         feature_runs[label]["frames_per_s"] = round(comparison["frames"] / feature_runs[label]["seconds"], 1)
-    report("features", {**feature_runs, **comparison,
-                        "every_video_once": sorted(written) == list(range(processes))
-                        and sum(written.values()) == args.videos == comparison["files_many"],
-                        "speedup": round(feature_runs["one_process"]["seconds"] / feature_runs["torchrun"]["seconds"],
-                                         2)})
+    report(
+        "features",
+        {
+            **feature_runs,
+            **comparison,
+            "every_video_once": sorted(written) == list(range(processes))
+            and sum(written.values()) == args.videos == comparison["files_many"],
+            "speedup": round(feature_runs["one_process"]["seconds"] / feature_runs["torchrun"]["seconds"], 2),
+        },
+    )
 
     # Training: the same global batch on one process and on N.
     train_runs = {}
     per_process = args.batch_size // processes
     for label, launcher, batch in (("one_process", cli, args.batch_size), ("torchrun", distributed, per_process)):
         target = work / f"train-{label}"
-        command = [*launcher, "train", "--data", str(world / "conversations.jsonl"), "--frames", str(world / "frames"),
-                   "--output-dir", str(target), "--model", args.model, "--max-steps", str(args.steps),
-                   "--batch-size", str(batch), "--logging-steps", "1", "--save-steps", str(10 * args.steps),
-                   "--seed", "0", "--lora-dropout", "0", "--train-vision", *(["--bf16"] if on_gpu else [])]
+        command = [
+            *launcher,
+            "train",
+            "--data",
+            str(world / "conversations.jsonl"),
+            "--frames",
+            str(world / "frames"),
+            "--output-dir",
+            str(target),
+            "--model",
+            args.model,
+            "--max-steps",
+            str(args.steps),
+            "--batch-size",
+            str(batch),
+            "--logging-steps",
+            "1",
+            "--save-steps",
+            str(10 * args.steps),
+            "--seed",
+            "0",
+            "--lora-dropout",
+            "0",
+            "--train-vision",
+            *(["--bf16"] if on_gpu else []),
+        ]
         seconds, _ = run(command, logs / f"train-{label}.log")
         curve, summary = losses(target)
-        train_runs[label] = {"seconds": round(seconds, 1), "losses": curve,
-                             "train_samples_per_second": summary.get("train_samples_per_second"),
-                             "train_runtime": summary.get("train_runtime")}
+        train_runs[label] = {
+            "seconds": round(seconds, 1),
+            "losses": curve,
+            "train_samples_per_second": summary.get("train_samples_per_second"),
+            "train_runtime": summary.get("train_runtime"),
+        }
     one, several = train_runs["one_process"]["losses"], train_runs["torchrun"]["losses"]
     differences = [abs(a - b) for a, b in zip(one, several)]
     mean_loss = sum(one) / len(one)
-    report("training", {**train_runs, "steps_compared": len(differences),
-                        "max_abs_loss_difference": round(max(differences), 5),
-                        "mean_abs_loss_difference": round(sum(differences) / len(differences), 5),
-                        "mean_loss_one_process": round(mean_loss, 5),
-                        "throughput_scaling": None if not train_runs["one_process"]["train_samples_per_second"] else
-                        round(train_runs["torchrun"]["train_samples_per_second"]
-                              / train_runs["one_process"]["train_samples_per_second"], 2)})
+    report(
+        "training",
+        {
+            **train_runs,
+            "steps_compared": len(differences),
+            "max_abs_loss_difference": round(max(differences), 5),
+            "mean_abs_loss_difference": round(sum(differences) / len(differences), 5),
+            "mean_loss_one_process": round(mean_loss, 5),
+            "throughput_scaling": None
+            if not train_runs["one_process"]["train_samples_per_second"]
+            else round(
+                train_runs["torchrun"]["train_samples_per_second"]
+                / train_runs["one_process"]["train_samples_per_second"],
+                2,
+            ),
+        },
+    )
     return 0
 
 

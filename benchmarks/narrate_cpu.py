@@ -61,15 +61,25 @@ def run(model_name: str, clip: Path, scenario: str, minutes: float) -> dict:
         events, times = narrate_frames(model, template, frames, queries=queries, engine=engine)
         wall = time.perf_counter() - started
     summary = times.summary()
-    return {"model": name, "scenario": scenario, "wall_s": round(wall, 2),
-            "frames_per_second_wall": round(summary["frames"] / wall, 2), "turns": len(events), **summary}
+    return {
+        "model": name,
+        "scenario": scenario,
+        "wall_s": round(wall, 2),
+        "frames_per_second_wall": round(summary["frames"] / wall, 2),
+        "turns": len(events),
+        **summary,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--models", nargs="+", default=["tiny", "default"],
-                        help="presets, checkpoints, or `default` (the bundled demo model)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["tiny", "default"],
+        help="presets, checkpoints, or `default` (the bundled demo model)",
+    )
     parser.add_argument("--scenarios", nargs="+", default=["silent", "queries"])
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "narrate_cpu.json")
     args = parser.parse_args()
@@ -77,9 +87,13 @@ def main() -> None:
     clip = synthetic_clip(cache_dir() / "bench" / f"clip-{args.minutes:g}min.mp4", args.minutes)
     report = {
         "command": " ".join(["python", "benchmarks/narrate_cpu.py", *sys.argv[1:]]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "transformers": transformers.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
         "video": {"minutes": args.minutes, "source": "640x360 H.264, 10 fps", "sampled_fps": 2},
         "results": [],
     }

@@ -82,8 +82,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_seed(model, template, video: Path, fps: float, max_frames: int, queries, config: EngineConfig,
-             history_path: Path, device) -> tuple[dict, list]:
+def run_seed(
+    model, template, video: Path, fps: float, max_frames: int, queries, config: EngineConfig, history_path: Path, device
+) -> tuple[dict, list]:
     """The seed's loop: decode, encode each frame in line, `reference_stream`, then the history."""
     started = time.perf_counter()
     decode = vision = 0.0
@@ -103,24 +104,51 @@ def run_seed(model, template, video: Path, fps: float, max_frames: int, queries,
             vision += time.perf_counter() - tick
             times.append(frame.time)
     tick = time.perf_counter()
-    turns = reference_stream(model, template, torch.stack(embeds), times, queries, threshold=config.threshold,
-                             max_new_tokens=config.max_new_tokens)
+    turns = reference_stream(
+        model,
+        template,
+        torch.stack(embeds),
+        times,
+        queries,
+        threshold=config.threshold,
+        max_new_tokens=config.max_new_tokens,
+    )
     sync(device)
     llm = time.perf_counter() - tick
     history = History(video_path=str(video), frame_fps=fps, model="random", path=history_path)
-    history.conversation = [{"role": role, "content": template.decode(ids).strip(), "time": round(t, 3)}
-                            for t, role, ids in turns]
+    history.conversation = [
+        {"role": role, "content": template.decode(ids).strip(), "time": round(t, 3)} for t, role, ids in turns
+    ]
     history.save()
     wall = time.perf_counter() - started
-    summary = {"frames": len(times), "wall_s": round(wall, 3), "frames_per_s": round(len(times) / wall, 2),
-               "decode_s": round(decode, 3), "vision_s": round(vision, 3), "llm_s": round(llm, 3),
-               "other_s": round(wall - decode - vision - llm, 3), "vision_path": "inline, frame by frame",
-               "turns": len(turns)}
+    summary = {
+        "frames": len(times),
+        "wall_s": round(wall, 3),
+        "frames_per_s": round(len(times) / wall, 2),
+        "decode_s": round(decode, 3),
+        "vision_s": round(vision, 3),
+        "llm_s": round(llm, 3),
+        "other_s": round(wall - decode - vision - llm, 3),
+        "vision_path": "inline, frame by frame",
+        "turns": len(turns),
+    }
     return summary, history.conversation
 
 
-def run_engine(model, template, video: Path, fps: float, max_frames: int | None, queries, config: EngineConfig,
-               history_path: Path, device, backend: str, ahead: int, weights: str | None) -> tuple[dict, list]:
+def run_engine(
+    model,
+    template,
+    video: Path,
+    fps: float,
+    max_frames: int | None,
+    queries,
+    config: EngineConfig,
+    history_path: Path,
+    device,
+    backend: str,
+    ahead: int,
+    weights: str | None,
+) -> tuple[dict, list]:
     """`narrate`'s own path (`narrate_frames`), as `videollm-online narrate FILE --engine ... --ahead ...` runs it."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -133,19 +161,36 @@ def run_engine(model, template, video: Path, fps: float, max_frames: int | None,
         # as the command line counts a file's frames
         total = math.ceil(stream.info.duration * fps - 1e-9) if stream.info.duration else max_frames
         expected = min(total, max_frames) if total and max_frames else total
-        events, times = narrate_frames(model, template, frames, queries=queries, engine=config, history=history,
-                                       backend=backend, ahead=ahead, weights=weights, expected_frames=expected)
+        events, times = narrate_frames(
+            model,
+            template,
+            frames,
+            queries=queries,
+            engine=config,
+            history=history,
+            backend=backend,
+            ahead=ahead,
+            weights=weights,
+            expected_frames=expected,
+        )
     sync(device)
     wall = time.perf_counter() - started
     stages = times.summary()
     # The warm-up (CUDA graphs captured before the first frame, once a process) is reported apart, as a user sees
     # it: a pause before the stream starts, not a slower stream.
     streamed = wall - times.warmup
-    summary = {"frames": stages["frames"], "wall_s": round(streamed, 3),
-               "frames_per_s": round(stages["frames"] / streamed, 2),
-               "decode_s": stages["decode_s"], "vision_s": stages["vision_s"], "llm_s": stages["llm_s"],
-               "other_s": round(streamed - times.decode - times.vision - times.llm, 3),
-               "vision_path": stages["vision_path"], "ahead": stages["ahead"], "turns": len(events)}
+    summary = {
+        "frames": stages["frames"],
+        "wall_s": round(streamed, 3),
+        "frames_per_s": round(stages["frames"] / streamed, 2),
+        "decode_s": stages["decode_s"],
+        "vision_s": stages["vision_s"],
+        "llm_s": stages["llm_s"],
+        "other_s": round(streamed - times.decode - times.vision - times.llm, 3),
+        "vision_path": stages["vision_path"],
+        "ahead": stages["ahead"],
+        "turns": len(events),
+    }
     if stages["warmup_graphs"]:
         summary["warmup_graphs"] = stages["warmup_graphs"]
         summary["warmup_s"] = stages["warmup_s"]
@@ -166,12 +211,16 @@ def main() -> int:
     parser.add_argument("--video", type=Path, help="a video file (default: a generated 10-minute clip)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the generated clip")
     parser.add_argument("--fps", type=float, default=2.0, help="frames per second fed to the model")
-    parser.add_argument("--engines", default=",".join(ENGINES[:-1]),
-                        help=f"comma-separated, of {', '.join(ENGINES)} (default: all but fast-int8)")
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES[:-1]),
+        help=f"comma-separated, of {', '.join(ENGINES)} (default: all but fast-int8)",
+    )
     parser.add_argument("--scenarios", default="silent,queries")
     parser.add_argument("--ahead", type=int, default=16)
-    parser.add_argument("--slow-frames", type=int, default=120,
-                        help="frames for the seed's loop and the default engine (0: all)")
+    parser.add_argument(
+        "--slow-frames", type=int, default=120, help="frames for the seed's loop and the default engine (0: all)"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, e.g. OMP_NUM_THREADS)")
     parser.add_argument("--work", type=Path, default=Path("outputs/narrate_e2e"), help="video and histories")
     parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/narrate_e2e_<device>.json)")
@@ -192,18 +241,32 @@ def main() -> int:
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         duration = float(container.duration / av.time_base) if container.duration else None
-        source = {"path": str(video), "codec": stream.codec_context.name, "width": stream.width,
-                  "height": stream.height, "average_rate": float(stream.average_rate or 0), "seconds": duration}
+        source = {
+            "path": str(video),
+            "codec": stream.codec_context.name,
+            "width": stream.width,
+            "height": stream.height,
+            "average_rate": float(stream.average_rate or 0),
+            "seconds": duration,
+        }
     model, template = build(args.small, device, dtype)
     results: dict = {
         "command": " ".join(["python", "benchmarks/narrate_e2e.py", *sys.argv[1:]]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
-        "dtype": str(dtype), "torch": torch.__version__,
-        "transformers": transformers.__version__, "av": av.__version__,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg(),
+        "dtype": str(dtype),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "av": av.__version__,
         "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
-        "frame_tokens": model.config.frame_num_tokens, "video": source, "video_written_s": round(made, 2),
-        "fps": args.fps, "ahead": args.ahead, "slow_frames": args.slow_frames,
+        "frame_tokens": model.config.frame_num_tokens,
+        "video": source,
+        "video_written_s": round(made, 2),
+        "fps": args.fps,
+        "ahead": args.ahead,
+        "slow_frames": args.slow_frames,
     }
 
     def report(name: str, value) -> None:
@@ -214,8 +277,10 @@ def main() -> int:
     minutes = (duration or args.minutes * 60) / 60
     scenario_settings = {
         "silent": ([], EngineConfig(threshold=0.0, max_new_tokens=20)),
-        "queries": ([(30.0 * k - 0.25, "What is happening now?") for k in range(1, int(minutes * 2) + 1)],
-                    EngineConfig(threshold=0.0, max_new_tokens=20)),
+        "queries": (
+            [(30.0 * k - 0.25, "What is happening now?") for k in range(1, int(minutes * 2) + 1)],
+            EngineConfig(threshold=0.0, max_new_tokens=20),
+        ),
     }
     for scenario in args.scenarios.split(","):
         queries, config = scenario_settings[scenario]
@@ -225,15 +290,27 @@ def main() -> int:
         for engine in [*engines, *(["fast@slow"] if slow and "fast" in engines else [])]:
             history_path = args.work / f"history_{scenario}_{engine}.json"
             if engine == "seed":
-                summary, said[engine] = run_seed(model, template, video, args.fps, slow or 10**9, slow_queries,
-                                                 config, history_path, device)
+                summary, said[engine] = run_seed(
+                    model, template, video, args.fps, slow or 10**9, slow_queries, config, history_path, device
+                )
             else:
                 backend = "default" if engine == "default" else "fast"
                 ahead = 1 if engine in ("default", "fast-1") else args.ahead
                 short = engine in SLOW
-                summary, said[engine] = run_engine(model, template, video, args.fps, slow if short else None,
-                                                   slow_queries if short else queries, config, history_path, device,
-                                                   backend, ahead, QUANTISED.get(engine))
+                summary, said[engine] = run_engine(
+                    model,
+                    template,
+                    video,
+                    args.fps,
+                    slow if short else None,
+                    slow_queries if short else queries,
+                    config,
+                    history_path,
+                    device,
+                    backend,
+                    ahead,
+                    QUANTISED.get(engine),
+                )
             report(f"{scenario}/{engine}", summary)
             gc.collect()  # the engine's static cache and graphs go with the session
             if device.type == "cuda":
@@ -241,16 +318,27 @@ def main() -> int:
         if "fast" in said and "fast-1" in said:
             report(f"{scenario}/fast/same_turns_as_fast-1", said["fast"] == said["fast-1"])
         if "fast" in said and "fast-1" in said:
-            report(f"{scenario}/fast/speedup_over_fast-1", round(results[f"{scenario}/fast"]["frames_per_s"]
-                                                                 / results[f"{scenario}/fast-1"]["frames_per_s"], 3))
+            report(
+                f"{scenario}/fast/speedup_over_fast-1",
+                round(results[f"{scenario}/fast"]["frames_per_s"] / results[f"{scenario}/fast-1"]["frames_per_s"], 3),
+            )
         for slow_engine in ("seed", "default"):
             if "fast@slow" in said and slow_engine in said:  # over the same frames
-                report(f"{scenario}/fast@slow/speedup_over_{slow_engine}",
-                       round(results[f"{scenario}/fast@slow"]["frames_per_s"]
-                             / results[f"{scenario}/{slow_engine}"]["frames_per_s"], 2))
+                report(
+                    f"{scenario}/fast@slow/speedup_over_{slow_engine}",
+                    round(
+                        results[f"{scenario}/fast@slow"]["frames_per_s"]
+                        / results[f"{scenario}/{slow_engine}"]["frames_per_s"],
+                        2,
+                    ),
+                )
         for quantised in [engine for engine in QUANTISED if engine in said and "fast" in said]:
-            report(f"{scenario}/{quantised}/speedup_over_fast", round(results[f"{scenario}/{quantised}"]["frames_per_s"]
-                                                                      / results[f"{scenario}/fast"]["frames_per_s"], 3))
+            report(
+                f"{scenario}/{quantised}/speedup_over_fast",
+                round(
+                    results[f"{scenario}/{quantised}"]["frames_per_s"] / results[f"{scenario}/fast"]["frames_per_s"], 3
+                ),
+            )
     return 0
 
 

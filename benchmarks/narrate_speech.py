@@ -38,8 +38,27 @@ def world_video() -> Path:
     out = cache_dir() / "bench" / "speech-world"
     video = out / "videos" / "000000.mp4"
     if not video.exists():
-        subprocess.run([sys.executable, "-m", "videollm_online.cli", "data", "synth-world", "--out", str(out),
-                        "--videos", "1", "--seed", "2", "--video-fps", "2", "--time-grid", "0.5", "-q"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "videollm_online.cli",
+                "data",
+                "synth-world",
+                "--out",
+                str(out),
+                "--videos",
+                "1",
+                "--seed",
+                "2",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "-q",
+            ],
+            check=True,
+        )
     return video
 
 
@@ -69,21 +88,41 @@ def run(model, template, video: Path, fps: float, speak: bool) -> dict:
         lags.append(time.monotonic() - due[count - 1])
 
     with open_video(str(video), fps=fps, resolution=model.config.frame_resolution, realtime=True) as frames:
-        events, times = narrate_frames(model, template, timed(frames), engine=EngineConfig(max_new_tokens=64),
-                                       on_event=on_event, on_frame=on_frame, batch_size=1, live=True)
-    result = {"speak": speak, "frames": len(lags), "turns": len(events),
-              "lag_mean_s": round(statistics.fmean(lags), 3), "lag_p50_s": round(percentile(lags, 0.5), 3),
-              "lag_p95_s": round(percentile(lags, 0.95), 3), "lag_max_s": round(max(lags), 3),
-              "lag_last_s": round(lags[-1], 3), **{f"stage_{k}": v for k, v in times.summary().items()}}
+        events, times = narrate_frames(
+            model,
+            template,
+            timed(frames),
+            engine=EngineConfig(max_new_tokens=64),
+            on_event=on_event,
+            on_frame=on_frame,
+            batch_size=1,
+            live=True,
+        )
+    result = {
+        "speak": speak,
+        "frames": len(lags),
+        "turns": len(events),
+        "lag_mean_s": round(statistics.fmean(lags), 3),
+        "lag_p50_s": round(percentile(lags, 0.5), 3),
+        "lag_p95_s": round(percentile(lags, 0.95), 3),
+        "lag_max_s": round(max(lags), 3),
+        "lag_last_s": round(lags[-1], 3),
+        **{f"stage_{k}": v for k, v in times.summary().items()},
+    }
     if speaker is not None:
         playing = speaker.player is not None
         speaker.close(drain=True)
         stats = speaker.stats
-        result.update({"speech_said": stats.said, "speech_dropped": stats.dropped,
-                       "speech_audio_s": round(stats.audio_seconds, 2),
-                       "speech_synth_s": round(stats.synth_seconds, 2),
-                       "speech_ready_delay_max_s": round(max(stats.ready_delays, default=0.0), 3),
-                       "playback": "default output device" if playing else f"none ({speaker.no_playback_reason})"})
+        result.update(
+            {
+                "speech_said": stats.said,
+                "speech_dropped": stats.dropped,
+                "speech_audio_s": round(stats.audio_seconds, 2),
+                "speech_synth_s": round(stats.synth_seconds, 2),
+                "speech_ready_delay_max_s": round(max(stats.ready_delays, default=0.0), 3),
+                "playback": "default output device" if playing else f"none ({speaker.no_playback_reason})",
+            }
+        )
     return result
 
 
@@ -91,9 +130,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fps", type=float, default=None, help="frames/s fed to the model (default: the model's)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's own). On a shared machine 1 is far steadier: torch's "
-                             "OpenMP threads stall when other processes hold the cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's own). On a shared machine 1 is far steadier: torch's "
+        "OpenMP threads stall when other processes hold the cores",
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "narrate_speech.json")
     args = parser.parse_args()
     if args.threads:
@@ -105,11 +148,17 @@ def main() -> None:
 
     report = {
         "command": " ".join(["python", "benchmarks/narrate_speech.py", *sys.argv[1:]]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
-                    "piper_tts": importlib.metadata.version("piper-tts")},
-        "model": name, "video": {"source": "synth-world seed 2, video 0", "sampled_fps": fps},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "onnxruntime": onnxruntime.__version__,
+            "piper_tts": importlib.metadata.version("piper-tts"),
+        },
+        "model": name,
+        "video": {"source": "synth-world seed 2, video 0", "sampled_fps": fps},
         "results": [],
     }
     default_voice()  # loaded once, outside the timed runs (as `narrate --speak` loads it before streaming)
@@ -117,8 +166,11 @@ def main() -> None:
     for repeat in range(args.repeats):
         for speak in (False, True):  # interleaved: a noisy neighbour on the machine hits both alike
             load_before = os.getloadavg()[0]
-            result = {"repeat": repeat, **run(model, template, video, fps, speak),
-                      "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+            result = {
+                "repeat": repeat,
+                **run(model, template, video, fps, speak),
+                "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            }
             print(json.dumps(result), flush=True)
             report["results"].append(result)
             args.output.write_text(json.dumps(report, indent=2) + "\n")
@@ -126,7 +178,9 @@ def main() -> None:
         rows = [r for r in report["results"] if r["speak"] is speak]
         report[f"summary_speak_{str(speak).lower()}"] = {
             "lag_mean_s": round(statistics.fmean(r["lag_mean_s"] for r in rows), 3),
-            "lag_p95_s_max": max(r["lag_p95_s"] for r in rows), "lag_max_s": max(r["lag_max_s"] for r in rows)}
+            "lag_p95_s_max": max(r["lag_p95_s"] for r in rows),
+            "lag_max_s": max(r["lag_max_s"] for r in rows),
+        }
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k.startswith("summary")}))
     print(f"written to {args.output}")

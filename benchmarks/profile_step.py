@@ -1,6 +1,6 @@
 """Where a frame step's time goes on the GPU: vision alone, the LLM step alone (graph replay), the host's share.
 
-    python benchmarks/profile_step.py            # 8B sizes on CUDA; prints a table and the top kernels
+python benchmarks/profile_step.py            # 8B sizes on CUDA; prints a table and the top kernels
 """
 
 from __future__ import annotations
@@ -32,12 +32,18 @@ def main():
     device = torch.device("cuda")
     model, template = build("--small" in sys.argv, device, torch.bfloat16)
     frames = Frames(model)
-    print("vision attn:", model.frame_encoder.vision_model.config._attn_implementation,
-          "llm attn:", model.base_llm.config._attn_implementation)
+    print(
+        "vision attn:",
+        model.frame_encoder.vision_model.config._attn_implementation,
+        "llm attn:",
+        model.base_llm.config._attn_implementation,
+    )
     graphed = Frames(model, side_stream=True)
     for count in (1, 16):
-        print(f"vision+connector x{count}: eager {timed(lambda n=count: frames.encode(0, n)):.2f} ms, "
-              f"graph on its stream {timed(lambda n=count: graphed.encode(0, n)):.2f} ms")
+        print(
+            f"vision+connector x{count}: eager {timed(lambda n=count: frames.encode(0, n)):.2f} ms, "
+            f"graph on its stream {timed(lambda n=count: graphed.encode(0, n)):.2f} ms"
+        )
     embeds = frames.encode(0)[0][0]
     for fused in (False, True):  # the plain torch ops, then the fused Triton kernels (engine/kernels.py)
         engine = BatchEngine(model, template, max_sessions=1, max_tokens=16384, fused_kernels=fused)
@@ -46,6 +52,7 @@ def main():
         session.push_frame(0.0, embeds)
         label = "fused kernels" if fused else "torch ops"
         for span_tokens in (1000, 8000, 14000):
+
             def step(tokens=span_tokens, static=static):
                 static.lengths[0] = tokens
                 static.feed({0: [Feed([5], embeds)]})

@@ -35,8 +35,9 @@ def one(minutes: float, out_dir: Path) -> dict:
     turns = []
     for t in range(0, int(minutes * 60), 10):
         turns.append({"role": "user", "content": f"What happens at {t} seconds?", "time": float(t)})
-        turns.append({"role": "assistant", "content": "The white square bounces off the edge and keeps moving.",
-                      "time": t + 1.0})
+        turns.append(
+            {"role": "assistant", "content": "The white square bounces off the edge and keeps moving.", "time": t + 1.0}
+        )
     history = out_dir / f"history-{minutes:g}.json"
     history.write_text(json.dumps({"video_path": str(clip), "frame_fps": 2.0, "model": "none", "conversation": turns}))
     default_voice()
@@ -44,13 +45,18 @@ def one(minutes: float, out_dir: Path) -> dict:
     started = time.perf_counter()
     result = render_video(history, out_dir / f"render-{minutes:g}.mp4", config=RenderConfig(speech=True))
     seconds = time.perf_counter() - started
-    return {"minutes": minutes, "frames": result.frames, "size": f"{result.width}x{result.height}",
-            "turns_spoken": result.turns_spoken, "seconds": round(seconds, 1),
-            "frames_per_second": round(result.frames / seconds, 1),
-            "peak_rss_mb_before_render": round(baseline_mb), "peak_rss_mb": round(
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "output_mb": round((out_dir / f"render-{minutes:g}.mp4").stat().st_size / 2**20, 1),
-            "loadavg_1min": round(os.getloadavg()[0], 2)}
+    return {
+        "minutes": minutes,
+        "frames": result.frames,
+        "size": f"{result.width}x{result.height}",
+        "turns_spoken": result.turns_spoken,
+        "seconds": round(seconds, 1),
+        "frames_per_second": round(result.frames / seconds, 1),
+        "peak_rss_mb_before_render": round(baseline_mb),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "output_mb": round((out_dir / f"render-{minutes:g}.mp4").stat().st_size / 2**20, 1),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> None:
@@ -66,13 +72,23 @@ def main() -> None:
         return
     import av
 
-    report = {"command": " ".join(["python", "benchmarks/render_long.py", *sys.argv[1:]]),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "python": platform.python_version(), "av": av.__version__},
-              "results": []}
+    report = {
+        "command": " ".join(["python", "benchmarks/render_long.py", *sys.argv[1:]]),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "av": av.__version__,
+        },
+        "results": [],
+    }
     for minutes in args.minutes:
-        child = subprocess.run([sys.executable, __file__, "--one", str(minutes), "--work", str(args.work)],
-                               capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--one", str(minutes), "--work", str(args.work)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(child.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)
         report["results"].append(result)

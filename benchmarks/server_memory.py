@@ -50,8 +50,13 @@ async def one_client(url: str, index: int, args: argparse.Namespace) -> dict:
             await asyncio.sleep(1 / args.send_fps)
         await client.finish()
         kinds = [event["type"] async for event in client.events()]
-    return {"processed": kinds.count(P.FRAME_PROCESSED), "dropped": kinds.count(P.FRAME_DROPPED),
-            "errors": kinds.count(P.ERROR), "closed": kinds[-1] == P.SESSION_CLOSED, "lost": client.lost}
+    return {
+        "processed": kinds.count(P.FRAME_PROCESSED),
+        "dropped": kinds.count(P.FRAME_DROPPED),
+        "errors": kinds.count(P.ERROR),
+        "closed": kinds[-1] == P.SESSION_CLOSED,
+        "lost": client.lost,
+    }
 
 
 async def measure(url: str, pid: int, args: argparse.Namespace) -> dict:
@@ -74,15 +79,23 @@ async def measure(url: str, pid: int, args: argparse.Namespace) -> dict:
         await watcher
         wall = time.monotonic() - began
         await asyncio.sleep(args.settle)
-        rounds.append({"peak_mb": peak, "after": memory(pid), "wall_s": round(wall, 1),
-                       "frames_processed": sum(c["processed"] for c in clients),
-                       "frames_dropped": sum(c["dropped"] for c in clients),
-                       "errors": sum(c["errors"] for c in clients), "events_lost": sum(c["lost"] for c in clients),
-                       "sessions_closed": sum(c["closed"] for c in clients)})
+        rounds.append(
+            {
+                "peak_mb": peak,
+                "after": memory(pid),
+                "wall_s": round(wall, 1),
+                "frames_processed": sum(c["processed"] for c in clients),
+                "frames_dropped": sum(c["dropped"] for c in clients),
+                "errors": sum(c["errors"] for c in clients),
+                "events_lost": sum(c["lost"] for c in clients),
+                "sessions_closed": sum(c["closed"] for c in clients),
+            }
+        )
         print(f"round {round_index + 1}: {rounds[-1]}", flush=True)
     samples["rounds"] = rounds
-    samples["after_vs_idle"] = {field: round(rounds[-1]["after"][field] / samples["idle"][field], 3)
-                                for field in ("VmRSS", "RssAnon")}
+    samples["after_vs_idle"] = {
+        field: round(rounds[-1]["after"][field] / samples["idle"][field], 3) for field in ("VmRSS", "RssAnon")
+    }
     return samples
 
 
@@ -100,8 +113,15 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after a round before reading memory")
     parser.add_argument("--label", default="bundled_cpu")
     args = parser.parse_args()
-    server_args = argparse.Namespace(model=args.model, device=args.device, dtype=args.dtype, clients=args.clients,
-                                     max_pending_frames=args.frames, engine="default", cache_tokens=2048)
+    server_args = argparse.Namespace(
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        clients=args.clients,
+        max_pending_frames=args.frames,
+        engine="default",
+        cache_tokens=2048,
+    )
     process, url = start_server(server_args)
     try:
         time.sleep(2.0)
@@ -109,8 +129,12 @@ def main() -> int:
     finally:
         process.terminate()
         process.wait(timeout=60)
-    result = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-              "machine": machine(args), "settings": vars(args), **summary}
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": machine(args),
+        "settings": vars(args),
+        **summary,
+    }
     print(json.dumps(result, indent=2))
     from videollm_online.files import write_json_atomic
 

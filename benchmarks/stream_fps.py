@@ -46,16 +46,47 @@ from videollm_online.engine.static import MemoryPolicy
 from videollm_online.engine.vision import FrameEncoderRunner
 from videollm_online.files import write_json_atomic
 
-LLAMA3_8B = {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
-             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
-             "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
-SIGLIP_L_384 = {"model_type": "siglip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
-                "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 384, "patch_size": 16}
-SMALL_LLM = {"model_type": "llama", "vocab_size": 2048, "hidden_size": 256, "intermediate_size": 768,
-             "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
-             "max_position_embeddings": 8192}
-SMALL_VISION = {"model_type": "siglip_vision_model", "hidden_size": 128, "intermediate_size": 256,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 64, "patch_size": 16}
+LLAMA3_8B = {
+    "model_type": "llama",
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "rope_theta": 500000.0,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
+SIGLIP_L_384 = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 384,
+    "patch_size": 16,
+}
+SMALL_LLM = {
+    "model_type": "llama",
+    "vocab_size": 2048,
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+}
+SMALL_VISION = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 64,
+    "patch_size": 16,
+}
 
 
 class Scheduled(StreamSession):
@@ -120,10 +151,13 @@ def percentiles(latencies: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(values, 50)), 2), "p99_ms": round(float(np.percentile(values, 99)), 2)}
 
 
-def summary(num_frames: int, elapsed: float, latencies: list[float], token_times: list[list[float]],
-            device) -> dict:
-    result = {"frames": num_frames, "seconds": round(elapsed, 3), "frames_per_s": round(num_frames / elapsed, 2),
-              **percentiles(latencies)}
+def summary(num_frames: int, elapsed: float, latencies: list[float], token_times: list[list[float]], device) -> dict:
+    result = {
+        "frames": num_frames,
+        "seconds": round(elapsed, 3),
+        "frames_per_s": round(num_frames / elapsed, 2),
+        **percentiles(latencies),
+    }
     spans = [(len(times) - 1, times[-1] - times[0]) for times in token_times if len(times) > 1]
     if spans:
         result["response_tokens_per_s"] = round(sum(n for n, _ in spans) / sum(s for _, s in spans), 1)
@@ -194,17 +228,37 @@ def same_events(a: list, b: list) -> dict:
     pairs = list(zip(a, b))
     same = sum(x.frame_index == y.frame_index and x.token_ids == y.token_ids for x, y in pairs)
     timing = sum(x.frame_index == y.frame_index for x, y in pairs)
-    return {"events": [len(a), len(b)], "identical": same, "same_frame": timing,
-            "all_identical": len(a) == len(b) == same}
+    return {
+        "events": [len(a), len(b)],
+        "identical": same,
+        "same_frame": timing,
+        "all_identical": len(a) == len(b) == same,
+    }
 
 
-def part_streams(model, template, frames: Frames, num_streams: int, num_frames: int, fps: float, max_tokens: int,
-                 device, prefill_to: int | None = None, attention_programs: int | None = None,
-                 weights: str | None = None) -> dict:
+def part_streams(
+    model,
+    template,
+    frames: Frames,
+    num_streams: int,
+    num_frames: int,
+    fps: float,
+    max_tokens: int,
+    device,
+    prefill_to: int | None = None,
+    attention_programs: int | None = None,
+    weights: str | None = None,
+) -> dict:
     """N silent streams in lockstep: each step gives every stream its next frame (vision batched over streams)."""
-    engine = BatchEngine(model, template, max_sessions=num_streams, max_tokens=max_tokens,
-                         max_step_tokens=max(256, model.config.frame_num_tokens + 1),
-                         attention_programs=attention_programs, weights=weights)
+    engine = BatchEngine(
+        model,
+        template,
+        max_sessions=num_streams,
+        max_tokens=max_tokens,
+        max_step_tokens=max(256, model.config.frame_num_tokens + 1),
+        attention_programs=attention_programs,
+        weights=weights,
+    )
     engine.static.warmup([(num_streams, model.config.frame_num_tokens + 1, 1)], max_tokens)
     sessions = [engine.open(EngineConfig(threshold=0.0), scheduled(None)) for _ in range(num_streams)]
     for session in sessions:  # the first frame (system prompt + frame) outside the timing
@@ -230,9 +284,14 @@ def part_streams(model, template, frames: Frames, num_streams: int, num_frames: 
     sync(device)
     elapsed = time.perf_counter() - started
     total = num_streams * (num_frames - 1)
-    result = {"streams": num_streams, "frames": total, "seconds": round(elapsed, 3),
-              "aggregate_frames_per_s": round(total / elapsed, 1),
-              "per_stream_frames_per_s": round((num_frames - 1) / elapsed, 2), **percentiles(latencies)}
+    result = {
+        "streams": num_streams,
+        "frames": total,
+        "seconds": round(elapsed, 3),
+        "aggregate_frames_per_s": round(total / elapsed, 1),
+        "per_stream_frames_per_s": round((num_frames - 1) / elapsed, 2),
+        **percentiles(latencies),
+    }
     if device.type == "cuda":
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del engine, sessions
@@ -240,10 +299,17 @@ def part_streams(model, template, frames: Frames, num_streams: int, num_frames: 
     return result
 
 
-def part_endless(model, template, frames: Frames, hours: float, fps: float, max_tokens: int, ahead: int,
-                 device) -> dict:
-    engine = BatchEngine(model, template, max_sessions=1, max_tokens=max_tokens, policy=MemoryPolicy(),
-                         max_step_tokens=max(256, ahead * (model.config.frame_num_tokens + 1)))
+def part_endless(
+    model, template, frames: Frames, hours: float, fps: float, max_tokens: int, ahead: int, device
+) -> dict:
+    engine = BatchEngine(
+        model,
+        template,
+        max_sessions=1,
+        max_tokens=max_tokens,
+        policy=MemoryPolicy(),
+        max_step_tokens=max(256, ahead * (model.config.frame_num_tokens + 1)),
+    )
     step = model.config.frame_num_tokens + 1
     engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, ahead * step, ahead)], max_tokens)
     session = engine.open(EngineConfig(max_new_tokens=20), scheduled(200))
@@ -260,13 +326,25 @@ def part_endless(model, template, frames: Frames, hours: float, fps: float, max_
             torch.cuda.current_stream().wait_event(done)
         events += len(session.push_frames([(start + i) / fps for i in range(count)], embeds, ahead=ahead))
         if (start // ahead) % max(1, 1200 // ahead) == 0 and device.type == "cuda":
-            samples.append({"frame": start + count, "allocated_gb": round(torch.cuda.memory_allocated() / 2**30, 3),
-                            "cache_tokens": session.num_tokens})
+            samples.append(
+                {
+                    "frame": start + count,
+                    "allocated_gb": round(torch.cuda.memory_allocated() / 2**30, 3),
+                    "cache_tokens": session.num_tokens,
+                }
+            )
     sync(device)
     elapsed = time.perf_counter() - started
-    result = {"video_hours": hours, "frames": num_frames, "seconds": round(elapsed, 1),
-              "frames_per_s": round(num_frames / elapsed, 1), "responses": events,
-              "cache_tokens_max": max_tokens, "tokens_dropped": engine.static.evictions[0], "memory_samples": samples}
+    result = {
+        "video_hours": hours,
+        "frames": num_frames,
+        "seconds": round(elapsed, 1),
+        "frames_per_s": round(num_frames / elapsed, 1),
+        "responses": events,
+        "cache_tokens_max": max_tokens,
+        "tokens_dropped": engine.static.evictions[0],
+        "memory_samples": samples,
+    }
     if device.type == "cuda":
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         allocated = [s["allocated_gb"] for s in samples[1:]]
@@ -287,23 +365,40 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="a small random model (CPU-sized)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--frames", type=int, default=1200, help="frames per scenario (1200 = 10 min at 2 fps)")
-    parser.add_argument("--reference-frames", type=int, default=300,
-                        help="frames for the (slow) reference loop; its frames/s is over these first frames")
+    parser.add_argument(
+        "--reference-frames",
+        type=int,
+        default=300,
+        help="frames for the (slow) reference loop; its frames/s is over these first frames",
+    )
     parser.add_argument("--ahead", type=int, default=16, help="frames per forward in the multi-frame mode")
     parser.add_argument("--streams", default="16", help="streams part: stream counts, comma-separated (e.g. 16,32,64)")
-    parser.add_argument("--stream-frames", type=int, help="streams part: frames per stream (default: --frames); each "
-                        "stream's cache holds them all, so fewer let more streams fit a GPU's memory")
-    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
-                        help="every fast-engine part on float8 / int8 linear weights (the `fp8` and `int8` parts "
-                             "compare them anyway)")
+    parser.add_argument(
+        "--stream-frames",
+        type=int,
+        help="streams part: frames per stream (default: --frames); each "
+        "stream's cache holds them all, so fewer let more streams fit a GPU's memory",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHT_FORMATS,
+        default=None,
+        help="every fast-engine part on float8 / int8 linear weights (the `fp8` and `int8` parts compare them anyway)",
+    )
     parser.add_argument("--keep-up", default="16,32,64,128,192", help="stream counts tried for the 2 fps test")
     parser.add_argument("--keep-up-window", type=int, default=2048, help="cache tokens per stream in that test")
     parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--parts", default="reference,unfused,single,fp8,multi,streams,keep-up,endless",
-                        help="unfused: the single-stream run on the plain torch ops instead of the fused kernels")
-    parser.add_argument("--attention-programs", default="",
-                        help="streams part: programs the split-key attention aims for, comma-separated values run "
-                             "one after another (default: one run at the multiprocessor count)")
+    parser.add_argument(
+        "--parts",
+        default="reference,unfused,single,fp8,multi,streams,keep-up,endless",
+        help="unfused: the single-stream run on the plain torch ops instead of the fused kernels",
+    )
+    parser.add_argument(
+        "--attention-programs",
+        default="",
+        help="streams part: programs the split-key attention aims for, comma-separated values run "
+        "one after another (default: one run at the multiprocessor count)",
+    )
     parser.add_argument("--scenarios", default="silent,narrate", help="of the single-stream parts, in this order")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -316,12 +411,17 @@ def main() -> int:
     frames_ahead = Frames(model, side_stream=True)
     # A 10-minute stream without dropping: every frame, plus each forced response's prompt, text and eos.
     capacity = args.frames * (model.config.frame_num_tokens + 1) + (args.frames // 20 + 1) * 64 + 1024
-    results: dict = {"command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if device.type == "cuda"
-                     else platform.processor() or platform.machine(), "dtype": str(dtype),
-                     "torch": torch.__version__, "transformers": transformers.__version__,
-                     "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
-                     "frame_tokens": model.config.frame_num_tokens,
-                     "fused_kernels": kernels.fused_by_default(device), "weights": args.weights or "model dtype"}
+    results: dict = {
+        "command": " ".join(sys.argv),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        "dtype": str(dtype),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "model": "small random" if args.small else "random Llama-3-8B + SigLIP-L/16-384 sizes",
+        "frame_tokens": model.config.frame_num_tokens,
+        "fused_kernels": kernels.fused_by_default(device),
+        "weights": args.weights or "model dtype",
+    }
 
     def report(name: str, value) -> None:
         results[name] = value
@@ -329,13 +429,21 @@ def main() -> int:
         if args.out:
             write_json_atomic(args.out, results)
 
-    def solo_session(config: EngineConfig, every: int | None, fused_kernels: bool | None = None,
-                     weights: str | None = args.weights):
+    def solo_session(
+        config: EngineConfig, every: int | None, fused_kernels: bool | None = None, weights: str | None = args.weights
+    ):
         """One stream on the fast engine, its CUDA graphs captured for every span of the run."""
         step = model.config.frame_num_tokens + 1
-        engine = BatchEngine(model, template, max_sessions=1, max_tokens=capacity, fused_kernels=fused_kernels,
-                             max_step_tokens=max(256, args.ahead * step), weights=weights,
-                             frames_per_step=args.ahead)
+        engine = BatchEngine(
+            model,
+            template,
+            max_sessions=1,
+            max_tokens=capacity,
+            fused_kernels=fused_kernels,
+            max_step_tokens=max(256, args.ahead * step),
+            weights=weights,
+            frames_per_step=args.ahead,
+        )
         engine.static.warmup([(1, 1, 1), (1, step, 1), (1, 16, 1), (1, args.ahead * step, args.ahead)], capacity)
         return engine, engine.open(config, scheduled(every))
 
@@ -369,22 +477,35 @@ def main() -> int:
             report(f"single/{scenario}", timed_frames(session))
             solo_events[scenario] = list(session.events)
             if "unfused" in parts and device.type == "cuda":
-                report(f"single/{scenario}/vs_unfused", {
-                    **same_events(solo_events[scenario], unfused_events),
-                    "speedup": round(results[f"single/{scenario}"]["frames_per_s"]
-                                     / results[f"unfused/{scenario}"]["frames_per_s"], 3)})
+                report(
+                    f"single/{scenario}/vs_unfused",
+                    {
+                        **same_events(solo_events[scenario], unfused_events),
+                        "speedup": round(
+                            results[f"single/{scenario}"]["frames_per_s"]
+                            / results[f"unfused/{scenario}"]["frames_per_s"],
+                            3,
+                        ),
+                    },
+                )
             if "reference" in parts:
                 count = sum(e.frame_index < args.reference_frames for e in solo_events[scenario])
-                report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count],
-                                                                      reference_events))
+                report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count], reference_events))
         for fmt in [fmt for fmt in WEIGHT_FORMATS if fmt in parts and args.weights != fmt]:
             quant_engine, quant_session = solo_session(config, every, weights=fmt)
             report(f"{fmt}/{scenario}", timed_frames(quant_session))
             if scenario in solo_events:
-                report(f"{fmt}/{scenario}/vs_single", {
-                    **same_events(list(quant_session.events), solo_events[scenario]),
-                    "speedup": round(results[f"{fmt}/{scenario}"]["frames_per_s"]
-                                     / results[f"single/{scenario}"]["frames_per_s"], 3)})
+                report(
+                    f"{fmt}/{scenario}/vs_single",
+                    {
+                        **same_events(list(quant_session.events), solo_events[scenario]),
+                        "speedup": round(
+                            results[f"{fmt}/{scenario}"]["frames_per_s"]
+                            / results[f"single/{scenario}"]["frames_per_s"],
+                            3,
+                        ),
+                    },
+                )
             del quant_engine, quant_session
             release(device)
         if "multi" in parts:
@@ -409,8 +530,18 @@ def main() -> int:
             for programs in [int(n) for n in args.attention_programs.split(",") if n] or [None]:
                 name = f"streams/{count}" + (f"/attention_programs={programs}" if programs else "")
                 try:
-                    result = part_streams(model, template, frames_ahead, count, stream_frames, fps, stream_capacity,
-                                          device, attention_programs=programs, weights=args.weights)
+                    result = part_streams(
+                        model,
+                        template,
+                        frames_ahead,
+                        count,
+                        stream_frames,
+                        fps,
+                        stream_capacity,
+                        device,
+                        attention_programs=programs,
+                        weights=args.weights,
+                    )
                 except torch.OutOfMemoryError:
                     result = {"streams": count, "frames_per_stream": stream_frames, "error": "out of GPU memory"}
                     release(device)
@@ -420,8 +551,18 @@ def main() -> int:
         for count in [int(n) for n in args.keep_up.split(",")]:
             try:
                 window = args.keep_up_window
-                result = part_streams(model, template, frames_ahead, count, 30, fps, window, device,
-                                      prefill_to=window - 400, weights=args.weights)
+                result = part_streams(
+                    model,
+                    template,
+                    frames_ahead,
+                    count,
+                    30,
+                    fps,
+                    window,
+                    device,
+                    prefill_to=window - 400,
+                    weights=args.weights,
+                )
             except torch.OutOfMemoryError:
                 sweep.append({"streams": count, "error": "out of GPU memory"})
                 torch.cuda.empty_cache()
@@ -432,24 +573,33 @@ def main() -> int:
             if not result["keeps_up_with_2_fps"]:
                 break
         ok = [run["streams"] for run in sweep if run.get("keeps_up_with_2_fps")]
-        report("keep_up", {"window_tokens": args.keep_up_window, "runs": sweep,
-                           "largest_streams_keeping_up": max(ok) if ok else None})
+        report(
+            "keep_up",
+            {
+                "window_tokens": args.keep_up_window,
+                "runs": sweep,
+                "largest_streams_keeping_up": max(ok) if ok else None,
+            },
+        )
     if "endless" in parts:
         max_tokens = model.base_llm.config.max_position_embeddings
-        report("endless", part_endless(model, template, frames_ahead, args.hours, fps, max_tokens, args.ahead,
-                                       device))
+        report("endless", part_endless(model, template, frames_ahead, args.hours, fps, max_tokens, args.ahead, device))
         llm = model.base_llm.config
         head_dim = getattr(llm, "head_dim", None) or llm.hidden_size // llm.num_attention_heads
         per_token = 2 * llm.num_hidden_layers * llm.num_key_value_heads * head_dim * model.dtype.itemsize
         free = torch.cuda.mem_get_info()[0] if device.type == "cuda" else None
-        report("without_policy", {
-            "max_tokens_positions": max_tokens,
-            "max_frames_positions": max_tokens // (model.config.frame_num_tokens + 1),
-            "max_minutes_positions": round(max_tokens / (model.config.frame_num_tokens + 1) / fps / 60, 1),
-            "kv_bytes_per_token": per_token,
-            "max_minutes_free_memory": None if free is None else round(
-                free / per_token / (model.config.frame_num_tokens + 1) / fps / 60, 1),
-        })
+        report(
+            "without_policy",
+            {
+                "max_tokens_positions": max_tokens,
+                "max_frames_positions": max_tokens // (model.config.frame_num_tokens + 1),
+                "max_minutes_positions": round(max_tokens / (model.config.frame_num_tokens + 1) / fps / 60, 1),
+                "kv_bytes_per_token": per_token,
+                "max_minutes_free_memory": None
+                if free is None
+                else round(free / per_token / (model.config.frame_num_tokens + 1) / fps / 60, 1),
+            },
+        )
     return 0
 
 

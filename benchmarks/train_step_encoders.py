@@ -46,17 +46,25 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     out = args.out or Path(f"benchmarks/results/train_step_encoders_{device.type}.json")
-    results = {"command": "python " + " ".join(sys.argv),
-               "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "runs": []}
+    results = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "runs": [],
+    }
     chunk = model_module.ENCODER_CHUNK
     for preset in args.presets.split(","):
         for checkpointing in (False, True):
             for chunked in (True, False) if args.also_unchunked else (True,):
                 model_module.ENCODER_CHUNK = chunk if chunked else 1 << 30
-                config = TrainConfig(data=str(args.data_root / "conversations.jsonl"),
-                                     frames=str(args.data_root / "frames"), output_dir="", model=preset,
-                                     train_vision=True)
+                config = TrainConfig(
+                    data=str(args.data_root / "conversations.jsonl"),
+                    frames=str(args.data_root / "frames"),
+                    output_dir="",
+                    model=preset,
+                    train_vision=True,
+                )
                 model, template = build_training_model(config)
                 if checkpointing:
                     enable_gradient_checkpointing(model)
@@ -76,8 +84,13 @@ def main() -> None:
                     sync(device)
                     seconds.append(round(time.perf_counter() - started, 3))
                     frames.append(int(batch["pixel_values"].shape[0]))
-                run = {"preset": preset, "gradient_checkpointing": checkpointing, "encoder_chunks": chunked,
-                       "frames": frames, "step_seconds": seconds}
+                run = {
+                    "preset": preset,
+                    "gradient_checkpointing": checkpointing,
+                    "encoder_chunks": chunked,
+                    "frames": frames,
+                    "step_seconds": seconds,
+                }
                 print(run, flush=True)
                 results["runs"].append(run)
                 write_json_atomic(out, results)

@@ -29,8 +29,13 @@ def main() -> None:
     parser.add_argument("--frames", type=Path, required=True)
     parser.add_argument("--batches", default="1,2")
     args = parser.parse_args()
-    config = TrainConfig(data=str(args.data_root / "conversations.jsonl"), frames=str(args.frames), output_dir="",
-                         model=default_model(), train_vision=True)
+    config = TrainConfig(
+        data=str(args.data_root / "conversations.jsonl"),
+        frames=str(args.frames),
+        output_dir="",
+        model=default_model(),
+        train_vision=True,
+    )
     model, template = build_training_model(config)
     dataset = StreamDataset(read_jsonl(config.data), FrameStore(args.frames), template)
     collate = StreamCollator(template)
@@ -42,8 +47,9 @@ def main() -> None:
         counts[size] = len(prof.events())
         print(f"batch {size}: {counts[size]} operator events", flush=True)
     out = Path(__file__).parent / "results" / "train_step_ops_cpu.json"
-    out.write_text(json.dumps({"command": "python benchmarks/train_step_ops_cpu.py", "events_by_batch": counts},
-                              indent=2) + "\n")
+    out.write_text(
+        json.dumps({"command": "python benchmarks/train_step_ops_cpu.py", "events_by_batch": counts}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

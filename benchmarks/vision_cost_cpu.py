@@ -44,8 +44,12 @@ def encoder_ms_per_frame(preset: str, batch: int = 8) -> dict:
     with torch.inference_mode():
         ms = best_ms(lambda: encoder(preprocess_frames(frames, config))) / batch
     side = config.frame_resolution // config.vision_config["patch_size"]
-    return {"preset": preset, "resolution": config.frame_resolution, "patch_tokens": side * side,
-            "ms_per_frame": round(ms, 2)}
+    return {
+        "preset": preset,
+        "resolution": config.frame_resolution,
+        "patch_tokens": side * side,
+        "ms_per_frame": round(ms, 2),
+    }
 
 
 def llm_step_ms(cached: int = 400) -> float:
@@ -72,13 +76,20 @@ def main() -> None:
         row["share_of_frame_step"] = round(row["ms_per_frame"] / (row["ms_per_frame"] + llm), 3)
     result = {
         "command": "python benchmarks/vision_cost_cpu.py",
-        "machine": {"cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "transformers": transformers.__version__},
+        "machine": {
+            "cpu": platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
         "encoders": encoders,
         "llm_frame_step_ms": round(llm, 2),
-        "notes": ["encoder: batch 8, random weights; LLM: SmolLM2-135M-Instruct, 11 tokens over a 400-token cache; "
-                  "best of 10 runs each"],
+        "notes": [
+            "encoder: batch 8, random weights; LLM: SmolLM2-135M-Instruct, 11 tokens over a 400-token cache; "
+            "best of 10 runs each"
+        ],
     }
     out = Path(__file__).parent / "results" / "vision_cost_cpu.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

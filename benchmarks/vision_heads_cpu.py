@@ -45,8 +45,10 @@ def render(world, seed: int, episodes: int, frames: int, resolution: int) -> dic
 
 
 def batches(data: dict[str, torch.Tensor], size: int = 128) -> list[dict[str, torch.Tensor]]:
-    return [{key: value[start : start + size] for key, value in data.items()}
-            for start in range(0, len(data["pixels"]), size)]
+    return [
+        {key: value[start : start + size] for key, value in data.items()}
+        for start in range(0, len(data["pixels"]), size)
+    ]
 
 
 def main() -> None:
@@ -59,10 +61,16 @@ def main() -> None:
     parser.add_argument("--heldout-frames", type=int, default=512)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vision_heads_cpu.json"))
     args = parser.parse_args()
-    results = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "runs": {}}
-    vision = VisionPretrainConfig(output_dir="", max_steps=args.steps, batch_size=args.batch_size,
-                                  learning_rate=args.learning_rate)
+    results = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "runs": {},
+    }
+    vision = VisionPretrainConfig(
+        output_dir="", max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate
+    )
     world, data = vision.world_config(), {}
     warmup = max(1, args.steps // 20)
 
@@ -75,8 +83,10 @@ def main() -> None:
         resolution = live.config.frame_resolution
         if resolution not in data:
             print(f"rendering {args.train_frames} + {args.heldout_frames} frames at {resolution} px", flush=True)
-            data[resolution] = (render(world, 7, 150, args.train_frames, resolution),
-                                batches(render(world, vision.heldout_seed, 50, args.heldout_frames, resolution)))
+            data[resolution] = (
+                render(world, 7, 150, args.train_frames, resolution),
+                batches(render(world, vision.heldout_seed, 50, args.heldout_frames, resolution)),
+            )
         train, heldout = data[resolution]
         model = VisionPretrainModel(live.frame_encoder)
         model.frame_encoder.requires_grad_(True)
@@ -88,8 +98,12 @@ def main() -> None:
         started = time.perf_counter()
         for step in range(1, args.steps + 1):
             batch = torch.randint(0, len(train["pixels"]), (args.batch_size,), generator=generator)
-            loss, _ = pretrain_loss(model, preprocess_frames(train["pixels"][batch], live.config),
-                                    train["cells"][batch], train["frame"][batch])
+            loss, _ = pretrain_loss(
+                model,
+                preprocess_frames(train["pixels"][batch], live.config),
+                train["cells"][batch],
+                train["frame"][batch],
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -97,8 +111,11 @@ def main() -> None:
             schedule.step()
             if step % 100 == 0 or step == args.steps:
                 accuracy = evaluate(model, heldout, live.config, torch.device("cpu"), autocast=False)
-                entry = {"step": step, "loss": round(loss.item(), 4),
-                         **{name: accuracy[name]["accuracy"] for name in HEADS if name in accuracy}}
+                entry = {
+                    "step": step,
+                    "loss": round(loss.item(), 4),
+                    **{name: accuracy[name]["accuracy"] for name in HEADS if name in accuracy},
+                }
                 print(preset, entry, flush=True)
                 run["heldout"].append(entry)
         run["train_seconds"] = round(time.perf_counter() - started, 1)

@@ -48,20 +48,34 @@ def run() -> dict:
         out = Path(tmp) / "world"
         shape = ["--size", "256", "--video-fps", "2", "--time-grid", "0.5", "-q"]
         assert cli(["data", "synth-world", "--out", str(out), "--videos", "8", "--seed", "5", *shape]) == 0
-        assert cli(["data", "preprocess", str(out / "videos"), "--out", str(out / "frames"), "--preset", "demo-192",
-                    "-q"]) == 0
+        assert (
+            cli(["data", "preprocess", str(out / "videos"), "--out", str(out / "frames"), "--preset", "demo-192", "-q"])
+            == 0
+        )
         config = VisionPretrainConfig(output_dir=tmp, model="demo-192", max_steps=1, world_dir=str(out))
         world_frames = recorded_world(config, 192)
         rendered = frames_per_s(RandomWorldFrames(world, 192, 0, 8))
         recorded = frames_per_s(RecordedWorldFrames(world_frames, world, 0, 8))
-    return {"rendered_frames_per_s": round(rendered, 1), "recorded_frames_per_s": round(recorded, 1),
-            "ratio": round(recorded / rendered, 1)}
+    return {
+        "rendered_frames_per_s": round(rendered, 1),
+        "recorded_frames_per_s": round(recorded, 1),
+        "ratio": round(recorded / rendered, 1),
+    }
 
 
 if __name__ == "__main__":
-    results = {"command": "python benchmarks/vision_source_cpu.py", "machine": {
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-        "torch": torch.__version__, "load_average": os.getloadavg()[0]}, "frames": FRAMES, **run()}
+    results = {
+        "command": "python benchmarks/vision_source_cpu.py",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_average": os.getloadavg()[0],
+        },
+        "frames": FRAMES,
+        **run(),
+    }
     path = Path(__file__).parent / "results" / "vision_source_cpu.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2), file=sys.stderr)

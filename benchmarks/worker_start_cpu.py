@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/worker_start_cpu.py --world " + args.world + f" --workers {args.workers}",
         "machine": {"cpu": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__},
-        "videos": len(videos.files), "workers": args.workers,
-        "pickled_kb": {"file names": round(len(pickle.dumps(names)) / 1e3, 1),
-                       "annotations": round(len(pickle.dumps(annotated)) / 1e3, 1)},
+        "videos": len(videos.files),
+        "workers": args.workers,
+        "pickled_kb": {
+            "file names": round(len(pickle.dumps(names)) / 1e3, 1),
+            "annotations": round(len(pickle.dumps(annotated)) / 1e3, 1),
+        },
         "runs": runs,
     }
     report_json(result, args.output)

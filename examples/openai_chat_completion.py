@@ -23,10 +23,14 @@ def main() -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: http://127.0.0.1:8000)")
     parser.add_argument("--token", default="unused", help="the server's bearer token, if it requires one")
     parser.add_argument("--ask", metavar="SECONDS:QUESTION", help="a question and the video time it is asked at")
-    parser.add_argument("--threshold", type=float, help="silence threshold (default: the model's; 1: narrate every "
-                                                        "frame)")
-    parser.add_argument("--server-path", action="store_true", help="send the file's absolute path for the server to "
-                                                                    "read instead of uploading it")
+    parser.add_argument(
+        "--threshold", type=float, help="silence threshold (default: the model's; 1: narrate every frame)"
+    )
+    parser.add_argument(
+        "--server-path",
+        action="store_true",
+        help="send the file's absolute path for the server to read instead of uploading it",
+    )
     args = parser.parse_args()
 
     import openai
@@ -57,8 +61,9 @@ def main() -> int:
     started = time.monotonic()
     try:
         model = client.models.list().data[0].id
-        stream = client.chat.completions.create(model=model, stream=True, extra_body=extra,
-                                                messages=[{"role": "user", "content": content}])
+        stream = client.chat.completions.create(
+            model=model, stream=True, extra_body=extra, messages=[{"role": "user", "content": content}]
+        )
         turns, finish = 0, None
         for chunk in stream:
             choice = chunk.choices[0]

@@ -32,10 +32,20 @@ def main() -> int:
     parser.add_argument("--token", help="bearer token, when the server requires one")
     parser.add_argument("--fps", type=float, help="frames per second sent (default: the model's)")
     parser.add_argument("--threshold", type=float, help="silence threshold of the session (default: the model's)")
-    parser.add_argument("--ask", action="append", type=parse_ask, default=[], metavar="SECONDS:QUESTION",
-                        help="a question at a video time (repeatable)")
-    parser.add_argument("--fast", action="store_true", help="send a file as fast as the server takes it, not in "
-                                                            "real time (frames the server cannot keep up with drop)")
+    parser.add_argument(
+        "--ask",
+        action="append",
+        type=parse_ask,
+        default=[],
+        metavar="SECONDS:QUESTION",
+        help="a question at a video time (repeatable)",
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="send a file as fast as the server takes it, not in "
+        "real time (frames the server cannot keep up with drop)",
+    )
     args = parser.parse_args()
 
     def show(event: dict) -> None:
@@ -45,7 +55,7 @@ def main() -> int:
             base = args.url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
             print(f"session {session['id']} on {session['model']}", file=sys.stderr)
             secret = f" -H 'X-Session-Secret: {session['secret']}'" if session.get("secret") else ""
-            token = " -H \"Authorization: Bearer $VIDEOLLM_ONLINE_TOKEN\"" if args.token else ""
+            token = ' -H "Authorization: Bearer $VIDEOLLM_ONLINE_TOKEN"' if args.token else ""
             print(f"follow it: curl -N{token}{secret} {base}/v1/sessions/{session['id']}/events", file=sys.stderr)
         elif kind == P.FRAME_DROPPED:  # the server fell behind and dropped its oldest waiting frame
             print(f"[{event['video_time']:.1f}s] frame dropped ({event['reason']})", file=sys.stderr)
@@ -61,8 +71,18 @@ def main() -> int:
             print(f"error ({event['error']['code']}): {event['error']['message']}", file=sys.stderr)
 
     try:
-        asyncio.run(stream_video(args.url, args.source, token=args.token, fps=args.fps, threshold=args.threshold,
-                                 realtime=not args.fast, queries=args.ask, on_event=show))
+        asyncio.run(
+            stream_video(
+                args.url,
+                args.source,
+                token=args.token,
+                fps=args.fps,
+                threshold=args.threshold,
+                realtime=not args.fast,
+                queries=args.ask,
+                on_event=show,
+            )
+        )
     except (ApiError, VideoSourceError, OSError) as error:
         print(f"stream_to_server: {error}", file=sys.stderr)
         return 2

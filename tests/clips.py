@@ -19,9 +19,17 @@ def frame_pattern(index: int, width: int, height: int) -> np.ndarray:
     return np.stack([red, green, blue], axis=-1).astype(np.uint8)
 
 
-def write_clip(path: Path, *, codec: str = "libx264", size: tuple[int, int] = (160, 96), frames: int = 30,
-               fps: int = 25, pix_fmt: str = "yuv420p", pts_ms: Sequence[int] | None = None,
-               container_options: dict[str, str] | None = None) -> Path:
+def write_clip(
+    path: Path,
+    *,
+    codec: str = "libx264",
+    size: tuple[int, int] = (160, 96),
+    frames: int = 30,
+    fps: int = 25,
+    pix_fmt: str = "yuv420p",
+    pts_ms: Sequence[int] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
     """Encode ``frames`` pattern frames with PyAV; ``pts_ms`` gives irregular (VFR) timestamps in milliseconds."""
     width, height = size
     with av.open(str(path), "w", container_options=container_options or {}) as container:

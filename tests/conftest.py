@@ -46,10 +46,31 @@ def _ffmpeg_exe() -> str:
 
 def _ffmpeg_reference(src: Path | str, fps: float, res: int, input_args: Sequence[str] = ()) -> np.ndarray:
     """Frames of the original preprocessing command, written as raw RGB to a pipe: (N, res, res, 3) uint8."""
-    vf = (f"scale='if(gt(iw\\,ih)\\,{res}\\,-2)':'if(gt(iw\\,ih)\\,-2\\,{res})',"
-          f"pad={res}:{res}:(ow-iw)/2:(oh-ih)/2:color='#000000'")
-    cmd = [_ffmpeg_exe(), "-v", "error", "-y", "-sws_flags", "bicubic", *input_args, "-i", str(src), "-an",
-           "-r", str(fps), "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    vf = (
+        f"scale='if(gt(iw\\,ih)\\,{res}\\,-2)':'if(gt(iw\\,ih)\\,-2\\,{res})',"
+        f"pad={res}:{res}:(ow-iw)/2:(oh-ih)/2:color='#000000'"
+    )
+    cmd = [
+        _ffmpeg_exe(),
+        "-v",
+        "error",
+        "-y",
+        "-sws_flags",
+        "bicubic",
+        *input_args,
+        "-i",
+        str(src),
+        "-an",
+        "-r",
+        str(fps),
+        "-vf",
+        vf,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
     out = subprocess.run(cmd, capture_output=True, check=True, timeout=60).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, res, res, 3)
 

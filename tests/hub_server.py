@@ -20,13 +20,16 @@ from urllib.parse import unquote, urlsplit
 class Repo:
     def __init__(self, repo_id: str, directory: Path, gated: bool = False):
         self.repo_id, self.gated = repo_id, gated
-        self.files = {p.relative_to(directory).as_posix(): p.read_bytes()
-                      for p in sorted(directory.rglob("*")) if p.is_file()}
+        self.files = {
+            p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+        }
         self.sha = hashlib.sha1(repo_id.encode() + b"".join(self.files.values())).hexdigest()
 
     def tree(self) -> list[dict]:
-        return [{"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                for path, data in self.files.items()]
+        return [
+            {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+            for path, data in self.files.items()
+        ]
 
 
 class FakeHub:
@@ -76,8 +79,14 @@ class FakeHub:
             if self.refuse(handler, repo, body):
                 return
             if parts[4] == "revision":
-                info = {"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.sha, "private": False,
-                        "gated": False, "siblings": [{"rfilename": name} for name in repo.files]}
+                info = {
+                    "id": repo.repo_id,
+                    "modelId": repo.repo_id,
+                    "sha": repo.sha,
+                    "private": False,
+                    "gated": False,
+                    "siblings": [{"rfilename": name} for name in repo.files],
+                }
             else:
                 info = repo.tree()
             self.send(handler, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
@@ -92,20 +101,35 @@ class FakeHub:
                 return
             data = repo.files[name]
             etag = hashlib.sha256(data).hexdigest()
-            self.send(handler, 200, data, {"X-Repo-Commit": repo.sha, "ETag": f'"{etag}"',
-                                           "Content-Type": "application/octet-stream"}, body)
+            self.send(
+                handler,
+                200,
+                data,
+                {"X-Repo-Commit": repo.sha, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"},
+                body,
+            )
             return
         self.send(handler, 404, b"", {"X-Error-Code": "RepoNotFound"}, body)
 
     def refuse(self, handler, repo: Repo | None, body: bool) -> bool:
         if repo is None:
-            self.send(handler, 401, b'{"error":"Repository not found"}',
-                      {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, body)
+            self.send(
+                handler,
+                401,
+                b'{"error":"Repository not found"}',
+                {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+                body,
+            )
             return True
         if repo.gated:
             message = f"Access to model {repo.repo_id} is restricted. You must have access to it and be authenticated."
-            self.send(handler, 403, json.dumps({"error": message}).encode(),
-                      {"X-Error-Code": "GatedRepo", "X-Error-Message": message}, body)
+            self.send(
+                handler,
+                403,
+                json.dumps({"error": message}).encode(),
+                {"X-Error-Code": "GatedRepo", "X-Error-Message": message},
+                body,
+            )
             return True
         return False
 

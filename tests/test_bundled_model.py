@@ -18,13 +18,44 @@ def test_gguf_tokenizer_takes_its_special_tokens_from_the_file():
 
 def test_bundled_model_narrates_a_synthetic_video_and_answers(tmp_path, capsys):
     assert default_model() == str(BUNDLED_MODEL_DIR)
-    assert main(["data", "synth-world", "--out", str(tmp_path / "world"), "--videos", "1", "--seed", "2",
-                 "--size", "128", "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "20",
-                 "--max-duration", "24", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-world",
+                "--out",
+                str(tmp_path / "world"),
+                "--videos",
+                "1",
+                "--seed",
+                "2",
+                "--size",
+                "128",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--min-duration",
+                "20",
+                "--max-duration",
+                "24",
+                "-q",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     history = tmp_path / "history.json"
-    code = main(["narrate", str(tmp_path / "world" / "videos" / "000000.mp4"), "--query-at",
-                 "6:How many objects are there?", "--output", str(history)])
+    code = main(
+        [
+            "narrate",
+            str(tmp_path / "world" / "videos" / "000000.mp4"),
+            "--query-at",
+            "6:How many objects are there?",
+            "--output",
+            str(history),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     turns = json.loads(history.read_text())["conversation"]

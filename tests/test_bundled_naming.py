@@ -14,8 +14,13 @@ from videollm_online.data.synth_world import WorldConfig, write_world
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    write_world(out, 1, seed=2, config=WorldConfig(width=96, height=96, fps=2, min_duration=6, max_duration=8,
-                                                    time_grid=0.5), progress=False)
+    write_world(
+        out,
+        1,
+        seed=2,
+        config=WorldConfig(width=96, height=96, fps=2, min_duration=6, max_duration=8, time_grid=0.5),
+        progress=False,
+    )
     return out
 
 

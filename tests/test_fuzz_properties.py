@@ -32,13 +32,19 @@ def message() -> st.SearchStrategy[dict]:
     return st.one_of(
         st.builds(lambda text, learn: {"role": "user", "content": text, "learn": learn}, TEXT, st.just(False)),
         st.builds(lambda text, learn: {"role": "assistant", "content": text, "learn": learn}, TEXT, st.booleans()),
-        st.builds(lambda n, learn: {"role": "stream", "num_frames": n, "learn": learn}, st.integers(0, 4),
-                  st.one_of(st.booleans(), st.integers(0, 5))),
+        st.builds(
+            lambda n, learn: {"role": "stream", "num_frames": n, "learn": learn},
+            st.integers(0, 4),
+            st.one_of(st.booleans(), st.integers(0, 5)),
+        ),
     )
 
 
-CONVERSATIONS = st.builds(lambda system, rest: ([{"role": "system", "content": system}] if system is not None else [])
-                          + rest, st.one_of(st.none(), TEXT), st.lists(message(), max_size=8))
+CONVERSATIONS = st.builds(
+    lambda system, rest: ([{"role": "system", "content": system}] if system is not None else []) + rest,
+    st.one_of(st.none(), TEXT),
+    st.lists(message(), max_size=8),
+)
 
 
 @FAST
@@ -54,15 +60,21 @@ def test_tokenized_conversations_round_trip_and_label_only_what_follows(template
     # a label is always the next input token (tiny has an interval token, so no eos relabelling), never the last
     assert all(label in (IGNORE_INDEX, ids[i + 1]) for i, label in enumerate(labels[:-1]))
     assert not labels or labels[-1] == IGNORE_INDEX
-    learned_stream = sum(min(m["num_frames"], m["num_frames"] if m["learn"] is True else int(m["learn"] or 0))
-                         for m in conversation if m["role"] == "stream" and m["learn"] is not False)
+    learned_stream = sum(
+        min(m["num_frames"], m["num_frames"] if m["learn"] is True else int(m["learn"] or 0))
+        for m in conversation
+        if m["role"] == "stream" and m["learn"] is not False
+    )
     learned_text = any(m["role"] == "assistant" and m["learn"] for m in conversation)
     assert (any(label != IGNORE_INDEX for label in labels)) == bool(learned_stream or learned_text)
 
 
 @FAST
-@given(conversation=CONVERSATIONS.filter(lambda c: any(m["role"] != "stream" for m in c)),
-       bad=st.sampled_from([None, 5, 1.5, ["a"], {"a": 1}, True]), data=st.data())
+@given(
+    conversation=CONVERSATIONS.filter(lambda c: any(m["role"] != "stream" for m in c)),
+    bad=st.sampled_from([None, 5, 1.5, ["a"], {"a": 1}, True]),
+    data=st.data(),
+)
 def test_a_non_string_content_is_named_by_the_schema_and_refused_by_the_template(template, conversation, bad, data):
     index = data.draw(st.sampled_from([i for i, m in enumerate(conversation) if m["role"] != "stream"]))
     conversation[index] = {**conversation[index], "content": bad}
@@ -84,9 +96,15 @@ ANY_TEXT = st.text(max_size=40) | st.text(st.characters(min_codepoint=0xDC80, ma
 
 
 @FAST
-@given(turns=st.lists(st.tuples(st.sampled_from(["user", "assistant"]), ANY_TEXT,
-                                st.floats(0, 1e6, allow_nan=False, allow_infinity=False)), max_size=6),
-       video_path=ANY_TEXT)
+@given(
+    turns=st.lists(
+        st.tuples(
+            st.sampled_from(["user", "assistant"]), ANY_TEXT, st.floats(0, 1e6, allow_nan=False, allow_infinity=False)
+        ),
+        max_size=6,
+    ),
+    video_path=ANY_TEXT,
+)
 def test_the_history_on_disk_is_always_valid_finite_json(tmp_path_factory, turns, video_path):
     from videollm_online.engine import StreamEvent
     from videollm_online.narrate import History
@@ -123,8 +141,10 @@ def test_a_non_finite_time_is_refused_before_the_history_is_written(tmp_path, wh
 
 # ---------------------------------------------------------------------- the frame samplers
 RATES = st.sampled_from([Fraction(25), Fraction(30000, 1001), Fraction(10), Fraction(2), Fraction(60), Fraction(24)])
-TARGETS = st.one_of(st.sampled_from([0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
-                    st.floats(0.01, 60, allow_nan=False, allow_infinity=False))
+TARGETS = st.one_of(
+    st.sampled_from([0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+    st.floats(0.01, 60, allow_nan=False, allow_infinity=False),
+)
 
 
 @FAST
@@ -168,8 +188,9 @@ def test_live_sampler_slots_increase_and_never_run_ahead_of_their_frame(fps, gap
     assert previous >= 0 if gaps else True
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(source_fps=st.sampled_from([5, 10, 24, 25, 30]), frames=st.integers(1, 40), fps=TARGETS)
 def test_a_decoded_video_is_sampled_up_to_its_end(tmp_path, source_fps, frames, fps):
     """The whole path (PyAV decoding, the ffmpeg-rate sampler, the stream's end rule) on a real clip: frame times

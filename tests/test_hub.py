@@ -171,8 +171,9 @@ class LocalHub:
                 repo, action, revision = match.groups()
                 if action == "preupload":
                     files = json.loads(body)["files"]
-                    return self.reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                 for f in files]})
+                    return self.reply(
+                        {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+                    )
                 lines = [json.loads(line) for line in body.splitlines() if line.strip()]
                 for line in lines:
                     if line["key"] == "file":
@@ -212,8 +213,11 @@ def test_push_to_hub_commits_the_saved_checkpoint(tmp_path, tiny, local_hub):
     assert local_hub.commits == [("someone/tiny-live", "main", "Upload a videollm-online checkpoint")]
     model.save_pretrained(tmp_path / "local", model_card_kwargs=card)
     pushed = local_hub.repos["someone/tiny-live"]
-    local = {p.relative_to(tmp_path / "local").as_posix(): p.read_bytes()
-             for p in (tmp_path / "local").rglob("*") if p.is_file()}
+    local = {
+        p.relative_to(tmp_path / "local").as_posix(): p.read_bytes()
+        for p in (tmp_path / "local").rglob("*")
+        if p.is_file()
+    }
     assert sorted(pushed) == sorted(local)  # the files save_pretrained writes, and only those
     for name in ("connector.safetensors", "vision/model.safetensors", "llm/model.safetensors", "README.md"):
         assert pushed[name] == local[name], name
@@ -221,8 +225,14 @@ def test_push_to_hub_commits_the_saved_checkpoint(tmp_path, tiny, local_hub):
     assert local_hub.validated[0]["library_name"] == "videollm-online"
 
     # save_pretrained(push_to_hub=True) uploads the directory it wrote
-    url = model.save_pretrained(tmp_path / "tiny-live-2", push_to_hub=True, repo_id="someone/second",
-                                endpoint=local_hub.url, token="hf_test", model_card_kwargs=card)
+    url = model.save_pretrained(
+        tmp_path / "tiny-live-2",
+        push_to_hub=True,
+        repo_id="someone/second",
+        endpoint=local_hub.url,
+        token="hf_test",
+        model_card_kwargs=card,
+    )
     assert url.startswith(f"{local_hub.url}/someone/second/commit/")
     assert sorted(local_hub.repos["someone/second"]) == sorted(local)
 
@@ -271,10 +281,16 @@ def test_bundled_model_in_the_new_layout_gives_the_old_logits(tmp_path):
 def regenerate_golden() -> None:
     model = LiveModel.from_pretrained(BUNDLED_MODEL_DIR)
     logits = logits_of(model, model.config.frame_resolution)
-    GOLDEN.write_text(json.dumps({
-        "positions": logits.shape[0], "argmax": logits.argmax(-1).tolist(),
-        "logsumexp": [round(x, 5) for x in torch.logsumexp(logits, -1).tolist()],
-        "last_first_64": [round(x, 5) for x in logits[-1, :64].tolist()]}))
+    GOLDEN.write_text(
+        json.dumps(
+            {
+                "positions": logits.shape[0],
+                "argmax": logits.argmax(-1).tolist(),
+                "logsumexp": [round(x, 5) for x in torch.logsumexp(logits, -1).tolist()],
+                "last_first_64": [round(x, 5) for x in logits[-1, :64].tolist()],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

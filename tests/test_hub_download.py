@@ -45,8 +45,9 @@ def repos(tmp_path_factory):
     (llm / "original" / "consolidated.00.pth").write_bytes(b"\0" * 4096)
     vision = root / "vision"
     SiglipVisionModel(AutoConfig.for_model(**TINY_VISION)).save_pretrained(vision)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=RELEASED_LORA_TARGETS, modules_to_save=["connector"],
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=RELEASED_LORA_TARGETS, modules_to_save=["connector"], task_type="CAUSAL_LM"
+    )
     adapter = root / "adapter"
     get_peft_model(SeedLiveLlama.from_pretrained(llm), lora).save_pretrained(adapter)
     tokenizer.add_tokens(["<v>"], special_tokens=True)
@@ -64,12 +65,22 @@ def hub(repos):
 
 
 def cli(hub, tmp_path, *args, **env):
-    environment = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"),
-                   "VIDEOLLM_ONLINE_CACHE": str(tmp_path / "cache"), **env}
+    environment = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "VIDEOLLM_ONLINE_CACHE": str(tmp_path / "cache"),
+        **env,
+    }
     if "HF_HUB_OFFLINE" not in env:
         environment.pop("HF_HUB_OFFLINE", None)
-    return subprocess.run([sys.executable, "-m", "videollm_online.cli", *args], capture_output=True, text=True,
-                          env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "videollm_online.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
 
 
 def downloads(hub, repo_id: str) -> list[str]:
@@ -85,8 +96,7 @@ def test_first_use_downloads_the_adapter_and_both_base_models_then_offline_needs
         assert downloads(hub, repo_id), f"{repo_id} was not downloaded: {hub.requests}"
     assert not [p for p in downloads(hub, LLM) if "/original/" in p], "the LLM's original/ copy was fetched"
     snapshots = tmp_path / "hf-home" / "hub" / "models--someone--tiny-live-v1plus" / "snapshots"
-    assert {p.name for p in next(snapshots.iterdir()).iterdir()} >= {"adapter_config.json",
-                                                                     "adapter_model.safetensors"}
+    assert {p.name for p in next(snapshots.iterdir()).iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
 
     hub.requests.clear()
     again = cli(hub, tmp_path, "narrate", str(clip), "--model", ADAPTER, *TINY_BASES, "--offline", "-q")

@@ -42,8 +42,9 @@ def test_tiny_model_says_the_same_with_blocks_of_frames(ahead, tiny_checkpoint, 
 
 def test_live_sources_keep_one_frame_at_a_time(tiny_checkpoint, make_clip, tmp_path, capsys):
     clip = make_clip("clip.mp4", frames=30, fps=10, size=(96, 64))
-    _, err = narrate(clip, tmp_path, capsys, "live", "--model", tiny_checkpoint, "--max-new-tokens", "2",
-                     "--realtime", "--fps", "4")
+    _, err = narrate(
+        clip, tmp_path, capsys, "live", "--model", tiny_checkpoint, "--max-new-tokens", "2", "--realtime", "--fps", "4"
+    )
     assert "1 frame(s) a step" in err
 
 

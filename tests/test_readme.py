@@ -12,8 +12,11 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NOT_HERE = {"demo", "serve", "download"}  # run until stopped, or need the network
-CONVERSATION = [{"role": "system", "content": "Narrate."}, {"role": "stream", "num_frames": 2, "learn": True},
-                {"role": "assistant", "content": "You move the red circle.", "learn": True}]
+CONVERSATION = [
+    {"role": "system", "content": "Narrate."},
+    {"role": "stream", "num_frames": 2, "learn": True},
+    {"role": "assistant", "content": "You move the red circle.", "learn": True},
+]
 
 
 def python_blocks() -> list[str]:
@@ -49,8 +52,13 @@ def test_readme_command_lines_run(tmp_path):
     pytest.importorskip("gguf")
     (tmp_path / "conversation.json").write_text(json.dumps(CONVERSATION))
     for argv in filter(runnable, command_lines()):
-        result = subprocess.run([sys.executable, "-m", "videollm_online.cli", *argv], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "videollm_online.cli", *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, f"videollm-online {shlex.join(argv)}\n{result.stderr[-2000:]}"
         if argv[0] == "narrate":
             assert "[10.0s] User: How many objects are there?" in result.stdout

@@ -23,8 +23,16 @@ CLIP = "carphone_pristine.mp4"  # real camera footage: 176x144, 29.97 fps, 4 s, 
 
 
 def write_history(path, video, turns):
-    path.write_text(json.dumps({"video_path": str(video), "frame_fps": 2.0, "model": "test",
-                                "conversation": [{"role": r, "content": c, "time": t} for r, c, t in turns]}))
+    path.write_text(
+        json.dumps(
+            {
+                "video_path": str(video),
+                "frame_fps": 2.0,
+                "model": "test",
+                "conversation": [{"role": r, "content": c, "time": t} for r, c, t in turns],
+            }
+        )
+    )
     return path
 
 
@@ -43,10 +51,14 @@ def duration_of(path, kind):
 def test_render_with_speech_reads_back(skclip, tmp_path):
     pytest.importorskip("piper", reason="the tts extra is not installed")
     source = skclip(CLIP)
-    history = write_history(tmp_path / "history.json", source, [
-        ("user", "What is the man doing?", 1.0),
-        ("assistant", "He is talking on the phone in a car.", 2.0),
-    ])
+    history = write_history(
+        tmp_path / "history.json",
+        source,
+        [
+            ("user", "What is the man doing?", 1.0),
+            ("assistant", "He is talking on the phone in a car.", 2.0),
+        ],
+    )
     out = tmp_path / "rendered.mp4"
     result = render_video(history, out, config=RenderConfig(speech=True))
     assert result.turns_shown == 2 and result.turns_spoken == 1
@@ -103,8 +115,10 @@ def test_render_without_speech_has_no_audio_and_below_layout(make_clip, tmp_path
 
 def test_panel_scrolls_newest_turn_stays_at_the_bottom():
     panel = ConversationPanel(200, 120, 12)
-    turns = [Turn("assistant" if i % 2 else "user", f"Turn number {i} says quite a lot of words to wrap.", i)
-             for i in range(20)]
+    turns = [
+        Turn("assistant" if i % 2 else "user", f"Turn number {i} says quite a lot of words to wrap.", i)
+        for i in range(20)
+    ]
     alone, crowded = panel.draw(turns[-1:]).astype(int), panel.draw(turns).astype(int)
     bottom = slice(120 - 3 * panel.line_height, 120)  # the newest turn's lines
     assert np.array_equal(alone[bottom], crowded[bottom])
@@ -118,6 +132,7 @@ def test_speech_track_places_and_mixes_turns():
     speech = pytest.importorskip("videollm_online.speech")
     if not speech.tts_available():
         pytest.skip("the tts extra is not installed")
+
     class Remembering:  # Piper samples its prosody noise: keep each text's one real synthesis to compare against
         def __init__(self, voice):
             self.voice, self.sample_rate, self.said = voice, voice.sample_rate, {}
@@ -259,15 +274,16 @@ def test_below_layout_never_cuts_a_turn():
     turns = [Turn("assistant" if i % 2 else "user", f"Turn {i} has a few words here.", float(i)) for i in range(9)]
     blocks = panel.layout(turns)
     assert 1 <= len(blocks) < len(turns)
-    assert [header for header, _, _ in blocks] == [f"[{i}.0s] {'Assistant' if i % 2 else 'User'}"
-                                                   for i in range(9 - len(blocks), 9)]
+    assert [header for header, _, _ in blocks] == [
+        f"[{i}.0s] {'Assistant' if i % 2 else 'User'}" for i in range(9 - len(blocks), 9)
+    ]
     used = sum((1 + len(body)) * panel.line_height for _, _, body in blocks) + panel.turn_gap * (len(blocks) - 1)
     assert used <= panel.height - 2 * panel.margin
     picture = panel.draw(turns).astype(int)
     background = np.array(BACKGROUND)
     top = panel.height - panel.margin - used  # the first shown turn's header: the turns sit at the bottom
     assert np.abs(picture[:top] - background).max() == 0  # nothing drawn above it: no older turn's cut-off lines
-    first_header = picture[top: top + panel.line_height, : panel.width // 2]
+    first_header = picture[top : top + panel.line_height, : panel.width // 2]
     colour = np.array(ROLE_COLOURS["assistant" if (9 - len(blocks)) % 2 else "user"])
     assert (np.abs(first_header - colour).sum(axis=-1) < 60).any()  # its header is drawn, in its role's colour
 
@@ -275,6 +291,6 @@ def test_below_layout_never_cuts_a_turn():
 def test_a_turn_taller_than_the_panel_keeps_its_header():
     panel = ConversationPanel(160, 60, 12)
     blocks = panel.layout([Turn("assistant", "word " * 80, 1.0)])
-    (header, _, body), = blocks
+    ((header, _, body),) = blocks
     assert header == "[1.0s] Assistant" and body and body[-1].endswith("…")
     assert (1 + len(body)) * panel.line_height <= panel.height - 2 * panel.margin

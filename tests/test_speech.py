@@ -108,8 +108,9 @@ def test_playback_through_portaudio(tmp_path):
         queue.close()
         print(queue.stats.said, round(queue.stats.audio_seconds, 2))
     """)
-    result = subprocess.run([sys.executable, "-c", script], env=_alsa_null_home(tmp_path), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=_alsa_null_home(tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     said, seconds = result.stdout.split()
     assert said == "1" and float(seconds) > 0.5
@@ -121,8 +122,30 @@ def world_clip(tmp_path_factory):
     from videollm_online.cli import main
 
     out = tmp_path_factory.mktemp("world")
-    assert main(["data", "synth-world", "--out", str(out), "--videos", "1", "--seed", "2", "--video-fps", "2",
-                 "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "12", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-world",
+                "--out",
+                str(out),
+                "--videos",
+                "1",
+                "--seed",
+                "2",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--min-duration",
+                "8",
+                "--max-duration",
+                "12",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return out / "videos" / "000000.mp4"
 
 
@@ -163,9 +186,24 @@ def test_narrate_speak(world_clip, tmp_path, capsys, one_torch_thread):
 @needs_tts
 def test_narrate_speak_plays_on_a_device(tiny_checkpoint, make_clip, tmp_path):
     clip = make_clip("clip.mp4", frames=20, fps=10, size=(64, 64))
-    result = subprocess.run([sys.executable, "-m", "videollm_online.cli", "narrate", str(clip), "--model",
-                             str(tiny_checkpoint), "--max-new-tokens", "4", "--speak"],
-                            env=_alsa_null_home(tmp_path), capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "videollm_online.cli",
+            "narrate",
+            str(clip),
+            "--model",
+            str(tiny_checkpoint),
+            "--max-new-tokens",
+            "4",
+            "--speak",
+        ],
+        env=_alsa_null_home(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr and "responses spoken, " in result.stderr
     assert "(not played)" not in result.stderr

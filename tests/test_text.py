@@ -32,8 +32,40 @@ GOLDEN = {
             {"role": "assistant", "content": "B", "learn": False},
         ],
         "<s>S\n\n[<v><v>,<v><v>]\nUser: Q?\nAssistant: A.</s>\n[<v><v>]\nAssistant: B</s>",
-        [257, 50, 198, 198, 58, 259, 259, 11, 259, 259, 256, 52, 82, 68, 81, 25, 220, 48, 30, 198, *ASSISTANT, 32, 13,
-         258, 198, 58, 259, 259, 256, *ASSISTANT, 33, 258],
+        [
+            257,
+            50,
+            198,
+            198,
+            58,
+            259,
+            259,
+            11,
+            259,
+            259,
+            256,
+            52,
+            82,
+            68,
+            81,
+            25,
+            220,
+            48,
+            30,
+            198,
+            *ASSISTANT,
+            32,
+            13,
+            258,
+            198,
+            58,
+            259,
+            259,
+            256,
+            *ASSISTANT,
+            33,
+            258,
+        ],
         [X] * 19 + [*ASSISTANT, 32, 13, 258] + [X, X, X, X, 256] + [X] * 14,
     ),
     "learn_int_first_two_frames": (
@@ -122,8 +154,18 @@ def test_prompt_pieces_match_the_training_text():
     """The engine's inference pieces, joined, read exactly like the training conversation."""
     t = template(system_prompt="S")
     pieces = (
-        t.system_text() + t.STREAM_PROMPT + t.frame_text + "," + t.frame_text
-        + t.stream_query_prompt("Q?") + " A." + t.eos + t.STREAM_PROMPT + t.frame_text
-        + t.STREAM_GENERATION_PROMPT + " B" + t.eos
+        t.system_text()
+        + t.STREAM_PROMPT
+        + t.frame_text
+        + ","
+        + t.frame_text
+        + t.stream_query_prompt("Q?")
+        + " A."
+        + t.eos
+        + t.STREAM_PROMPT
+        + t.frame_text
+        + t.STREAM_GENERATION_PROMPT
+        + " B"
+        + t.eos
     )
     assert pieces == GOLDEN["learn_false_then_query_mid_stream"][1]

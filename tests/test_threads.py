@@ -48,14 +48,44 @@ def test_under_torchrun_each_process_takes_its_share(tiny_checkpoint, make_clip)
     clip = make_clip("clip.mp4", frames=10, fps=10)
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["LOCAL_WORLD_SIZE"] = "2"
-    result = subprocess.run([sys.executable, "-m", "videollm_online.cli", "--verbose", "narrate", str(clip),
-                             "--model", str(tiny_checkpoint), "-q"], capture_output=True, text=True, env=env,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "videollm_online.cli",
+            "--verbose",
+            "narrate",
+            str(clip),
+            "--model",
+            str(tiny_checkpoint),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert f"torch uses {max(1, physical_cores() // 2)} CPU threads" in result.stderr
-    with_option = subprocess.run([sys.executable, "-m", "videollm_online.cli", "--verbose", "narrate", str(clip),
-                                  "--model", str(tiny_checkpoint), "--threads", "3", "-q"], capture_output=True,
-                                 text=True, env=env, timeout=300)
+    with_option = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "videollm_online.cli",
+            "--verbose",
+            "narrate",
+            str(clip),
+            "--model",
+            str(tiny_checkpoint),
+            "--threads",
+            "3",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert "torch uses 3 CPU threads" in with_option.stderr
 
 

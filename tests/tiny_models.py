@@ -16,10 +16,21 @@ TINY_VISIONS = {
     "siglip": TINY_VISION,
     "clip": {**TINY_VISION, "model_type": "clip_vision_model", "projection_dim": 16},
     # A convolutional tower: a feature map (N, C, h, w) instead of a token sequence; 32 px -> 16 -> 8 x 8.
-    "convnext": {"model_type": "convnext", "num_stages": 2, "hidden_sizes": [16, 24], "depths": [1, 1],
-                 "patch_size": 2},
-    "resnet": {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [16, 24], "depths": [1, 1],
-               "layer_type": "basic", "downsample_in_first_stage": False},
+    "convnext": {
+        "model_type": "convnext",
+        "num_stages": 2,
+        "hidden_sizes": [16, 24],
+        "depths": [1, 1],
+        "patch_size": 2,
+    },
+    "resnet": {
+        "model_type": "resnet",
+        "embedding_size": 8,
+        "hidden_sizes": [16, 24],
+        "depths": [1, 1],
+        "layer_type": "basic",
+        "downsample_in_first_stage": False,
+    },
 }
 
 

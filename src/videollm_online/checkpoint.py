@@ -49,8 +49,14 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise UserError(f"unknown dtype {dtype!r}; valid: {', '.join(names)}")
     return names[dtype]
@@ -60,7 +66,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 def resolve_source(name: str, what: str) -> Path:
     """A local path for `name`: an existing path, a `package:` file, or a hub id (cached, else downloaded)."""
     if name.startswith(PACKAGE_SCHEME):
-        return resolve_package_file(name[len(PACKAGE_SCHEME):], what)
+        return resolve_package_file(name[len(PACKAGE_SCHEME) :], what)
     path = Path(name).expanduser()
     if path.exists():
         return path
@@ -205,9 +211,7 @@ def _check_vocab(tokenizer, llm: nn.Module, v_placeholder_id: int) -> None:
         raise ValueError(f"the tokenizer has ids up to {largest} but the LLM's embedding table has only {table} rows")
 
 
-def assemble(
-    config: LiveConfig, llm: nn.Module, tokenizer, vision: nn.Module
-) -> tuple[LiveModel, StreamTemplate]:
+def assemble(config: LiveConfig, llm: nn.Module, tokenizer, vision: nn.Module) -> tuple[LiveModel, StreamTemplate]:
     """Tie the parts together; the LLM must already carry its connector."""
     template = StreamTemplate(tokenizer, config)
     _check_vocab(tokenizer, llm, template.ids.v_placeholder)
@@ -232,21 +236,38 @@ def build_model(
     return (model if device is None else model.to(device)), template
 
 
-def add_lora(model: LiveModel, r: int = 128, alpha: int = 256, dropout: float = 0.05,
-             target_modules: str | list[str] = RELEASED_LORA_TARGETS) -> LiveModel:
+def add_lora(
+    model: LiveModel,
+    r: int = 128,
+    alpha: int = 256,
+    dropout: float = 0.05,
+    target_modules: str | list[str] = RELEASED_LORA_TARGETS,
+) -> LiveModel:
     """Wrap the LLM in a PEFT LoRA adapter whose saved copy also carries the connector (the released layout)."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                      modules_to_save=["connector"], task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=["connector"],
+        task_type="CAUSAL_LM",
+    )
     model.llm = get_peft_model(model.llm, lora)
     return model
 
 
 # ---------------------------------------------------------------------- save / load
 def save_checkpoint(
-    model: LiveModel, template: StreamTemplate, directory: str | Path, *, save_vision: bool | None = None,
-    save_llm: bool | None = None, dtype: str | torch.dtype | None = None, save_tokenizer: bool = True,
+    model: LiveModel,
+    template: StreamTemplate,
+    directory: str | Path,
+    *,
+    save_vision: bool | None = None,
+    save_llm: bool | None = None,
+    dtype: str | torch.dtype | None = None,
+    save_tokenizer: bool = True,
     model_card_kwargs: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically. By default the base LLM and vision weights are written only when
@@ -301,8 +322,13 @@ def write_model_card(directory: str | Path, eval_report: str | Path | dict | Non
     if eval_report is not None:
         write_json_atomic(directory / EVAL_FILE, read_eval_report(eval_report))
     report = directory / EVAL_FILE if (directory / EVAL_FILE).exists() else None
-    card = model_card(LiveConfig.load(directory), eval_report=report, adapter=(directory / ADAPTER_CONFIG).exists(),
-                      vision_saved=(directory / VISION_DIR).is_dir(), **card_kwargs)
+    card = model_card(
+        LiveConfig.load(directory),
+        eval_report=report,
+        adapter=(directory / ADAPTER_CONFIG).exists(),
+        vision_saved=(directory / VISION_DIR).is_dir(),
+        **card_kwargs,
+    )
     path = directory / MODEL_CARD
     tmp = path.with_name(f".{MODEL_CARD}.tmp-{os.getpid()}")
     card.save(tmp)
@@ -429,8 +455,14 @@ def default_model() -> str:
 
 
 def load_model(
-    spec: str | None = None, *, preset: str | None = None, llm: str | None = None, vision: str | None = None,
-    device: str = "cpu", dtype="float32", merge_lora: bool = False
+    spec: str | None = None,
+    *,
+    preset: str | None = None,
+    llm: str | None = None,
+    vision: str | None = None,
+    device: str = "cpu",
+    dtype="float32",
+    merge_lora: bool = False,
 ) -> tuple[LiveModel, StreamTemplate, str]:
     """A checkpoint (directory or cached hub id) or, for a preset name, an untrained model of that preset.
     Returns the model, its template, and a name for histories."""
@@ -442,8 +474,9 @@ def load_model(
             overrides = {k: v for k, v in (("llm", llm), ("vision", vision)) if v is not None}
             model, template = build_model(LiveConfig.from_name(spec, **overrides), dtype=dtype, device=device)
             return model.eval(), template, f"{spec} (untrained)"
-        model, template = load_checkpoint(spec, preset=preset, llm=llm, vision=vision, dtype=dtype, device=device,
-                                          merge_lora=merge_lora)
+        model, template = load_checkpoint(
+            spec, preset=preset, llm=llm, vision=vision, dtype=dtype, device=device, merge_lora=merge_lora
+        )
     except (OSError, ValueError) as error:
         if isinstance(error, UserError):
             raise

@@ -15,8 +15,16 @@ MAX_RESOLUTION = 4096
 """Frame side in pixels: a 100000 px letterbox needs 30 GB per frame."""
 
 
-def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, integer: bool = False, optional: bool = False) -> None:
+def check_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
     """Raise ValueError naming `name` unless `value` is a finite number (an int when `integer`) within
     [low, high] (low excluded when `low_open`); None passes when `optional`."""
     if value is None and optional:

@@ -29,11 +29,22 @@ class AsyncStreamClient:
     `url` is the server's base (`ws://host:port` or `http://host:port`). Events come as dicts in order; the client
     counts gaps in their `seq` numbers as `lost` (0 unless the server or the network lost events)."""
 
-    def __init__(self, url: str = "ws://127.0.0.1:8000", *, token: str | None = None, threshold: float | None = None,
-                 max_new_tokens: int | None = None, fps: float | None = None, max_size: int = 64 * 1024 * 1024):
+    def __init__(
+        self,
+        url: str = "ws://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        threshold: float | None = None,
+        max_new_tokens: int | None = None,
+        fps: float | None = None,
+        max_size: int = 64 * 1024 * 1024,
+    ):
         base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        params = {k: v for k, v in (("threshold", threshold), ("max_new_tokens", max_new_tokens), ("fps", fps))
-                  if v is not None}
+        params = {
+            k: v
+            for k, v in (("threshold", threshold), ("max_new_tokens", max_new_tokens), ("fps", fps))
+            if v is not None
+        }
         self.url = f"{base}/v1/realtime" + (f"?{urlencode(params)}" if params else "")
         self.token = token
         self.max_size = max_size
@@ -60,11 +71,11 @@ class AsyncStreamClient:
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            self._socket = await connect(self.url, additional_headers=headers, max_size=self.max_size,
-                                         open_timeout=30)
+            self._socket = await connect(self.url, additional_headers=headers, max_size=self.max_size, open_timeout=30)
         except InvalidStatus as error:
-            raise ApiError(f"the server refused the connection (HTTP {error.response.status_code}); "
-                           "check the token") from None
+            raise ApiError(
+                f"the server refused the connection (HTTP {error.response.status_code}); check the token"
+            ) from None
         event = await self.receive()
         if event is None or event["type"] != P.SESSION_CREATED:
             detail = (event or {}).get("error", {}).get("message", "the connection closed")
@@ -204,8 +215,15 @@ class StreamClient:
         self.close()
 
 
-async def follow(url: str, session_id: str, *, token: str | None = None, secret: str | None = None,
-                 since: int | None = None, timeout: float = 60.0) -> AsyncIterator[dict]:
+async def follow(
+    url: str,
+    session_id: str,
+    *,
+    token: str | None = None,
+    secret: str | None = None,
+    since: int | None = None,
+    timeout: float = 60.0,
+) -> AsyncIterator[dict]:
     """A session's events through server-sent events (read-only), until `session.closed`. `secret` is the
     session's (`client.secret` of the client that opened it)."""
     import httpx
@@ -235,18 +253,27 @@ async def follow(url: str, session_id: str, *, token: str | None = None, secret:
                         return
 
 
-async def stream_video(url: str, source: Any, *, token: str | None = None, fps: float | None = None,
-                       threshold: float | None = None, max_new_tokens: int | None = None, realtime: bool = True,
-                       queries: list[tuple[float, str]] = (),
-                       on_event: Callable[[dict], None] | None = None) -> list[dict]:
+async def stream_video(
+    url: str,
+    source: Any,
+    *,
+    token: str | None = None,
+    fps: float | None = None,
+    threshold: float | None = None,
+    max_new_tokens: int | None = None,
+    realtime: bool = True,
+    queries: list[tuple[float, str]] = (),
+    on_event: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Send a video source (a file, a camera, anything `open_video` opens) to the server, frame by frame at its
     video time, asking `queries` (time, text) along the way; returns the `response.done` events. `realtime` paces
     a file to the wall clock, as a live feed would arrive. `on_event` gets every event, `session.created` first."""
     from .video import open_video
 
     turns: list[dict] = []
-    async with AsyncStreamClient(url, token=token, fps=fps, threshold=threshold,
-                                 max_new_tokens=max_new_tokens) as client:
+    async with AsyncStreamClient(
+        url, token=token, fps=fps, threshold=threshold, max_new_tokens=max_new_tokens
+    ) as client:
         session = client.session
         if on_event is not None:
             on_event(client.created)  # the session's id (and what else the server sends) comes first

@@ -81,8 +81,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), directory: bool = False,
-                 what: str = "output") -> Path:
+def check_output(
+    path: str | Path, *, inputs: Iterable[str | Path | None] = (), directory: bool = False, what: str = "output"
+) -> Path:
     """Refuse, before any work starts, an output that cannot be written or would overwrite an input: a directory
     where a file goes (a file where a directory goes), a parent that is a file, a read-only place (/proc, ...), or
     the same file as one of `inputs`. Creates nothing; returns the path."""
@@ -94,8 +95,10 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
             raise UserError(f"{what} {path} is a directory: give a file path")
     for source in inputs:
         if source is not None and path.exists() and Path(source).exists() and path.samefile(source):
-            raise UserError(f"{what} {path} is the same file as the input {source}: choose another path, "
-                            "the input would be overwritten")
+            raise UserError(
+                f"{what} {path} is the same file as the input {source}: choose another path, "
+                "the input would be overwritten"
+            )
     parent = path.resolve().parent if not path.exists() or not directory else path.resolve()
     existing = parent
     while not existing.exists():

@@ -24,8 +24,21 @@ EVAL_FILE = "eval_results.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CACHE_REPO = re.compile(r"models--([\w.-]+)--([\w.-]+)")
 # Report keys that describe the run rather than measure the model.
-_NOT_METRICS = {"model", "dataset", "split", "data_root", "world_size", "engine", "cache_tokens", "command", "device",
-                "note", "predictions", "threshold", "window_s"}
+_NOT_METRICS = {
+    "model",
+    "dataset",
+    "split",
+    "data_root",
+    "world_size",
+    "engine",
+    "cache_tokens",
+    "command",
+    "device",
+    "note",
+    "predictions",
+    "threshold",
+    "window_s",
+}
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -58,8 +71,10 @@ def hub_id_of(source: str | None) -> str | None:
 def base_model_ids(config: LiveConfig) -> dict[str, str]:
     """{"llm": id, "vision": id} for the parts that have a hub id (a vision encoder trained from a random config
     has none)."""
-    ids = {"llm": config.llm_hub_id or hub_id_of(config.llm),
-           "vision": config.vision_hub_id or hub_id_of(config.vision)}
+    ids = {
+        "llm": config.llm_hub_id or hub_id_of(config.llm),
+        "vision": config.vision_hub_id or hub_id_of(config.vision),
+    }
     return {part: hub_id for part, hub_id in ids.items() if hub_id}
 
 
@@ -72,8 +87,11 @@ def read_eval_report(report: str | Path | dict[str, Any] | None) -> dict[str, An
 
 def eval_metrics(report: dict[str, Any]) -> dict[str, float | int]:
     """The report's numeric measurements, in its order."""
-    return {key: value for key, value in report.items()
-            if key not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {
+        key: value
+        for key, value in report.items()
+        if key not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def model_card(
@@ -103,12 +121,23 @@ def model_card(
         pipeline_tag="video-text-to-text",
     )
     title = name or "VideoLLM-online checkpoint"
-    lines = [f"# {title}", "",
-             "A streaming video LLM ([VideoLLM-online](https://arxiv.org/abs/2406.11816), CVPR 2024): it watches a "
-             "video frame by frame and decides at every frame whether to speak. This checkpoint was written by "
-             "the `videollm-online` package.", "", "## Parts", ""]
-    llm = f"`{bases['llm']}`" if "llm" in bases else "built from a config (weights in `llm/`)" if config.llm is None \
+    lines = [
+        f"# {title}",
+        "",
+        "A streaming video LLM ([VideoLLM-online](https://arxiv.org/abs/2406.11816), CVPR 2024): it watches a "
+        "video frame by frame and decides at every frame whether to speak. This checkpoint was written by "
+        "the `videollm-online` package.",
+        "",
+        "## Parts",
+        "",
+    ]
+    llm = (
+        f"`{bases['llm']}`"
+        if "llm" in bases
+        else "built from a config (weights in `llm/`)"
+        if config.llm is None
         else "a local model"
+    )
     lines.append(f"- LLM: {llm}" + (", with a LoRA adapter (`adapter_model.safetensors`)" if adapter else ""))
     if config.vision_config is not None and config.vision is None:
         kind = config.vision_config.get("model_type", "vision")
@@ -116,9 +145,12 @@ def model_card(
     else:
         vision = f"`{bases['vision']}`" if "vision" in bases else "a local model"
         lines.append(f"- Vision encoder: {vision}" + (", fine-tuned (weights in `vision/`)" if vision_saved else ""))
-    lines += [f"- Frames: {config.frame_num_tokens} tokens each at {config.frame_resolution} px, "
-              f"{config.frame_fps:g} fps; silence threshold {config.frame_token_interval_threshold}",
-              "- Connector: Linear-GELU-Linear, saved with the adapter (`connector`)", ""]
+    lines += [
+        f"- Frames: {config.frame_num_tokens} tokens each at {config.frame_resolution} px, "
+        f"{config.frame_fps:g} fps; silence threshold {config.frame_token_interval_threshold}",
+        "- Connector: Linear-GELU-Linear, saved with the adapter (`connector`)",
+        "",
+    ]
     if training_data or datasets or train:
         lines += ["## Training data", ""]
         if training_data:
@@ -126,8 +158,20 @@ def model_card(
         elif datasets:
             lines.append(", ".join(f"`{d}`" for d in datasets))
         if train:
-            settings = {k: train[k] for k in ("lora_r", "lora_alpha", "learning_rate", "batch_size", "num_epochs",
-                                              "max_steps", "max_time_minutes", "train_vision") if k in train}
+            settings = {
+                k: train[k]
+                for k in (
+                    "lora_r",
+                    "lora_alpha",
+                    "learning_rate",
+                    "batch_size",
+                    "num_epochs",
+                    "max_steps",
+                    "max_time_minutes",
+                    "train_vision",
+                )
+                if k in train
+            }
             lines += ["", "Settings of the last `train` run: " + ", ".join(f"`{k}={v}`" for k, v in settings.items())]
         lines.append("")
     if report:
@@ -137,12 +181,29 @@ def model_card(
             split = f" ({report['split']})" if report.get("split") else ""
             settings = ", ".join(f"{k} {report[k]}" for k in ("threshold", "window_s", "engine") if report.get(k))
             settings = f" ({settings})" if settings else ""
-            lines += ["## Evaluation", "", f"`videollm-online eval` on `{where}`{split}{settings}:", "",
-                      "| metric | value |", "| --- | --- |"]
-            lines += [f"| {key} | {round(value, 4) if isinstance(value, float) else value} |"
-                      for key, value in metrics.items()]
+            lines += [
+                "## Evaluation",
+                "",
+                f"`videollm-online eval` on `{where}`{split}{settings}:",
+                "",
+                "| metric | value |",
+                "| --- | --- |",
+            ]
+            lines += [
+                f"| {key} | {round(value, 4) if isinstance(value, float) else value} |"
+                for key, value in metrics.items()
+            ]
             lines.append("")
-    lines += ["## Use", "", "```python", "from videollm_online.model import LiveModel", "",
-              'model = LiveModel.from_pretrained("path/or/hub-id")', "```", "",
-              "or from the command line: `videollm-online narrate VIDEO --model path/or/hub-id`.", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from videollm_online.model import LiveModel",
+        "",
+        'model = LiveModel.from_pretrained("path/or/hub-id")',
+        "```",
+        "",
+        "or from the command line: `videollm-online narrate VIDEO --model path/or/hub-id`.",
+        "",
+    ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

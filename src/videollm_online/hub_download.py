@@ -22,8 +22,10 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 def offline() -> bool:
     """Downloads are off: HF_HUB_OFFLINE (or its older name TRANSFORMERS_OFFLINE) is set to a true value."""
-    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def go_offline() -> None:
@@ -56,8 +58,15 @@ def cached(repo_id: str) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        path = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=hub_cache_dir(),
-                                      allow_patterns=MODEL_FILES, ignore_patterns=SKIPPED_FILES))
+        path = Path(
+            snapshot_download(
+                repo_id,
+                local_files_only=True,
+                cache_dir=hub_cache_dir(),
+                allow_patterns=MODEL_FILES,
+                ignore_patterns=SKIPPED_FILES,
+            )
+        )
     except (LocalEntryNotFoundError, OSError, ValueError):  # not cached, or partly (IncompleteSnapshotError)
         return None
     has_weights = any(p.name.endswith(WEIGHT_SUFFIXES) for p in path.rglob("*"))
@@ -104,8 +113,13 @@ def fetch(repo_id: str, what: str = "model") -> Path:
 
     try:
         with progress_bars():
-            path = snapshot_download(repo_id, cache_dir=hub_cache_dir(), endpoint=endpoint(),
-                                     allow_patterns=MODEL_FILES, ignore_patterns=SKIPPED_FILES)
+            path = snapshot_download(
+                repo_id,
+                cache_dir=hub_cache_dir(),
+                endpoint=endpoint(),
+                allow_patterns=MODEL_FILES,
+                ignore_patterns=SKIPPED_FILES,
+            )
     except GatedRepoError as error:  # before RepositoryNotFoundError: it is a subclass
         raise ModelNotFoundError(
             f"{what} {repo_id!r} is gated: accept its licence at {endpoint()}/{repo_id} (signed in), then run "
@@ -125,15 +139,18 @@ def fetch(repo_id: str, what: str = "model") -> Path:
     return Path(path)
 
 
-def download_model(spec: str, *, preset: str | None = None, llm: str | None = None,
-                   vision: str | None = None) -> list[tuple[str, str, Path]]:
+def download_model(
+    spec: str, *, preset: str | None = None, llm: str | None = None, vision: str | None = None
+) -> list[tuple[str, str, Path]]:
     """Fetch a model and the base models it names (for a released adapter: its preset's LLM and vision encoder)
     into the cache ahead of time. Returns (what, name, local path) for each part fetched or found."""
     from .checkpoint import model_config, resolve_model_dir
 
     if offline() and looks_like_hub_id(spec) and not Path(spec).expanduser().exists() and cached(spec) is None:
-        raise ModelNotFoundError(f"cannot download {spec!r}: downloads are off (HF_HUB_OFFLINE=1 or --offline); "
-                                 "unset it, where there is network")
+        raise ModelNotFoundError(
+            f"cannot download {spec!r}: downloads are off (HF_HUB_OFFLINE=1 or --offline); "
+            "unset it, where there is network"
+        )
     parts = [("model", spec, resolve_model_dir(spec))]
     config = model_config(spec, preset)
     for what, source in (("LLM", llm or config.llm), ("vision encoder", vision or config.vision)):

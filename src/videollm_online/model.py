@@ -43,8 +43,10 @@ def vision_width(vision_config) -> int:
     sizes = getattr(vision_config, "hidden_sizes", None)
     if sizes:
         return int(sizes[-1])
-    raise UserError(f"cannot tell the output width of vision model {vision_config.model_type!r}: its config has "
-                    "neither hidden_size nor hidden_sizes; use a SigLIP/CLIP-style or ConvNeXt/ResNet-style tower")
+    raise UserError(
+        f"cannot tell the output width of vision model {vision_config.model_type!r}: its config has "
+        "neither hidden_size nor hidden_sizes; use a SigLIP/CLIP-style or ConvNeXt/ResNet-style tower"
+    )
 
 
 class FrameEncoder(nn.Module):
@@ -113,8 +115,9 @@ ENCODER_CHUNK = 128
 """Frames per encoder call when a batch has more (see `LiveModel.encode_frames`)."""
 
 
-class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LICENSE, tags=TAGS,
-                pipeline_tag="video-text-to-text"):
+class LiveModel(
+    nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LICENSE, tags=TAGS, pipeline_tag="video-text-to-text"
+):
     """Vision encoder + connector + LLM, one forward for training and streaming alike.
 
     `save_pretrained` / `from_pretrained` / `push_to_hub` follow the Hugging Face API. The mixin is
@@ -156,9 +159,17 @@ class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LIC
 
     # ------------------------------------------------------------------ Hugging Face hub API
     def save_pretrained(
-        self, save_directory: str | Path, *, config: LiveConfig | None = None, repo_id: str | None = None,
-        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None, save_vision: bool | None = None,
-        save_tokenizer: bool = True, dtype: str | torch.dtype | None = None, **push_to_hub_kwargs,
+        self,
+        save_directory: str | Path,
+        *,
+        config: LiveConfig | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        save_vision: bool | None = None,
+        save_tokenizer: bool = True,
+        dtype: str | torch.dtype | None = None,
+        **push_to_hub_kwargs,
     ) -> str | None:
         """Write the checkpoint directory (atomically): PEFT adapter, `videollm_online.json`, the tokenizer, the
         vision encoder when it is not rebuilt from a named source (or `save_vision`), and the model card `README.md`
@@ -170,21 +181,37 @@ class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LIC
             raise ValueError("this model has no template (tokenizer): build it with checkpoint.build_model or load it")
         if config is not None and config != self.config:
             raise ValueError("save_pretrained saves the model's own config; change model.config instead")
-        save_checkpoint(self, self.template, save_directory, save_vision=save_vision, save_tokenizer=save_tokenizer,
-                        dtype=dtype, model_card_kwargs=model_card_kwargs)
+        save_checkpoint(
+            self,
+            self.template,
+            save_directory,
+            save_vision=save_vision,
+            save_tokenizer=save_tokenizer,
+            dtype=dtype,
+            model_card_kwargs=model_card_kwargs,
+        )
         if push_to_hub:  # the directory just written, uploaded as it is
             from huggingface_hub import HfApi
 
             api = HfApi(endpoint=push_to_hub_kwargs.pop("endpoint", None), token=push_to_hub_kwargs.pop("token", None))
-            repo_id = api.create_repo(repo_id or Path(save_directory).name, exist_ok=True,
-                                      private=push_to_hub_kwargs.pop("private", None)).repo_id
+            repo_id = api.create_repo(
+                repo_id or Path(save_directory).name, exist_ok=True, private=push_to_hub_kwargs.pop("private", None)
+            ).repo_id
             return api.upload_folder(repo_id=repo_id, folder_path=save_directory, **push_to_hub_kwargs).commit_url
         return None
 
     def push_to_hub(
-        self, repo_id: str, *, commit_message: str = "Upload a videollm-online checkpoint", private: bool | None = None,
-        token: str | None = None, branch: str | None = None, create_pr: bool | None = None,
-        endpoint: str | None = None, model_card_kwargs: dict[str, Any] | None = None, **save_kwargs,
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload a videollm-online checkpoint",
+        private: bool | None = None,
+        token: str | None = None,
+        branch: str | None = None,
+        create_pr: bool | None = None,
+        endpoint: str | None = None,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **save_kwargs,
     ) -> str:
         """`save_pretrained` into a temporary directory, then one commit of that directory to the hub repo `repo_id`
         (created if missing) through `huggingface_hub.HfApi.upload_folder`; returns the commit's URL. `endpoint`:
@@ -198,23 +225,39 @@ class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LIC
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "checkpoint"
             self.save_pretrained(folder, model_card_kwargs=model_card_kwargs, **save_kwargs)
-            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                       revision=branch, create_pr=create_pr)
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=branch, create_pr=create_pr
+            )
         return commit.commit_url
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path, *, preset: str | None = None, llm: str | None = None,
-        vision: str | None = None, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-        merge_lora: bool = False, is_trainable: bool = False,
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        preset: str | None = None,
+        llm: str | None = None,
+        vision: str | None = None,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        merge_lora: bool = False,
+        is_trainable: bool = False,
     ) -> LiveModel:
         """A checkpoint directory or hub id (resolved as every command resolves `--model`), in eval mode, with
         its template as `model.template`. Also reads the released VideoLLM-online adapters (`preset`, default
         `8b-v1plus`); `llm` / `vision` override where the base models come from."""
         from .checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(pretrained_model_name_or_path, preset=preset, llm=llm, vision=vision, dtype=dtype,
-                                   device=device, merge_lora=merge_lora, is_trainable=is_trainable)
+        model, _ = load_checkpoint(
+            pretrained_model_name_or_path,
+            preset=preset,
+            llm=llm,
+            vision=vision,
+            dtype=dtype,
+            device=device,
+            merge_lora=merge_lora,
+            is_trainable=is_trainable,
+        )
         return model
 
     @property
@@ -314,14 +357,23 @@ class LiveModel(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, license=LIC
             inputs_embeds, past_key_values, use_cache, attention_mask, labels, input_ids, **kwargs
         )
 
-    def forward_embeds(self, inputs_embeds, past_key_values=None, use_cache=None, attention_mask=None, labels=None,
-                       input_ids=None, **kwargs) -> LiveOutput:
+    def forward_embeds(
+        self,
+        inputs_embeds,
+        past_key_values=None,
+        use_cache=None,
+        attention_mask=None,
+        labels=None,
+        input_ids=None,
+        **kwargs,
+    ) -> LiveOutput:
         """The LLM over ready embeddings (B, L, H); the cache argument is named for the installed transformers.
         With labels (training) the LM head runs only at learned positions, and `logits` holds just those rows:
         most positions are frame tokens that learn nothing, and full-vocabulary logits would dominate memory."""
         if labels is not None and past_key_values is None:
-            hidden = self.base_llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                                 use_cache=False, **kwargs).last_hidden_state  # (B, L, H)
+            hidden = self.base_llm.get_decoder()(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, **kwargs
+            ).last_hidden_state  # (B, L, H)
             learned = labels != IGNORE_INDEX
             logits = self.base_llm.get_output_embeddings()(hidden[learned])  # (N_learned, V)
             loss = self.loss(logits, labels[learned], input_ids[learned])

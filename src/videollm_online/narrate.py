@@ -90,8 +90,12 @@ class History:
             raise
 
     def to_dict(self) -> dict:
-        return {"video_path": self.video_path, "frame_fps": self.frame_fps, "model": self.model,
-                "conversation": self.conversation}
+        return {
+            "video_path": self.video_path,
+            "frame_fps": self.frame_fps,
+            "model": self.model,
+            "conversation": self.conversation,
+        }
 
     def save(self) -> None:
         if self.path is None:
@@ -122,8 +126,9 @@ def print_status(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-def warm_up(session, frames: int | None, ahead: int, queries: int, status: Callable[[str], None] | None
-            ) -> tuple[int, float]:
+def warm_up(
+    session, frames: int | None, ahead: int, queries: int, status: Callable[[str], None] | None
+) -> tuple[int, float]:
     """Capture, before the first frame, the CUDA graphs a file of `frames` frames will need on the fast engine: the
     block of `ahead` frames, the single frame (after a response or a query) and the reply token, at every cache
     span the stream's tokens reach (bounded by the cache), so that the stream never pauses for a capture. Other
@@ -186,19 +191,18 @@ def narrate_frames(
     engine captures the CUDA graphs the file will need before its first frame (`warm_up`, for `expected_frames`
     frames: default the source's length, or its duration at the model's frame rate), saying so through `status`
     (None: silently)."""
-    session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead,
-                           weights=weights)
+    session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead, weights=weights)
     for query_time, text in queries:
         session.push_query(query_time, text)
     multi = ahead > 1 and not live and isinstance(session.backend, SlotBackend)
     runner = FrameEncoderRunner(model) if model.device.type == "cuda" else None
-    times = StageTimes(vision_path=VISION_RUNNER if runner is not None else VISION_INLINE,
-                       ahead=ahead if multi else 1)
+    times = StageTimes(vision_path=VISION_RUNNER if runner is not None else VISION_INLINE, ahead=ahead if multi else 1)
     if not live:
         if expected_frames is None:
             expected_frames = _expected_frames(frames, model.config.frame_fps)
-        times.warmup_graphs, times.warmup = warm_up(session, expected_frames, ahead if multi else 1, len(queries),
-                                                    status)
+        times.warmup_graphs, times.warmup = warm_up(
+            session, expected_frames, ahead if multi else 1, len(queries), status
+        )
     static = session.backend.static if isinstance(session.backend, SlotBackend) else None
     warmup_capture = static.capture_seconds if static is not None else 0.0
 

@@ -116,8 +116,13 @@ def load_history(path: str | Path) -> tuple[dict, list[Turn]]:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             continue  # system prompts and stream markers have no place on screen
         content, when = message.get("content"), message.get("time")
-        if not isinstance(content, str) or isinstance(when, bool) or not isinstance(when, (int, float)) \
-                or not math.isfinite(when) or when < 0:
+        if (
+            not isinstance(content, str)
+            or isinstance(when, bool)
+            or not isinstance(when, (int, float))
+            or not math.isfinite(when)
+            or when < 0
+        ):
             raise UserError(f"{path}: conversation[{number}] needs a string 'content' and a 'time' in seconds >= 0")
         if content.strip():
             turns.append(Turn(message["role"], " ".join(content.split()), float(when)))
@@ -332,8 +337,16 @@ class AudioMixer:
     """Encodes the output's audio (AAC): the source's audio bed and/or the speech track, block by block in step with
     the video, so that the muxer interleaves them and nothing long is buffered."""
 
-    def __init__(self, sink: Any, *, sample_rate: int, layout: str, bit_rate: int, speech: SpeechTrack | None,
-                 bed: AudioBed | None) -> None:
+    def __init__(
+        self,
+        sink: Any,
+        *,
+        sample_rate: int,
+        layout: str,
+        bit_rate: int,
+        speech: SpeechTrack | None,
+        bed: AudioBed | None,
+    ) -> None:
         self.stream = sink.add_stream("aac", rate=sample_rate, layout=layout)
         self.stream.bit_rate = bit_rate
         self.stream.time_base = Fraction(1, sample_rate)
@@ -374,8 +387,9 @@ def _open_source(video: Path) -> Any:
         container = av.open(str(video), mode="r")
     except (av.error.FFmpegError, OSError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise UserError(f"{video} is not a video FFmpeg can read ({reason}); check the file is a complete video") \
-            from error
+        raise UserError(
+            f"{video} is not a video FFmpeg can read ({reason}); check the file is a complete video"
+        ) from error
     if not container.streams.video:
         container.close()
         raise UserError(f"{video} has no video stream")
@@ -394,14 +408,23 @@ def layout_sizes(width: int, height: int, config: RenderConfig) -> tuple[int, in
         out_h = height + (config.panel_size or max(height // 3, 6 * round(font_size * 1.3)))
     out_w, out_h = out_w + out_w % 2, out_h + out_h % 2
     if max(out_w, out_h) > MAX_OUTPUT_SIDE:
-        raise UserError(f"the rendered video would be {out_w}x{out_h} px, over {MAX_OUTPUT_SIDE} px a side: choose a "
-                        "smaller --panel-size or --font-size (or a smaller source video)")
+        raise UserError(
+            f"the rendered video would be {out_w}x{out_h} px, over {MAX_OUTPUT_SIDE} px a side: choose a "
+            "smaller --panel-size or --font-size (or a smaller source video)"
+        )
     panel_w, panel_h = (out_w - width, out_h) if config.layout == "side" else (out_w, out_h - height)
     return font_size, panel_w, panel_h, out_w, out_h
 
 
-def render_video(history: str | Path, out: str | Path, *, video: str | Path | None = None,
-                 config: RenderConfig | None = None, voice: Any = None, progress: bool = False) -> RenderResult:
+def render_video(
+    history: str | Path,
+    out: str | Path,
+    *,
+    video: str | Path | None = None,
+    config: RenderConfig | None = None,
+    voice: Any = None,
+    progress: bool = False,
+) -> RenderResult:
     """Write `out` from the `history` JSON and its source `video` (default: the history's `video_path`)."""
     from tqdm import tqdm
 
@@ -434,8 +457,17 @@ def render_video(history: str | Path, out: str | Path, *, video: str | Path | No
     return result
 
 
-def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, config: RenderConfig, voice: Any,
-            progress: bool, tqdm: Any) -> RenderResult:
+def _render(
+    source: Any,
+    video: Path,
+    turns: list[Turn],
+    tmp: Path,
+    out: Path,
+    config: RenderConfig,
+    voice: Any,
+    progress: bool,
+    tqdm: Any,
+) -> RenderResult:
     in_stream = source.streams.video[0]
     cc = in_stream.codec_context
     if not cc.width or not cc.height:
@@ -470,8 +502,9 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
         bed = AudioBed(a_rate, a_layout, start_s) if a_in is not None else None
         mixer = None
         if speech is not None or bed is not None:
-            mixer = AudioMixer(sink, sample_rate=a_rate, layout=a_layout, bit_rate=config.audio_bitrate,
-                               speech=speech, bed=bed)
+            mixer = AudioMixer(
+                sink, sample_rate=a_rate, layout=a_layout, bit_rate=config.audio_bitrate, speech=speech, bed=bed
+            )
 
         def on_video(src: av.VideoFrame) -> None:
             nonlocal last_pts, shown, frames, end_s
@@ -508,8 +541,9 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
                     decoded = packet.decode()
                 except av.error.FFmpegError as error:
                     if not skipped:
-                        warnings.warn(f"{video}: corrupt or truncated data ({error}); skipping it", RenderWarning,
-                                      stacklevel=3)
+                        warnings.warn(
+                            f"{video}: corrupt or truncated data ({error}); skipping it", RenderWarning, stacklevel=3
+                        )
                     skipped = True
                     continue
                 for item in decoded:
@@ -520,8 +554,9 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
                         bed.push(item)
                         mixer.write_until(float(last_pts * time_base) if last_pts >= 0 else 0.0)
         except av.error.FFmpegError as error:  # the demuxer gave up: keep what was readable
-            warnings.warn(f"{video}: unreadable past {end_s:.1f}s ({error}); the render stops there", RenderWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{video}: unreadable past {end_s:.1f}s ({error}); the render stops there", RenderWarning, stacklevel=2
+            )
             skipped = True
         finally:
             bar.close()
@@ -530,18 +565,37 @@ def _render(source: Any, video: Path, turns: list[Turn], tmp: Path, out: Path, c
         sink.mux(v_out.encode())
         if mixer is not None:
             mixer.finish(end_s)  # audio ends with the video, so the render lasts as long as its source
-    return RenderResult(path=out, frames=frames, duration=end_s, width=out_w, height=out_h,
-                        turns_shown=max(shown, 0), turns_spoken=speech.spoken if speech else 0,
-                        skipped_corrupt=skipped, turns_after_end=len(turns) - max(shown, 0))
+    return RenderResult(
+        path=out,
+        frames=frames,
+        duration=end_s,
+        width=out_w,
+        height=out_h,
+        turns_shown=max(shown, 0),
+        turns_spoken=speech.spoken if speech else 0,
+        skipped_corrupt=skipped,
+        turns_after_end=len(turns) - max(shown, 0),
+    )
 
 
 def describe(result: RenderResult) -> str:
     """One line for the command to print."""
     speech = f", {result.turns_spoken} turns spoken" if result.turns_spoken else ""
     after = f" ({result.turns_after_end} after the video's end left out)" if result.turns_after_end else ""
-    return (f"{result.path}: {result.frames} frames, {result.duration:.1f} s, {result.width}x{result.height}, "
-            f"{result.turns_shown} turns shown{after}{speech}")
+    return (
+        f"{result.path}: {result.frames} frames, {result.duration:.1f} s, {result.width}x{result.height}, "
+        f"{result.turns_shown} turns shown{after}{speech}"
+    )
 
 
-__all__ = ["AudioBed", "AudioMixer", "ConversationPanel", "RenderConfig", "RenderResult", "SpeechTrack", "describe",
-           "load_history", "render_video"]
+__all__ = [
+    "AudioBed",
+    "AudioMixer",
+    "ConversationPanel",
+    "RenderConfig",
+    "RenderResult",
+    "SpeechTrack",
+    "describe",
+    "load_history",
+    "render_video",
+]

@@ -100,8 +100,9 @@ class Voice:
         # Built here rather than with PiperVoice.load, which gives ONNX Runtime every core.
         session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
         self._piper = PiperVoice(config=PiperConfig.from_dict(json.loads(config_path.read_text())), session=session)
-        self._synthesis = SynthesisConfig(speaker_id=config.speaker, length_scale=config.length_scale,
-                                          volume=config.volume)
+        self._synthesis = SynthesisConfig(
+            speaker_id=config.speaker, length_scale=config.length_scale, volume=config.volume
+        )
         self.sample_rate: int = self._piper.config.sample_rate
         self.name = model.stem if isinstance(model, Path) else str(model)
         self._lock = threading.Lock()
@@ -165,8 +166,9 @@ class AudioPlayer:
             self._stream = sounddevice.OutputStream(samplerate=sample_rate, channels=1, dtype="float32", device=device)
         except sounddevice.PortAudioError:  # a device that takes only its own rate (e.g. 48 kHz): resample for it
             self.device_rate = int(sounddevice.query_devices(device, kind="output")["default_samplerate"])
-            self._stream = sounddevice.OutputStream(samplerate=self.device_rate, channels=1, dtype="float32",
-                                                    device=device)
+            self._stream = sounddevice.OutputStream(
+                samplerate=self.device_rate, channels=1, dtype="float32", device=device
+            )
         self._stream.start()
 
     def _resampled(self, samples: np.ndarray) -> np.ndarray:
@@ -174,8 +176,9 @@ class AudioPlayer:
             return samples
         import av
 
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32)[None, :], format="flt",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, np.float32)[None, :], format="flt", layout="mono"
+        )
         frame.sample_rate = self.sample_rate
         resampler = av.AudioResampler(format="flt", layout="mono", rate=self.device_rate)
         parts = [out.to_ndarray().reshape(-1) for out in [*resampler.resample(frame), *resampler.resample(None)]]
@@ -239,8 +242,15 @@ class SpeechQueue:
     falling further and further behind it. Use as a context manager, or call `close()`.
     """
 
-    def __init__(self, voice: Voice | None = None, *, play: bool = True, device: int | str | None = None,
-                 wav_dir: str | Path | None = None, max_pending: int = 3) -> None:
+    def __init__(
+        self,
+        voice: Voice | None = None,
+        *,
+        play: bool = True,
+        device: int | str | None = None,
+        wav_dir: str | Path | None = None,
+        max_pending: int = 3,
+    ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.voice = voice or default_voice()
@@ -307,11 +317,14 @@ class SpeechQueue:
         stats = self.stats
         kept = f", WAV files in {self.wav_dir}" if self.wav_dir is not None and stats.wav_files else ""
         if self.error is not None:
-            return (f"speech: failed after {stats.said} responses spoken ({len(stats.wav_files)} kept){kept}: "
-                    f"{self.error}")
+            return (
+                f"speech: failed after {stats.said} responses spoken ({len(stats.wav_files)} kept){kept}: {self.error}"
+            )
         played = "" if self.player is not None else " (not played)"
-        return (f"speech: {stats.said} responses spoken{played}, {stats.audio_seconds:.1f} s of audio, "
-                f"{stats.dropped} dropped for newer ones{kept}")
+        return (
+            f"speech: {stats.said} responses spoken{played}, {stats.audio_seconds:.1f} s of audio, "
+            f"{stats.dropped} dropped for newer ones{kept}"
+        )
 
     def __enter__(self) -> SpeechQueue:
         return self
@@ -371,14 +384,16 @@ class SpeechQueue:
                     pass
 
 
-def start_speaking(*, play: bool = True, wav_dir: str | Path | None = None,
-                   device: int | str | None = None) -> SpeechQueue:
+def start_speaking(
+    *, play: bool = True, wav_dir: str | Path | None = None, device: int | str | None = None
+) -> SpeechQueue:
     """A `SpeechQueue` for a command: the missing extra is a `UserError`; no playback device is one `SpeechWarning`
     (speech is still synthesised, and kept when `wav_dir` is given)."""
     require_tts()
     speaker = SpeechQueue(play=play, device=device, wav_dir=wav_dir)
     if play and speaker.player is None:
         keep = f"; WAV files go to {wav_dir}" if wav_dir else "; --speech-dir DIR keeps it as WAV files"
-        warnings.warn(f"{speaker.no_playback_reason}: speech is synthesised but not played{keep}", SpeechWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{speaker.no_playback_reason}: speech is synthesised but not played{keep}", SpeechWarning, stacklevel=2
+        )
     return speaker

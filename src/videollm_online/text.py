@@ -142,8 +142,9 @@ class StreamTemplate:
         for i, message in enumerate(conversation):
             role = message.get("role")
             if role in ("system", "user", "assistant") and not isinstance(message.get("content"), str):
-                raise ValueError(f"message {i}: a {role} message needs a string content, got "
-                                 f"{type(message.get('content')).__name__}")
+                raise ValueError(
+                    f"message {i}: a {role} message needs a string content, got {type(message.get('content')).__name__}"
+                )
             if role == "system":
                 if i != 0:
                     raise ValueError(f"message {i}: a system message may only come first")
@@ -203,8 +204,8 @@ class StreamTemplate:
             first = token_index.get(span_start)
             if first is None:
                 raise ValueError(
-                    f"no token starts at character {span_start} ({text[span_start:span_start + 12]!r}): the tokenizer "
-                    "merges a learned span with the text before it"
+                    f"no token starts at character {span_start} ({text[span_start : span_start + 12]!r}): the "
+                    "tokenizer merges a learned span with the text before it"
                 )
             if first == 0:
                 raise ValueError("a learned token cannot be the first token of a conversation")

@@ -57,8 +57,10 @@ PLAY_JS = """() => {
 FPS_WINDOW_S = 5.0
 """The frames/s readout counts the frames the model finished in this many recent seconds."""
 TALKATIVE_LABEL = "How talkative the model is"
-TALKATIVE_INFO = ("The model stays silent after a frame when it is at least this sure there is nothing to say. "
-                  "Higher: it speaks more often; lower: only when it is sure. Takes effect at once.")
+TALKATIVE_INFO = (
+    "The model stays silent after a frame when it is at least this sure there is nothing to say. "
+    "Higher: it speaks more often; lower: only when it is sure. Takes effect at once."
+)
 
 
 @dataclass
@@ -88,6 +90,7 @@ def in_time_order(turns: list[Turn]) -> list[Turn]:
         else:
             segment.append(turn)
     return ordered + sorted(segment, key=lambda t: t.video_time)
+
 
 class DemoSession:
     """One viewer's stream: the video they watch (or their webcam), the engine session, and the chat."""
@@ -240,8 +243,9 @@ class DemoSession:
     def _open_frames(self, start: float) -> None:
         from .video import open_video
 
-        self._frames = open_video(self._path, fps=self.backend.frame_fps, resolution=self.backend.frame_resolution,
-                                  start=max(0.0, start))
+        self._frames = open_video(
+            self._path, fps=self.backend.frame_fps, resolution=self.backend.frame_resolution, start=max(0.0, start)
+        )
         self._iter = iter(self._frames)
         self._next = next(self._iter, None)
 
@@ -330,7 +334,7 @@ class DemoSession:
         voice stays with the video rather than reading a backlog)."""
         with self.lock:
             finished = [turn for turn in self.turns if turn.role == "assistant" and turn.done and turn.text]
-            fresh = finished[self._voiced:]
+            fresh = finished[self._voiced :]
             self._voiced = len(finished)
             return fresh[-1].text if fresh and self.speak else None
 
@@ -363,17 +367,26 @@ class DemoSession:
             watched = f"{self.model_time:.1f} s" if self.model_time is not None else "-"
             lag = self.lag()
             behind = f"{lag:.1f} s behind" if lag is not None else "- behind"
-            return (f"source: {source} · model at {watched}, {behind} · {self.frames_per_second():.1f} frames/s · "
-                    f"{self.frames_skipped} frames skipped · threshold {self.threshold:.3f}")
+            return (
+                f"source: {source} · model at {watched}, {behind} · {self.frames_per_second():.1f} frames/s · "
+                f"{self.frames_skipped} frames skipped · threshold {self.threshold:.3f}"
+            )
 
     def history(self) -> dict:
         """The conversation in the history format `narrate --output` writes (and `render` reads)."""
         with self.lock:
             source = self._path if self.mode == "video" and self._path else ("webcam" if self.mode else "")
-            conversation = [{"role": turn.role, "content": turn.text, "time": round(turn.video_time or 0.0, 3)}
-                            for turn in self.turns if turn.done and turn.text and not turn.text.startswith("(")]
-            return {"video_path": source, "frame_fps": float(self.backend.frame_fps), "model": self.backend.name,
-                    "conversation": conversation}
+            conversation = [
+                {"role": turn.role, "content": turn.text, "time": round(turn.video_time or 0.0, 3)}
+                for turn in self.turns
+                if turn.done and turn.text and not turn.text.startswith("(")
+            ]
+            return {
+                "video_path": source,
+                "frame_fps": float(self.backend.frame_fps),
+                "model": self.backend.name,
+                "conversation": conversation,
+            }
 
     def write_history(self, directory: str | Path) -> Path:
         from .files import write_json_atomic
@@ -414,12 +427,19 @@ class Example:
 
 
 EXAMPLES = (
-    Example(2, "clear the table", ("What did I just do?", "Summarise what happened so far.",
-                                   "How many objects are there?")),
-    Example(8, "paint three shapes yellow", ("What did I just do?", "How many shapes can you see?",
-                                             "Summarise what happened so far.")),
-    Example(16, "stack the blocks", ("What did I just do?", "How many objects are there?",
-                                     "Can you sum up what I have done so far?")),
+    Example(
+        2, "clear the table", ("What did I just do?", "Summarise what happened so far.", "How many objects are there?")
+    ),
+    Example(
+        8,
+        "paint three shapes yellow",
+        ("What did I just do?", "How many shapes can you see?", "Summarise what happened so far."),
+    ),
+    Example(
+        16,
+        "stack the blocks",
+        ("What did I just do?", "How many objects are there?", "Can you sum up what I have done so far?"),
+    ),
     Example(25, "put the circle into the box", ("What did I just do?", "Summarise what happened so far.")),
 )
 EXAMPLE_WORLD = {"seed": 2, "fps": 10, "time_grid": 0.5, "min_duration": 20, "max_duration": 30}
@@ -433,8 +453,12 @@ def example_videos(cache: Path | None = None) -> list[str]:
     from .data.synth_world import WorldConfig, episode_seed, generate_episode, render_episode
 
     out = (cache or cache_dir()) / "demo-examples" / "world-seed-2"
-    config = WorldConfig(fps=EXAMPLE_WORLD["fps"], time_grid=EXAMPLE_WORLD["time_grid"],
-                         min_duration=EXAMPLE_WORLD["min_duration"], max_duration=EXAMPLE_WORLD["max_duration"])
+    config = WorldConfig(
+        fps=EXAMPLE_WORLD["fps"],
+        time_grid=EXAMPLE_WORLD["time_grid"],
+        min_duration=EXAMPLE_WORLD["min_duration"],
+        max_duration=EXAMPLE_WORLD["max_duration"],
+    )
     paths = []
     for example in EXAMPLES:
         path = out / example.filename
@@ -476,8 +500,9 @@ def speech_clip(text: str) -> tuple[int, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- the page
-def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: float | None = None,
-               max_new_tokens: int = 64):
+def build_demo(
+    backend: StreamBackend, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64
+):
     """The Gradio Blocks of the demo over a backend (one DemoSession per browser tab)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
@@ -496,8 +521,9 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
         if session.note == getattr(session, "note_shown", None):
             return gr.skip()
         session.note_shown = session.note
-        return gr.update(value=f"**Note:** {session.note[len('note: '):]}" if session.note else "",
-                         visible=bool(session.note))
+        return gr.update(
+            value=f"**Note:** {session.note[len('note: ') :]}" if session.note else "", visible=bool(session.note)
+        )
 
     def on_video(session: DemoSession | None, path: str | None):
         session = session or new_session()
@@ -546,8 +572,11 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
     def on_download(session: DemoSession | None):
         if session is None or not session.history()["conversation"]:
             saying = session is not None and any(not turn.done for turn in session.turns)
-            gr.Info("The first turn is still being said: download again in a moment." if saying else
-                    "Nothing to download yet: play a video or ask a question first.")
+            gr.Info(
+                "The first turn is still being said: download again in a moment."
+                if saying
+                else "Nothing to download yet: play a video or ask a question first."
+            )
             return gr.skip()
         directory = tempfile.mkdtemp(prefix="videollm-online-")
         files = [str(session.write_history(directory))]
@@ -565,59 +594,99 @@ def build_demo(backend: StreamBackend, *, examples: list[str] = (), threshold: f
     with gr.Blocks(title="videollm-online") as demo:
         state = gr.State(None, time_to_live=3600, delete_callback=close_session)
         playback = gr.Number(value=-1, visible=False, elem_id="playback-time")
-        gr.Markdown(f"### videollm-online: it watches the video with you and speaks when it has something to say\n"
-                    f"Model: **{public_name(backend.name)}**. Pick an example (it plays), or upload a video, or use "
-                    f"your webcam; ask at any moment.", elem_id="intro")
+        gr.Markdown(
+            f"### videollm-online: it watches the video with you and speaks when it has something to say\n"
+            f"Model: **{public_name(backend.name)}**. Pick an example (it plays), or upload a video, or use "
+            f"your webcam; ask at any moment.",
+            elem_id="intro",
+        )
         note = gr.Markdown(visible=False, elem_id="note")
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tab("Video", elem_id="tab-video"):
-                    video = gr.Video(sources=["upload"], elem_id="demo-video", label="video", autoplay=True,
-                                     height=360)
+                    video = gr.Video(sources=["upload"], elem_id="demo-video", label="video", autoplay=True, height=360)
                     if examples:
-                        labels = [f"{example.task}" if (example := example_for(path)) else Path(path).name
-                                  for path in examples]
-                        gr.Examples(examples=[[path] for path in examples], inputs=[video], example_labels=labels,
-                                    label="Examples: the synthetic world the model knows (click one: it plays)",
-                                    elem_id="examples")
+                        labels = [
+                            f"{example.task}" if (example := example_for(path)) else Path(path).name
+                            for path in examples
+                        ]
+                        gr.Examples(
+                            examples=[[path] for path in examples],
+                            inputs=[video],
+                            example_labels=labels,
+                            label="Examples: the synthetic world the model knows (click one: it plays)",
+                            elem_id="examples",
+                        )
                 with gr.Tab("Webcam (live)", elem_id="tab-webcam"):
-                    webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", elem_id="demo-webcam",
-                                      label="your webcam, streamed to the model while it is on", height=360)
-                slider = gr.Slider(0.0, 1.0, value=default_threshold, step=0.005, label=TALKATIVE_LABEL,
-                                   info=TALKATIVE_INFO, elem_id="threshold")
+                    webcam = gr.Image(
+                        sources=["webcam"],
+                        streaming=True,
+                        type="numpy",
+                        elem_id="demo-webcam",
+                        label="your webcam, streamed to the model while it is on",
+                        height=360,
+                    )
+                slider = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=default_threshold,
+                    step=0.005,
+                    label=TALKATIVE_LABEL,
+                    info=TALKATIVE_INFO,
+                    elem_id="threshold",
+                )
                 with gr.Accordion("Tips", open=True, elem_id="tips"):
                     gr.Markdown(TIPS)
             with gr.Column(scale=2):
-                chat = gr.Chatbot(elem_id="chat", label="conversation", height=420, autoscroll=True,
-                                  group_consecutive_messages=False)
-                question = gr.Textbox(placeholder="Ask about the video, at any moment, and press Enter",
-                                      show_label=False, elem_id="question")
-                suggestions = gr.Dataset(components=[question], samples=[[q] for q in GENERIC_QUESTIONS],
-                                         label="Questions to try (click one to ask it now)", elem_id="suggestions",
-                                         layout="gallery")
+                chat = gr.Chatbot(
+                    elem_id="chat", label="conversation", height=420, autoscroll=True, group_consecutive_messages=False
+                )
+                question = gr.Textbox(
+                    placeholder="Ask about the video, at any moment, and press Enter",
+                    show_label=False,
+                    elem_id="question",
+                )
+                suggestions = gr.Dataset(
+                    components=[question],
+                    samples=[[q] for q in GENERIC_QUESTIONS],
+                    label="Questions to try (click one to ask it now)",
+                    elem_id="suggestions",
+                    layout="gallery",
+                )
                 status = gr.Markdown(elem_id="status", elem_classes=["turn-status"])
                 with gr.Row():
                     reset = gr.Button("Start over", elem_id="reset", size="sm")
                     download = gr.Button("Download the conversation", elem_id="download", size="sm")
-                files = gr.File(label="downloads", visible=False, interactive=False, file_count="multiple",
-                                elem_id="downloads")
+                files = gr.File(
+                    label="downloads", visible=False, interactive=False, file_count="multiple", elem_id="downloads"
+                )
                 with gr.Row(visible=speech.tts_available()):  # the `tts` extra: offline Piper voice
                     speak = gr.Checkbox(value=False, label="speak the responses", elem_id="speak")
-                    audio = gr.Audio(autoplay=True, interactive=False, show_label=False, elem_id="speech",
-                                     visible=False)  # shown with the first spoken response
+                    audio = gr.Audio(
+                        autoplay=True, interactive=False, show_label=False, elem_id="speech", visible=False
+                    )  # shown with the first spoken response
         timer = gr.Timer(TICK_S)
 
         video.change(on_video, [state, video], [state, chat, status, note, suggestions]).then(None, js=PLAY_JS)
         speak.change(on_speak, [state, speak], [state], show_progress="hidden")
-        timer.tick(on_tick, [state, playback], [chat, status, audio, note], js=PLAYBACK_JS, show_progress="hidden",
-                   queue=False)
+        timer.tick(
+            on_tick, [state, playback], [chat, status, audio, note], js=PLAYBACK_JS, show_progress="hidden", queue=False
+        )
         with_text_js = PLAYBACK_JS.replace("(state, _time)", "(state, text, _time)").replace(
-            "return [state,", "return [state, text,")
+            "return [state,", "return [state, text,"
+        )
         question.submit(on_ask, [state, question, playback], [state, question, chat], js=with_text_js)
         suggestions.click(on_suggestion, [state, suggestions, playback], [state, chat], js=with_text_js)
         slider.change(on_threshold, [state, slider], [state], show_progress="hidden")
-        webcam.stream(on_webcam, [state, webcam], [state], stream_every=TICK_S, time_limit=None,
-                      concurrency_limit=None, show_progress="hidden")
+        webcam.stream(
+            on_webcam,
+            [state, webcam],
+            [state],
+            stream_every=TICK_S,
+            time_limit=None,
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
         reset.click(on_reset, [state], [state, chat, status])
         download.click(on_download, [state], [files])
     return demo
@@ -627,28 +696,65 @@ def launch_options() -> dict:
     """Options for `Blocks.launch`: system fonts (no font CDN), no footer links."""
     import gradio as gr
 
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
     # The webcam's button says what it does: it streams to the model (Gradio's own words are "Record" / "Stop").
-    words = gr.I18n(en={"audio.record": "Start streaming to the model", "audio.stop": "Stop streaming",
-                        "image.allow_webcam_access": "Click to turn on your webcam"})
-    return {"theme": theme, "css": ".turn-status {font-size: 0.85em; opacity: 0.8}", "footer_links": [],
-            "share": False, "show_error": True, "i18n": words}
+    words = gr.I18n(
+        en={
+            "audio.record": "Start streaming to the model",
+            "audio.stop": "Stop streaming",
+            "image.allow_webcam_access": "Click to turn on your webcam",
+        }
+    )
+    return {
+        "theme": theme,
+        "css": ".turn-status {font-size: 0.85em; opacity: 0.8}",
+        "footer_links": [],
+        "share": False,
+        "show_error": True,
+        "i18n": words,
+    }
 
 
-def launch(demo, examples: list[str] = (), *, host: str = "127.0.0.1", port: int = 7860,
-           max_upload_bytes: int = MAX_UPLOAD_BYTES, **options):
+def launch(
+    demo,
+    examples: list[str] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    **options,
+):
     """Start the demo's server. Of the files on this machine it serves only the example videos themselves
     (`allowed_paths` lists the files, not their directories: a directory would serve everything under it), and it
     refuses uploads over `max_upload_bytes` (HTTP 413)."""
     allowed = [str(Path(path).resolve()) for path in examples]
-    return demo.launch(server_name=host, server_port=port, allowed_paths=allowed, max_file_size=max_upload_bytes,
-                       **launch_options(), **options)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        allowed_paths=allowed,
+        max_file_size=max_upload_bytes,
+        **launch_options(),
+        **options,
+    )
 
 
-def run(model, template, name: str, *, host: str = "127.0.0.1", port: int = 7860, examples: list[str] | None = None,
-        threshold: float | None = None, max_new_tokens: int = 64, cache: Path | None = None,
-        engine: str = "default", cache_tokens: int = 4096, max_sessions: int = 8) -> None:
+def run(
+    model,
+    template,
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    examples: list[str] | None = None,
+    threshold: float | None = None,
+    max_new_tokens: int = 64,
+    cache: Path | None = None,
+    engine: str = "default",
+    cache_tokens: int = 4096,
+    max_sessions: int = 8,
+) -> None:
     """Serve the demo until interrupted. `engine="fast"`: every viewer's stream batched on the fast engine."""
     if engine == "fast":
         from .server.batched import BatchedBackend

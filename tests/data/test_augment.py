@@ -29,31 +29,64 @@ CONVERSATION = [SYSTEM, stream(1, False), USER, said("A."), stream(3), said("B."
 
 def test_wrong_then_fixed():
     assert perturb(CONVERSATION, 5, "C.", fixed=True) == [
-        SYSTEM, stream(1, False), USER, said("A."), stream(3),
+        SYSTEM,
+        stream(1, False),
+        USER,
+        said("A."),
+        stream(3),
         said("C.", learn=False),  # the wrong text is read, not learned
-        stream(1), said(f"{CORRECTION_PREFIX} B."),  # one frame later the model corrects itself
-        stream(3), said("C.")]
+        stream(1),
+        said(f"{CORRECTION_PREFIX} B."),  # one frame later the model corrects itself
+        stream(3),
+        said("C."),
+    ]
 
 
 def test_late():
     assert perturb(CONVERSATION, 5, None, fixed=True) == [
-        SYSTEM, stream(1, False), USER, said("A."),
+        SYSTEM,
+        stream(1, False),
+        USER,
+        said("A."),
         stream(4, learn=2),  # the frame where B belonged, and the one after, teach nothing
-        said("B."), stream(3), said("C.")]
+        said("B."),
+        stream(3),
+        said("C."),
+    ]
 
 
 def test_wrong_not_fixed():
     assert perturb(CONVERSATION, 5, "", fixed=False) == [
-        SYSTEM, stream(1, False), USER, said("A."), stream(3), said("", learn=False), stream(4, learn=False),
-        said("C.")]
+        SYSTEM,
+        stream(1, False),
+        USER,
+        said("A."),
+        stream(3),
+        said("", learn=False),
+        stream(4, learn=False),
+        said("C."),
+    ]
 
 
 def test_missed():
     assert perturb(CONVERSATION, 5, None, fixed=False) == [
-        SYSTEM, stream(1, False), USER, said("A."), stream(7, learn=2), said("C.")]
+        SYSTEM,
+        stream(1, False),
+        USER,
+        said("A."),
+        stream(7, learn=2),
+        said("C."),
+    ]
     # a turn right after the user's question, missed: the stream that follows teaches nothing
     assert perturb(CONVERSATION, 3, None, fixed=False) == [
-        SYSTEM, stream(1, False), USER, stream(3, learn=False), said("B."), stream(4), said("C.")]
+        SYSTEM,
+        stream(1, False),
+        USER,
+        stream(3, learn=False),
+        said("B."),
+        stream(4),
+        said("C."),
+    ]
 
 
 def test_cases_that_do_not_fit_leave_the_conversation():
@@ -79,14 +112,32 @@ def test_random_augmentation_keeps_frames_and_renders():
 
 
 def test_convert_command_with_augmentation_and_clipping(tmp_path, capsys):
-    dialogue = {"video_uid": "v", "conversation": [
-        {"role": "user", "content": "Help me.", "time": 1.0}, {"role": "assistant", "content": "Sure.", "time": 1.0},
-        {"role": "assistant", "content": "Cut.", "time": 4.0}, {"role": "assistant", "content": "Stir.", "time": 8.0}]}
+    dialogue = {
+        "video_uid": "v",
+        "conversation": [
+            {"role": "user", "content": "Help me.", "time": 1.0},
+            {"role": "assistant", "content": "Sure.", "time": 1.0},
+            {"role": "assistant", "content": "Cut.", "time": 4.0},
+            {"role": "assistant", "content": "Stir.", "time": 8.0},
+        ],
+    }
     (tmp_path / "d.json").write_text(json.dumps([dialogue]))
     (tmp_path / "meta.json").write_text(json.dumps({"v": 10.0}))
     out = tmp_path / "rows.jsonl"
-    args = ["data", "convert", "--dataset", "ego4d-goalstep-livechat", "--anno-root", str(tmp_path / "d.json"),
-            "--video-metadata", str(tmp_path / "meta.json"), "--out", str(out), "--augment", "3"]
+    args = [
+        "data",
+        "convert",
+        "--dataset",
+        "ego4d-goalstep-livechat",
+        "--anno-root",
+        str(tmp_path / "d.json"),
+        "--video-metadata",
+        str(tmp_path / "meta.json"),
+        "--out",
+        str(out),
+        "--augment",
+        "3",
+    ]
     assert main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and [r.get("augmented") for r in rows] == [None, 1, 2, 3]
@@ -100,8 +151,21 @@ def test_convert_command_with_augmentation_and_clipping(tmp_path, capsys):
 def test_convert_command_errors(tmp_path, capsys):
     assert main(["data", "convert", "--dataset", "nope", "--anno-root", str(tmp_path), "--out", "x.jsonl"]) == 2
     assert "valid datasets:" in capsys.readouterr().err
-    assert main(["data", "convert", "--dataset", "ego4d-narration", "--anno-root", str(tmp_path / "missing"),
-                 "--out", "x.jsonl"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "--dataset",
+                "ego4d-narration",
+                "--anno-root",
+                str(tmp_path / "missing"),
+                "--out",
+                "x.jsonl",
+            ]
+        )
+        == 2
+    )
     assert "no such file or directory" in capsys.readouterr().err
 
 
@@ -113,8 +177,23 @@ def test_convert_robustness_writes_its_frames(tmp_path):
     frames.mkdir()
     save_file({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8)}, frames / "v.safetensors")
     out = tmp_path / "robust.jsonl"
-    assert main(["data", "convert", "--dataset", "robustness", "--anno-root", str(tmp_path), "--frames", str(frames),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "--dataset",
+                "robustness",
+                "--anno-root",
+                str(tmp_path),
+                "--frames",
+                str(frames),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(out.read_text().splitlines()) == 5
     assert (frames / "robustness-noise.safetensors").exists() and (frames / "robustness-blank.safetensors").exists()
 

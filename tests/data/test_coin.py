@@ -14,25 +14,55 @@ SYS = "SYS"
 STEP_Q = "What is the action in the video? Format your answer concisely. No extra text output."
 TASK_Q = "What is the overall activity in the video? Format your answer concisely. No extra text output."
 NEXT_Q = "What is the next action for the video? Format your answer concisely. No extra text output."
-PROC_Q = ("What is the next 2 actions for the video? Format your answer concisely, listing each action on a new line "
-          "with a number prefix. No extra text output.")
-GOAL_Q = ("To replace CD drive with SSD, what is the next 2 actions for the video? Format your answer concisely, "
-          "listing each action on a new line with a number prefix. No extra text output.")
-GOAL_NEXT_Q = ("To replace CD drive with SSD, what is the next action for the video? Format your answer concisely. "
-               "No extra text output.")
+PROC_Q = (
+    "What is the next 2 actions for the video? Format your answer concisely, listing each action on a new line "
+    "with a number prefix. No extra text output."
+)
+GOAL_Q = (
+    "To replace CD drive with SSD, what is the next 2 actions for the video? Format your answer concisely, "
+    "listing each action on a new line with a number prefix. No extra text output."
+)
+GOAL_NEXT_Q = (
+    "To replace CD drive with SSD, what is the next action for the video? Format your answer concisely. "
+    "No extra text output."
+)
 
-COIN_JSON = {"database": {
-    "vidA": {"recipe_type": 7, "class": "ReplaceCDDriveWithSSD", "subset": "testing", "start": 1.2, "end": 9.0,
-             "video_url": "https://example.invalid/vidA", "annotation": [
-                 {"segment": [1.2, 3.0], "id": "11", "label": "unscrew the screws"},
-                 {"segment": [3.5, 5.25], "id": "12", "label": "process (crop, fold) paper"},
-                 {"segment": [6.0, 8.4], "id": "13", "label": "install the new drive"}]},
-    "vidB": {"recipe_type": 2, "class": "PutOnHair", "subset": "training", "start": 0.0, "end": 4.0,
-             "annotation": [{"segment": [0.0, 2.0], "id": "1", "label": "comb hair"},
-                            {"segment": [2.2, 3.9], "id": "2", "label": "tie hair"}]},
-    "vidC": {"recipe_type": 3, "class": "MakeTea", "subset": "testing", "start": 0.0, "end": 2.0,
-             "annotation": [{"segment": [0.0, 1.0], "id": "5", "label": "boil water"}]},
-}}
+COIN_JSON = {
+    "database": {
+        "vidA": {
+            "recipe_type": 7,
+            "class": "ReplaceCDDriveWithSSD",
+            "subset": "testing",
+            "start": 1.2,
+            "end": 9.0,
+            "video_url": "https://example.invalid/vidA",
+            "annotation": [
+                {"segment": [1.2, 3.0], "id": "11", "label": "unscrew the screws"},
+                {"segment": [3.5, 5.25], "id": "12", "label": "process (crop, fold) paper"},
+                {"segment": [6.0, 8.4], "id": "13", "label": "install the new drive"},
+            ],
+        },
+        "vidB": {
+            "recipe_type": 2,
+            "class": "PutOnHair",
+            "subset": "training",
+            "start": 0.0,
+            "end": 4.0,
+            "annotation": [
+                {"segment": [0.0, 2.0], "id": "1", "label": "comb hair"},
+                {"segment": [2.2, 3.9], "id": "2", "label": "tie hair"},
+            ],
+        },
+        "vidC": {
+            "recipe_type": 3,
+            "class": "MakeTea",
+            "subset": "testing",
+            "start": 0.0,
+            "end": 2.0,
+            "annotation": [{"segment": [0.0, 1.0], "id": "5", "label": "boil water"}],
+        },
+    }
+}
 FRAMES = {"vidA": 18, "vidB": 9}  # vidC has no frames: skipped
 
 
@@ -48,20 +78,35 @@ def rows(root, name, split="test"):
 
 
 def conversation(question, num_frames, answer):
-    return [{"role": "system", "content": SYS}, {"role": "user", "content": question},
-            {"role": "stream", "num_frames": num_frames, "learn": True},
-            {"role": "assistant", "content": answer, "learn": True}]
+    return [
+        {"role": "system", "content": SYS},
+        {"role": "user", "content": question},
+        {"role": "stream", "num_frames": num_frames, "learn": True},
+        {"role": "assistant", "content": answer, "learn": True},
+    ]
 
 
 def row(kind, start, end, question, answer, labels, video="vidA"):
-    return {"video": video, "kind": kind, "conversation": conversation(question, end - start, answer),
-            "start_frame": start, "end_frame": end, "labels": labels}
+    return {
+        "video": video,
+        "kind": kind,
+        "conversation": conversation(question, end - start, answer),
+        "start_frame": start,
+        "end_frame": end,
+        "labels": labels,
+    }
 
 
 def test_categories_and_task_names(root):
     categories = CoinCategories.from_videos(read_coin(root / "COIN.json"))
-    assert categories.steps == ("Boil water.", "Comb hair.", "Crop and fold paper.", "Install the new drive.",
-                                "Tie hair.", "Unscrew the screws.")
+    assert categories.steps == (
+        "Boil water.",
+        "Comb hair.",
+        "Crop and fold paper.",
+        "Install the new drive.",
+        "Tie hair.",
+        "Unscrew the screws.",
+    )
     assert categories.tasks == ("Make tea.", "Put on hair.", "Replace cd drive with ssd.")  # str.capitalize
     assert clean_task("ReplaceCDDriveWithSSD") == "replace CD drive with SSD"
     assert clean_task("ChangeTVRemoteBattery") == "change TV remote battery"

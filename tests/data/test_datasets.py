@@ -103,21 +103,33 @@ def test_narration_stream_golden(ego4d_root):
     result = get_loader("ego4d-narration")(ConvertOptions(ego4d_root, "train", fps=2, video_frames=FRAMES))
     instruction = {"role": "user", "content": NARRATION_INSTRUCTIONS[0]}
     assert result.rows == [
-        {"video": "vidA", "kind": "ego4d-narration", "annotation_uid": "a1", "start_frame": 1, "end_frame": 21,
-         "conversation": [
-             SYSTEM,
-             stream(1, learn=False),  # the first narration's frame (0.4 s -> frame 1), then the instruction
-             instruction,
-             said("C looks around.", 0.4),
-             stream(2),  # frames 2, 3 (1.2 and 1.4 s both ceil to frame 3: the later text wins)
-             said("C drinks.", 1.4),
-             stream(5),  # frames 4..8 (4.0 s)
-             said("X waves at C.", 4.0),
-             stream(12),  # frames 9..20: 30 s is past the end, so the last frame (10 s)
-             said("C leaves.", 30.0),
-         ]},
-        {"video": "vidA", "kind": "ego4d-narration", "annotation_uid": "a2", "start_frame": 4, "end_frame": 5,
-         "conversation": [SYSTEM, stream(1, learn=False), instruction, said("C opens the door.", 2.0)]},
+        {
+            "video": "vidA",
+            "kind": "ego4d-narration",
+            "annotation_uid": "a1",
+            "start_frame": 1,
+            "end_frame": 21,
+            "conversation": [
+                SYSTEM,
+                stream(1, learn=False),  # the first narration's frame (0.4 s -> frame 1), then the instruction
+                instruction,
+                said("C looks around.", 0.4),
+                stream(2),  # frames 2, 3 (1.2 and 1.4 s both ceil to frame 3: the later text wins)
+                said("C drinks.", 1.4),
+                stream(5),  # frames 4..8 (4.0 s)
+                said("X waves at C.", 4.0),
+                stream(12),  # frames 9..20: 30 s is past the end, so the last frame (10 s)
+                said("C leaves.", 30.0),
+            ],
+        },
+        {
+            "video": "vidA",
+            "kind": "ego4d-narration",
+            "annotation_uid": "a2",
+            "start_frame": 4,
+            "end_frame": 5,
+            "conversation": [SYSTEM, stream(1, learn=False), instruction, said("C opens the door.", 2.0)],
+        },
     ]
     assert dict(result.skipped) == {"video has no frames (not preprocessed)": 1}  # vidE
 
@@ -131,7 +143,10 @@ def test_narration_splits(ego4d_root):
     assert (videos("train"), videos("val"), videos("test")) == (["vidA"], ["vidB", "vidD"], ["vidC"])
     row = get_loader("ego4d-narration")(ConvertOptions(ego4d_root, "val", video_frames=FRAMES)).rows[1]
     assert row["start_frame"] == 0 and row["conversation"][1:] == [  # a narration at 0 s: frame 0
-        stream(1, learn=False), {"role": "user", "content": NARRATION_INSTRUCTIONS[0]}, said("C stands.", 0.0)]
+        stream(1, learn=False),
+        {"role": "user", "content": NARRATION_INSTRUCTIONS[0]},
+        said("C stands.", 0.0),
+    ]
     (ego4d_root / "vq_val.json").unlink()
     with pytest.raises(UserError, match="missing: vq_val.json"):
         get_loader("ego4d-narration")(ConvertOptions(ego4d_root, "train", video_frames=FRAMES))
@@ -146,42 +161,65 @@ def test_narration_needs_video_lengths(ego4d_root):
 
 @pytest.mark.parametrize("layout", ["file", "folder"])
 def test_refined_narration_golden(tmp_path, layout):
-    passes = {"r1": [{"time": 2.6, "text": "You open the fridge."}, {"time": 0.9, "text": "You look around."},
-                     {"time": 2.6, "text": "You take the milk."}]}
+    passes = {
+        "r1": [
+            {"time": 2.6, "text": "You open the fridge."},
+            {"time": 0.9, "text": "You look around."},
+            {"time": 2.6, "text": "You take the milk."},
+        ]
+    }
     if layout == "file":
         write(tmp_path / "refined_narration_stream_val.json", {"vidR": passes})
     else:
         write(tmp_path / "refined_narration_stream_val" / "vidR.json", passes)
-    rows = get_loader("ego4d-refined-narration")(ConvertOptions(tmp_path, "val", seed=3,
-                                                                video_frames={"vidR": 8})).rows
+    rows = get_loader("ego4d-refined-narration")(ConvertOptions(tmp_path, "val", seed=3, video_frames={"vidR": 8})).rows
     instruction = {"role": "user", "content": random.Random(3).choice(REFINED_NARRATION_INSTRUCTIONS)}
-    assert rows == [{"video": "vidR", "kind": "ego4d-refined-narration", "annotation_uid": "r1", "start_frame": 2,
-                     "end_frame": 7, "conversation": [
-                         SYSTEM, stream(1, learn=False), instruction, said("You look around.", 0.9),
-                         stream(4), said("You take the milk.", 2.6)]}]  # equal times keep file order: last wins
+    assert rows == [
+        {
+            "video": "vidR",
+            "kind": "ego4d-refined-narration",
+            "annotation_uid": "r1",
+            "start_frame": 2,
+            "end_frame": 7,
+            "conversation": [
+                SYSTEM,
+                stream(1, learn=False),
+                instruction,
+                said("You look around.", 0.9),
+                stream(4),
+                said("You take the milk.", 2.6),
+            ],
+        }
+    ]  # equal times keep file order: last wins
 
 
 # ---------------------------------------------------------------------- Ego4D GoalStep live chat
 def test_goalstep_livechat_golden(tmp_path):
     dialogues = [
-        {"video_uid": "vg", "conversation": [
-            {"role": "user", "content": "What should I do next?", "time": 10.3},
-            {"role": "assistant", "content": "Take the knife.", "time": 10.3},  # answers at once
-            {"role": "assistant", "content": "Now cut the onion.", "time": 12.1},  # ceil: frame 25
-            {"role": "assistant", "content": "Dropped.", "time": 12.3},  # frame 25 again: dropped
-            {"role": "user", "content": "How many steps are left?", "time": 15.0},  # floor: frame 30
-            {"role": "assistant", "content": "Two.", "time": 15.0},
-            {"role": "assistant", "content": "Two steps.", "time": 15.0},  # same time: replaces the text
-            {"role": "assistant", "content": "Too late.", "time": 70.0},  # past the end: stop
-        ]},
+        {
+            "video_uid": "vg",
+            "conversation": [
+                {"role": "user", "content": "What should I do next?", "time": 10.3},
+                {"role": "assistant", "content": "Take the knife.", "time": 10.3},  # answers at once
+                {"role": "assistant", "content": "Now cut the onion.", "time": 12.1},  # ceil: frame 25
+                {"role": "assistant", "content": "Dropped.", "time": 12.3},  # frame 25 again: dropped
+                {"role": "user", "content": "How many steps are left?", "time": 15.0},  # floor: frame 30
+                {"role": "assistant", "content": "Two.", "time": 15.0},
+                {"role": "assistant", "content": "Two steps.", "time": 15.0},  # same time: replaces the text
+                {"role": "assistant", "content": "Too late.", "time": 70.0},  # past the end: stop
+            ],
+        },
         {"video_uid": "vg", "conversation": [{"role": "assistant", "content": "Hi.", "time": 2.0}]},
         {"video_uid": "vg", "conversation": []},
         {"video_uid": "elsewhere", "conversation": [{"role": "user", "content": "Hi?", "time": 2.0}]},
-        {"video_uid": "vg", "conversation": [
-            {"role": "user", "content": "Where is the pan?", "time": 5.0},
-            {"role": "assistant", "content": "On the stove.", "time": 6.0},
-            {"role": "assistant", "content": "Earlier.", "time": 5.5},  # time goes back: stop
-        ]},
+        {
+            "video_uid": "vg",
+            "conversation": [
+                {"role": "user", "content": "Where is the pan?", "time": 5.0},
+                {"role": "assistant", "content": "On the stove.", "time": 6.0},
+                {"role": "assistant", "content": "Earlier.", "time": 5.5},  # time goes back: stop
+            ],
+        },
     ]
     write(tmp_path / "goalstep_livechat_trainval_filtered_21k.json", dialogues)
     result = get_loader("ego4d-goalstep-livechat")(ConvertOptions(tmp_path, seed=0, video_frames={"vg": 121}))
@@ -189,31 +227,59 @@ def test_goalstep_livechat_golden(tmp_path):
     wait1, wait2 = rng.randint(0, 20), rng.randint(0, 10)
     assert (wait1, wait2) == (12, 6)  # golden for seed 0
     assert result.rows == [
-        {"video": "vg", "kind": "ego4d-goalstep-livechat", "start_frame": 20 - 12 + 1, "end_frame": 31,
-         "conversation": [
-             SYSTEM,
-             stream(12, learn=11),  # frames 9..20: silence, but never learn to speak where the user does
-             asked("What should I do next?", 10.3),
-             said("Take the knife.", 10.3),
-             stream(5),  # 21..25
-             said("Now cut the onion.", 12.1),
-             stream(5, learn=4),  # 26..30, then the user
-             asked("How many steps are left?", 15.0),
-             said("Two steps.", 15.0),
-         ]},
-        {"video": "vg", "kind": "ego4d-goalstep-livechat", "start_frame": 10 - 6 + 1, "end_frame": 13,
-         "conversation": [SYSTEM, stream(6, learn=5), asked("Where is the pan?", 5.0), stream(2),
-                          said("On the stove.", 6.0)]},
+        {
+            "video": "vg",
+            "kind": "ego4d-goalstep-livechat",
+            "start_frame": 20 - 12 + 1,
+            "end_frame": 31,
+            "conversation": [
+                SYSTEM,
+                stream(12, learn=11),  # frames 9..20: silence, but never learn to speak where the user does
+                asked("What should I do next?", 10.3),
+                said("Take the knife.", 10.3),
+                stream(5),  # 21..25
+                said("Now cut the onion.", 12.1),
+                stream(5, learn=4),  # 26..30, then the user
+                asked("How many steps are left?", 15.0),
+                said("Two steps.", 15.0),
+            ],
+        },
+        {
+            "video": "vg",
+            "kind": "ego4d-goalstep-livechat",
+            "start_frame": 10 - 6 + 1,
+            "end_frame": 13,
+            "conversation": [
+                SYSTEM,
+                stream(6, learn=5),
+                asked("Where is the pan?", 5.0),
+                stream(2),
+                said("On the stove.", 6.0),
+            ],
+        },
     ]
-    assert dict(result.skipped) == {"does not open with a user turn inside the video": 1, "empty dialogue": 1,
-                                    "video has no frames (not preprocessed)": 1}
+    assert dict(result.skipped) == {
+        "does not open with a user turn inside the video": 1,
+        "empty dialogue": 1,
+        "video has no frames (not preprocessed)": 1,
+    }
 
 
 def test_goalstep_livechat_reads_synthesized_jsonl(tmp_path):
     path = tmp_path / "dialogues.jsonl"
-    path.write_text(json.dumps({"id": "x#0", "video_uid": "v", "conversation": [
-        {"role": "user", "content": "Now?", "time": 0.5}, {"role": "assistant", "content": "Stir.", "time": 1.0}]})
-        + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "id": "x#0",
+                "video_uid": "v",
+                "conversation": [
+                    {"role": "user", "content": "Now?", "time": 0.5},
+                    {"role": "assistant", "content": "Stir.", "time": 1.0},
+                ],
+            }
+        )
+        + "\n"
+    )
     rows = get_loader("ego4d-goalstep-livechat")(ConvertOptions(path, seed=1, video_frames={"v": 4})).rows
     wait = random.Random(1).randint(0, 1)
     assert rows[0]["conversation"][-2:] == [stream(1), said("Stir.", 1.0)]
@@ -224,19 +290,33 @@ def test_goalstep_livechat_reads_synthesized_jsonl(tmp_path):
 def test_robustness_golden(tmp_path):
     rows = get_loader("robustness")(ConvertOptions(tmp_path)).rows
     assert [(r["video"], r["start_frame"], r["end_frame"]) for r in rows] == [
-        (BLANK_VIDEO, 0, 0), (BLANK_VIDEO, 0, 0), (BLANK_VIDEO, 0, 0), (NOISE_VIDEO, 0, 10), (BLANK_VIDEO, 0, 1)]
+        (BLANK_VIDEO, 0, 0),
+        (BLANK_VIDEO, 0, 0),
+        (BLANK_VIDEO, 0, 0),
+        (NOISE_VIDEO, 0, 10),
+        (BLANK_VIDEO, 0, 1),
+    ]
     assert rows[3]["conversation"] == [
-        SYSTEM, stream(10, learn=False), {"role": "user", "content": "What is happening now?"},
-        {"role": "assistant", "content": "Sorry, the video frames look like noise. Could you check the camera?",
-         "learn": True}]
+        SYSTEM,
+        stream(10, learn=False),
+        {"role": "user", "content": "What is happening now?"},
+        {
+            "role": "assistant",
+            "content": "Sorry, the video frames look like noise. Could you check the camera?",
+            "learn": True,
+        },
+    ]
     assert all(r["conversation"][-1]["role"] == "assistant" and r["conversation"][-1]["learn"] for r in rows)
 
 
 @pytest.mark.parametrize("kind", ["frames", "features"])
 def test_robustness_frames_match_the_store(tmp_path, kind):
     if kind == "frames":
-        save_file({"frames": torch.full((3, 8, 8, 3), 7, dtype=torch.uint8)}, tmp_path / "v.safetensors",
-                  metadata={"fps": "2"})
+        save_file(
+            {"frames": torch.full((3, 8, 8, 3), 7, dtype=torch.uint8)},
+            tmp_path / "v.safetensors",
+            metadata={"fps": "2"},
+        )
     else:
         save_file({"features": torch.ones(3, 10, 4, dtype=torch.bfloat16)}, tmp_path / "v.safetensors")
     write_robustness_frames(tmp_path)
@@ -254,8 +334,10 @@ def test_robustness_frames_match_the_store(tmp_path, kind):
 
 
 def test_video_lengths_from_metadata(tmp_path):
-    ego4d = write(tmp_path / "ego4d.json", {"videos": [{"video_uid": "a", "duration_sec": 10.0},
-                                                       {"video_uid": "b", "duration_sec": 2.3}]})
+    ego4d = write(
+        tmp_path / "ego4d.json",
+        {"videos": [{"video_uid": "a", "duration_sec": 10.0}, {"video_uid": "b", "duration_sec": 2.3}]},
+    )
     assert frames_from_metadata(ego4d, 2) == {"a": 20, "b": 5}  # the sampler's frames: times below the end
     assert frames_from_metadata(write(tmp_path / "d.json", {"c": 1.0}), 2) == {"c": 2}
     with pytest.raises(UserError, match="expected Ego4D metadata"):

@@ -11,14 +11,23 @@ from videollm_online.data.datasets.ego4d_lta import LtaTaxonomy, taxonomy_word
 from videollm_online.errors import UserError
 
 SYS = "SYS"
-TAXONOMY = {"verbs": ["put_(place,_leave,_drop)", "take_(pick,_grab,_get)", "cut_(trim,_slice,_chop)"],
-            "nouns": ["knife", "cutting_board", "nut_(food)", "pot_(planter)"]}
+TAXONOMY = {
+    "verbs": ["put_(place,_leave,_drop)", "take_(pick,_grab,_get)", "cut_(trim,_slice,_chop)"],
+    "nouns": ["knife", "cutting_board", "nut_(food)", "pot_(planter)"],
+}
 VERBS, NOUNS = ["put", "take", "cut"], ["knife", "cutting board", "nuts", "flowerpot"]
 
 
 def action(clip, video, k, labelled=True):
-    entry = {"clip_uid": clip, "video_uid": video, "clip_parent_start_sec": 10.0, "action_idx": k,
-             "action_clip_start_sec": k + 0.25, "action_clip_end_sec": k + 0.75, "clip_id": 0}
+    entry = {
+        "clip_uid": clip,
+        "video_uid": video,
+        "clip_parent_start_sec": 10.0,
+        "action_idx": k,
+        "action_clip_start_sec": k + 0.25,
+        "action_clip_end_sec": k + 0.75,
+        "clip_id": 0,
+    }
     if labelled:
         entry.update(verb_label=k % 3, noun_label=k % 4, verb=TAXONOMY["verbs"][k % 3], noun=TAXONOMY["nouns"][k % 4])
     return entry
@@ -43,8 +52,10 @@ def convert(root, split="val"):
 
 
 def question(num_frames):
-    return (f"After {num_frames} video frames, anticipate the next 20 actions. Format your answer concisely, listing "
-            "each action on a new line with a number prefix. No extra text output.")
+    return (
+        f"After {num_frames} video frames, anticipate the next 20 actions. Format your answer concisely, listing "
+        "each action on a new line with a number prefix. No extra text output."
+    )
 
 
 def test_taxonomy_words():
@@ -62,12 +73,20 @@ def test_val_rows(root):
     answer = "\n".join(f"{z + 1}. {VERBS[k % 3].capitalize()} {NOUNS[k % 4]}." for z, k in enumerate(range(8, 28)))
     assert answer.startswith("1. Cut knife.\n2. Put cutting board.\n3. Take nuts.\n4. Cut flowerpot.\n")
     assert first == {
-        "video": "v1", "kind": "ego4d-lta", "start_frame": 20, "end_frame": 37, "clip_uid": "c1",
-        "last_visible_action_idx": 7, "verb_labels": [k % 3 for k in range(8, 28)],
+        "video": "v1",
+        "kind": "ego4d-lta",
+        "start_frame": 20,
+        "end_frame": 37,
+        "clip_uid": "c1",
+        "last_visible_action_idx": 7,
+        "verb_labels": [k % 3 for k in range(8, 28)],
         "noun_labels": [k % 4 for k in range(8, 28)],
-        "conversation": [{"role": "system", "content": SYS}, {"role": "user", "content": question(17)},
-                         {"role": "stream", "num_frames": 17, "learn": True},
-                         {"role": "assistant", "content": answer, "learn": True}],
+        "conversation": [
+            {"role": "system", "content": SYS},
+            {"role": "user", "content": question(17)},
+            {"role": "stream", "num_frames": 17, "learn": True},
+            {"role": "assistant", "content": answer, "learn": True},
+        ],
     }
     # window 1: 11.25 .. 18.75 -> round(22.5) = 22 .. round(37.5) = 38
     assert (second["start_frame"], second["end_frame"], second["last_visible_action_idx"]) == (22, 39, 8)

@@ -62,9 +62,27 @@ def test_ranks_share_the_work(videos, tmp_path):
 def test_torchrun_two_processes(videos, tmp_path):
     out = tmp_path / "frames"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-               "-m", "videollm_online.cli", "data", "preprocess", str(videos), "--out", str(out), "--fps", "2",
-               "--resolution", "16", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "videollm_online.cli",
+        "data",
+        "preprocess",
+        str(videos),
+        "--out",
+        str(out),
+        "--fps",
+        "2",
+        "--resolution",
+        "16",
+        "-q",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0/2: 1 written, 0 already done, 1 failed" in result.stderr and "rank 1/2: 2 written" in result.stderr
@@ -73,8 +91,9 @@ def test_torchrun_two_processes(videos, tmp_path):
 
 def test_features_shape_metadata_and_skips(videos, tmp_path, caplog, capsys):
     frames, features = tmp_path / "frames", tmp_path / "features"
-    assert main(["data", "preprocess", str(videos), "--out", str(frames), "--fps", "2", "--resolution", "32",
-                 "-q"]) == 0
+    assert (
+        main(["data", "preprocess", str(videos), "--out", str(frames), "--fps", "2", "--resolution", "32", "-q"]) == 0
+    )
     (frames / "torn.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     args = ["data", "features", str(frames), "--out", str(features), "--model", "tiny", "--batch-size", "3", "-q"]
     assert main(args) == 0
@@ -93,13 +112,52 @@ def test_submitit_launch_with_two_tasks(videos, tmp_path, capsys):
     """The SLURM path, run through submitit's local executor: two tasks, each taking its rank from the job."""
     pytest.importorskip("submitit")
     out = tmp_path / "frames"
-    assert main(["data", "preprocess", str(videos), "--out", str(out), "--fps", "2", "--resolution", "16",
-                 "--slurm-tasks", "2", "--slurm-local", "--slurm-wait", "--slurm-cpus-per-task", "1",
-                 "--slurm-folder", str(tmp_path / "logs")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(videos),
+                "--out",
+                str(out),
+                "--fps",
+                "2",
+                "--resolution",
+                "16",
+                "--slurm-tasks",
+                "2",
+                "--slurm-local",
+                "--slurm-wait",
+                "--slurm-cpus-per-task",
+                "1",
+                "--slurm-folder",
+                str(tmp_path / "logs"),
+            ]
+        )
+        == 0
+    )
     assert "all 2 tasks finished" in capsys.readouterr().err
     assert sorted(p.stem for p in out.glob("*.safetensors")) == ["a", "b", "c"]
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*_log.err"))
     assert "rank 0/2: 1 written, 0 already done, 1 failed" in logs and "rank 1/2: 2 written" in logs
-    assert main(["data", "preprocess", str(videos), "--out", str(out), "--fps", "2", "--resolution", "16",
-                 "--slurm-tasks", "3", "--slurm-nodes", "2"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(videos),
+                "--out",
+                str(out),
+                "--fps",
+                "2",
+                "--resolution",
+                "16",
+                "--slurm-tasks",
+                "3",
+                "--slurm-nodes",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "multiple of --slurm-nodes" in capsys.readouterr().err

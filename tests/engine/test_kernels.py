@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(not fused_available(DEVICE), reason="Triton cann
 
 def ops_pair(hidden_act: str = "silu", rows: int = 1, attention_programs: int | None = None):
     act = torch.nn.SiLU() if hidden_act == "silu" else torch.nn.GELU()
-    return TorchOps(1e-5, act), FusedOps(1e-5, act, hidden_act, rows_per_program=rows,
-                                         attention_programs=attention_programs)
+    return TorchOps(1e-5, act), FusedOps(
+        1e-5, act, hidden_act, rows_per_program=rows, attention_programs=attention_programs
+    )
 
 
 def randn(*shape, dtype=torch.float32, seed=0):

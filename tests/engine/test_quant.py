@@ -25,8 +25,10 @@ from videollm_online.engine.static import SlotBackend, StaticKV
 def fresh(*shape, seed):
     generator = torch.Generator().manual_seed(seed)
     # rows of very different magnitudes, so a per-row scale matters
-    return torch.randn(*shape, generator=generator, dtype=torch.float64) * torch.logspace(-3, 2, shape[0],
-                                                                                           dtype=torch.float64)[:, None]
+    return (
+        torch.randn(*shape, generator=generator, dtype=torch.float64)
+        * torch.logspace(-3, 2, shape[0], dtype=torch.float64)[:, None]
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -45,7 +47,7 @@ def test_quantise_dequantise_is_within_e4m3_rounding(seed, per_row):
     bound = torch.maximum(x.abs() * 2**-4, scale.double().expand_as(x) * 2**-10) * (1 + 1e-5) + 1e-30
     assert ((back - x).abs() <= bound).all()
     # the largest value of each row (per-row) or of the tensor lands on 448 exactly
-    peaks = (x.abs() == amax)
+    peaks = x.abs() == amax
     assert torch.equal(q.float().abs()[peaks], torch.full_like(q.float().abs()[peaks], FP8_MAX))
     # and the rounding is round-to-nearest: never further than the next representable value
     rel = ((back - x).abs() / x.abs().clamp(min=1e-300))[x.abs() / scale.double() >= 2**-6]
@@ -97,8 +99,10 @@ def _interpreted(function, *args, **kwargs):
 
 # M, N, K: M not a multiple of the row block; N and K not multiples of the tiles (wrapped rows, masked K tail)
 SHAPES = [(1, 16, 32), (11, 48, 80), (17, 40, 96), (3, 24, 200)]
-TILES = [{"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0},
-         {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "SWAP": 1}]
+TILES = [
+    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0},
+    {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "SWAP": 1},
+]
 
 
 @pytest.mark.skipif(not kernels.triton_available(), reason="needs Triton")

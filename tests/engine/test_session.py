@@ -46,8 +46,9 @@ def test_v1_engine_equals_reference():
     frames = random_frames(60, model, seed=5)
     times = [i / 2 for i in range(60)]
     queries = [(7.3, "now?")]
-    events = run_session(StreamSession(model, template, EngineConfig(threshold=0.5, max_new_tokens=8)), frames,
-                         times, queries)
+    events = run_session(
+        StreamSession(model, template, EngineConfig(threshold=0.5, max_new_tokens=8)), frames, times, queries
+    )
     assert as_turns(events, template) == reference_stream(model, template, frames, times, queries, 0.5, 8)
 
 
@@ -117,8 +118,9 @@ def test_default_backend_warns_once_past_the_llms_context():
     from videollm_online.config import TINY_LLM, TINY_VISION, LiveConfig
     from videollm_online.engine.backend import ContextWarning
 
-    config = LiveConfig.from_name("tiny", llm_config={**TINY_LLM, "max_position_embeddings": 64},
-                                  vision_config=TINY_VISION)
+    config = LiveConfig.from_name(
+        "tiny", llm_config={**TINY_LLM, "max_position_embeddings": 64}, vision_config=TINY_VISION
+    )
     model, template = build_model(config)
     session = StreamSession(model, template, EngineConfig(threshold=0.0, max_new_tokens=2))  # never self-responds
     frames = random_frames(40, model)

@@ -42,8 +42,11 @@ def test_coin_accuracy():
 
 
 def test_procedure_accuracy_counts_steps_by_position():
-    assert answer_lines(" 1. Cut paper.\n\n2.Boil water.\n3. Fold paper.") == ["Cut paper.", "Boil water.",
-                                                                                "Fold paper."]
+    assert answer_lines(" 1. Cut paper.\n\n2.Boil water.\n3. Fold paper.") == [
+        "Cut paper.",
+        "Boil water.",
+        "Fold paper.",
+    ]
     predictions = ["1. Cut paper.\n2. Boil water.\n3. Fold paper.", "Fold paper."]
     accuracy, predicted = coin_scores(predictions, [[1, 2], [2, 0]], CATEGORIES, True)
     assert predicted == [[1, 0, 2], [2]]
@@ -70,23 +73,34 @@ def test_lta_scores_verb_noun_action():
 # ---------------------------------------------------------------------- a model whose answer is set by hand
 def test_scripted_model_says_its_answer_whatever_the_frames():
     model, template = scripted_model(" Cut.")
-    conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "What is the action?"},
-                    {"role": "stream", "num_frames": 3, "learn": True}]
+    conversation = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "What is the action?"},
+        {"role": "stream", "num_frames": 3, "learn": True},
+    ]
     ids = prompt_ids(template, conversation)
     assert template.tokenizer.decode(ids[-12:]).endswith("<v>]\nAssistant:")
-    answers = generate_answers(model, template, [ids, ids[:-1] + ids[-1:]],
-                               [random_frames(3, model, seed=1), random_frames(3, model, seed=2)], max_new_tokens=20)
+    answers = generate_answers(
+        model,
+        template,
+        [ids, ids[:-1] + ids[-1:]],
+        [random_frames(3, model, seed=1), random_frames(3, model, seed=2)],
+        max_new_tokens=20,
+    )
     assert answers == [[" Cut."], [" Cut."]]
 
 
 def test_generation_matches_a_naive_greedy_loop():
     model, template = tiny_model()
-    conversation = [{"role": "user", "content": "Q"}, {"role": "stream", "num_frames": 2, "learn": True},
-                    {"role": "assistant", "content": "dropped", "learn": True}]
+    conversation = [
+        {"role": "user", "content": "Q"},
+        {"role": "stream", "num_frames": 2, "learn": True},
+        {"role": "assistant", "content": "dropped", "learn": True},
+    ]
     ids = prompt_ids(template, conversation)
     assert template.tokenizer.decode(ids).endswith("]\nAssistant:")  # the answer is left out
     frames = random_frames(2, model, seed=3)
-    (answer,), = generate_answers(model, template, [ids], [frames], max_new_tokens=6)
+    ((answer,),) = generate_answers(model, template, [ids], [frames], max_new_tokens=6)
     tokens = list(ids)
     with torch.no_grad():
         for _ in range(6):
@@ -94,21 +108,23 @@ def test_generation_matches_a_naive_greedy_loop():
             if next_token == template.ids.eos:
                 break
             tokens.append(next_token)
-    assert answer == template.decode(tokens[len(ids):])
+    assert answer == template.decode(tokens[len(ids) :])
     # a left-padded batch gives each prompt's own answer
     short = prompt_ids(template, [{"role": "stream", "num_frames": 1, "learn": True}])
     batched = generate_answers(model, template, [ids, short], [frames, frames[:1]], max_new_tokens=6)
     alone = generate_answers(model, template, [short], [frames[:1]], max_new_tokens=6)
     assert batched == [[answer], alone[0]]
     # beam search returns K candidates per prompt (LTA scores the best of them)
-    beams = generate_answers(model, template, [ids, short], [frames, frames[:1]], max_new_tokens=6, num_beams=3,
-                             num_return_sequences=3)
+    beams = generate_answers(
+        model, template, [ids, short], [frames, frames[:1]], max_new_tokens=6, num_beams=3, num_return_sequences=3
+    )
     assert [len(candidates) for candidates in beams] == [3, 3]
 
 
 def test_scripted_beams_agree_on_the_only_likely_answer():
     model, template = scripted_model(" Cut.")
     ids = prompt_ids(template, [{"role": "stream", "num_frames": 1, "learn": True}])
-    ((best, *_),) = generate_answers(model, template, [ids], [random_frames(1, model)], max_new_tokens=8, num_beams=2,
-                                     num_return_sequences=2)
+    ((best, *_),) = generate_answers(
+        model, template, [ids], [random_frames(1, model)], max_new_tokens=8, num_beams=2, num_return_sequences=2
+    )
     assert best == " Cut."

@@ -30,15 +30,42 @@ def write_clip(path, size: tuple[int, int], frames: int, fps: int) -> None:
         container.mux(stream.encode())
 
 
-COIN_JSON = {"database": {
-    "vidA": {"class": "CutAndFold", "subset": "testing", "start": 0.5, "end": 7.5, "recipe_type": 1, "annotation": [
-        {"segment": [0.5, 2.0], "id": "1", "label": "cut"}, {"segment": [2.5, 4.0], "id": "2", "label": "fold"},
-        {"segment": [4.5, 6.0], "id": "3", "label": "wash"}, {"segment": [6.2, 7.5], "id": "1", "label": "cut"}]},
-    "vidB": {"class": "WashIt", "subset": "testing", "start": 0.0, "end": 5.0, "recipe_type": 2, "annotation": [
-        {"segment": [0.0, 2.0], "id": "3", "label": "wash"}, {"segment": [2.5, 4.5], "id": "1", "label": "cut"}]},
-    "vidC": {"class": "FoldIt", "subset": "training", "start": 0.0, "end": 1.0, "recipe_type": 3, "annotation": [
-        {"segment": [0.0, 1.0], "id": "2", "label": "fold"}]},
-}}
+COIN_JSON = {
+    "database": {
+        "vidA": {
+            "class": "CutAndFold",
+            "subset": "testing",
+            "start": 0.5,
+            "end": 7.5,
+            "recipe_type": 1,
+            "annotation": [
+                {"segment": [0.5, 2.0], "id": "1", "label": "cut"},
+                {"segment": [2.5, 4.0], "id": "2", "label": "fold"},
+                {"segment": [4.5, 6.0], "id": "3", "label": "wash"},
+                {"segment": [6.2, 7.5], "id": "1", "label": "cut"},
+            ],
+        },
+        "vidB": {
+            "class": "WashIt",
+            "subset": "testing",
+            "start": 0.0,
+            "end": 5.0,
+            "recipe_type": 2,
+            "annotation": [
+                {"segment": [0.0, 2.0], "id": "3", "label": "wash"},
+                {"segment": [2.5, 4.5], "id": "1", "label": "cut"},
+            ],
+        },
+        "vidC": {
+            "class": "FoldIt",
+            "subset": "training",
+            "start": 0.0,
+            "end": 1.0,
+            "recipe_type": 3,
+            "annotation": [{"segment": [0.0, 1.0], "id": "2", "label": "fold"}],
+        },
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +76,23 @@ def coin(tmp_path_factory):
     write_clip(root / "videos" / "vidA.mp4", size=(64, 48), frames=32, fps=4)  # 8 s -> 16 frames at 2 fps
     write_clip(root / "videos" / "vidB.mp4", size=(48, 64), frames=20, fps=4)  # 5 s -> 10 frames
     (root / "COIN.json").write_text(json.dumps(COIN_JSON))
-    assert main(["data", "preprocess", str(root / "videos"), "--out", str(root / "frames"), "--fps", "2",
-                 "--resolution", "32", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(root / "videos"),
+                "--out",
+                str(root / "frames"),
+                "--fps",
+                "2",
+                "--resolution",
+                "32",
+                "-q",
+            ]
+        )
+        == 0
+    )
     model, template = scripted_model(" Cut.")
     checkpoint = save_checkpoint(model, template, root.parent / "scripted-ckpt")
     return root, checkpoint
@@ -58,8 +100,23 @@ def coin(tmp_path_factory):
 
 def run_eval(coin, dataset, out, *extra):
     root, checkpoint = coin
-    return main(["eval", "--model", str(checkpoint), "--dataset", dataset, "--data-root", str(root),
-                 "--max-new-tokens", "8", "-q", "--out", str(out), *extra])
+    return main(
+        [
+            "eval",
+            "--model",
+            str(checkpoint),
+            "--dataset",
+            dataset,
+            "--data-root",
+            str(root),
+            "--max-new-tokens",
+            "8",
+            "-q",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_report_into_the_model_card(coin, tmp_path, capsys):
@@ -78,12 +135,23 @@ def test_coin_step(coin, tmp_path, capsys):
     assert run_eval(coin, "coin-step", tmp_path / "step.json") == 0
     report = json.loads((tmp_path / "step.json").read_text())
     assert {k: report[k] for k in ("dataset", "split", "samples", "categories", "fps", "world_size")} == {
-        "dataset": "coin-step", "split": "test", "samples": 6, "categories": 3, "fps": 2.0, "world_size": 1}
+        "dataset": "coin-step",
+        "split": "test",
+        "samples": 6,
+        "categories": 3,
+        "fps": 2.0,
+        "world_size": 1,
+    }
     predictions = report["predictions"]
     # frames of each step at 2 fps: ceil(2 * start) .. ceil(2 * end), clamped to the video's last frame
     assert [(p["video"], p["start_frame"], p["end_frame"], p["answer"]) for p in predictions] == [
-        ("vidA", 1, 5, "Cut."), ("vidA", 5, 9, "Fold."), ("vidA", 9, 13, "Wash."), ("vidA", 13, 16, "Cut."),
-        ("vidB", 0, 5, "Wash."), ("vidB", 5, 10, "Cut.")]
+        ("vidA", 1, 5, "Cut."),
+        ("vidA", 5, 9, "Fold."),
+        ("vidA", 9, 13, "Wash."),
+        ("vidA", 13, 16, "Cut."),
+        ("vidB", 0, 5, "Wash."),
+        ("vidB", 5, 10, "Cut."),
+    ]
     assert all(p["prediction"] == " Cut." and p["predicted"] == ["Cut."] for p in predictions)
     assert [p["right"] for p in predictions] == [1, 0, 0, 1, 0, 1]
     assert report["accuracy"] == pytest.approx(3 / 6)
@@ -106,9 +174,30 @@ def test_torchrun_two_processes_give_the_same_report(coin, tmp_path):
     root, checkpoint = coin
     assert run_eval(coin, "coin-step", tmp_path / "one.json", "--limit", "5") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "videollm_online.cli", "eval", "--model", str(checkpoint), "--dataset", "coin-step", "--data-root",
-               str(root), "--max-new-tokens", "8", "--limit", "5", "-q", "--out", str(tmp_path / "two.json")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "videollm_online.cli",
+        "eval",
+        "--model",
+        str(checkpoint),
+        "--dataset",
+        "coin-step",
+        "--data-root",
+        str(root),
+        "--max-new-tokens",
+        "8",
+        "--limit",
+        "5",
+        "-q",
+        "--out",
+        str(tmp_path / "two.json"),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
@@ -120,12 +209,16 @@ def test_torchrun_two_processes_give_the_same_report(coin, tmp_path):
 def test_user_errors_are_one_line(coin, tmp_path, capsys):
     root, checkpoint = coin
     cases = [
-        (["--dataset", "coin-steps", "--data-root", str(root)], "unknown dataset 'coin-steps'; valid datasets: world, "
-                                                                "coin-step, coin-task"),
+        (
+            ["--dataset", "coin-steps", "--data-root", str(root)],
+            "unknown dataset 'coin-steps'; valid datasets: world, coin-step, coin-task",
+        ),
         (["--dataset", "coin-step", "--data-root", str(tmp_path / "nowhere")], "no such directory"),
         (["--dataset", "coin-step", "--data-root", str(tmp_path)], f"expected {tmp_path / 'COIN.json'}"),
-        (["--dataset", "coin-step", "--data-root", str(root), "--frames", str(tmp_path)],
-         f"no preprocessed frames for coin-step: expected one .safetensors file per video in {tmp_path}"),
+        (
+            ["--dataset", "coin-step", "--data-root", str(root), "--frames", str(tmp_path)],
+            f"no preprocessed frames for coin-step: expected one .safetensors file per video in {tmp_path}",
+        ),
         (["--dataset", "ego4d-lta", "--data-root", str(root)], "no fho_lta_taxonomy.json in"),
         (["--dataset", "world", "--data-root", str(root)], "is not a synthetic world"),
         (["--dataset", "coin-step", "--data-root", str(root), "--split", "val"], "COIN has no 'val' split"),
@@ -142,18 +235,62 @@ def test_ego4d_lta(coin, tmp_path):
     and the edit distances to the labels (verb k % 3, noun k % 4 for k = 8..27) are counts of mismatches."""
     _, checkpoint = coin
     taxonomy = {"verbs": ["put_(place,_leave,_drop)", "take", "cut"], "nouns": ["knife", "board", "nut_(food)", "pan"]}
-    clips = [{"clip_uid": "c1", "video_uid": "v1", "clip_parent_start_sec": 10.0, "action_idx": k,
-              "action_clip_start_sec": k / 2 - 9.75, "action_clip_end_sec": k / 2 - 9.25, "verb_label": k % 3,
-              "noun_label": k % 4} for k in range(29)]
+    clips = [
+        {
+            "clip_uid": "c1",
+            "video_uid": "v1",
+            "clip_parent_start_sec": 10.0,
+            "action_idx": k,
+            "action_clip_start_sec": k / 2 - 9.75,
+            "action_clip_end_sec": k / 2 - 9.25,
+            "verb_label": k % 3,
+            "noun_label": k % 4,
+        }
+        for k in range(29)
+    ]
     (tmp_path / "fho_lta_taxonomy.json").write_text(json.dumps(taxonomy))
     (tmp_path / "fho_lta_val.json").write_text(json.dumps({"clips": clips}))
     (tmp_path / "videos").mkdir()
     write_clip(tmp_path / "videos" / "v1.mp4", size=(32, 32), frames=80, fps=4)  # 20 s -> 40 frames
-    assert main(["data", "preprocess", str(tmp_path / "videos"), "--out", str(tmp_path / "frames"), "--fps", "2",
-                 "--resolution", "32", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(tmp_path / "videos"),
+                "--out",
+                str(tmp_path / "frames"),
+                "--fps",
+                "2",
+                "--resolution",
+                "32",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "lta.json"
-    assert main(["eval", "--model", str(checkpoint), "--dataset", "ego4d-lta", "--data-root", str(tmp_path),
-                 "--max-new-tokens", "8", "--num-beams", "1", "-q", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(checkpoint),
+                "--dataset",
+                "ego4d-lta",
+                "--data-root",
+                str(tmp_path),
+                "--max-new-tokens",
+                "8",
+                "--num-beams",
+                "1",
+                "-q",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert (report["samples"], report["split"], report["beams"]) == (2, "val", 1)
     # window 0 shows actions 0..7 (0.25 .. 4.25 s): frames round(0.5) = 0 .. round(8.5) = 8 (halves to even);
@@ -176,32 +313,73 @@ def test_streaming_metrics_on_a_stream_dataset(tmp_path):
     from videollm_online.eval import aggregate, evaluate_conversation
     from videollm_online.eval.benchmarks import frame_embeds
 
-    narrations = [{"time": t, "text": f"#C C does thing {i}", "_annotation_uid": "a1"}
-                  for i, t in enumerate([0.5, 1.6, 2.4, 4.1])]
-    (tmp_path / "all_narrations_redacted.json").write_text(json.dumps({"videos": {"vidB": {
-        "narrations": narrations}}}))
+    narrations = [
+        {"time": t, "text": f"#C C does thing {i}", "_annotation_uid": "a1"} for i, t in enumerate([0.5, 1.6, 2.4, 4.1])
+    ]
+    (tmp_path / "all_narrations_redacted.json").write_text(json.dumps({"videos": {"vidB": {"narrations": narrations}}}))
     for benchmark, key in BENCHMARK_KEYS.items():
         (tmp_path / f"{benchmark}_val.json").write_text(json.dumps({key: []}))
         (tmp_path / f"{benchmark}_test_unannotated.json").write_text(json.dumps({key: []}))
     (tmp_path / "goalstep_val.json").write_text(json.dumps({"videos": [{"video_uid": "vidB"}]}))
     (tmp_path / "videos").mkdir()
     write_clip(tmp_path / "videos" / "vidB.mp4", size=(32, 32), frames=24, fps=4)  # 6 s -> 12 frames
-    assert main(["data", "preprocess", str(tmp_path / "videos"), "--out", str(tmp_path / "frames"), "--fps", "2",
-                 "--resolution", "32", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(tmp_path / "videos"),
+                "--out",
+                str(tmp_path / "frames"),
+                "--fps",
+                "2",
+                "--resolution",
+                "32",
+                "-q",
+            ]
+        )
+        == 0
+    )
     model, template = tiny_model()
     make_decisive(model, template, seed=4)
     save_checkpoint(model, template, tmp_path / "ckpt")
     out = tmp_path / "stream.json"
-    assert main(["eval", "--model", str(tmp_path / "ckpt"), "--dataset", "ego4d-narration", "--data-root",
-                 str(tmp_path), "--threshold", "0.6", "-q", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "ckpt"),
+                "--dataset",
+                "ego4d-narration",
+                "--data-root",
+                str(tmp_path),
+                "--threshold",
+                "0.6",
+                "-q",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert (report["dataset"], report["split"], report["num_conversations"], report["threshold"]) == (
-        "ego4d-narration", "val", 1, 0.6)
+        "ego4d-narration",
+        "val",
+        1,
+        0.6,
+    )
 
     model, template, _ = load_model(str(tmp_path / "ckpt"))
     (row,) = get_loader("ego4d-narration")(ConvertOptions(tmp_path, "val", fps=2, video_frames={"vidB": 12})).rows
     frames = FrameStore(tmp_path / "frames").load("vidB", row["start_frame"], row["end_frame"])
-    expected = aggregate([evaluate_conversation(model, template, row["conversation"], frame_embeds(model, frames),
-                                                fps=2.0, threshold=0.6)]).to_dict()
+    expected = aggregate(
+        [
+            evaluate_conversation(
+                model, template, row["conversation"], frame_embeds(model, frames), fps=2.0, threshold=0.6
+            )
+        ]
+    ).to_dict()
     assert expected["num_turns"] >= 3
     assert {key: report[key] for key in expected} == pytest.approx(expected)

@@ -28,8 +28,13 @@ NUM_LM = 14  # "Assistant: ab</s>" as learned language tokens: `]\n`->A ... b->e
 class FakeLogitsModel(torch.nn.Module):
     """Logits as a deterministic function of the input: P(silence) per frame index, Q on the next token elsewhere."""
 
-    def __init__(self, template: StreamTemplate, silence_prob: dict[int, float] | None = None,
-                 wrong: set[int] | None = None, default_silence: float = 0.9):
+    def __init__(
+        self,
+        template: StreamTemplate,
+        silence_prob: dict[int, float] | None = None,
+        wrong: set[int] | None = None,
+        default_silence: float = 0.9,
+    ):
         super().__init__()
         self.template = template
         self.silence_prob = silence_prob or {}
@@ -74,8 +79,10 @@ def frames_for(n: int) -> torch.Tensor:
 def narration(*num_frames: int, learn: bool = True) -> list[dict]:
     conversation: list[dict] = [{"role": "system", "content": "S"}, {"role": "user", "content": "go"}]
     for n, text in zip(num_frames, ["ab", "cd", "ef", "gh"]):
-        conversation += [{"role": "stream", "num_frames": n, "learn": learn},
-                         {"role": "assistant", "content": text, "learn": True}]
+        conversation += [
+            {"role": "stream", "num_frames": n, "learn": learn},
+            {"role": "assistant", "content": text, "learn": True},
+        ]
     return conversation
 
 
@@ -137,8 +144,11 @@ def test_late_extra_forward_reads_prefix_and_appended_frames(template):
     full, extra = model.calls
     tokenized = template.tokenize(conversation)
     eos = tokenized.input_ids.index(template.ids.eos)
-    last_v = max(p for p, (token, label) in enumerate(zip(tokenized.input_ids, tokenized.labels))
-                 if label != IGNORE_INDEX and token == template.ids.v_placeholder and p < eos)
+    last_v = max(
+        p
+        for p, (token, label) in enumerate(zip(tokenized.input_ids, tokenized.labels))
+        if label != IGNORE_INDEX and token == template.ids.v_placeholder and p < eos
+    )
     assert extra == last_v + 1 + 3 * (1 + 10)  # prefix through the last frame, then 3 x (`,` + 10 `<v>`)
     assert full == len(tokenized.input_ids)
 

@@ -9,8 +9,32 @@ from videollm_online.cli import main
 
 def test_eval_command_writes_the_metrics(tmp_path, capsys):
     world = tmp_path / "world"
-    assert main(["data", "synth-world", "--out", str(world), "--videos", "1", "--seed", "5", "--size", "64",
-                 "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-world",
+                "--out",
+                str(world),
+                "--videos",
+                "1",
+                "--seed",
+                "5",
+                "--size",
+                "64",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--min-duration",
+                "8",
+                "--max-duration",
+                "10",
+                "-q",
+            ]
+        )
+        == 0
+    )
     model, template = tiny_model()
     make_decisive(model, template, seed=4)
     save_checkpoint(model, template, tmp_path / "ckpt")
@@ -24,19 +48,54 @@ def test_eval_command_writes_the_metrics(tmp_path, capsys):
     assert metrics["narrations"] == len(json.loads((world / "annotations" / "000000.json").read_text())["narrations"])
     assert "event_precision" in capsys.readouterr().out
     # The breakdown of missed narrations is there, each a fraction (random weights parse no sentence: all 0).
-    for name in ("event_turn_near", "event_kind_right", "event_colour_right", "event_shape_right",
-                 "event_target_right"):
+    for name in (
+        "event_turn_near",
+        "event_kind_right",
+        "event_colour_right",
+        "event_shape_right",
+        "event_target_right",
+    ):
         assert 0.0 <= metrics[name] <= 1.0, name
     # The fast engine narrates the same turns; a capped cache still narrates the whole video.
     fast = tmp_path / "fast.json"
-    assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(fast),
-                 "--engine", "fast"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "ckpt"),
+                "--data-root",
+                str(world),
+                "-q",
+                "-o",
+                str(fast),
+                "--engine",
+                "fast",
+            ]
+        )
+        == 0
+    )
     fast_metrics = json.loads(fast.read_text())
     assert (metrics["engine"], fast_metrics["engine"]) == ("default", "fast")
     assert {**fast_metrics, "engine": "default"} == metrics
     capped = tmp_path / "capped.json"
-    assert main(["eval", "--model", str(tmp_path / "ckpt"), "--data-root", str(world), "-q", "-o", str(capped),
-                 "--cache-tokens", "200"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "ckpt"),
+                "--data-root",
+                str(world),
+                "-q",
+                "-o",
+                str(capped),
+                "--cache-tokens",
+                "200",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capped.read_text())["turns_said"] > 0
     assert json.loads(capped.read_text())["cache_tokens"] == 200
     assert main(["eval", "--data-root", str(tmp_path / "nowhere")]) == 2

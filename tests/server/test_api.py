@@ -71,8 +71,11 @@ def test_full_session(server):
     assert status == 200 and json.loads(body)["status"] == "ok"
     status, metrics = http_get(f"{server.url}/metrics")
     assert status == 200
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-              if line and not line.startswith("#")}
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
     assert values["videollm_frames_processed_total"] >= 6
     assert values["videollm_responses_total"] >= 6
     assert values["videollm_response_latency_seconds_count"] >= 6
@@ -132,8 +135,14 @@ def test_garbage_frames_get_error_events_and_the_session_goes_on(server):
     events = run(session())
     check_stream(events)
     errors = [event["error"] for event in events if event["type"] == P.ERROR]
-    assert [error["code"] for error in errors] == [P.INVALID_FRAME, P.INVALID_FRAME, P.INVALID_MESSAGE,
-                                                   P.INVALID_MESSAGE, P.INVALID_FRAME, P.INVALID_FRAME]
+    assert [error["code"] for error in errors] == [
+        P.INVALID_FRAME,
+        P.INVALID_FRAME,
+        P.INVALID_MESSAGE,
+        P.INVALID_MESSAGE,
+        P.INVALID_FRAME,
+        P.INVALID_FRAME,
+    ]
     messages = " | ".join(error["message"] for error in errors)
     for expected in ("not JSON", "4-byte", "not a readable JPEG or PNG", "unknown message type", "video-time order"):
         assert expected in messages
@@ -257,6 +266,7 @@ def test_auth_on(tiny_decisive):
                 return [event["type"] for event in await collect(client)]
 
         assert run(session(server.ws_url, token=token)) == [P.SESSION_CLOSED]
+
         # Browsers cannot set headers on a WebSocket: the token may come as a query parameter.
         async def raw(url: str) -> dict:
             from websockets.asyncio.client import connect
@@ -312,9 +322,17 @@ def test_bundled_model_answers_over_the_api(bundled, tmp_path):
     model, template, name = bundled
     events: list[dict] = []
     with start_server(model, template, name, max_pending_frames=64) as server:
-        turns = run(stream_video(server.ws_url, str(tmp_path / "videos" / "000000.mp4"), realtime=False,
-                                 max_new_tokens=24, queries=[(2.0, "How many objects are there?")],
-                                 on_event=events.append), timeout=300)
+        turns = run(
+            stream_video(
+                server.ws_url,
+                str(tmp_path / "videos" / "000000.mp4"),
+                realtime=False,
+                max_new_tokens=24,
+                queries=[(2.0, "How many objects are there?")],
+                on_event=events.append,
+            ),
+            timeout=300,
+        )
     check_stream(events)
     answers = [turn for turn in turns if turn["video_time"] == 2.0]
     assert answers and answers[0]["text"], turns
@@ -329,11 +347,30 @@ def test_the_example_streams_a_file_and_prints_the_turns(server, make_clip):
 
     clip = make_clip("clip.mp4", frames=30, fps=10)  # 3 s
     example = Path(__file__).resolve().parents[2] / "examples" / "stream_to_server.py"
-    result = subprocess.run([sys.executable, str(example), str(clip), "--url", server.ws_url, "--threshold", "1",
-                             "--ask", "1.2:What is this?", "--fast"], capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            str(clip),
+            "--url",
+            server.ws_url,
+            "--threshold",
+            "1",
+            "--ask",
+            "1.2:What is this?",
+            "--fast",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     assert "[1.2s] User: What is this?" in result.stdout
     assert result.stdout.count("Assistant:") >= 2 and "[0.0s]" in result.stdout
-    missing = subprocess.run([sys.executable, str(example), "/no/such.mp4", "--url", server.ws_url],
-                             capture_output=True, text=True, timeout=180)
+    missing = subprocess.run(
+        [sys.executable, str(example), "/no/such.mp4", "--url", server.ws_url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert missing.returncode == 2 and "no such file" in missing.stderr

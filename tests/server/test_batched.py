@@ -28,6 +28,7 @@ async def one_client(url: str, index: int) -> list[tuple]:
 def said_by(app) -> list[list[tuple]]:
     config = ServerConfig(port=0, max_pending_frames=64)
     with BackgroundServer(app(config), config) as server:
+
         async def clients():
             return await asyncio.gather(*(one_client(server.ws_url, i) for i in range(4)))
 
@@ -77,6 +78,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_batched_slot(tiny_decisive):
     config = ServerConfig(port=0, max_sessions=1, max_pending_frames=64)
     try:
         with BackgroundServer(create_app(backend, config=config), config) as server:
+
             async def leave_then_return():
                 async with AsyncStreamClient(server.ws_url, threshold=0.5, max_new_tokens=4) as client:
                     for frame in range(20):

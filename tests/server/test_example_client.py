@@ -16,8 +16,12 @@ def test_the_example_prints_the_session_and_dropped_frames(tiny_decisive, make_c
     clip = make_clip("clip.mp4", frames=60, fps=10)  # 6 s: 12 frames at 2 fps, sent at once (--fast)
     # One frame may wait: the rest of a burst is dropped, oldest first, while the model works.
     with start_server(*tiny_decisive, max_pending_frames=1) as server:
-        result = subprocess.run([sys.executable, str(EXAMPLE), str(clip), "--url", server.ws_url, "--threshold", "1",
-                                 "--fast"], capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLE), str(clip), "--url", server.ws_url, "--threshold", "1", "--fast"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     assert result.returncode == 0, result.stderr
     session = re.search(r"^session ([0-9a-f]+) on tiny$", result.stderr, re.MULTILINE)
     assert session, result.stderr

@@ -28,7 +28,7 @@ def write_clip(path, frames: int = 30, fps: int = 10):
         for index in range(frames):
             pixels = np.zeros((64, 96, 3), np.uint8)
             pixels[..., 0] = np.arange(96, dtype=np.uint8)[None] * 2
-            pixels[:, (index * 3) % 96:(index * 3) % 96 + 8] = 255
+            pixels[:, (index * 3) % 96 : (index * 3) % 96 + 8] = 255
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
     return path
@@ -97,8 +97,12 @@ def test_streamed_and_whole_completions_agree(compat_server, clip_dirs):
     by chunk, the content is the same as the whole completion's, and the question's answer is at its time."""
     client = client_for(compat_server)
     messages = ask("What is moving?", data_url(clip_dirs / "allowed" / "clip.mp4"))
-    options = {"model": "tiny", "messages": messages, "max_tokens": 4,
-               "extra_body": {"threshold": 1.0, "question_time": 1.2}}
+    options = {
+        "model": "tiny",
+        "messages": messages,
+        "max_tokens": 4,
+        "extra_body": {"threshold": 1.0, "question_time": 1.2},
+    }
     chunks = list(client.chat.completions.create(stream=True, **options))
     assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -121,25 +125,32 @@ def test_streamed_and_whole_completions_agree(compat_server, clip_dirs):
 def test_a_path_under_an_allowed_directory(compat_server, clip_dirs):
     url = (clip_dirs / "allowed" / "clip.mp4").as_uri()  # file:///...
     reply = client_for(compat_server).chat.completions.create(
-        model="tiny", messages=ask(None, url), extra_body={"threshold": 1.0}, max_tokens=3)
+        model="tiny", messages=ask(None, url), extra_body={"threshold": 1.0}, max_tokens=3
+    )
     assert reply.model_extra["frames"] == len(frame_times(clip_dirs / "allowed" / "clip.mp4"))
     assert reply.choices[0].message.content.startswith("[0.0s] ")
     same = client_for(compat_server).chat.completions.create(
-        model="tiny", messages=ask(None, str(clip_dirs / "allowed" / "clip.mp4")), extra_body={"threshold": 1.0},
-        max_tokens=3)
+        model="tiny",
+        messages=ask(None, str(clip_dirs / "allowed" / "clip.mp4")),
+        extra_body={"threshold": 1.0},
+        max_tokens=3,
+    )
     assert same.choices[0].message.content == reply.choices[0].message.content
 
 
-@pytest.mark.parametrize(("where", "status", "code"), [
-    ("secret.mp4", 403, "video_path_not_allowed"),  # beside the allowed directory
-    ("allowed/../secret.mp4", 403, "video_path_not_allowed"),  # traversal
-    ("allowed/link.mp4", 403, "video_path_not_allowed"),  # a symlink out of it
-    ("/etc/passwd", 403, "video_path_not_allowed"),
-    ("allowed/missing.mp4", 404, "video_not_found"),
-    ("relative/clip.mp4", 400, "invalid_video_url"),
-    ("https://example.com/clip.mp4", 400, "invalid_video_url"),
-    ("data:video/mp4;base64,@@@", 400, "invalid_video_url"),
-])
+@pytest.mark.parametrize(
+    ("where", "status", "code"),
+    [
+        ("secret.mp4", 403, "video_path_not_allowed"),  # beside the allowed directory
+        ("allowed/../secret.mp4", 403, "video_path_not_allowed"),  # traversal
+        ("allowed/link.mp4", 403, "video_path_not_allowed"),  # a symlink out of it
+        ("/etc/passwd", 403, "video_path_not_allowed"),
+        ("allowed/missing.mp4", 404, "video_not_found"),
+        ("relative/clip.mp4", 400, "invalid_video_url"),
+        ("https://example.com/clip.mp4", 400, "invalid_video_url"),
+        ("data:video/mp4;base64,@@@", 400, "invalid_video_url"),
+    ],
+)
 def test_refused_videos(compat_server, clip_dirs, where, status, code):
     if not where.startswith(("/", "relative", "https:", "data:")):
         where = str(clip_dirs) + "/" + where  # an absolute path, `..` kept as written
@@ -162,8 +173,9 @@ def test_an_unreadable_upload_and_bad_requests(compat_server, clip_dirs):
     with pytest.raises(openai.BadRequestError, match="exactly one video_url"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi?"}])
     with pytest.raises(openai.BadRequestError, match="question_time"):
-        client.chat.completions.create(model="tiny", messages=ask("Hi?", not_a_video),
-                                       extra_body={"question_time": -1.0})
+        client.chat.completions.create(
+            model="tiny", messages=ask("Hi?", not_a_video), extra_body={"question_time": -1.0}
+        )
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.chat.completions.create(model="tiny", messages=ask("Hi?", not_a_video), max_tokens=0)
 
@@ -193,8 +205,12 @@ def test_openapi_lists_the_routes(compat_server):
     assert "VideoPart" in document["components"]["schemas"]
     # The WebSocket is not an OpenAPI route; its messages are there as components, for /docs readers and generators.
     realtime = document["components"]["schemas"]["RealtimeClientMessage"]
-    assert set(realtime["discriminator"]["mapping"]) == {"session.update", "conversation.item.create", "session.finish",
-                                                         "response.create"}
+    assert set(realtime["discriminator"]["mapping"]) == {
+        "session.update",
+        "conversation.item.create",
+        "session.finish",
+        "response.create",
+    }
     assert "ResponseDone" in document["components"]["schemas"]
     with urllib.request.urlopen(f"{compat_server.url}/docs", timeout=30) as response:
         assert response.status == 200 and b"/openapi.json" in response.read()
@@ -211,8 +227,12 @@ def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_pa
         served = client.models.list().data[0].id
         assert "/" not in served  # the checkpoint's path is not shown, only its name
         stream = client.chat.completions.create(
-            model=served, stream=True, max_tokens=24, extra_body={"question_time": 1.0},
-            messages=ask("How many objects are there?", data_url(tmp_path / "videos" / "000000.mp4")))
+            model=served,
+            stream=True,
+            max_tokens=24,
+            extra_body={"question_time": 1.0},
+            messages=ask("How many objects are there?", data_url(tmp_path / "videos" / "000000.mp4")),
+        )
         content = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
     lines = content.splitlines()
     assert lines and all(line.startswith("[") and "s] " in line for line in lines), content
@@ -236,8 +256,9 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batche
     from videollm_online.server.run import BackgroundServer
 
     clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)  # 60 s: 120 frames, each followed by a turn
-    body = json.dumps({"model": "tiny", "messages": ask(None, data_url(clip)), "stream": stream, "max_tokens": 8,
-                       "threshold": 1.0}).encode()
+    body = json.dumps(
+        {"model": "tiny", "messages": ask(None, data_url(clip)), "stream": stream, "max_tokens": 8, "threshold": 1.0}
+    ).encode()
     with contextlib.ExitStack() as stack:
         if batched:
             backend = BatchedBackend(*talkative, "tiny", max_sessions=1, cache_tokens=4096)
@@ -247,8 +268,11 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batche
         else:
             server = stack.enter_context(start_server(*talkative, max_sessions=1))
         with socket.create_connection((server.config.host, server.port), timeout=30) as connection:
-            connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            connection.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             time.sleep(0.5)
         key = ("videollm_chat_completions_total", (("outcome", "disconnected"),))
         deadline = time.monotonic() + 60
@@ -272,8 +296,12 @@ def test_completions_and_sessions_share_the_session_limit(talkative, tmp_path):
     clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)
     with start_server(*talkative, max_sessions=1) as server:
         client = client_for(server)
-        options = {"model": "tiny", "messages": ask(None, data_url(clip)), "max_tokens": 8,
-                   "extra_body": {"threshold": 1.0}}
+        options = {
+            "model": "tiny",
+            "messages": ask(None, data_url(clip)),
+            "max_tokens": 8,
+            "extra_body": {"threshold": 1.0},
+        }
         with client.chat.completions.create(stream=True, **options) as stream:
             next(iter(stream))  # the completion is running
             with pytest.raises(openai.RateLimitError, match="limit of 1 sessions") as caught:
@@ -300,14 +328,19 @@ def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkati
     from videollm_online.server.run import BackgroundServer
 
     model, template = talkative
-    options = {"model": "tiny", "messages": ask("What is moving?", data_url(clip_dirs / "allowed" / "clip.mp4")),
-               "max_tokens": 4, "extra_body": {"threshold": 1.0, "question_time": 1.2}}
+    options = {
+        "model": "tiny",
+        "messages": ask("What is moving?", data_url(clip_dirs / "allowed" / "clip.mp4")),
+        "max_tokens": 4,
+        "extra_body": {"threshold": 1.0, "question_time": 1.2},
+    }
     with start_server(model, template) as server:
         serial = client_for(server).chat.completions.create(**options).choices[0].message.content
     backend = BatchedBackend(model, template, "tiny", max_sessions=2, cache_tokens=4096)
     config = ServerConfig(port=0)
     try:
         with BackgroundServer(create_app(backend, config=config), config) as server:
+
             def complete(_: int) -> str:
                 return client_for(server).chat.completions.create(**options).choices[0].message.content
 
@@ -325,16 +358,48 @@ def test_the_openai_example_streams_the_turns(compat_server, clip_dirs):
 
     example = Path(__file__).resolve().parents[2] / "examples" / "openai_chat_completion.py"
     clip = clip_dirs / "allowed" / "clip.mp4"
-    result = subprocess.run([sys.executable, str(example), str(clip), "--url", compat_server.url, "--threshold", "1",
-                             "--ask", "1.2:What is moving?"], capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            str(clip),
+            "--url",
+            compat_server.url,
+            "--threshold",
+            "1",
+            "--ask",
+            "1.2:What is moving?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == len(frame_times(clip)) + 1 and "[1.2s] " in result.stdout  # a turn a frame, the answer
     assert re.search(r"^tiny: \d+ turns in [\d.]+ s \(finish_reason: stop\)$", result.stderr, re.MULTILINE)
-    by_path = subprocess.run([sys.executable, str(example), str(clip), "--url", compat_server.url, "--threshold", "1",
-                              "--ask", "1.2:What is moving?", "--server-path"], capture_output=True, text=True,
-                             timeout=180)
+    by_path = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            str(clip),
+            "--url",
+            compat_server.url,
+            "--threshold",
+            "1",
+            "--ask",
+            "1.2:What is moving?",
+            "--server-path",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert by_path.returncode == 0 and by_path.stdout == result.stdout, by_path.stderr
-    refused = subprocess.run([sys.executable, str(example), str(clip_dirs / "secret.mp4"), "--url", compat_server.url,
-                              "--server-path"], capture_output=True, text=True, timeout=180)
+    refused = subprocess.run(
+        [sys.executable, str(example), str(clip_dirs / "secret.mp4"), "--url", compat_server.url, "--server-path"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert refused.returncode == 2 and "HTTP 403" in refused.stderr and "Traceback" not in refused.stderr

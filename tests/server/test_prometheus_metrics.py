@@ -17,8 +17,11 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_metrics_parse_and_count_a_session(tiny_decisive):

@@ -220,14 +220,17 @@ def test_sessions_belong_to_the_client_that_opened_them(tiny_decisive):
     auth = {"Authorization": f"Bearer {token}"}
 
     async def scenario(server) -> None:
-        async with AsyncStreamClient(server.ws_url, token=token, threshold=0.0) as a, \
-                AsyncStreamClient(server.ws_url, token=token, threshold=0.0) as b:
+        async with (
+            AsyncStreamClient(server.ws_url, token=token, threshold=0.0) as a,
+            AsyncStreamClient(server.ws_url, token=token, threshold=0.0) as b,
+        ):
             assert a.secret and b.secret and a.secret != b.secret
             await a.ask("a private question", 0.0)
             await a.send_frame(0.0, image_bytes(0))
             # B lists: only its own session; with no secret at all, nothing.
-            listed = await asyncio.to_thread(http_json, f"{server.url}/v1/sessions",
-                                             {**auth, "X-Session-Secret": b.secret})
+            listed = await asyncio.to_thread(
+                http_json, f"{server.url}/v1/sessions", {**auth, "X-Session-Secret": b.secret}
+            )
             assert [s["id"] for s in listed[1]["sessions"]] == [b.session_id]
             assert (await asyncio.to_thread(http_json, f"{server.url}/v1/sessions", auth))[1] == {"sessions": []}
             assert "secret" not in listed[1]["sessions"][0]  # the list never hands out secrets
@@ -236,8 +239,9 @@ def test_sessions_belong_to_the_client_that_opened_them(tiny_decisive):
                 with pytest.raises(ApiError, match="HTTP 404"):
                     async for _ in follow(server.url, a.session_id, token=token, secret=secret, since=-1):
                         pass
-            status, body = await asyncio.to_thread(http_json, f"{server.url}/v1/sessions/{a.session_id}/events"
-                                                   f"?since=-1&secret={b.secret}", auth)
+            status, body = await asyncio.to_thread(
+                http_json, f"{server.url}/v1/sessions/{a.session_id}/events?since=-1&secret={b.secret}", auth
+            )
             assert status == 404 and "secret" in body["error"]["message"]
             # With A's secret (header, or ?secret= as a browser's EventSource sends it), B reads A's events.
             followed: list[dict] = []
@@ -254,8 +258,9 @@ def test_sessions_belong_to_the_client_that_opened_them(tiny_decisive):
             await asyncio.wait_for(watcher, 60)
             contents = [e["item"]["content"] for e in followed if e["type"] == P.ITEM_CREATED]
             assert contents == ["a private question"] and followed[-1]["type"] == P.SESSION_CLOSED
-            both = await asyncio.to_thread(http_json, f"{server.url}/v1/sessions?secret={b.secret}&secret={a.secret}",
-                                           auth)
+            both = await asyncio.to_thread(
+                http_json, f"{server.url}/v1/sessions?secret={b.secret}&secret={a.secret}", auth
+            )
             assert b.session_id in [s["id"] for s in both[1]["sessions"]]
             # The secret does not replace the server's token.
             assert (await asyncio.to_thread(http_json, f"{server.url}/v1/sessions?secret={b.secret}"))[0] == 401
@@ -270,8 +275,10 @@ def test_a_question_flood_is_limited_and_the_other_session_keeps_going(tiny_deci
     from videollm_online.client import AsyncStreamClient
 
     async def scenario(server) -> tuple[list[dict], list[dict]]:
-        async with AsyncStreamClient(server.ws_url, threshold=0.0, max_new_tokens=32) as a, \
-                AsyncStreamClient(server.ws_url, threshold=0.0) as b:
+        async with (
+            AsyncStreamClient(server.ws_url, threshold=0.0, max_new_tokens=32) as a,
+            AsyncStreamClient(server.ws_url, threshold=0.0) as b,
+        ):
             assert a.session["limits"]["max_pending_queries"] == 3
             await a.send_frame(0.0, image_bytes(0))
             for index in range(30):

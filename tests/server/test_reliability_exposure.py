@@ -32,6 +32,7 @@ def test_tokens_and_secrets_never_reach_the_logs(tiny_decisive, capfd):
 
     config = ServerConfig(port=0, token=token)
     with BackgroundServer(create_app(*tiny_decisive, config=config), config, log_level="info") as server:
+
         async def session() -> str:
             from websockets.asyncio.client import connect
 
@@ -106,8 +107,7 @@ def demo(tiny_decisive, tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    _, url, _ = webdemo.launch(app, [str(clip)], port=port, max_upload_bytes=4096, prevent_thread_lock=True,
-                               quiet=True)
+    _, url, _ = webdemo.launch(app, [str(clip)], port=port, max_upload_bytes=4096, prevent_thread_lock=True, quiet=True)
     yield url.rstrip("/"), folder
     app.close()
     backend.shutdown()
@@ -129,10 +129,17 @@ def test_the_demo_bounds_uploads(demo):
 
     def upload(size: int) -> int:
         boundary = "videollm-" + uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"v.mp4\"\r\n"
-                f"Content-Type: video/mp4\r\n\r\n").encode() + b"\0" * size + f"\r\n--{boundary}--\r\n".encode()
-        return fetch(f"{url}/gradio_api/upload", data=body,
-                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})[0]
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="v.mp4"\r\n'
+                f"Content-Type: video/mp4\r\n\r\n"
+            ).encode()
+            + b"\0" * size
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        return fetch(
+            f"{url}/gradio_api/upload", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )[0]
 
     assert upload(1000) == 200
     assert upload(10_000) == 413

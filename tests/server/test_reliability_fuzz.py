@@ -21,8 +21,25 @@ SEED = 29
 SESSIONS = 6
 MESSAGES_PER_SESSION = 80
 CLIENT_ERRORS = {P.INVALID_MESSAGE, P.INVALID_FRAME, P.FRAME_TOO_LARGE, P.RATE_LIMITED}
-ODD_NUMBERS = ["Infinity", "-Infinity", "NaN", "1e308", "-1e308", "1e-320", "-0.0", "0", "-1", "2.5",
-               "123456789012345678901234567890", "1e400", "true", "null", '"1.5"', "[]", "{}"]
+ODD_NUMBERS = [
+    "Infinity",
+    "-Infinity",
+    "NaN",
+    "1e308",
+    "-1e308",
+    "1e-320",
+    "-0.0",
+    "0",
+    "-1",
+    "2.5",
+    "123456789012345678901234567890",
+    "1e400",
+    "true",
+    "null",
+    '"1.5"',
+    "[]",
+    "{}",
+]
 
 
 def random_json(rng: random.Random, depth: int = 0) -> str:
@@ -31,8 +48,12 @@ def random_json(rng: random.Random, depth: int = 0) -> str:
     if kind == 0:
         return rng.choice(ODD_NUMBERS)
     if kind == 1:
-        return json.dumps("".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0x2FFF)]))
-                                  for _ in range(rng.randrange(0, 40))))
+        return json.dumps(
+            "".join(
+                chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0x2FFF)]))
+                for _ in range(rng.randrange(0, 40))
+            )
+        )
     if kind == 2:
         return json.dumps(rng.choice([P.QUERY, P.SESSION_UPDATE, P.FINISH, P.FRAME, "", "x" * 5000]))
     if kind == 3:
@@ -40,8 +61,11 @@ def random_json(rng: random.Random, depth: int = 0) -> str:
     if kind == 4:
         return "[" + ",".join(random_json(rng, depth + 1) for _ in range(rng.randrange(4))) + "]"
     keys = ["type", "text", "video_time", "session", "threshold", "max_new_tokens", "fps", "item", "x"]
-    return "{" + ",".join(f"{json.dumps(rng.choice(keys))}:{random_json(rng, depth + 1)}"
-                          for _ in range(rng.randrange(5))) + "}"
+    return (
+        "{"
+        + ",".join(f"{json.dumps(rng.choice(keys))}:{random_json(rng, depth + 1)}" for _ in range(rng.randrange(5)))
+        + "}"
+    )
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -54,10 +78,10 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         elif choice == 0:
             data[rng.randrange(len(data))] = rng.randrange(256)
         elif choice == 1:
-            del data[rng.randrange(len(data)):]
+            del data[rng.randrange(len(data)) :]
         elif choice == 2:
             start = rng.randrange(len(data))
-            data[start:start] = data[start:start + rng.randrange(1, 64)] * rng.randrange(1, 4)
+            data[start:start] = data[start : start + rng.randrange(1, 64)] * rng.randrange(1, 4)
         else:
             data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
     return bytes(data)
@@ -141,8 +165,14 @@ async def fuzz_session(url: str, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tiny_decisive):
-    with start_server(*tiny_decisive, max_sessions=SESSIONS, max_pending_frames=4, max_frame_bytes=64 * 1024,
-                      max_frame_rate=200, max_query_rate=50) as running:
+    with start_server(
+        *tiny_decisive,
+        max_sessions=SESSIONS,
+        max_pending_frames=4,
+        max_frame_bytes=64 * 1024,
+        max_frame_rate=200,
+        max_query_rate=50,
+    ) as running:
         yield running
 
 

@@ -14,47 +14,71 @@ from videollm_online.server import schema as S
 
 
 def realtime_item(*parts: dict, **extra) -> str:
-    return json.dumps({"type": "conversation.item.create",
-                       "item": {"type": "message", "role": "user", "content": list(parts)}, **extra})
+    return json.dumps(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": list(parts)},
+            **extra,
+        }
+    )
 
 
 def data_url(data: bytes, kind: str = "png") -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[" * 200_000, "nested too deeply"),
-    ("not json", "not JSON"),
-    ('{"type": "conversation.item.create", "text": "hi", "video_time": Infinity}', "video_time: Input should be a "
-                                                                                   "finite number"),
-    ('{"type": "conversation.item.create", "text": "hi", "video_time": NaN}', "finite number"),
-    ('{"type": "conversation.item.create", "text": "hi", "video_time": 1e308}', "less than or equal to 1000000000"),
-    ('{"type": "conversation.item.create", "text": "hi", "video_time": -1}', "greater than or equal to 0"),
-    ('{"type": "conversation.item.create", "text": "hi", "video_time": "3"}', "video_time: Input should be a valid "
-                                                                              "number"),
-    ('{"type": "conversation.item.create", "text": "hi", "video_time": true}', "valid number"),
-    ('{"type": "conversation.item.create", "text": "  "}', "blank"),
-    ('{"type": "conversation.item.create"}', "either 'text'"),
-    (json.dumps({"type": "conversation.item.create", "text": "x" * 100_001}), "text: String should have at most"),
-    ('{"type": "session.update", "session": 5}', "session.update: session: Input should be a valid dictionary"),
-    ('{"type": "session.update", "threshold": 2}', "threshold: Input should be less than or equal to 1"),
-    ('{"type": "session.update", "session": {"fps": 1e999}}', "session.fps: Input should be a finite number"),
-    ('{"type": "session.update", "max_new_tokens": 0}', "max_new_tokens: Input should be greater than or equal to 1"),
-    ('{"type": "session.update", "session": {"treshold": 0.5}}', "session.treshold: Extra inputs are not permitted"),
-    ('{"type": "no.such.type"}', "unknown message type 'no.such.type'"),
-    ('{"type": ["x"]}', "unknown message type 'list'"),
-    ("[1, 2]", "JSON object with a 'type'"),
-    (realtime_item({"type": "input_text", "text": "hi"}).replace('"user"', '"assistant"'), "item.role: Input should "
-                                                                                            "be 'user'"),
-    (realtime_item(), "item.content: List should have at least 1 item"),
-    (realtime_item({"type": "input_audio", "audio": "AAAA"}), "does not match any of the expected tags"),
-    (realtime_item({"type": "input_image", "image_url": "https://example.com/a.jpg"}), "must be a data URL"),
-    (realtime_item(*[{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}] * 17),
-     "at most 16 frames per message"),
-    (realtime_item(*[{"type": "input_text", "text": "x" * 60_000}] * 2), "at most 100000 in all"),
-    (realtime_item({"type": "input_text", "text": "hi", "video_time": 1.0}), "content.0.input_text.video_time: "
-                                                                             "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 200_000, "nested too deeply"),
+        ("not json", "not JSON"),
+        (
+            '{"type": "conversation.item.create", "text": "hi", "video_time": Infinity}',
+            "video_time: Input should be a finite number",
+        ),
+        ('{"type": "conversation.item.create", "text": "hi", "video_time": NaN}', "finite number"),
+        ('{"type": "conversation.item.create", "text": "hi", "video_time": 1e308}', "less than or equal to 1000000000"),
+        ('{"type": "conversation.item.create", "text": "hi", "video_time": -1}', "greater than or equal to 0"),
+        (
+            '{"type": "conversation.item.create", "text": "hi", "video_time": "3"}',
+            "video_time: Input should be a valid number",
+        ),
+        ('{"type": "conversation.item.create", "text": "hi", "video_time": true}', "valid number"),
+        ('{"type": "conversation.item.create", "text": "  "}', "blank"),
+        ('{"type": "conversation.item.create"}', "either 'text'"),
+        (json.dumps({"type": "conversation.item.create", "text": "x" * 100_001}), "text: String should have at most"),
+        ('{"type": "session.update", "session": 5}', "session.update: session: Input should be a valid dictionary"),
+        ('{"type": "session.update", "threshold": 2}', "threshold: Input should be less than or equal to 1"),
+        ('{"type": "session.update", "session": {"fps": 1e999}}', "session.fps: Input should be a finite number"),
+        (
+            '{"type": "session.update", "max_new_tokens": 0}',
+            "max_new_tokens: Input should be greater than or equal to 1",
+        ),
+        (
+            '{"type": "session.update", "session": {"treshold": 0.5}}',
+            "session.treshold: Extra inputs are not permitted",
+        ),
+        ('{"type": "no.such.type"}', "unknown message type 'no.such.type'"),
+        ('{"type": ["x"]}', "unknown message type 'list'"),
+        ("[1, 2]", "JSON object with a 'type'"),
+        (
+            realtime_item({"type": "input_text", "text": "hi"}).replace('"user"', '"assistant"'),
+            "item.role: Input should be 'user'",
+        ),
+        (realtime_item(), "item.content: List should have at least 1 item"),
+        (realtime_item({"type": "input_audio", "audio": "AAAA"}), "does not match any of the expected tags"),
+        (realtime_item({"type": "input_image", "image_url": "https://example.com/a.jpg"}), "must be a data URL"),
+        (
+            realtime_item(*[{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}] * 17),
+            "at most 16 frames per message",
+        ),
+        (realtime_item(*[{"type": "input_text", "text": "x" * 60_000}] * 2), "at most 100000 in all"),
+        (
+            realtime_item({"type": "input_text", "text": "hi", "video_time": 1.0}),
+            "content.0.input_text.video_time: Extra inputs",
+        ),
+    ],
+)
 def test_bad_messages_name_the_field_and_the_problem(text, expected):
     with pytest.raises(S.MessageError) as caught:
         S.parse_client_message(text)
@@ -64,8 +88,13 @@ def test_bad_messages_name_the_field_and_the_problem(text, expected):
 def test_good_messages_in_both_shapes():
     plain = S.parse_client_message('{"type": "conversation.item.create", "text": " What? ", "video_time": 2}')
     assert plain.question() == "What?" and plain.question_time() == 2.0 and plain.images() == []
-    item = S.parse_client_message(realtime_item({"type": "input_image", "image_url": data_url(b"\x89PNG..")},
-                                                {"type": "input_text", "text": "What is it?"}, event_id="evt_1"))
+    item = S.parse_client_message(
+        realtime_item(
+            {"type": "input_image", "image_url": data_url(b"\x89PNG..")},
+            {"type": "input_text", "text": "What is it?"},
+            event_id="evt_1",
+        )
+    )
     assert item.question() == "What is it?" and item.question_time() is None
     assert [image.image_bytes() for image in item.images()] == [b"\x89PNG.."]
     update = S.parse_client_message('{"type": "session.update", "fps": 1, "session": {"threshold": 0.5}}')
@@ -73,8 +102,18 @@ def test_good_messages_in_both_shapes():
     assert S.parse_client_message('{"type": "session.finish"}').type == P.FINISH
 
 
-@pytest.mark.parametrize("header", [b'{"video_time": Infinity}', b'{"video_time": 1e308}', b'{"video_time": NaN}',
-                                    b'{"video_time": -0.5}', b'{"video_time": "1"}', b'{}', b"[" * 3000])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"video_time": Infinity}',
+        b'{"video_time": 1e308}',
+        b'{"video_time": NaN}',
+        b'{"video_time": -0.5}',
+        b'{"video_time": "1"}',
+        b"{}",
+        b"[" * 3000,
+    ],
+)
 def test_frame_headers_need_a_finite_time(header):
     with pytest.raises(P.FrameError, match="video_time|nested"):
         P.unpack_frame(P.HEADER_LENGTH.pack(len(header)) + header + b"picture")
@@ -90,8 +129,18 @@ def test_committed_schemas_match_the_models():
     client = schemas["client_message"]
     assert set(client["discriminator"]["mapping"]) == {P.SESSION_UPDATE, P.QUERY, P.FINISH, "response.create"}
     events = schemas["server_event"]["discriminator"]["mapping"]
-    assert set(events) == {P.SESSION_CREATED, P.SESSION_UPDATED, P.SESSION_CLOSED, P.FRAME_PROCESSED, P.FRAME_DROPPED,
-                           P.ITEM_CREATED, P.RESPONSE_CREATED, P.RESPONSE_DELTA, P.RESPONSE_DONE, P.ERROR}
+    assert set(events) == {
+        P.SESSION_CREATED,
+        P.SESSION_UPDATED,
+        P.SESSION_CLOSED,
+        P.FRAME_PROCESSED,
+        P.FRAME_DROPPED,
+        P.ITEM_CREATED,
+        P.RESPONSE_CREATED,
+        P.RESPONSE_DELTA,
+        P.RESPONSE_DONE,
+        P.ERROR,
+    }
 
 
 def test_realtime_shaped_messages_over_a_real_websocket(server):
@@ -101,18 +150,27 @@ def test_realtime_shaped_messages_over_a_real_websocket(server):
 
     async def session() -> list[dict]:
         async with connect(f"{server.ws_url}/v1/realtime?threshold=0&max_new_tokens=4", max_size=None) as socket:
-            await socket.send(json.dumps({"type": "session.update", "event_id": "evt_0",
-                                          "session": {"threshold": 0.0, "max_new_tokens": 4}}))
+            await socket.send(
+                json.dumps(
+                    {"type": "session.update", "event_id": "evt_0", "session": {"threshold": 0.0, "max_new_tokens": 4}}
+                )
+            )
             for index in range(3):
-                await socket.send(realtime_item({"type": "input_image", "image_url": data_url(image_bytes(index)),
-                                                 "video_time": index * 0.5}))
+                await socket.send(
+                    realtime_item(
+                        {"type": "input_image", "image_url": data_url(image_bytes(index)), "video_time": index * 0.5}
+                    )
+                )
             await socket.send("[" * 200_000)
             await socket.send(realtime_item({"type": "input_image", "image_url": "data:image/png;base64,@@@"}))
             await socket.send(realtime_item({"type": "input_text", "text": "What is happening?"}, video_time=1.2))
             await socket.send(json.dumps({"type": "response.create", "event_id": "evt_2"}))  # a Realtime habit: a no-op
-            await socket.send(realtime_item(
-                {"type": "input_image", "image_url": data_url(image_bytes(3, "JPEG"), "jpeg"), "video_time": 1.5},
-                {"type": "input_image", "image_url": data_url(image_bytes(4)), "video_time": 2.0}))
+            await socket.send(
+                realtime_item(
+                    {"type": "input_image", "image_url": data_url(image_bytes(3, "JPEG"), "jpeg"), "video_time": 1.5},
+                    {"type": "input_image", "image_url": data_url(image_bytes(4)), "video_time": 2.0},
+                )
+            )
             await socket.send(json.dumps({"type": "session.finish"}))
             return [json.loads(message) async for message in socket]
 
@@ -142,19 +200,66 @@ def test_the_parser_never_raises_anything_but_its_error():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    numbers = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True))
-    scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20),
-                        st.sampled_from(["session.update", "session.finish", "conversation.item.create",
-                                         "input_text", "input_image", "message", "user", "video_time", "text"]))
-    values = st.recursive(scalars, lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
-            ["type", "text", "video_time", "item", "content", "role", "session", "threshold", "fps",
-             "max_new_tokens", "image_url", "event_id", "x"]), inner, max_size=5)), max_leaves=20)
-    messages = st.one_of(values.map(lambda v: json.dumps(v, allow_nan=True)), st.text(max_size=60),
-                         st.fixed_dictionaries({"type": st.sampled_from(S.CLIENT_TYPES)}, optional={
-                             "text": st.text(max_size=30), "video_time": numbers,
-                             "session": st.dictionaries(st.sampled_from(["threshold", "fps", "max_new_tokens"]),
-                                                        numbers)}).map(lambda v: json.dumps(v, allow_nan=True)))
+    numbers = st.one_of(st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True))
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        numbers,
+        st.text(max_size=20),
+        st.sampled_from(
+            [
+                "session.update",
+                "session.finish",
+                "conversation.item.create",
+                "input_text",
+                "input_image",
+                "message",
+                "user",
+                "video_time",
+                "text",
+            ]
+        ),
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "type",
+                        "text",
+                        "video_time",
+                        "item",
+                        "content",
+                        "role",
+                        "session",
+                        "threshold",
+                        "fps",
+                        "max_new_tokens",
+                        "image_url",
+                        "event_id",
+                        "x",
+                    ]
+                ),
+                inner,
+                max_size=5,
+            ),
+        ),
+        max_leaves=20,
+    )
+    messages = st.one_of(
+        values.map(lambda v: json.dumps(v, allow_nan=True)),
+        st.text(max_size=60),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(S.CLIENT_TYPES)},
+            optional={
+                "text": st.text(max_size=30),
+                "video_time": numbers,
+                "session": st.dictionaries(st.sampled_from(["threshold", "fps", "max_new_tokens"]), numbers),
+            },
+        ).map(lambda v: json.dumps(v, allow_nan=True)),
+    )
 
     @settings(max_examples=300, deadline=None, database=None)
     @given(messages)

@@ -25,8 +25,14 @@ if not CHROMIUM.exists():
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TURN = re.compile(r"\[\d+\.\ds\] \S")
 WAIT_MS = 240_000  # generous: the CPU is shared with the rest of the suite
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "outputs" / "webdemo-screenshots"
@@ -65,8 +71,9 @@ def demo_url(bundled, tmp_path_factory):
     backend = SerialBackend(model, template, name)
     demo = webdemo.build_demo(backend, examples=examples, max_new_tokens=24)
     demo.queue(default_concurrency_limit=None)
-    _, url, _ = webdemo.launch(demo, examples, host="127.0.0.1", port=free_port(), prevent_thread_lock=True,
-                               quiet=True)  # as `videollm-online demo` does: only the example files are served
+    _, url, _ = webdemo.launch(
+        demo, examples, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True
+    )  # as `videollm-online demo` does: only the example files are served
     yield url, examples
     demo.close()
     backend.shutdown()
@@ -77,21 +84,35 @@ def browser(demo_url, tmp_path_factory):
     clip = write_y4m(Path(demo_url[1][0]), tmp_path_factory.mktemp("camera") / "clip.y4m")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=[*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                  f"--use-file-for-fake-video-capture={clip}", "--autoplay-policy=no-user-gesture-required"])
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                *CHROMIUM_FLAGS,
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={clip}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
         yield browser
         browser.close()
 
 
 @pytest.fixture
 def page(browser, demo_url):
-    context = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 900},
-                                  accept_downloads=True)
+    context = browser.new_context(
+        permissions=["camera"], viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
     page = context.new_page()
     page.outside_requests = []
-    page.on("request", lambda request: None if request.url.startswith(
-        ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else page.outside_requests.append(request.url))
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))
+            else page.outside_requests.append(request.url)
+        ),
+    )
     page.goto(demo_url[0])
     page.wait_for_selector("#chat", timeout=WAIT_MS)
     yield page
@@ -117,7 +138,9 @@ def wait_for_turns(page, count: int, finished: bool = False) -> list[str]:
         """([count, pattern, finished]) => [...document.querySelectorAll('#chat [data-testid="bot"]')]
               .filter(node => new RegExp(pattern).test(node.innerText)
                               && !(finished && node.innerText.trim().endsWith('…'))).length >= count""",
-        arg=[count, TURN.pattern, finished], timeout=WAIT_MS)
+        arg=[count, TURN.pattern, finished],
+        timeout=WAIT_MS,
+    )
     return bubbles(page)
 
 
@@ -134,15 +157,20 @@ def test_an_example_plays_when_picked_and_a_question_is_answered(page, demo_url,
     assert str(Path(demo_url[1][0]).parents[3]) not in page.content()  # no install or cache path on the page
     pick_example(page)
     # It plays by itself: no click on the player.
-    page.wait_for_function("(() => { const v = document.querySelector('#demo-video video');"
-                           " return v && !v.paused && v.currentTime > 0.5; })()", timeout=WAIT_MS)
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('#demo-video video');"
+        " return v && !v.paused && v.currentTime > 0.5; })()",
+        timeout=WAIT_MS,
+    )
     turns = wait_for_turns(page, 1, finished=True)
     # One bubble per turn, each with its time; a world video: no note about other video.
     assert all(len(TURN.findall(text)) == 1 for text in turns), turns
     assert not page.locator("#note").is_visible()
     # The live readout: the model's pace and how far behind the player it is.
-    page.wait_for_function("/[1-9]\\d*\\.\\d frames\\/s|0\\.[1-9] frames\\/s/.test("
-                           "document.querySelector('#status').innerText)", timeout=WAIT_MS)
+    page.wait_for_function(
+        "/[1-9]\\d*\\.\\d frames\\/s|0\\.[1-9] frames\\/s/.test(document.querySelector('#status').innerText)",
+        timeout=WAIT_MS,
+    )
     assert re.search(r"model at \d+\.\d s, \d+\.\d s behind", status(page)), status(page)
     # The example's own questions are offered; clicking one asks it at the current time.
     suggestions = page.locator("#suggestions").inner_text()
@@ -156,7 +184,9 @@ def test_an_example_plays_when_picked_and_a_question_is_answered(page, demo_url,
             const at = rows.findIndex(n => n.innerText.includes('How many objects are there?'));
             return at >= asked - 1 && rows.slice(at + 1).some(n => new RegExp(pattern).test(n.innerText)
                 && n.innerText.includes('There ') && !n.innerText.trim().endsWith('…')); }""",
-        arg=[TURN.pattern, asked], timeout=WAIT_MS)
+        arg=[TURN.pattern, asked],
+        timeout=WAIT_MS,
+    )
     after = screenshot(page, tmp_path, "webdemo-after-question")
     assert before.stat().st_size > 10_000 and after.stat().st_size > 10_000
     assert page.outside_requests == []  # offline: nothing fetched from anywhere but the demo server
@@ -174,26 +204,28 @@ def test_labels_reset_and_downloads(page, demo_url):
     number = page.locator("#threshold input[type=number]")
     number.fill("0.5")
     number.press("Enter")
-    page.wait_for_function("document.querySelector('#status').innerText.includes('threshold 0.500')",
-                           timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('threshold 0.500')", timeout=WAIT_MS)
 
     page.locator("#download").click()
     links = page.locator("#downloads a[download], #downloads a[href]")
     links.first.wait_for(timeout=WAIT_MS)
-    hrefs = {Path(href.split("?")[0]).name: href for href in
-             (links.nth(i).get_attribute("href") for i in range(links.count()))}
+    hrefs = {
+        Path(href.split("?")[0]).name: href
+        for href in (links.nth(i).get_attribute("href") for i in range(links.count()))
+    }
     assert "videollm-online-history.json" in hrefs and "videollm-online-conversation.mp4" in hrefs, hrefs
     base = demo_url[0].rstrip("/")
     url = hrefs["videollm-online-history.json"]
     history = json.loads(urllib.request.urlopen(url if url.startswith("http") else base + url, timeout=30).read())
     assert history["model"] == "demo model (synthetic world)"
-    assert history["conversation"] and all(set(turn) == {"role", "content", "time"}
-                                           for turn in history["conversation"])
+    assert history["conversation"] and all(set(turn) == {"role", "content", "time"} for turn in history["conversation"])
 
     page.locator("#reset").click()
-    page.wait_for_function("document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0 || "
-                           "document.querySelector('#status').innerText.includes('0 frames skipped')",
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0 || "
+        "document.querySelector('#status').innerText.includes('0 frames skipped')",
+        timeout=WAIT_MS,
+    )
     wait_for_turns(page, 1)  # the model goes on watching from where the player is
 
 
@@ -205,8 +237,7 @@ def test_webcam_streams_and_notes_what_the_model_knows(page):
     assert "Start streaming to the model" in page.locator("#demo-webcam").inner_text()
     button.first.click(timeout=WAIT_MS)
     wait_for_turns(page, 1)
-    page.wait_for_function("document.querySelector('#status').innerText.includes('source: webcam')",
-                           timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('source: webcam')", timeout=WAIT_MS)
     page.locator("#note").wait_for(state="visible", timeout=WAIT_MS)  # a webcam is not the synthetic world
     assert "trained on the synthetic world" in page.locator("#note").inner_text()
     assert page.outside_requests == []
@@ -220,9 +251,11 @@ def test_uploaded_video_of_another_world_gets_the_note(page, make_clip):
 
 
 def test_importing_the_demo_loads_neither_gradio_nor_a_model():
-    code = ("import sys, videollm_online.webdemo, videollm_online.client, videollm_online.server; "
-            "print(sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'transformers.models.llama.modeling_llama') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, videollm_online.webdemo, videollm_online.client, videollm_online.server; "
+        "print(sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'transformers.models.llama.modeling_llama') "
+        "if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -239,5 +272,7 @@ def test_spoken_responses_reach_the_page(page, demo_url):
     page.locator("#speech").wait_for(state="visible", timeout=WAIT_MS)
     page.wait_for_function(
         """() => [...document.querySelectorAll('#speech audio, #speech a[download]')]
-              .some(node => (node.src || node.href || '').length > 0)""", timeout=WAIT_MS)
+              .some(node => (node.src || node.href || '').length > 0)""",
+        timeout=WAIT_MS,
+    )
     assert page.outside_requests == []

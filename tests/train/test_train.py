@@ -25,17 +25,75 @@ from videollm_online.cli import main
 def world(tmp_path_factory):
     """Three short synthetic videos at 2 fps, preprocessed to the tiny model's 32 px frames."""
     root = tmp_path_factory.mktemp("world")
-    assert main(["data", "synth-world", "--out", str(root), "--videos", "3", "--seed", "7", "--size", "64",
-                 "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10", "-q"]) == 0
-    assert main(["data", "preprocess", str(root / "videos"), "--out", str(root / "frames"), "--fps", "2",
-                 "--resolution", "32", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-world",
+                "--out",
+                str(root),
+                "--videos",
+                "3",
+                "--seed",
+                "7",
+                "--size",
+                "64",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--min-duration",
+                "8",
+                "--max-duration",
+                "10",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(root / "videos"),
+                "--out",
+                str(root / "frames"),
+                "--fps",
+                "2",
+                "--resolution",
+                "32",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return root
 
 
 def train_args(world: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(world / "conversations.jsonl"), "--frames", str(world / "frames"),
-            "--output-dir", str(out), "--model", "tiny", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8",
-            "--logging-steps", "1", "--seed", "3", *extra]
+    return [
+        "train",
+        "--data",
+        str(world / "conversations.jsonl"),
+        "--frames",
+        str(world / "frames"),
+        "--output-dir",
+        str(out),
+        "--model",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--logging-steps",
+        "1",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def losses(out: Path) -> list[float]:
@@ -44,8 +102,24 @@ def losses(out: Path) -> list[float]:
 
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(world, tmp_path):
     out = tmp_path / "run"
-    assert main(train_args(world, out, "--max-steps", "16", "--learning-rate", "5e-3", "--train-vision",
-                           "--save-steps", "100", "--save-dtype", "float16")) == 0
+    assert (
+        main(
+            train_args(
+                world,
+                out,
+                "--max-steps",
+                "16",
+                "--learning-rate",
+                "5e-3",
+                "--train-vision",
+                "--save-steps",
+                "100",
+                "--save-dtype",
+                "float16",
+            )
+        )
+        == 0
+    )
     history = losses(out)
     assert sum(history[-4:]) / 4 < sum(history[:4]) / 4 * 0.9, history
     model, template = load_checkpoint(out / "final")
@@ -108,8 +182,21 @@ def test_training_from_precomputed_features(world, tmp_path):
     model, template = tiny_model()
     checkpoint = tmp_path / "start"
     save_checkpoint(model, template, checkpoint)
-    assert main(["data", "features", str(world / "frames"), "--out", str(tmp_path / "features"), "--model",
-                 str(checkpoint), "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "features",
+                str(world / "frames"),
+                "--out",
+                str(tmp_path / "features"),
+                "--model",
+                str(checkpoint),
+                "-q",
+            ]
+        )
+        == 0
+    )
     features = load_file(next((tmp_path / "features").glob("*.safetensors")))["features"]
     assert features.shape[1:] == (10, 32)
     out = tmp_path / "run"
@@ -123,10 +210,29 @@ def test_training_from_precomputed_features(world, tmp_path):
 def test_torchrun_with_two_gloo_processes(world, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               "-m", "videollm_online.cli", *train_args(world, out, "--max-steps", "3", "--save-steps", "100",
-                                                        "--eval-data", str(world / "conversations.jsonl"),
-                                                        "--eval-steps", "3")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "videollm_online.cli",
+        *train_args(
+            world,
+            out,
+            "--max-steps",
+            "3",
+            "--save-steps",
+            "100",
+            "--eval-data",
+            str(world / "conversations.jsonl"),
+            "--eval-steps",
+            "3",
+        ),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]  # the trainer refuses to run processes that train alone
     state = json.loads((out / "log_history.json").read_text())
@@ -185,8 +291,25 @@ def test_gradient_checkpointing_gives_the_same_losses(world, tmp_path):
 def test_evaluation_during_training_reports_the_streaming_metrics(world, tmp_path):
     """The last evaluation scores the final weights: it must agree with `videollm-online eval` on the same world."""
     out = tmp_path / "run"
-    assert main(train_args(world, out, "--max-steps", "4", "--learning-rate", "5e-3", "--eval-data",
-                           str(world / "conversations.jsonl"), "--eval-steps", "2", "--save-steps", "100")) == 0
+    assert (
+        main(
+            train_args(
+                world,
+                out,
+                "--max-steps",
+                "4",
+                "--learning-rate",
+                "5e-3",
+                "--eval-data",
+                str(world / "conversations.jsonl"),
+                "--eval-steps",
+                "2",
+                "--save-steps",
+                "100",
+            )
+        )
+        == 0
+    )
     evals = [e for e in json.loads((out / "log_history.json").read_text()) if "eval_lm_ppl" in e]
     assert [e["step"] for e in evals] == [2, 4]
     report = tmp_path / "eval.json"
@@ -232,8 +355,9 @@ def test_a_resumed_budget_goes_on_down_the_same_curve(monkeypatch, tmp_path, cap
     rate_at_40 = first.factor(0)
     assert rate_at_40 == pytest.approx(0.5 * (1 + math.cos(math.pi * (0.4 - 0.1) / 0.9)))
 
-    resumed = trainer.TimeBudget(seconds=100, warmup=0.1, max_steps=0,
-                                 spent_before=trainer.TimeBudget.spent_in(tmp_path))
+    resumed = trainer.TimeBudget(
+        seconds=100, warmup=0.1, max_steps=0, spent_before=trainer.TimeBudget.spent_in(tmp_path)
+    )
     clock[0] += 500  # the kill, the restart and the resumed run's data workers: not budget time
     resumed.on_train_begin(None, None, None)
     assert resumed.factor(0) == pytest.approx(rate_at_40)  # no second warmup
@@ -268,8 +392,18 @@ def test_the_evaluation_due_when_the_budget_runs_out_comes_after_the_final_save(
     from videollm_online.train import trainer
 
     out = tmp_path / "run"
-    budget = ["--max-time-minutes", "10", "--save-steps", "4", "--learning-rate", "1e-3",
-              "--eval-data", str(world / "conversations.jsonl"), "--eval-steps", "5"]
+    budget = [
+        "--max-time-minutes",
+        "10",
+        "--save-steps",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--eval-data",
+        str(world / "conversations.jsonl"),
+        "--eval-steps",
+        "5",
+    ]
     assert main(train_args(world, out, *budget, "--max-steps", "4")) == 0
     (out / "checkpoint-4" / "time_budget.json").write_text(json.dumps({"spent_s": 600.0}))
     shutil.rmtree(out / "final")

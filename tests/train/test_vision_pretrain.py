@@ -87,8 +87,9 @@ def test_targets_say_what_stands_in_each_cell():
     assert frame[_part(FRAME_HEADS, "pairs")].sum() == 4 and frame[_part(FRAME_HEADS, "active")].tolist() == [1]
     # Where in its cell each object stands (o1 sits high on o0), and the parts of events.
     spots = {cell: {SPOTS[i] for i in np.flatnonzero(cells[cell, _part(CELL_HEADS, "spot")])} for cell in range(9)}
-    assert spots == {0: {"middle centre", "upper centre"}, 4: {"middle centre"}} | {c: set() for c in (1, 2, 3, 5, 6,
-                                                                                                        7, 8)}
+    assert spots == {0: {"middle centre", "upper centre"}, 4: {"middle centre"}} | {
+        c: set() for c in (1, 2, 3, 5, 6, 7, 8)
+    }
     for head, cell in (("event", 4), ("edge", 3), ("growing", 7)):  # o3 moving, o4 coming in, o5 appearing
         assert cells[:, _part(CELL_HEADS, head)].flatten().tolist() == [float(c == cell) for c in range(9)], head
 
@@ -167,13 +168,26 @@ def test_heads_need_the_three_by_three_grid():
 
 
 def test_pretraining_writes_a_checkpoint_that_reloads_and_that_train_continues(tmp_path):
-    config = VisionPretrainConfig(output_dir=str(tmp_path / "vision"), model="tiny", video_size=64, max_steps=4,
-                                  batch_size=8, frames_per_episode=4, workers=1, heldout_videos=2, eval_frames=16,
-                                  eval_every=2, log_every=2, seed=1)
+    config = VisionPretrainConfig(
+        output_dir=str(tmp_path / "vision"),
+        model="tiny",
+        video_size=64,
+        max_steps=4,
+        batch_size=8,
+        frames_per_episode=4,
+        workers=1,
+        heldout_videos=2,
+        eval_frames=16,
+        eval_every=2,
+        log_every=2,
+        seed=1,
+    )
     result = pretrain_vision(config, progress=False)
     reloaded, _ = load_checkpoint(result.final_dir)
-    pixels = preprocess_frames(torch.stack([WorldFrames(heldout_items(WORLD, 4, 2, 4), WORLD, 32)[i]["pixels"]
-                                            for i in range(4)]), reloaded.config)
+    pixels = preprocess_frames(
+        torch.stack([WorldFrames(heldout_items(WORLD, 4, 2, 4), WORLD, 32)[i]["pixels"] for i in range(4)]),
+        reloaded.config,
+    )
     with torch.no_grad():
         assert torch.equal(reloaded.frame_encoder(pixels), result.model.frame_encoder(pixels))
         fresh, _ = build_model(tiny_config())
@@ -189,24 +203,124 @@ def test_pretraining_writes_a_checkpoint_that_reloads_and_that_train_continues(t
     assert [e["step"] for e in log if "loss" in e] == [2, 4] and all(e["frames_per_s"] > 0 for e in log if "loss" in e)
 
     world = tmp_path / "world"
-    assert main(["data", "synth-world", "--out", str(world), "--videos", "1", "--seed", "7", "--size", "64",
-                 "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10", "-q"]) == 0
-    assert main(["data", "preprocess", str(world / "videos"), "--out", str(world / "frames"), "--fps", "2",
-                 "--resolution", "32", "-q"]) == 0
-    assert main(["train", "--data", str(world / "conversations.jsonl"), "--frames", str(world / "frames"),
-                 "--output-dir", str(tmp_path / "lm"), "--model", str(result.final_dir), "--batch-size", "1",
-                 "--lora-r", "4", "--lora-alpha", "8", "--max-steps", "2", "--train-vision",
-                 "--vision-learning-rate", "1e-5"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-world",
+                "--out",
+                str(world),
+                "--videos",
+                "1",
+                "--seed",
+                "7",
+                "--size",
+                "64",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--min-duration",
+                "8",
+                "--max-duration",
+                "10",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(world / "videos"),
+                "--out",
+                str(world / "frames"),
+                "--fps",
+                "2",
+                "--resolution",
+                "32",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(world / "conversations.jsonl"),
+                "--frames",
+                str(world / "frames"),
+                "--output-dir",
+                str(tmp_path / "lm"),
+                "--model",
+                str(result.final_dir),
+                "--batch-size",
+                "1",
+                "--lora-r",
+                "4",
+                "--lora-alpha",
+                "8",
+                "--max-steps",
+                "2",
+                "--train-vision",
+                "--vision-learning-rate",
+                "1e-5",
+            ]
+        )
+        == 0
+    )
     continued, _ = load_checkpoint(tmp_path / "lm" / "final")
     assert continued.config.extra["vision_pretrain"]["steps"] == 4  # the checkpoint's history travels on
 
 
 def _write_world(out, seed: int, videos: int = 2, resolution: int = 32) -> None:
-    assert main(["data", "synth-world", "--out", str(out), "--videos", str(videos), "--seed", str(seed), "--size",
-                 "64", "--video-fps", "2", "--time-grid", "0.5", "--min-duration", "8", "--max-duration", "10",
-                 "-q"]) == 0
-    assert main(["data", "preprocess", str(out / "videos"), "--out", str(out / "frames"), "--fps", "2",
-                 "--resolution", str(resolution), "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-world",
+                "--out",
+                str(out),
+                "--videos",
+                str(videos),
+                "--seed",
+                str(seed),
+                "--size",
+                "64",
+                "--video-fps",
+                "2",
+                "--time-grid",
+                "0.5",
+                "--min-duration",
+                "8",
+                "--max-duration",
+                "10",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "data",
+                "preprocess",
+                str(out / "videos"),
+                "--out",
+                str(out / "frames"),
+                "--fps",
+                "2",
+                "--resolution",
+                str(resolution),
+                "-q",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +331,9 @@ def recorded(tmp_path_factory):
 
 
 def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(recorded):
-    config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2,
-                                  world_dir=str(recorded))
+    config = VisionPretrainConfig(
+        output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2, world_dir=str(recorded)
+    )
     videos = recorded_world(config, 32)
     annotations = videos.annotations()
     assert [a["id"] for a in annotations] == ["000000", "000001"]
@@ -232,8 +347,10 @@ def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(r
             cells, frame = frame_targets(rendered[i][1])
             assert np.array_equal(sample["cells"].numpy(), cells) and np.array_equal(sample["frame"].numpy(), frame)
             # the stored frame is the decoded frame i: nearer to rendered frame i than to its neighbours
-            errors = [np.abs(sample["pixels"].numpy().astype(float) - video_frame(rendered[j][0], 32)).mean()
-                      for j in (i - 1, i, i + 1)]
+            errors = [
+                np.abs(sample["pixels"].numpy().astype(float) - video_frame(rendered[j][0], 32)).mean()
+                for j in (i - 1, i, i + 1)
+            ]
             assert errors[1] == min(errors) and errors[1] < 3.0, (i, errors)
     a = [s["pixels"] for s in islice(iter(dataset), 6)]
     b = [s["pixels"] for s in islice(iter(RecordedWorldFrames(videos, WORLD, 0, 3)), 6)]
@@ -243,8 +360,9 @@ def test_recorded_frames_are_the_decoded_frames_with_the_targets_of_their_time(r
 def test_recorded_frames_pickle_without_their_annotations(recorded):
     """Spawned DataLoader workers start one after another when the pickled dataset overflows the pipe's buffer (the
     parent waits for each to read it): the dataset carries annotation file names, and each worker reads its share."""
-    config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2,
-                                  world_dir=str(recorded))
+    config = VisionPretrainConfig(
+        output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2, world_dir=str(recorded)
+    )
     dataset = RecordedWorldFrames(recorded_world(config, 32), WORLD, seed=0, frames_per_episode=3)
     smallest_annotation = min(len(path.read_bytes()) for path in (recorded / "annotations").glob("*.json"))
     assert len(pickle.dumps(dataset)) < smallest_annotation
@@ -253,9 +371,19 @@ def test_recorded_frames_pickle_without_their_annotations(recorded):
 
 
 def test_pretraining_on_a_recorded_world(recorded, tmp_path):
-    config = VisionPretrainConfig(output_dir=str(tmp_path / "vision"), model="tiny", video_size=64, max_steps=3,
-                                  batch_size=8, frames_per_episode=4, heldout_videos=2, eval_frames=8, eval_every=3,
-                                  log_every=1, world_dir=str(recorded))
+    config = VisionPretrainConfig(
+        output_dir=str(tmp_path / "vision"),
+        model="tiny",
+        video_size=64,
+        max_steps=3,
+        batch_size=8,
+        frames_per_episode=4,
+        heldout_videos=2,
+        eval_frames=8,
+        eval_every=3,
+        log_every=1,
+        world_dir=str(recorded),
+    )
     result = pretrain_vision(config, progress=False)
     assert result.metrics["steps"] == 3 and result.metrics["frames_seen"] == 24
     assert (result.final_dir / "vision" / "model.safetensors").exists()
@@ -263,19 +391,22 @@ def test_pretraining_on_a_recorded_world(recorded, tmp_path):
 
 def test_a_recorded_world_must_be_usable(recorded, tmp_path):
     def check(**kwargs):
-        config = VisionPretrainConfig(output_dir="unused", model="tiny", video_size=64, max_steps=1,
-                                      heldout_videos=2, **kwargs)
+        config = VisionPretrainConfig(
+            output_dir="unused", model="tiny", video_size=64, max_steps=1, heldout_videos=2, **kwargs
+        )
         return recorded_world(config, 32)
 
     with pytest.raises(UserError, match="resolution|px"):
-        recorded_world(VisionPretrainConfig(output_dir="unused", video_size=64, max_steps=1,
-                                            world_dir=str(recorded)), 64)
+        recorded_world(
+            VisionPretrainConfig(output_dir="unused", video_size=64, max_steps=1, world_dir=str(recorded)), 64
+        )
     with pytest.raises(UserError, match="no annotations"):
         check(world_dir=str(tmp_path))
     with pytest.raises(UserError, match="no preprocessed frames"):
         (tmp_path / "empty" / "annotations").mkdir(parents=True)
         (tmp_path / "empty" / "annotations" / "000000.json").write_text(
-            (recorded / "annotations" / "000000.json").read_text())
+            (recorded / "annotations" / "000000.json").read_text()
+        )
         (tmp_path / "empty" / "frames").mkdir()
         check(world_dir=str(tmp_path / "empty"))
     heldout = tmp_path / "heldout"
@@ -287,5 +418,17 @@ def test_a_recorded_world_must_be_usable(recorded, tmp_path):
 def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert main(["train-vision", "--output-dir", str(tmp_path / "x")]) == 2
     assert "max_steps" in capsys.readouterr().err
-    assert main(["train-vision", "--output-dir", str(tmp_path / "x"), "--max-steps", "1", "--model",
-                 str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(
+            [
+                "train-vision",
+                "--output-dir",
+                str(tmp_path / "x"),
+                "--max-steps",
+                "1",
+                "--model",
+                str(tmp_path / "nowhere"),
+            ]
+        )
+        == 2
+    )

@@ -10,8 +10,10 @@ from PIL import Image
 from videollm_online.video import open_video
 
 
-@pytest.mark.parametrize("frames,native_fps,fps", [(100, 10, 2), (103, 10, 2), (95, 10, 2), (100, 10, 3),
-                                                   (250, 25, 2), (31, 30, 7.5), (7, 5, 2)])
+@pytest.mark.parametrize(
+    "frames,native_fps,fps",
+    [(100, 10, 2), (103, 10, 2), (95, 10, 2), (100, 10, 3), (250, 25, 2), (31, 30, 7.5), (7, 5, 2)],
+)
 def test_file_sampling_stops_before_the_end(make_clip, frames, native_fps, fps):
     """A 10.0 s clip at 2 fps ends with 9.5 s (never 10.0 or 10.5); 10.3 s ends with 10.0; every slot up to the end
     is there, once."""

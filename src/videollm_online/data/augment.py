@@ -47,8 +47,9 @@ def augment_conversation(conversation: list[dict[str, Any]], rng: random.Random)
         return copy.deepcopy(conversation)
     i = rng.choice(learned[:-1])  # the last turn has nothing after it that could depend on it
     real = conversation[i]["content"]
-    wrong_texts: list[str | None] = sorted({conversation[j]["content"] for j in learned
-                                            if conversation[j]["content"] != real})
+    wrong_texts: list[str | None] = sorted(
+        {conversation[j]["content"] for j in learned if conversation[j]["content"] != real}
+    )
     wrong = rng.choice([*wrong_texts, "", None])  # None: nothing said at all
     return perturb(conversation, i, wrong, fixed=rng.random() < 0.5)
 
@@ -64,22 +65,27 @@ def perturb(conversation: list[dict[str, Any]], i: int, wrong: str | None, fixed
     if fixed:
         if wrong_turn is not None and after_is_stream and after["num_frames"] > 1:
             correction = {**conv[i], "content": f"{CORRECTION_PREFIX} {real}", "learn": True}
-            return conv[:i] + [wrong_turn, _stream(1, True), correction,
-                               _stream(after["num_frames"] - 1, _after_first(after))] + conv[i + 2:]
+            return (
+                conv[:i]
+                + [wrong_turn, _stream(1, True), correction, _stream(after["num_frames"] - 1, _after_first(after))]
+                + conv[i + 2 :]
+            )
         if wrong_turn is None and before_is_stream and after_is_stream and after["num_frames"] > 1:
             late = _stream(before["num_frames"] + 1, min(_learned_frames(before), before["num_frames"] - 1))
-            return conv[:i - 1] + [late, conv[i], _stream(after["num_frames"] - 1, _after_first(after))] + conv[i + 2:]
+            return (
+                conv[: i - 1] + [late, conv[i], _stream(after["num_frames"] - 1, _after_first(after))] + conv[i + 2 :]
+            )
         return conv
     if wrong_turn is not None:  # a wrong text stands
         if after_is_stream:
-            return conv[:i] + [wrong_turn, _stream(after["num_frames"], False)] + conv[i + 2:]
-        return conv[:i] + [wrong_turn] + conv[i + 1:]
+            return conv[:i] + [wrong_turn, _stream(after["num_frames"], False)] + conv[i + 2 :]
+        return conv[:i] + [wrong_turn] + conv[i + 1 :]
     # the turn was missed
     if before_is_stream:
         learn = min(_learned_frames(before), before["num_frames"] - 1)
         if after_is_stream:
-            return conv[:i - 1] + [_stream(before["num_frames"] + after["num_frames"], learn)] + conv[i + 2:]
-        return conv[:i - 1] + [_stream(before["num_frames"], learn)] + conv[i + 1:]
+            return conv[: i - 1] + [_stream(before["num_frames"] + after["num_frames"], learn)] + conv[i + 2 :]
+        return conv[: i - 1] + [_stream(before["num_frames"], learn)] + conv[i + 1 :]
     if after_is_stream:
-        return conv[:i] + [_stream(after["num_frames"], False)] + conv[i + 2:]
-    return conv[:i] + conv[i + 1:]
+        return conv[:i] + [_stream(after["num_frames"], False)] + conv[i + 2 :]
+    return conv[:i] + conv[i + 1 :]

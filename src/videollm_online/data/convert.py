@@ -45,8 +45,9 @@ class ConvertReport:
         return lines
 
 
-def convert(dataset: str, options: ConvertOptions, out: str | Path, *, augment_copies: int = 0,
-            max_frames: int | None = None) -> ConvertReport:
+def convert(
+    dataset: str, options: ConvertOptions, out: str | Path, *, augment_copies: int = 0, max_frames: int | None = None
+) -> ConvertReport:
     """Convert one dataset and write its rows to `out` (JSONL, atomically). `augment_copies` adds that many
     augmented copies of each conversation (seeded by `options.seed`)."""
     if augment_copies < 0:
@@ -56,8 +57,10 @@ def convert(dataset: str, options: ConvertOptions, out: str | Path, *, augment_c
     try:
         converted = get_loader(dataset)(options)
     except (KeyError, TypeError, AttributeError, IndexError) as error:  # a loader met a file of another shape
-        raise UserError(f"{dataset}: the annotation files under {options.anno_root} are not in the shape this "
-                        f"dataset has ({type(error).__name__}: {error})") from error
+        raise UserError(
+            f"{dataset}: the annotation files under {options.anno_root} are not in the shape this "
+            f"dataset has ({type(error).__name__}: {error})"
+        ) from error
     report = ConvertReport(skipped=Counter(converted.skipped))
     rng = random.Random(options.seed)
     rows = []

@@ -51,8 +51,15 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
 
 
 def preprocess_videos(
-    video_dir: str | Path, out_dir: str | Path, *, fps: float, resolution: int, rank: int = 0, world_size: int = 1,
-    workers: int = 1, progress: bool = True,
+    video_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    fps: float,
+    resolution: int,
+    rank: int = 0,
+    world_size: int = 1,
+    workers: int = 1,
+    progress: bool = True,
 ) -> dict[str, int]:
     """Sample and letterbox every video of a directory into `out_dir/{stem}.safetensors`; returns counts.
     `rank`/`world_size` split the videos between machines or processes, `workers` processes share a rank's."""
@@ -106,8 +113,9 @@ class FrameStore:
         self.directory = Path(directory)
         self.key = key
         if not self.directory.is_dir():
-            raise UserError(f"no such frames directory: {self.directory} (make it with `videollm-online data "
-                            "preprocess`)")
+            raise UserError(
+                f"no such frames directory: {self.directory} (make it with `videollm-online data preprocess`)"
+            )
 
     def path(self, video: str) -> Path:
         return self.directory / f"{video}.safetensors"
@@ -129,7 +137,7 @@ class FrameStore:
         """Frames `indices` of a video (any order), reading only those."""
         with safe_open(self.path(video), framework="pt") as file:
             part = file.get_slice(self.key)
-            return torch.stack([part[i:i + 1][0] for i in indices])
+            return torch.stack([part[i : i + 1][0] for i in indices])
 
     def num_frames(self, video: str) -> int:
         with safe_open(self.path(video), framework="pt") as file:
@@ -137,8 +145,15 @@ class FrameStore:
 
 
 def extract_features(
-    frames_dir: str | Path, out_dir: str | Path, model, *, batch_size: int = 64, rank: int = 0, world_size: int = 1,
-    progress: bool = True, encoder_name: str | None = None,
+    frames_dir: str | Path,
+    out_dir: str | Path,
+    model,
+    *,
+    batch_size: int = 64,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    encoder_name: str | None = None,
 ) -> dict[str, int]:
     """Run the model's frozen vision encoder + pooling over preprocessed frames: `features` (N, T, Hv) per video,
     in the encoder's dtype, with the encoder's identity in the metadata (`encoder_name`, e.g. the checkpoint, else
@@ -158,9 +173,11 @@ def extract_features(
     vision_config = encoder.vision_model.config
     identity = {
         "encoder": str(encoder_name or model.config.vision or "config"),
-        "encoder_type": vision_config.model_type, "encoder_hidden": str(encoder.hidden_size),
+        "encoder_type": vision_config.model_type,
+        "encoder_hidden": str(encoder.hidden_size),
         "encoder_layers": str(getattr(vision_config, "num_hidden_layers", "")),
-        "frame_num_tokens": str(model.config.frame_num_tokens), "dtype": str(dtype).removeprefix("torch."),
+        "frame_num_tokens": str(model.config.frame_num_tokens),
+        "dtype": str(dtype).removeprefix("torch."),
     }
     for video in tqdm(videos, desc=f"features [rank {rank}]", unit="video", disable=not progress):
         target = out_dir / f"{video}.safetensors"

@@ -31,8 +31,9 @@ class SlurmConfig:
 
     def __post_init__(self) -> None:
         if self.tasks < 1 or self.nodes < 1 or self.tasks % self.nodes:
-            raise ValueError(f"--slurm-tasks ({self.tasks}) must be a positive multiple of --slurm-nodes "
-                             f"({self.nodes})")
+            raise ValueError(
+                f"--slurm-tasks ({self.tasks}) must be a positive multiple of --slurm-nodes ({self.nodes})"
+            )
         if self.gpus_per_node < 0 or self.cpus_per_task < 1 or self.timeout_min < 1:
             raise ValueError("gpus per node must be >= 0, cpus per task and the time limit >= 1")
 
@@ -59,9 +60,13 @@ def submit(argv: list[str], config: SlurmConfig, *, wait: bool) -> tuple[str, li
     except ImportError as error:
         raise UserError("SLURM launches need submitit: pip install submitit (or the `train` extra)") from error
     executor = submitit.AutoExecutor(folder=str(config.folder), cluster="local" if config.local else "slurm")
-    params: dict[str, Any] = {"nodes": config.nodes, "tasks_per_node": config.tasks // config.nodes,
-                              "cpus_per_task": config.cpus_per_task, "timeout_min": config.timeout_min,
-                              "name": "videollm-online-" + "-".join(argv[:2])}
+    params: dict[str, Any] = {
+        "nodes": config.nodes,
+        "tasks_per_node": config.tasks // config.nodes,
+        "cpus_per_task": config.cpus_per_task,
+        "timeout_min": config.timeout_min,
+        "name": "videollm-online-" + "-".join(argv[:2]),
+    }
     if config.gpus_per_node:
         params["gpus_per_node"] = config.gpus_per_node
     if config.partition:
@@ -76,8 +81,9 @@ def submit(argv: list[str], config: SlurmConfig, *, wait: bool) -> tuple[str, li
     try:
         return job.job_id, job.results()
     except Exception as error:
-        raise UserError(f"job {job.job_id} failed: {str(error).strip().splitlines()[-1]} (logs in {config.folder})") \
-            from error
+        raise UserError(
+            f"job {job.job_id} failed: {str(error).strip().splitlines()[-1]} (logs in {config.folder})"
+        ) from error
 
 
 # ---------------------------------------------------------------------- command line
@@ -109,14 +115,23 @@ def launch(args, argv: list[str]) -> int:
     import sys
 
     try:
-        config = SlurmConfig(tasks=args.slurm_tasks, nodes=args.slurm_nodes, partition=args.slurm_partition,
-                             gpus_per_node=args.slurm_gpus_per_node, cpus_per_task=args.slurm_cpus_per_task,
-                             timeout_min=args.slurm_time, folder=args.slurm_folder, local=args.slurm_local)
+        config = SlurmConfig(
+            tasks=args.slurm_tasks,
+            nodes=args.slurm_nodes,
+            partition=args.slurm_partition,
+            gpus_per_node=args.slurm_gpus_per_node,
+            cpus_per_task=args.slurm_cpus_per_task,
+            timeout_min=args.slurm_time,
+            folder=args.slurm_folder,
+            local=args.slurm_local,
+        )
     except ValueError as error:
         raise UserError(str(error)) from error
     job_id, results = submit(argv, config, wait=args.slurm_wait)
-    print(f"job {job_id}: {config.tasks} tasks of `videollm-online {' '.join(argv[:2])}` (logs in "
-          f"{config.folder})", file=sys.stderr)
+    print(
+        f"job {job_id}: {config.tasks} tasks of `videollm-online {' '.join(argv[:2])}` (logs in {config.folder})",
+        file=sys.stderr,
+    )
     if results is not None:
         print(f"job {job_id}: all {len(results)} tasks finished", file=sys.stderr)
     return 0

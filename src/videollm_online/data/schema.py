@@ -43,8 +43,10 @@ def conversation_problem(conversation: Any) -> str | None:
                 return f"{where}.num_frames must be a whole number >= 0, got {num_frames!r}"
             frames += num_frames
             if frames > MAX_CONVERSATION_FRAMES:
-                return f"{where}.num_frames: the conversation needs {frames} frames, over the limit of " \
-                       f"{MAX_CONVERSATION_FRAMES}: split it into shorter conversations"
+                return (
+                    f"{where}.num_frames: the conversation needs {frames} frames, over the limit of "
+                    f"{MAX_CONVERSATION_FRAMES}: split it into shorter conversations"
+                )
             learn = message.get("learn", False)
             if not isinstance(learn, (bool, int)) or (not isinstance(learn, bool) and learn < 0):
                 return f"{where}.learn must be true, false or a whole number >= 0, got {learn!r}"
@@ -57,8 +59,9 @@ def conversation_problem(conversation: Any) -> str | None:
             if not isinstance(message.get("learn", False), bool):
                 return f"{where}.learn must be true or false, got {message['learn']!r}"
         when = message.get("time")
-        if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float))
-                                 or not math.isfinite(when) or when < 0):
+        if when is not None and (
+            isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when) or when < 0
+        ):
             return f"{where}.time must be a finite number of seconds >= 0, got {when!r}"
     return None
 

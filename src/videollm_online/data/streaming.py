@@ -60,9 +60,14 @@ def frame_index(time: float, fps: float) -> int:
     return math.floor(time * fps + 1e-6)
 
 
-def build_conversation(turns: Iterable[Mapping[str, Any]], duration: float, fps: float = 2.0, *,
-                       instruction: str | None = None,
-                       system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
+def build_conversation(
+    turns: Iterable[Mapping[str, Any]],
+    duration: float,
+    fps: float = 2.0,
+    *,
+    instruction: str | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> list[dict[str, Any]]:
     """Interleave timed turns `{"time", "role": "user" | "assistant", "content"}` with stream messages.
 
     Turns are ordered by time (stably: equal times keep their order); each follows frame floor(time * fps), and
@@ -90,8 +95,11 @@ def build_conversation(turns: Iterable[Mapping[str, Any]], duration: float, fps:
         elif role == "assistant" and conversation and conversation[-1]["role"] == "assistant":
             conversation[-1]["content"] += " " + content
             continue
-        conversation.append({"role": role, "content": content, "learn": True} if role == "assistant"
-                            else {"role": role, "content": content})
+        conversation.append(
+            {"role": role, "content": content, "learn": True}
+            if role == "assistant"
+            else {"role": role, "content": content}
+        )
     if sent < total:
         conversation.append({"role": "stream", "num_frames": total - sent, "learn": True})
     for i, message in enumerate(conversation):
@@ -101,9 +109,15 @@ def build_conversation(turns: Iterable[Mapping[str, Any]], duration: float, fps:
     return conversation
 
 
-def narration_stream(narrations: Sequence[Mapping[str, Any]], duration: float, fps: float = 2.0,
-                     instruction: str | None = None, *, seed: int = 0,
-                     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
+def narration_stream(
+    narrations: Sequence[Mapping[str, Any]],
+    duration: float,
+    fps: float = 2.0,
+    instruction: str | None = None,
+    *,
+    seed: int = 0,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> list[dict[str, Any]]:
     """An Ego4D-style narration conversation: the system prompt, an instruction (one of `NARRATION_INSTRUCTIONS`
     chosen by `seed` unless given), then each narration `{"time", "text"}` as a learned assistant turn at its time."""
     if instruction is None:
@@ -154,13 +168,17 @@ class _Scene:
         if (event := self.active(t)) is not None:
             return question, event["text_ongoing"]
         views = state_at(self.annotation, t)
-        return question, f"Nothing is changing right now; there {'is' if len(views) == 1 else 'are'} " \
-                         f"{_count(len(views))} object{'' if len(views) == 1 else 's'} on the table."
+        return (
+            question,
+            f"Nothing is changing right now; there {'is' if len(views) == 1 else 'are'} "
+            f"{_count(len(views))} object{'' if len(views) == 1 else 's'} on the table.",
+        )
 
     def count(self, t: float, rng: random.Random) -> tuple[str, str] | None:
         views = state_at(self.annotation, t)
-        question = rng.choice(["How many objects are there?", "How many shapes can you see?",
-                               "How many things are on the table?"])
+        question = rng.choice(
+            ["How many objects are there?", "How many shapes can you see?", "How many things are on the table?"]
+        )
         if not views:
             return question, "There is nothing on the table right now."
         things = _join([v.describe("a") for v in views])
@@ -216,8 +234,9 @@ class _Scene:
         answer = " ".join(e["text_past"] for e in done)
         if self.goal and self.steps:
             finished = sum(s["end"] <= t for s in self.steps)
-            answer += f" You have finished {_count(finished)} of {_count(len(self.steps))} steps of your goal: " \
-                      f"{self.goal}."
+            answer += (
+                f" You have finished {_count(finished)} of {_count(len(self.steps))} steps of your goal: {self.goal}."
+            )
         return question, answer
 
 
@@ -225,10 +244,16 @@ QUESTION_KINDS = ("happening", "count", "colour", "where", "last", "next_step", 
 """The kinds of questions `live_chat` asks (names of `_Scene` methods)."""
 
 
-def live_chat(annotation: Mapping[str, Any] | Episode, fps: float = 2.0, *, seed: int = 0,
-              num_questions: int | None = None, question_kinds: Sequence[str] = QUESTION_KINDS,
-              instruction: str | None = None,
-              system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
+def live_chat(
+    annotation: Mapping[str, Any] | Episode,
+    fps: float = 2.0,
+    *,
+    seed: int = 0,
+    num_questions: int | None = None,
+    question_kinds: Sequence[str] = QUESTION_KINDS,
+    instruction: str | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> list[dict[str, Any]]:
     """A live-chat conversation about a synthetic world episode: an instruction (with the goal, for task episodes),
     every narration as an assistant turn, and user questions at random frames (never a frame that has a narration),
     answered from the ground truth (`state_at`, the events and the steps). Questions about the state are asked only
@@ -242,8 +267,11 @@ def live_chat(annotation: Mapping[str, Any] | Episode, fps: float = 2.0, *, seed
     scene = _Scene(annotation)
     duration = float(annotation["duration"])
     if instruction is None:
-        instruction = rng.choice(GOAL_INSTRUCTIONS).format(goal=scene.goal) if scene.goal and scene.steps \
+        instruction = (
+            rng.choice(GOAL_INSTRUCTIONS).format(goal=scene.goal)
+            if scene.goal and scene.steps
             else rng.choice(LIVE_CHAT_INSTRUCTIONS)
+        )
     narrations = annotation["narrations"]
     turns = [{"time": n["time"], "role": "assistant", "content": n["text"]} for n in narrations]
     total = num_stream_frames(duration, fps)
@@ -259,15 +287,22 @@ def live_chat(annotation: Mapping[str, Any] | Episode, fps: float = 2.0, *, seed
         kinds = [q for q in question_kinds if not moving or q in ("happening", "last", "next_step", "summary")]
         for kind in rng.sample(kinds, len(kinds)):
             if (qa := getattr(scene, kind)(t, rng)) is not None:
-                turns += [{"time": t, "role": "user", "content": qa[0]},
-                          {"time": t, "role": "assistant", "content": qa[1]}]
+                turns += [
+                    {"time": t, "role": "user", "content": qa[0]},
+                    {"time": t, "role": "assistant", "content": qa[1]},
+                ]
                 asked += 1
                 break
     return build_conversation(turns, duration, fps, instruction=instruction, system_prompt=system_prompt)
 
 
-def world_conversations(annotations: Sequence[Mapping[str, Any]], fps: float = 2.0, *, seed: int = 0,
-                        kinds: Sequence[str] = ("narration", "live_chat")) -> list[dict[str, Any]]:
+def world_conversations(
+    annotations: Sequence[Mapping[str, Any]],
+    fps: float = 2.0,
+    *,
+    seed: int = 0,
+    kinds: Sequence[str] = ("narration", "live_chat"),
+) -> list[dict[str, Any]]:
     """Training rows `{"video", "kind", "conversation", "start_frame"}` for a synthetic world's annotations: one
     narration stream and one live chat per video (seeded per video, so a video always gets the same dialogue)."""
     from ..checks import check_fps

@@ -78,10 +78,22 @@ PLACES: dict[str, tuple[float, float]] = {
 }
 """The nine named places (a 3 x 3 grid over the frame) and their centres in normalised (x, y), y pointing down."""
 
-PLACE_AT = {name: ("in the centre" if name == "centre" else f"in the {name} corner" if " " in name else
-                   f"at the {name}" if name in ("top", "bottom") else f"on the {name}") for name in PLACES}
-PLACE_TO = {name: ("to the centre" if name == "centre" else f"to the {name} corner" if " " in name else
-                   f"to the {name}") for name in PLACES}
+PLACE_AT = {
+    name: (
+        "in the centre"
+        if name == "centre"
+        else f"in the {name} corner"
+        if " " in name
+        else f"at the {name}"
+        if name in ("top", "bottom")
+        else f"on the {name}"
+    )
+    for name in PLACES
+}
+PLACE_TO = {
+    name: ("to the centre" if name == "centre" else f"to the {name} corner" if " " in name else f"to the {name}")
+    for name in PLACES
+}
 _SIDES = {
     "left": ("top left", "left", "bottom left"),
     "right": ("top right", "right", "bottom right"),
@@ -174,8 +186,13 @@ class WorldConfig:
                 raise ValueError(f"WorldConfig.{name} must be (lo, hi) with {low} <= lo <= hi and hi > 0, got {value}")
         if not 2 <= self.max_objects <= 12:
             raise ValueError(f"WorldConfig.max_objects must be in [2, 12], got {self.max_objects}")
-        for name, hi in (("task_prob", 1.0), ("camera_jitter", 0.1), ("zoom_jitter", 0.3), ("lighting_drift", 0.5),
-                         ("noise_std", 50.0)):
+        for name, hi in (
+            ("task_prob", 1.0),
+            ("camera_jitter", 0.1),
+            ("zoom_jitter", 0.3),
+            ("lighting_drift", 0.5),
+            ("noise_std", 50.0),
+        ):
             value = getattr(self, name)
             if not 0 <= value <= hi:
                 raise ValueError(f"WorldConfig.{name} must be in [0, {hi}], got {value}")
@@ -223,14 +240,26 @@ class ObjectState:
     """Id of the container this one is in."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"visible": self.visible, "colour": self.colour, "pos": None if self.pos is None else list(self.pos),
-                "scale": self.scale, "on": self.on, "inside": self.inside}
+        return {
+            "visible": self.visible,
+            "colour": self.colour,
+            "pos": None if self.pos is None else list(self.pos),
+            "scale": self.scale,
+            "on": self.on,
+            "inside": self.inside,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ObjectState:
         pos = data.get("pos")
-        return cls(bool(data["visible"]), data["colour"], None if pos is None else (float(pos[0]), float(pos[1])),
-                   float(data.get("scale", 1.0)), data.get("on"), data.get("inside"))
+        return cls(
+            bool(data["visible"]),
+            data["colour"],
+            None if pos is None else (float(pos[0]), float(pos[1])),
+            float(data.get("scale", 1.0)),
+            data.get("on"),
+            data.get("inside"),
+        )
 
 
 @dataclass
@@ -255,8 +284,17 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        return cls(data["kind"], data["object"], float(data["start"]), float(data["end"]), dict(data["args"]),
-                   ObjectState.from_dict(data["after"]), data["text"], data["text_past"], data["text_ongoing"])
+        return cls(
+            data["kind"],
+            data["object"],
+            float(data["start"]),
+            float(data["end"]),
+            dict(data["args"]),
+            ObjectState.from_dict(data["after"]),
+            data["text"],
+            data["text_past"],
+            data["text_ongoing"],
+        )
 
 
 @dataclass
@@ -321,13 +359,16 @@ class Episode:
         return cls(
             seed=int(data["seed"]),
             duration=float(data["duration"]),
-            background=Background(background["kind"], [list(c) for c in background["colours"]],
-                                  dict(background["params"])),
+            background=Background(
+                background["kind"], [list(c) for c in background["colours"]], dict(background["params"])
+            ),
             objects=[ObjectSpec(o["id"], o["shape"], o["size"], float(o.get("angle", 0.0))) for o in data["objects"]],
             initial_state={oid: ObjectState.from_dict(s) for oid, s in data["initial_state"].items()},
             events=[Event.from_dict(e) for e in data["events"]],
-            task=Task(data["task"]["goal"], [Step(float(s["start"]), float(s["end"]), s["text"])
-                                             for s in data["task"]["steps"]]),
+            task=Task(
+                data["task"]["goal"],
+                [Step(float(s["start"]), float(s["end"]), s["text"]) for s in data["task"]["steps"]],
+            ),
         )
 
 
@@ -377,8 +418,18 @@ def state_at(annotation: Mapping[str, Any] | Episode, t: float) -> list[ObjectVi
             root = parent
             seen.add(root)
         x, y = state[root]["pos"]
-        views.append(ObjectView(oid, spec["shape"], spec["size"], s["colour"], place_of(x, y), s.get("on"),
-                                s.get("inside"), (float(s["pos"][0]), float(s["pos"][1]))))
+        views.append(
+            ObjectView(
+                oid,
+                spec["shape"],
+                spec["size"],
+                s["colour"],
+                place_of(x, y),
+                s.get("on"),
+                s.get("inside"),
+                (float(s["pos"][0]), float(s["pos"][1])),
+            )
+        )
     return views
 
 
@@ -464,8 +515,9 @@ class _World:
                 return False
         return True
 
-    def spot(self, rng: np.random.Generator, r: float, place: str | None = None,
-             ignore: Iterable[str] = ()) -> tuple[float, float] | None:
+    def spot(
+        self, rng: np.random.Generator, r: float, place: str | None = None, ignore: Iterable[str] = ()
+    ) -> tuple[float, float] | None:
         """A random free position (in `place`, or anywhere), or None."""
         ignore = tuple(ignore)
         for _ in range(40):
@@ -505,41 +557,74 @@ def _said(w: _World, rng: np.random.Generator, obj: str, article: str = "the") -
 
 # Each event kind: (world, rng, obj=None, target=None, place=None, frozen=...) -> _Draft | None. Unset arguments are
 # chosen at random among valid ones; None means the event is impossible in this world state.
-def _ev_enter(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-              place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_enter(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     obj = _pick(rng, _candidates(w, obj, lambda o: not w.state[o].visible, frozen))
     if obj is None or (pos := w.spot(rng, w.radius(obj, 1.0), place)) is None:
         return None
     edge = _pick(rng, EDGES)
     after = ObjectState(True, w.state[obj].colour, pos)
-    return _Draft("enter", obj, {"edge": edge, "from": _offscreen(pos, edge, w.radius(obj, 1.0))}, after,
-                  {"a_obj": _said(w, rng, obj, "a"), "edge": edge})
+    return _Draft(
+        "enter",
+        obj,
+        {"edge": edge, "from": _offscreen(pos, edge, w.radius(obj, 1.0))},
+        after,
+        {"a_obj": _said(w, rng, obj, "a"), "edge": edge},
+    )
 
 
-def _ev_appear(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-               place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_appear(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     obj = _pick(rng, _candidates(w, obj, lambda o: not w.state[o].visible, frozen))
     if obj is None or (pos := w.spot(rng, w.radius(obj, 1.0), place)) is None:
         return None
     after = ObjectState(True, w.state[obj].colour, pos)
-    return _Draft("appear", obj, {"place": place_of(*pos)}, after,
-                  {"a_obj": _said(w, rng, obj, "a"), "place_at": PLACE_AT[place_of(*pos)]})
+    return _Draft(
+        "appear",
+        obj,
+        {"place": place_of(*pos)},
+        after,
+        {"a_obj": _said(w, rng, obj, "a"), "place_at": PLACE_AT[place_of(*pos)]},
+    )
 
 
-def _ev_leave(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-              place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_leave(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     obj = _pick(rng, _candidates(w, obj, w.movable, frozen))
     if obj is None:
         return None
     state = w.state[obj]
     edge = place or _nearest_edge(state.pos)
     after = ObjectState(False, state.colour, tuple(_offscreen(state.pos, edge, w.radius(obj, 1.0))))
-    return _Draft("leave", obj, {"edge": edge}, after, {"obj": _said(w, rng, obj),
-                                                        "edge": edge})
+    return _Draft("leave", obj, {"edge": edge}, after, {"obj": _said(w, rng, obj), "edge": edge})
 
 
-def _ev_move(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-             place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_move(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     obj = _pick(rng, _candidates(w, obj, w.movable, frozen))
     if obj is None:
         return None
@@ -547,18 +632,25 @@ def _ev_move(w: _World, rng: np.random.Generator, obj: str | None = None, target
     if place == w.place(obj) or (pos := w.spot(rng, w.radius(obj, 1.0), place, ignore=[obj])) is None:
         return None
     after = ObjectState(True, w.state[obj].colour, pos)
-    return _Draft("move", obj, {"place": place}, after,
-                  {"obj": _said(w, rng, obj), "place_to": PLACE_TO[place]})
+    return _Draft("move", obj, {"place": place}, after, {"obj": _said(w, rng, obj), "place_to": PLACE_TO[place]})
 
 
-def _ev_move_next_to(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-                     place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_move_next_to(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     obj = _pick(rng, _candidates(w, obj, w.movable, frozen))
     if obj is None:
         return None
     others = [target] if target else [o for o in w.specs if o not in frozen]
-    other = _pick(rng, [o for o in others if o != obj and w.state[o].visible and w.state[o].inside is None
-                        and w.state[o].on is None])
+    other = _pick(
+        rng,
+        [o for o in others if o != obj and w.state[o].visible and w.state[o].inside is None and w.state[o].on is None],
+    )
     if other is None:
         return None
     r = w.radius(obj, 1.0)
@@ -568,13 +660,24 @@ def _ev_move_next_to(w: _World, rng: np.random.Generator, obj: str | None = None
         pos = (_r4(ox + dx), _r4(oy))
         if w.free(pos, r, ignore=[obj]):
             after = ObjectState(True, w.state[obj].colour, pos)
-            return _Draft("move_next_to", obj, {"other": other, "side": side}, after,
-                          {"obj": _said(w, rng, obj), "other": w.describe(other)})
+            return _Draft(
+                "move_next_to",
+                obj,
+                {"other": other, "side": side},
+                after,
+                {"obj": _said(w, rng, obj), "other": w.describe(other)},
+            )
     return None
 
 
-def _ev_recolour(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-                 place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_recolour(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     obj = _pick(rng, _candidates(w, obj, lambda o: w.state[o].visible, frozen))
     if obj is None:
         return None
@@ -583,12 +686,23 @@ def _ev_recolour(w: _World, rng: np.random.Generator, obj: str | None = None, ta
     colour = _pick(rng, [c for c in colours if c != state.colour and not w.taken(c, shape, exclude=obj)])
     if colour is None:
         return None
-    return _Draft("recolour", obj, {"colour": colour}, dataclasses.replace(state, colour=colour),
-                  {"obj": _said(w, rng, obj), "colour": colour})
+    return _Draft(
+        "recolour",
+        obj,
+        {"colour": colour},
+        dataclasses.replace(state, colour=colour),
+        {"obj": _said(w, rng, obj), "colour": colour},
+    )
 
 
-def _ev_put_on(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-               place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_put_on(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     def solid(o: str) -> bool:
         return w.specs[o].shape in SOLID_SHAPES
 
@@ -596,8 +710,16 @@ def _ev_put_on(w: _World, rng: np.random.Generator, obj: str | None = None, targ
     if obj is None:
         return None
     bases = [target] if target else [o for o in w.visible() if o not in frozen]
-    bases = [b for b in bases if b != obj and solid(b) and w.state[b].visible and not w.children(b)
-             and w.state[b].inside is None and w.stack_height(b) < _MAX_STACK]
+    bases = [
+        b
+        for b in bases
+        if b != obj
+        and solid(b)
+        and w.state[b].visible
+        and not w.children(b)
+        and w.state[b].inside is None
+        and w.stack_height(b) < _MAX_STACK
+    ]
     base = _pick(rng, bases)
     if base is None:
         return None
@@ -606,12 +728,17 @@ def _ev_put_on(w: _World, rng: np.random.Generator, obj: str | None = None, targ
     if pos[1] - w.radius(obj, 1.0) < _BORDER:
         return None
     after = ObjectState(True, w.state[obj].colour, pos, on=base)
-    return _Draft("put_on", obj, {"other": base}, after,
-                  {"obj": _said(w, rng, obj), "other": w.describe(base)})
+    return _Draft("put_on", obj, {"other": base}, after, {"obj": _said(w, rng, obj), "other": w.describe(base)})
 
 
-def _ev_put_into(w: _World, rng: np.random.Generator, obj: str | None = None, target: str | None = None,
-                 place: str | None = None, frozen: frozenset[str] = frozenset()) -> _Draft | None:
+def _ev_put_into(
+    w: _World,
+    rng: np.random.Generator,
+    obj: str | None = None,
+    target: str | None = None,
+    place: str | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> _Draft | None:
     def fits(o: str) -> bool:
         return w.specs[o].shape in SOLID_SHAPES and w.specs[o].size == "small" and w.movable(o)
 
@@ -619,9 +746,15 @@ def _ev_put_into(w: _World, rng: np.random.Generator, obj: str | None = None, ta
     if obj is None:
         return None
     boxes = [target] if target else [o for o in w.visible() if o not in frozen]
-    boxes = [b for b in boxes if w.specs[b].shape in CONTAINER_SHAPES and w.state[b].visible
-             and w.state[b].inside is None and w.state[b].on is None
-             and sum(w.state[o].inside == b for o in w.visible() if o != obj) < _CAPACITY]
+    boxes = [
+        b
+        for b in boxes
+        if w.specs[b].shape in CONTAINER_SHAPES
+        and w.state[b].visible
+        and w.state[b].inside is None
+        and w.state[b].on is None
+        and sum(w.state[o].inside == b for o in w.visible() if o != obj) < _CAPACITY
+    ]
     box = _pick(rng, boxes)
     if box is None:
         return None
@@ -630,8 +763,7 @@ def _ev_put_into(w: _World, rng: np.random.Generator, obj: str | None = None, ta
     slots = [(_r4(bx + dx), _r4(by + dy)) for dx, dy in _SLOTS]
     pos = next(p for p in slots if p not in used)
     after = ObjectState(True, w.state[obj].colour, pos, _CONTAINED_SCALE, inside=box)
-    return _Draft("put_into", obj, {"other": box}, after,
-                  {"obj": _said(w, rng, obj), "other": w.describe(box)})
+    return _Draft("put_into", obj, {"other": box}, after, {"obj": _said(w, rng, obj), "other": w.describe(box)})
 
 
 EVENT_KINDS: dict[str, Callable[..., _Draft | None]] = {
@@ -649,24 +781,42 @@ EVENT_KINDS: dict[str, Callable[..., _Draft | None]] = {
 # Per kind, phrasings as (present, past, ongoing); the episode's rng picks one per event.
 TEMPLATES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "enter": (
-        ("You bring {a_obj} in from the {edge}.", "You brought {a_obj} in from the {edge}.",
-         "You are bringing {a_obj} in from the {edge}."),
-        ("You slide {a_obj} into view from the {edge}.", "You slid {a_obj} into view from the {edge}.",
-         "You are sliding {a_obj} into view from the {edge}."),
-        ("You push {a_obj} in from the {edge}.", "You pushed {a_obj} in from the {edge}.",
-         "You are pushing {a_obj} in from the {edge}."),
+        (
+            "You bring {a_obj} in from the {edge}.",
+            "You brought {a_obj} in from the {edge}.",
+            "You are bringing {a_obj} in from the {edge}.",
+        ),
+        (
+            "You slide {a_obj} into view from the {edge}.",
+            "You slid {a_obj} into view from the {edge}.",
+            "You are sliding {a_obj} into view from the {edge}.",
+        ),
+        (
+            "You push {a_obj} in from the {edge}.",
+            "You pushed {a_obj} in from the {edge}.",
+            "You are pushing {a_obj} in from the {edge}.",
+        ),
     ),
     "appear": (
-        ("You put down {a_obj} {place_at}.", "You put down {a_obj} {place_at}.",
-         "You are putting down {a_obj} {place_at}."),
+        (
+            "You put down {a_obj} {place_at}.",
+            "You put down {a_obj} {place_at}.",
+            "You are putting down {a_obj} {place_at}.",
+        ),
         ("You place {a_obj} {place_at}.", "You placed {a_obj} {place_at}.", "You are placing {a_obj} {place_at}."),
-        ("You set {a_obj} down {place_at}.", "You set {a_obj} down {place_at}.",
-         "You are setting {a_obj} down {place_at}."),
+        (
+            "You set {a_obj} down {place_at}.",
+            "You set {a_obj} down {place_at}.",
+            "You are setting {a_obj} down {place_at}.",
+        ),
     ),
     "leave": (
         ("You take {obj} away.", "You took {obj} away.", "You are taking {obj} away."),
-        ("You slide {obj} off to the {edge}.", "You slid {obj} off to the {edge}.",
-         "You are sliding {obj} off to the {edge}."),
+        (
+            "You slide {obj} off to the {edge}.",
+            "You slid {obj} off to the {edge}.",
+            "You are sliding {obj} off to the {edge}.",
+        ),
         ("You move {obj} out of view.", "You moved {obj} out of view.", "You are moving {obj} out of view."),
     ),
     "move": (
@@ -675,22 +825,34 @@ TEMPLATES: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("You shift {obj} {place_to}.", "You shifted {obj} {place_to}.", "You are shifting {obj} {place_to}."),
     ),
     "move_next_to": (
-        ("You move {obj} next to {other}.", "You moved {obj} next to {other}.",
-         "You are moving {obj} next to {other}."),
+        (
+            "You move {obj} next to {other}.",
+            "You moved {obj} next to {other}.",
+            "You are moving {obj} next to {other}.",
+        ),
         ("You put {obj} beside {other}.", "You put {obj} beside {other}.", "You are putting {obj} beside {other}."),
-        ("You place {obj} next to {other}.", "You placed {obj} next to {other}.",
-         "You are placing {obj} next to {other}."),
+        (
+            "You place {obj} next to {other}.",
+            "You placed {obj} next to {other}.",
+            "You are placing {obj} next to {other}.",
+        ),
     ),
     "recolour": (
         ("You paint {obj} {colour}.", "You painted {obj} {colour}.", "You are painting {obj} {colour}."),
-        ("You change the colour of {obj} to {colour}.", "You changed the colour of {obj} to {colour}.",
-         "You are changing the colour of {obj} to {colour}."),
+        (
+            "You change the colour of {obj} to {colour}.",
+            "You changed the colour of {obj} to {colour}.",
+            "You are changing the colour of {obj} to {colour}.",
+        ),
         ("You turn {obj} {colour}.", "You turned {obj} {colour}.", "You are turning {obj} {colour}."),
     ),
     "put_on": (
         ("You put {obj} on {other}.", "You put {obj} on {other}.", "You are putting {obj} on {other}."),
-        ("You stack {obj} on top of {other}.", "You stacked {obj} on top of {other}.",
-         "You are stacking {obj} on top of {other}."),
+        (
+            "You stack {obj} on top of {other}.",
+            "You stacked {obj} on top of {other}.",
+            "You are stacking {obj} on top of {other}.",
+        ),
         ("You place {obj} on {other}.", "You placed {obj} on {other}.", "You are placing {obj} on {other}."),
     ),
     "put_into": (
@@ -730,11 +892,15 @@ class EventKey:
 
     def matches(self, other: EventKey) -> bool:
         """Same event: kind, colour and shape equal; size and target equal where both sentences say them."""
+
         def agree(a: str | None, b: str | None) -> bool:
             return a is None or b is None or a == b
 
-        return ((self.kind, self.colour, self.shape) == (other.kind, other.colour, other.shape)
-                and agree(self.size, other.size) and agree(self.target, other.target))
+        return (
+            (self.kind, self.colour, self.shape) == (other.kind, other.colour, other.shape)
+            and agree(self.size, other.size)
+            and agree(self.target, other.target)
+        )
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -743,12 +909,16 @@ def _alternation(words: Iterable[str]) -> str:
 
 def _object_pattern(prefix: str) -> str:
     # Articles are not part of the event: "a", "an" and "the" are all accepted in every object slot.
-    return (f"(?:the|an?) (?:(?P<{prefix}size>{_alternation(SIZES)}) )?(?P<{prefix}colour>{_alternation(PALETTE)}) "
-            f"(?P<{prefix}shape>{_alternation(SHAPES)})")
+    return (
+        f"(?:the|an?) (?:(?P<{prefix}size>{_alternation(SIZES)}) )?(?P<{prefix}colour>{_alternation(PALETTE)}) "
+        f"(?P<{prefix}shape>{_alternation(SHAPES)})"
+    )
 
 
-_PLACE_BY_PHRASE = {**{phrase: name for name, phrase in PLACE_AT.items()},
-                    **{phrase: name for name, phrase in PLACE_TO.items()}}
+_PLACE_BY_PHRASE = {
+    **{phrase: name for name, phrase in PLACE_AT.items()},
+    **{phrase: name for name, phrase in PLACE_TO.items()},
+}
 _FIELD_PATTERNS = {
     "a_obj": _object_pattern("obj_"),
     "obj": _object_pattern("obj_"),
@@ -818,8 +988,9 @@ EVENT_FIELDS = ("kind", "colour", "shape", "target")
 """The parts of a narrated event that `event_field_counts` scores one by one."""
 
 
-def event_field_counts(said: Sequence[tuple[float, str]], narrations: Sequence[tuple[float, str]],
-                       window: float = 1.0) -> dict[str, int]:
+def event_field_counts(
+    said: Sequence[tuple[float, str]], narrations: Sequence[tuple[float, str]], window: float = 1.0
+) -> dict[str, int]:
     """Why narrations are missed: for each ground-truth narration, the turn said nearest in time, if one is within
     `window` seconds, compared part by part.
 
@@ -867,8 +1038,16 @@ def event_keys(episode: Episode | Mapping[str, Any]) -> list[EventKey]:
     return keys
 
 
-_FREE_WEIGHTS = {"enter": 2.0, "appear": 1.0, "leave": 1.0, "move": 3.0, "move_next_to": 2.0, "recolour": 2.0,
-                 "put_on": 1.0, "put_into": 1.5}
+_FREE_WEIGHTS = {
+    "enter": 2.0,
+    "appear": 1.0,
+    "leave": 1.0,
+    "move": 3.0,
+    "move_next_to": 2.0,
+    "recolour": 2.0,
+    "put_on": 1.0,
+    "put_into": 1.5,
+}
 
 
 def _free_event(w: _World, rng: np.random.Generator, frozen: frozenset[str]) -> _Draft | None:
@@ -922,8 +1101,7 @@ def _plan_sort(w: _World, rng: np.random.Generator, objs: list[str]) -> _Plan | 
 
 def _plan_stack(w: _World, rng: np.random.Generator, objs: list[str]) -> _Plan | None:
     blocks = [o for o in objs if w.specs[o].shape == "square"]
-    if len(blocks) < 2 or not all(w.movable(o) and w.state[o].on is None and w.state[o].inside is None
-                                  for o in blocks):
+    if len(blocks) < 2 or not all(w.movable(o) and w.state[o].on is None and w.state[o].inside is None for o in blocks):
         return None
     blocks = sorted(_shuffled(rng, blocks), key=lambda o: w.specs[o].size != "large")
     goal = _pick(rng, ["stack the blocks", "build a tower with the blocks", "stack the squares into a tower"])
@@ -1003,8 +1181,9 @@ TASK_KINDS: dict[str, Callable[[_World, np.random.Generator, list[str]], _Plan |
 
 
 # ---------------------------------------------------------------------------------------------------- scenes
-def _scene(rng: np.random.Generator, task: str | None, max_objects: int) -> tuple[list[tuple[str, str, str]], int,
-                                                                                    set[str]]:
+def _scene(
+    rng: np.random.Generator, task: str | None, max_objects: int
+) -> tuple[list[tuple[str, str, str]], int, set[str]]:
     """Objects as (shape, size, colour): the task's objects first (their count is returned), then distractors;
     and the colours distractors must avoid. (colour, shape) pairs are unique, so "the red circle" names one object."""
     colours = list(PALETTE)
@@ -1028,7 +1207,7 @@ def _scene(rng: np.random.Generator, task: str | None, max_objects: int) -> tupl
                 add(shape, size(), colour)
         avoid_colours = set(pair)
     elif task == "stack_blocks":
-        for i, colour in enumerate(_shuffled(rng, colours)[:int(rng.integers(2, 4))]):
+        for i, colour in enumerate(_shuffled(rng, colours)[: int(rng.integers(2, 4))]):
             add("square", "large" if i == 0 else size(), colour)
         avoid_shapes = {"square"}
     elif task == "fill_container":
@@ -1038,7 +1217,7 @@ def _scene(rng: np.random.Generator, task: str | None, max_objects: int) -> tupl
                 pass
             add(pair[1], "small", pair[0])
     elif task == "paint":
-        for shape in _shuffled(rng, SOLID_SHAPES)[:int(rng.integers(2, 4))]:
+        for shape in _shuffled(rng, SOLID_SHAPES)[: int(rng.integers(2, 4))]:
             add(shape, size(), _pick(rng, colours))
     if len(objects) > max_objects:  # the task needs more objects than allowed: free play
         return _scene(rng, None, max_objects)
@@ -1074,13 +1253,30 @@ class _Clock:
 
 def _timed(draft: _Draft, start: float, end: float, rng: np.random.Generator) -> Event:
     present, past, ongoing = _pick(rng, TEMPLATES[draft.kind])
-    return Event(draft.kind, draft.object, start, end, draft.args, dataclasses.replace(draft.after),
-                 present.format(**draft.fields), past.format(**draft.fields), ongoing.format(**draft.fields))
+    return Event(
+        draft.kind,
+        draft.object,
+        start,
+        end,
+        draft.args,
+        dataclasses.replace(draft.after),
+        present.format(**draft.fields),
+        past.format(**draft.fields),
+        ongoing.format(**draft.fields),
+    )
 
 
 def _background(rng: np.random.Generator) -> Background:
-    bases = [(128, 128, 128), (162, 150, 128), (104, 114, 130), (118, 130, 108), (150, 124, 108), (96, 100, 106),
-             (172, 166, 158), (132, 118, 140)]
+    bases = [
+        (128, 128, 128),
+        (162, 150, 128),
+        (104, 114, 130),
+        (118, 130, 108),
+        (150, 124, 108),
+        (96, 100, 106),
+        (172, 166, 158),
+        (132, 118, 140),
+    ]
     base = np.array(_pick(rng, bases)) + rng.integers(-10, 11, size=3)
     other = base + rng.choice([-1, 1]) * rng.integers(18, 36) + rng.integers(-8, 9, size=3)
     kind = _pick(rng, ["noise", "stripes", "checker"])
@@ -1117,7 +1313,7 @@ def generate_episode(seed: int, config: WorldConfig | None = None) -> Episode:
     world.avoid_colours = avoid_colours
     reserved = list(specs)[:num_task]
     # Initial layout: most objects are on the table; at most two task objects come in during the prelude.
-    late = set(_shuffled(rng, reserved)[:int(rng.integers(0, 3))])
+    late = set(_shuffled(rng, reserved)[: int(rng.integers(0, 3))])
     for oid in _shuffled(rng, specs):
         on_table = oid not in late and (oid in reserved or rng.random() < 0.6)
         if on_table and (pos := world.spot(rng, world.radius(oid))) is not None:
@@ -1223,12 +1419,25 @@ def _texture(background: Background, width: int, height: int, unit: float) -> np
 
 def _polygon(cx: float, cy: float, radii: list[float], angle: float, offset: float = -90.0) -> list[tuple]:
     n = len(radii)
-    return [(cx + r * math.cos(math.radians(offset + angle + 360 * i / n)),
-             cy + r * math.sin(math.radians(offset + angle + 360 * i / n))) for i, r in enumerate(radii)]
+    return [
+        (
+            cx + r * math.cos(math.radians(offset + angle + 360 * i / n)),
+            cy + r * math.sin(math.radians(offset + angle + 360 * i / n)),
+        )
+        for i, r in enumerate(radii)
+    ]
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float,
-                 rgb: tuple[int, int, int], shadow: bool) -> None:
+def _draw_object(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    angle: float,
+    rgb: tuple[int, int, int],
+    shadow: bool,
+) -> None:
     """Draw one shape of radius `r` (pixels) centred at (cx, cy), or its shadow."""
     if shadow:
         fill, line = (0, 0, 0, 70), (0, 0, 0, 70)
@@ -1257,8 +1466,9 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r:
             draw.polygon(corners, outline=fill, width=thick)
             if not shadow:
                 draw.polygon(corners, outline=line, width=edge)
-                draw.polygon(_polygon(cx, cy, [r * 1.25 - thick * 1.41] * 4, angle, offset=45.0), outline=line,
-                             width=edge)
+                draw.polygon(
+                    _polygon(cx, cy, [r * 1.25 - thick * 1.41] * 4, angle, offset=45.0), outline=line, width=edge
+                )
     elif shape == "triangle":
         draw.polygon(_polygon(cx, cy, [r * 1.3] * 3, angle), fill=fill, outline=line, width=edge)
     elif shape == "star":
@@ -1286,7 +1496,7 @@ class _Renderer:
         # (frequencies in Hz, phases) of the camera's x, x-shake, y, y-shake, zoom and of the light's terms
         self.camera = rng.uniform([0.04, 0.25, 0.04, 0.25, 0.02], [0.2, 0.7, 0.2, 0.7, 0.12]), rng.uniform(0, 6.3, 5)
         self.light = rng.uniform([0.02, 0.1, 0.02, 0.01], [0.08, 0.25, 0.1, 0.05]), rng.uniform(0, 6.3, 4)
-        ys, xs = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
+        ys, xs = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
         self.xs, self.ys = xs / self.width * 2 - 1, ys / self.height * 2 - 1
 
     @functools.cached_property
@@ -1351,33 +1561,45 @@ class _Renderer:
         """Frame `index` as uint8 (H, W, 3)."""
         config, t = self.config, index / self.config.fps
         exposure = 0.6 / config.fps
-        times = [t - exposure * j / 2 for j in range(3)] if config.motion_blur and self._moving(t - exposure, t) \
-            else [t]
+        times = (
+            [t - exposure * j / 2 for j in range(3)] if config.motion_blur and self._moving(t - exposure, t) else [t]
+        )
         # camera: smooth wander plus a small per-frame shake, and a zoom-in that never leaves the canvas
         freq, phase = self.camera
         rng = np.random.default_rng([self.episode.seed, 2, index])
         amp = config.camera_jitter * max(self.width, self.height)
-        dx = amp * (0.6 * math.sin(2 * math.pi * freq[0] * t + phase[0]) + 0.3 * math.sin(
-            2 * math.pi * freq[1] * t + phase[1]) + 0.1 * rng.uniform(-1, 1))
-        dy = amp * (0.6 * math.sin(2 * math.pi * freq[2] * t + phase[2]) + 0.3 * math.sin(
-            2 * math.pi * freq[3] * t + phase[3]) + 0.1 * rng.uniform(-1, 1))
+        dx = amp * (
+            0.6 * math.sin(2 * math.pi * freq[0] * t + phase[0])
+            + 0.3 * math.sin(2 * math.pi * freq[1] * t + phase[1])
+            + 0.1 * rng.uniform(-1, 1)
+        )
+        dy = amp * (
+            0.6 * math.sin(2 * math.pi * freq[2] * t + phase[2])
+            + 0.3 * math.sin(2 * math.pi * freq[3] * t + phase[3])
+            + 0.1 * rng.uniform(-1, 1)
+        )
         zoom = 1 + config.zoom_jitter * (0.5 + 0.5 * math.sin(2 * math.pi * freq[4] * t + phase[4]))
         cx, cy = self.margin + self.width / 2 + dx, self.margin + self.height / 2 + dy
         half_w, half_h = self.width / 2 / zoom, self.height / 2 / zoom
         box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
         image = np.zeros((self.height, self.width, 3), dtype=np.float32)
         for sub_t in times:
-            view = self._compose(sub_t).convert("RGB").resize((self.width, self.height), Image.Resampling.BILINEAR,
-                                                              box=box)
+            view = (
+                self._compose(sub_t)
+                .convert("RGB")
+                .resize((self.width, self.height), Image.Resampling.BILINEAR, box=box)
+            )
             image += np.asarray(view, dtype=np.float32)
         image /= len(times)
         # lighting: global gain, a colour tint and a slowly turning light direction
         lf, lp = self.light
         drift = config.lighting_drift
-        gain = 1 + drift * (0.7 * math.sin(2 * math.pi * lf[0] * t + lp[0]) + 0.3 * math.sin(
-            2 * math.pi * lf[1] * t + lp[1]))
-        tint = np.array([1 + 0.25 * drift * math.sin(2 * math.pi * lf[2] * t + lp[2] + c * 2.1) for c in range(3)],
-                        dtype=np.float32)
+        gain = 1 + drift * (
+            0.7 * math.sin(2 * math.pi * lf[0] * t + lp[0]) + 0.3 * math.sin(2 * math.pi * lf[1] * t + lp[1])
+        )
+        tint = np.array(
+            [1 + 0.25 * drift * math.sin(2 * math.pi * lf[2] * t + lp[2] + c * 2.1) for c in range(3)], dtype=np.float32
+        )
         theta = lp[3] + 2 * math.pi * lf[3] * t
         shading = 1 + 0.5 * drift * (math.cos(theta) * self.xs + math.sin(theta) * self.ys)
         image *= (gain * shading)[..., None] * tint
@@ -1405,9 +1627,20 @@ class _Renderer:
                 root = parent
             colour = min(PALETTE, key=lambda name: sum((a - b) ** 2 for a, b in zip(PALETTE[name], rgb)))
             spec = self.specs[oid]
-            out.append(DrawnObject(oid, spec.shape, spec.size, colour, (float(x), float(y)),
-                                   place_of(*centres[root]), float(scale), on, inside,
-                                   active is not None and oid == active.object))
+            out.append(
+                DrawnObject(
+                    oid,
+                    spec.shape,
+                    spec.size,
+                    colour,
+                    (float(x), float(y)),
+                    place_of(*centres[root]),
+                    float(scale),
+                    on,
+                    inside,
+                    active is not None and oid == active.object,
+                )
+            )
         return out
 
 
@@ -1432,8 +1665,9 @@ class DrawnObject:
     """The object of the event in progress (moving, appearing or changing colour)."""
 
 
-def render_frames(episode: Episode, indices: Iterable[int],
-                  config: WorldConfig | None = None) -> Iterator[tuple[np.ndarray, list[DrawnObject]]]:
+def render_frames(
+    episode: Episode, indices: Iterable[int], config: WorldConfig | None = None
+) -> Iterator[tuple[np.ndarray, list[DrawnObject]]]:
     """Frames `indices` of an episode, each with the objects it shows: (uint8 H x W x 3 identical to
     `render_episode`'s, `DrawnObject`s at the frame's time). One renderer serves all, so it is cheaper per frame
     than `render_frame`."""
@@ -1443,8 +1677,9 @@ def render_frames(episode: Episode, indices: Iterable[int],
         yield renderer.frame(index), renderer.drawn(index / config.fps)
 
 
-def drawn_objects(episode: Episode, indices: Iterable[int],
-                  config: WorldConfig | None = None) -> Iterator[list[DrawnObject]]:
+def drawn_objects(
+    episode: Episode, indices: Iterable[int], config: WorldConfig | None = None
+) -> Iterator[list[DrawnObject]]:
     """The objects frames `indices` of an episode show (those of `render_frames`), without drawing the frames: the
     ground truth of frames already rendered into a video."""
     config = config or WorldConfig()
@@ -1470,8 +1705,9 @@ def render_episode(episode: Episode, path: str | os.PathLike, config: WorldConfi
     try:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             container.metadata["comment"] = VIDEO_COMMENT
-            stream = container.add_stream("libx264", rate=config.fps,
-                                          options={"crf": str(config.crf), "preset": "veryfast"})
+            stream = container.add_stream(
+                "libx264", rate=config.fps, options={"crf": str(config.crf), "preset": "veryfast"}
+            )
             stream.width, stream.height, stream.pix_fmt = config.width, config.height, "yuv420p"
             for index in range(num_frames(episode.duration, config.fps)):
                 frame = av.VideoFrame.from_ndarray(renderer.frame(index), format="rgb24")
@@ -1499,8 +1735,14 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, config: WorldConfig | None = None,
-                progress: bool = True, workers: int = 1) -> WorldWriteResult:
+def write_world(
+    out_dir: str | os.PathLike,
+    num_videos: int,
+    seed: int = 0,
+    config: WorldConfig | None = None,
+    progress: bool = True,
+    workers: int = 1,
+) -> WorldWriteResult:
     """Write `num_videos` episodes under `out_dir`, resumably.
 
     Layout: `index.json` = {"format", "seed", "config", "videos": [id, ...]}; per video `videos/{id}.mp4` and
@@ -1523,8 +1765,10 @@ def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, conf
     if index_path.exists():
         old = json.loads(index_path.read_text())
         if {k: old.get(k) for k in meta} != meta:
-            raise ValueError(f"{out} holds a world written with another format, seed or config (format "
-                             f"{old.get('format')!r}, seed {old.get('seed')!r}); use another directory")
+            raise ValueError(
+                f"{out} holds a world written with another format, seed or config (format "
+                f"{old.get('format')!r}, seed {old.get('seed')!r}); use another directory"
+            )
         ids = old["videos"] if len(old["videos"]) > len(ids) else ids
     write_json_atomic(index_path, {**meta, "videos": ids})
     from tqdm import tqdm
@@ -1542,11 +1786,13 @@ def write_world(out_dir: str | os.PathLike, num_videos: int, seed: int = 0, conf
 
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             done = pool.imap_unordered(_write_video, todo)
-            result.written += list(tqdm(done, total=len(todo), desc="synthetic videos", unit="video",
-                                        disable=not progress))
+            result.written += list(
+                tqdm(done, total=len(todo), desc="synthetic videos", unit="video", disable=not progress)
+            )
     else:
-        result.written += [_write_video(job) for job in tqdm(todo, desc="synthetic videos", unit="video",
-                                                             disable=not progress)]
+        result.written += [
+            _write_video(job) for job in tqdm(todo, desc="synthetic videos", unit="video", disable=not progress)
+        ]
     result.written.sort()
     return result
 
@@ -1559,8 +1805,13 @@ def _write_video(job: tuple[str, int, str, int, WorldConfig]) -> str:
     episode = generate_episode(episode_seed(seed, i), config)
     render_episode(episode, video_path, config)
     annotation = episode.to_annotation()
-    video = {"path": f"videos/{vid}.mp4", "fps": config.fps, "width": config.width, "height": config.height,
-             "num_frames": num_frames(episode.duration, config.fps)}
+    video = {
+        "path": f"videos/{vid}.mp4",
+        "fps": config.fps,
+        "width": config.width,
+        "height": config.height,
+        "num_frames": num_frames(episode.duration, config.fps),
+    }
     write_json_atomic(annotation_path, {"format": FORMAT, "id": vid, "video": video, **annotation})
     return vid
 

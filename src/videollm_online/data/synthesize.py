@@ -35,33 +35,61 @@ logger = logging.getLogger(__name__)
 
 # Question templates the skeleton samples from, by what they ask about (the seed's past / current / next split).
 PAST_QUESTIONS = (
-    "What have I done so far?", "Can you sum up my progress?", "What did I just do?", "Which steps are finished?",
-    "Did the last step go well?", "Did I make any mistakes so far?", "How did I get here?",
-    "What was I doing a moment ago?", "Remind me what I did before this.", "Recap, please.",
-    "Have I skipped anything?", "What did I use for the previous step?",
+    "What have I done so far?",
+    "Can you sum up my progress?",
+    "What did I just do?",
+    "Which steps are finished?",
+    "Did the last step go well?",
+    "Did I make any mistakes so far?",
+    "How did I get here?",
+    "What was I doing a moment ago?",
+    "Remind me what I did before this.",
+    "Recap, please.",
+    "Have I skipped anything?",
+    "What did I use for the previous step?",
 )
 CURRENT_QUESTIONS = (
-    "What am I doing right now?", "Which step is this?", "Am I doing this right?", "What is my goal here?",
-    "How is this step going?", "What should I watch out for now?", "Can you explain what I am doing?",
-    "Is this the right tool for it?", "Any tips for this step?", "Now?", "How far along am I?",
+    "What am I doing right now?",
+    "Which step is this?",
+    "Am I doing this right?",
+    "What is my goal here?",
+    "How is this step going?",
+    "What should I watch out for now?",
+    "Can you explain what I am doing?",
+    "Is this the right tool for it?",
+    "Any tips for this step?",
+    "Now?",
+    "How far along am I?",
     "Does this look correct to you?",
 )
 NEXT_QUESTIONS = (
-    "What should I do next?", "What is the next step?", "What comes after this?", "What do I need for the next step?",
-    "How do I finish this?", "Anything to prepare before the next step?", "Next?", "How many steps are left?",
-    "What should I be careful about next?", "Where do I go from here?", "Can you guide me through the next part?",
+    "What should I do next?",
+    "What is the next step?",
+    "What comes after this?",
+    "What do I need for the next step?",
+    "How do I finish this?",
+    "Anything to prepare before the next step?",
+    "Next?",
+    "How many steps are left?",
+    "What should I be careful about next?",
+    "Where do I go from here?",
+    "Can you guide me through the next part?",
     "What is left to do?",
 )
 # "..." lets the LLM invent the user's words (small talk, off-topic questions), as the seed's casual queries do.
 QUESTION_GROUPS = {"past": PAST_QUESTIONS, "current": CURRENT_QUESTIONS, "next": NEXT_QUESTIONS, "casual": ("...",)}
 
-PROMPT_HEAD = ("Below is what happens in a first-person video, with times in seconds. A helpful assistant watches "
-               "the video live with the user.\n\n")
-PROMPT_TAIL = ("\nComplete the dialogue between the user and the assistant below: keep every line's time and "
-               "speaker, and replace each \"...\" with what is said. The assistant speaks up by itself with clear, "
-               "short, real-time help about what the user is doing and should do next. It does not know the "
-               "times, so it never mentions them. When the user asks something off topic, it still helps. Answer "
-               "with the dialogue lines only.\n")
+PROMPT_HEAD = (
+    "Below is what happens in a first-person video, with times in seconds. A helpful assistant watches "
+    "the video live with the user.\n\n"
+)
+PROMPT_TAIL = (
+    "\nComplete the dialogue between the user and the assistant below: keep every line's time and "
+    'speaker, and replace each "..." with what is said. The assistant speaks up by itself with clear, '
+    "short, real-time help about what the user is doing and should do next. It does not know the "
+    "times, so it never mentions them. When the user asks something off topic, it still helps. Answer "
+    "with the dialogue lines only.\n"
+)
 
 _LINE = re.compile(r"^\s*\**\s*(\d+(?:\.\d+)?)\s*s\s*\**\s*(User|Assistant)\s*:\s*\**\s*(.*?)\s*$")  # **bold** too
 _ROLE = re.compile(r"\b(User|Assistant)\s*:")
@@ -123,12 +151,26 @@ def goalstep_items(anno_root: str | Path, splits: Sequence[str] = ("train", "val
             uid, end = video["video_uid"], video.get("end_time")
             steps = video.get("segments") or []
             if steps:
-                items.append(SynthesisItem(f"{uid}:goal", uid, [_segment(s) for s in steps],
-                                           video.get("goal_description", "").strip() or None, end))
+                items.append(
+                    SynthesisItem(
+                        f"{uid}:goal",
+                        uid,
+                        [_segment(s) for s in steps],
+                        video.get("goal_description", "").strip() or None,
+                        end,
+                    )
+                )
             for k, step in enumerate(steps):
                 if step.get("segments"):
-                    items.append(SynthesisItem(f"{uid}:step{k}", uid, [_segment(s) for s in step["segments"]],
-                                               step["step_description"].strip(), end))
+                    items.append(
+                        SynthesisItem(
+                            f"{uid}:step{k}",
+                            uid,
+                            [_segment(s) for s in step["segments"]],
+                            step["step_description"].strip(),
+                            end,
+                        )
+                    )
     return items
 
 
@@ -145,15 +187,23 @@ def generic_items(path: str | Path) -> list[SynthesisItem]:
     items = []
     for index, record in enumerate(read_json_or_jsonl(path)):
         try:
-            segments = [(float(a["time"] if "time" in a else a["start"]),
-                         float(a["end"]) if "end" in a else None, str(a["text"]).strip())
-                        for a in record["annotations"]]
+            segments = [
+                (
+                    float(a["time"] if "time" in a else a["start"]),
+                    float(a["end"]) if "end" in a else None,
+                    str(a["text"]).strip(),
+                )
+                for a in record["annotations"]
+            ]
             video = str(record["video"])
         except (KeyError, TypeError, ValueError) as error:
-            raise UserError(f"{path}: video {index} needs 'video' and 'annotations' [{{'time' or 'start'/'end', "
-                            f"'text'}}] ({error!r})") from error
-        items.append(SynthesisItem(f"{video}:{index}", video, sorted(segments), record.get("goal"),
-                                   record.get("duration")))
+            raise UserError(
+                f"{path}: video {index} needs 'video' and 'annotations' [{{'time' or 'start'/'end', "
+                f"'text'}}] ({error!r})"
+            ) from error
+        items.append(
+            SynthesisItem(f"{video}:{index}", video, sorted(segments), record.get("goal"), record.get("duration"))
+        )
     return items
 
 
@@ -165,10 +215,17 @@ def snap_time(t: float, fps: float, duration: float | None) -> float:
 
 def build_prompt(item: SynthesisItem, config: SynthesisConfig, rng: random.Random) -> str:
     """The prompt for one dialogue: the annotations, then a skeleton with questions at random times."""
-    lines = [f"{start:.2f}s-{end:.2f}s: {text}" if end is not None else f"{start:.2f}s: {text}"
-             for start, end, text in item.segments]
-    times = sorted({snap_time(t, config.fps, item.duration)
-                    for start, end, _ in item.segments for t in ((start,) if end is None else (start, end))})
+    lines = [
+        f"{start:.2f}s-{end:.2f}s: {text}" if end is not None else f"{start:.2f}s: {text}"
+        for start, end, text in item.segments
+    ]
+    times = sorted(
+        {
+            snap_time(t, config.fps, item.duration)
+            for start, end, _ in item.segments
+            for t in ((start,) if end is None else (start, end))
+        }
+    )
     first, last = times[0], times[-1]
     user_times = sorted(round(rng.uniform(first, last), 1) for _ in range(config.questions_per_dialogue))
     skeleton = []
@@ -234,8 +291,9 @@ class OpenAIBackend:
     NO_KEY = "EMPTY"
     """The key sent to a server that needs none (the client requires one; vLLM's examples use this word)."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 600.0,
-                 retries: int = 3):
+    def __init__(
+        self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 600.0, retries: int = 3
+    ):
         from openai import OpenAI
 
         if retries < 0:
@@ -249,18 +307,25 @@ class OpenAIBackend:
 
         try:
             reply = self.client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": prompt}], max_tokens=config.max_new_tokens,
-                temperature=config.temperature, seed=seed)
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                seed=seed,
+            )
         except openai.APIStatusError as error:
             detail = error.response.text[:300]
             if 400 <= error.status_code < 500 and error.status_code not in (408, 409, 429):  # our request is wrong
-                raise UserError(f"{self.url} refused the request (HTTP {error.status_code}): {detail} -- check "
-                                "--llm-name and --api-key") from error
+                raise UserError(
+                    f"{self.url} refused the request (HTTP {error.status_code}): {detail} -- check "
+                    "--llm-name and --api-key"
+                ) from error
             raise BackendError(f"HTTP {error.status_code}: {detail}") from error
         except openai.APIConnectionError as error:  # timeouts included
             if _refused(error):
-                raise UserError(f"cannot reach {self.url}: connection refused (start the server, or fix "
-                                "--base-url)") from error
+                raise UserError(
+                    f"cannot reach {self.url}: connection refused (start the server, or fix --base-url)"
+                ) from error
             raise BackendError(f"{type(error).__name__}: {error}") from error
         except openai.APIError as error:  # e.g. a body that is not a chat completion
             raise BackendError(f"{type(error).__name__}: {error}") from error
@@ -303,19 +368,26 @@ class HFBackend:
 
         messages = [{"role": "user", "content": prompt}]
         if self.tokenizer.chat_template:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)["input_ids"]
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
         else:
             ids = self.tokenizer(prompt + "\n", return_tensors="pt").input_ids
         ids = ids.to(self.device)
         sample = config.temperature > 0
         with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            output = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=sample,
-                                         temperature=config.temperature if sample else None, top_p=None, top_k=None,
-                                         max_new_tokens=config.max_new_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
-        return self.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+            output = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=sample,
+                temperature=config.temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                max_new_tokens=config.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 Backend = Callable[[str, SynthesisConfig, int], str]
@@ -330,8 +402,10 @@ class SynthesisReport:
     backend_errors: int = 0
 
     def lines(self) -> list[str]:
-        lines = [f"{self.written} dialogues written, {self.already_done} already done, "
-                 f"{sum(self.skipped.values())} dropped, {self.backend_errors} failed requests (retried next run)"]
+        lines = [
+            f"{self.written} dialogues written, {self.already_done} already done, "
+            f"{sum(self.skipped.values())} dropped, {self.backend_errors} failed requests (retried next run)"
+        ]
         lines += [f"dropped {count}: {reason}" for reason, count in sorted(self.skipped.items())]
         return lines
 
@@ -368,8 +442,16 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def synthesize(items: Iterable[SynthesisItem], backend: Backend, out: str | Path, config: SynthesisConfig, *,
-               concurrency: int = 1, progress: bool = True, retry_dropped: bool = False) -> SynthesisReport:
+def synthesize(
+    items: Iterable[SynthesisItem],
+    backend: Backend,
+    out: str | Path,
+    config: SynthesisConfig,
+    *,
+    concurrency: int = 1,
+    progress: bool = True,
+    retry_dropped: bool = False,
+) -> SynthesisReport:
     """Write dialogues for every item to `out` (JSONL of `{"id", "video_uid", "conversation"}`), resuming a run
     that stopped. `retry_dropped` asks again for dialogues that an earlier run dropped."""
     from tqdm import tqdm
@@ -378,8 +460,9 @@ def synthesize(items: Iterable[SynthesisItem], backend: Backend, out: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _finished_ids(out)
     if retry_dropped and log_path(out).exists():
-        kept = {json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()} \
-            if out.exists() else set()
+        kept = (
+            {json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()} if out.exists() else set()
+        )
         done = kept
     report = SynthesisReport()
     jobs = []
@@ -437,8 +520,12 @@ def synthesize(items: Iterable[SynthesisItem], backend: Backend, out: str | Path
                 _append(out, {"id": dialogue_id, "video_uid": item.video, "conversation": turns})
                 _append(log_path(out), {"id": dialogue_id, "status": "written"})
                 report.written += 1
-            bar.set_postfix(written=report.written, dropped=sum(report.skipped.values()),
-                            failed=report.backend_errors, refresh=False)
+            bar.set_postfix(
+                written=report.written,
+                dropped=sum(report.skipped.values()),
+                failed=report.backend_errors,
+                refresh=False,
+            )
     finally:
         bar.close()
     return report

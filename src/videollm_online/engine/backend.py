@@ -91,14 +91,19 @@ class HFCacheBackend:
     def feed(self, feeds: list[Feed]) -> list[FeedResult]:
         inputs_embeds, ends = self.embed(feeds)
         keep = torch.tensor(ends, device=inputs_embeds.device)  # the LM head runs only where a result is read
-        output = self.model.forward_embeds(inputs_embeds[None], past_key_values=self.cache, use_cache=True,
-                                           logits_to_keep=keep)
+        output = self.model.forward_embeds(
+            inputs_embeds[None], past_key_values=self.cache, use_cache=True, logits_to_keep=keep
+        )
         self.cache = output.kv_cache
         if self.context_limit and not self._warned and self.num_tokens > self.context_limit:
             self._warned = True
-            warnings.warn(f"the stream is past the LLM's {self.context_limit}-token context ({self.num_tokens} "
-                          "tokens): turns from here on may degrade; cap the cache to stay within it "
-                          "(--engine fast --cache-tokens N)", ContextWarning, stacklevel=2)
+            warnings.warn(
+                f"the stream is past the LLM's {self.context_limit}-token context ({self.num_tokens} "
+                "tokens): turns from here on may degrade; cap the cache to stay within it "
+                "(--engine fast --cache-tokens N)",
+                ContextWarning,
+                stacklevel=2,
+            )
         logits = output.logits[0]  # (len(feeds), V)
         tokens, silence = read_logits(logits, self.silence_id)
         return [FeedResult(int(t), float(s), row) for t, s, row in zip(tokens.tolist(), silence.tolist(), logits)]

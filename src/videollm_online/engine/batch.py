@@ -25,9 +25,15 @@ from .static import ContextFullError, MemoryPolicy, SlotBackend, StaticKV
 ENGINES = ("default", "fast")
 
 
-def open_session(model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None,
-                 engine: str = "default", cache_tokens: int | None = None, ahead: int = 1,
-                 weights: str | None = None) -> StreamSession:
+def open_session(
+    model: LiveModel,
+    template: StreamTemplate,
+    config: EngineConfig | None = None,
+    engine: str = "default",
+    cache_tokens: int | None = None,
+    ahead: int = 1,
+    weights: str | None = None,
+) -> StreamSession:
     """One session on the default engine (transformers' cache, any model) or the fast one (static cache; CUDA graphs
     on a GPU; Llama-family LLMs). With `cache_tokens` (fast engine) the session keeps at most that many tokens: the
     attention sink and the most recent ones, so an endless stream runs in fixed memory. `ahead`: the most frames
@@ -39,8 +45,15 @@ def open_session(model: LiveModel, template: StreamTemplate, config: EngineConfi
         return StreamSession(model, template, config)
     policy = MemoryPolicy() if cache_tokens is not None else None
     step_tokens = max(256, ahead * (model.config.frame_num_tokens + 1))
-    static = StaticKV(model, template.ids.silence, max_tokens=cache_tokens, policy=policy,
-                      max_step_tokens=step_tokens, weights=weights, frames_per_step=ahead)
+    static = StaticKV(
+        model,
+        template.ids.silence,
+        max_tokens=cache_tokens,
+        policy=policy,
+        max_step_tokens=step_tokens,
+        weights=weights,
+        frames_per_step=ahead,
+    )
     return StreamSession(model, template, config, backend=SlotBackend(static, 0))
 
 
@@ -54,20 +67,29 @@ class _Work:
 class BatchEngine:
     """Sessions sharing one model and one static cache; `step()` runs one batched forward for all of them."""
 
-    def __init__(self, model: LiveModel, template: StreamTemplate, max_sessions: int = 16,
-                 max_tokens: int | None = None, policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None,
-                 **static_options):
+    def __init__(
+        self,
+        model: LiveModel,
+        template: StreamTemplate,
+        max_sessions: int = 16,
+        max_tokens: int | None = None,
+        policy: MemoryPolicy | None = None,
+        cuda_graphs: bool | None = None,
+        **static_options,
+    ):
         self.model = model
         self.template = template
-        self.static = StaticKV(model, template.ids.silence, max_sessions, max_tokens, policy, cuda_graphs,
-                               **static_options)
+        self.static = StaticKV(
+            model, template.ids.silence, max_sessions, max_tokens, policy, cuda_graphs, **static_options
+        )
         self._free = list(range(max_sessions))
         self._work: dict[StreamSession, _Work] = {}
         self.failures: dict[StreamSession, Exception] = {}
 
     # ------------------------------------------------------------------ sessions
-    def open(self, config: EngineConfig | None = None, session_class: type[StreamSession] = StreamSession
-             ) -> StreamSession:
+    def open(
+        self, config: EngineConfig | None = None, session_class: type[StreamSession] = StreamSession
+    ) -> StreamSession:
         """A new session in a free slot (the lowest, which keeps the batch small)."""
         if not self._free:
             raise RuntimeError(f"all {self.static.max_sessions} session slots are in use")
@@ -125,8 +147,7 @@ class BatchEngine:
                 error = self.static.room_error(session.backend.slot, sum(feed.length for feed in work.pending))
                 if error is not None:
                     self._fail(session, work, ContextFullError(error))
-        rows = {session.backend.slot: work.pending for session, work in self._work.items()
-                if work.pending is not None}
+        rows = {session.backend.slot: work.pending for session, work in self._work.items() if work.pending is not None}
         if not rows:
             return completed
         results = self.static.feed(rows)
@@ -148,8 +169,7 @@ class BatchEngine:
             work.steps = session.frame_steps(item[1], item[2]) if item[0] == "frame" else session.finish_steps()
             self._advance(session, work, None, completed)
 
-    def _advance(self, session: StreamSession, work: _Work, results: list[FeedResult] | None,
-                 completed: list) -> None:
+    def _advance(self, session: StreamSession, work: _Work, results: list[FeedResult] | None, completed: list) -> None:
         try:
             work.pending = next(work.steps) if results is None else work.steps.send(results)
         except StopIteration as done:

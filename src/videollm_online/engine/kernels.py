@@ -41,8 +41,11 @@ def fused_available(device: torch.device) -> bool:
 def fused_by_default(device: torch.device) -> bool:
     """The fast engine's default: the fused kernels wherever they can run, unless `VIDEOLLM_ONLINE_FUSED_KERNELS=0`
     (for a GPU whose Triton build fails: the torch ops give the same results)."""
-    return os.environ.get("VIDEOLLM_ONLINE_FUSED_KERNELS", "1") != "0" and device.type == "cuda" and \
-        fused_available(device)
+    return (
+        os.environ.get("VIDEOLLM_ONLINE_FUSED_KERNELS", "1") != "0"
+        and device.type == "cuda"
+        and fused_available(device)
+    )
 
 
 class TorchOps:
@@ -54,8 +57,9 @@ class TorchOps:
         self.eps = eps
         self.act = act
 
-    def add_rms_norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def add_rms_norm(
+        self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x + delta, RMSNorm(x + delta) * weight); delta None: no add."""
         if delta is not None:
             x = x + delta
@@ -68,8 +72,16 @@ class TorchOps:
         rows = torch.arange(batch, device=positions.device)[:, None].expand(batch, steps)  # (B, T)
         return cos[positions][:, :, None], sin_folded[positions][:, :, None], positions, rows
 
-    def rope_and_cache(self, qkv: torch.Tensor, rope: tuple, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                       num_heads: int, kv_heads: int, scale: float) -> torch.Tensor:
+    def rope_and_cache(
+        self,
+        qkv: torch.Tensor,
+        rope: tuple,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        num_heads: int,
+        kv_heads: int,
+        scale: float,
+    ) -> torch.Tensor:
         """Rotate q and k of `qkv` (B, T, (H + 2 KVH) * D) at the positions of `rope` (from `rope_tables`), write k and
         v into the layer's cache (slots, KVH, L, D) at rows 0..B-1, and return the scaled q grouped under its kv
         head: (B, KVH, G * T, D)."""
@@ -78,26 +90,33 @@ class TorchOps:
         head_dim = cos.shape[-1]
         group = num_heads // kv_heads
         q_size, kv_size = num_heads * head_dim, kv_heads * head_dim
-        qk = qkv[..., :q_size + kv_size].view(batch, steps, num_heads + kv_heads, head_dim)
+        qk = qkv[..., : q_size + kv_size].view(batch, steps, num_heads + kv_heads, head_dim)
         qk = qk * cos + qk.roll(head_dim // 2, dims=-1) * sin  # RoPE on q and k at once; sin is sign-folded
         q, k = qk[:, :, :num_heads], qk[:, :, num_heads:]
-        v = qkv[..., q_size + kv_size:].view(batch, steps, kv_heads, head_dim)
+        v = qkv[..., q_size + kv_size :].view(batch, steps, kv_heads, head_dim)
         k_cache[rows, :, positions] = k
         v_cache[rows, :, positions] = v
         # Queries grouped under their kv head: (B, KVH, G * T, D), head h reads kv head h // G.
         q = q.view(batch, steps, kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
         return q.reshape(batch, kv_heads, group * steps, head_dim) * scale
 
-    def masked_softmax_(self, scores: torch.Tensor, hidden: torch.Tensor | None, positions: torch.Tensor
-                        ) -> torch.Tensor:
+    def masked_softmax_(
+        self, scores: torch.Tensor, hidden: torch.Tensor | None, positions: torch.Tensor
+    ) -> torch.Tensor:
         """Softmax over the last dim of scores (B, KVH, G * T, S) where key s is visible to the query of step t when
         s <= positions[b, t] (`hidden` is the complement, (B, 1, G * T, S)); in the scores' dtype, accumulating in
         float32."""
         scores.masked_fill_(hidden, float("-inf"))
         return scores.softmax(dim=-1)
 
-    def decode_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, hidden: torch.Tensor | None,
-                         positions: torch.Tensor) -> torch.Tensor:
+    def decode_attention(
+        self,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        hidden: torch.Tensor | None,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
         """Attention of few queries over a long cache: q (B, KVH, G * T, D), scaled; keys and values (B, KVH, S, D),
         the filled part of the cache; key s visible to the query of step t when s <= positions[b, t] (`hidden`, as
         in `masked_softmax_`). Two matmuls and the masked softmax, which cuBLAS spreads over the whole key length;
@@ -137,8 +156,18 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def add_rms_norm(x_ptr, delta_ptr, weight_ptr, out_ptr, n_rows, n_cols, eps, HAS_DELTA: tl.constexpr,
-                     ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    def add_rms_norm(
+        x_ptr,
+        delta_ptr,
+        weight_ptr,
+        out_ptr,
+        n_rows,
+        n_cols,
+        eps,
+        HAS_DELTA: tl.constexpr,
+        ROWS: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         cols = tl.arange(0, BLOCK)
         inside = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
@@ -155,9 +184,25 @@ def _kernels():
         tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
-    def rope_and_cache(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr, steps, num_heads, kv_heads, group,
-                       scale, cache_slot_stride, cache_head_stride, HEAD_DIM: tl.constexpr, HEADS: tl.constexpr,
-                       BLOCK: tl.constexpr):
+    def rope_and_cache(
+        qkv_ptr,
+        cos_ptr,
+        sin_ptr,
+        pos_ptr,
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        steps,
+        num_heads,
+        kv_heads,
+        group,
+        scale,
+        cache_slot_stride,
+        cache_head_stride,
+        HEAD_DIM: tl.constexpr,
+        HEADS: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         token = tl.program_id(0)  # b * steps + t; the program does all its heads: q heads, then k, then v
         b = token // steps
         t = token % steps
@@ -174,8 +219,11 @@ def _kernels():
         rotated = tl.where(head < num_heads + kv_heads, x * cos + partner * sin, x)
         # q: (B, KVH, G * T, D), row g * T + t of kv head h // G, scaled
         q_row = (b * kv_heads + head // group) * group * steps + (head % group) * steps + t
-        tl.store(q_ptr + q_row.to(tl.int64) * HEAD_DIM + d, (rotated * scale).to(q_ptr.dtype.element_ty),
-                 mask=inside & (head < num_heads))
+        tl.store(
+            q_ptr + q_row.to(tl.int64) * HEAD_DIM + d,
+            (rotated * scale).to(q_ptr.dtype.element_ty),
+            mask=inside & (head < num_heads),
+        )
         # k and v: the layer's cache (slots, KVH, L, D) at slot b, kv head, position
         kv_head = (head - num_heads) % kv_heads
         offset = b.to(tl.int64) * cache_slot_stride + kv_head * cache_head_stride + position.to(tl.int64) * HEAD_DIM
@@ -184,8 +232,9 @@ def _kernels():
         tl.store(v_ptr + offset + d, rotated.to(v_ptr.dtype.element_ty), mask=inside & (head >= num_heads + kv_heads))
 
     @triton.jit
-    def masked_softmax(scores_ptr, pos_ptr, n_rows, steps, rows_per_batch, span: tl.constexpr, ROWS: tl.constexpr,
-                       BLOCK: tl.constexpr):
+    def masked_softmax(
+        scores_ptr, pos_ptr, n_rows, steps, rows_per_batch, span: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr
+    ):
         # span is a compile-time constant: one build per cache bucket (a handful), loop bounds the interpreter reads
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # over (B, KVH, G * T)
         valid = rows < n_rows
@@ -199,8 +248,11 @@ def _kernels():
             peak = tl.max(s, axis=1)[:, None]
             e = tl.exp(s - tl.where(peak > float("-inf"), peak, 0.0))
             norm = tl.sum(e, axis=1)[:, None]
-            tl.store(base + cols, (e / tl.where(norm > 0, norm, 1.0)).to(scores_ptr.dtype.element_ty),
-                     mask=valid[:, None] & (cols < span))
+            tl.store(
+                base + cols,
+                (e / tl.where(norm > 0, norm, 1.0)).to(scores_ptr.dtype.element_ty),
+                mask=valid[:, None] & (cols < span),
+            )
         else:  # blocks of BLOCK keys, two passes
             top = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)
             total = tl.zeros([ROWS, BLOCK], tl.float32)
@@ -231,9 +283,28 @@ def _kernels():
         tl.store(out_ptr + index, (gate * tl.sigmoid(gate) * up).to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
-    def attention_split(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, stats_ptr, kv_heads, steps, rows, span, chunk,
-                        slot_stride, head_stride, n_splits, head_dim, ROWS: tl.constexpr, DIM: tl.constexpr,
-                        BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    def attention_split(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        pos_ptr,
+        part_ptr,
+        stats_ptr,
+        kv_heads,
+        steps,
+        rows,
+        span,
+        chunk,
+        slot_stride,
+        head_stride,
+        n_splits,
+        head_dim,
+        ROWS: tl.constexpr,
+        DIM: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        UPCAST: tl.constexpr,
+        IEEE: tl.constexpr,
+    ):
         # One program: the G * T query rows of one (b, kv head) over one chunk of the keys, an online softmax; it
         # writes its unnormalised output and each row's (max, sum of exps) for `attention_combine`.
         bh = tl.program_id(0)
@@ -243,8 +314,11 @@ def _kernels():
         d = tl.arange(0, DIM)
         row_ok = m < rows
         last = tl.load(pos_ptr + b * steps + m % steps, mask=row_ok, other=-1)  # the last key each query sees
-        q = tl.load(q_ptr + (bh * rows + m[:, None]).to(tl.int64) * head_dim + d[None, :],
-                    mask=row_ok[:, None] & (d[None, :] < head_dim), other=0.0)
+        q = tl.load(
+            q_ptr + (bh * rows + m[:, None]).to(tl.int64) * head_dim + d[None, :],
+            mask=row_ok[:, None] & (d[None, :] < head_dim),
+            other=0.0,
+        )
         kv = b.to(tl.int64) * slot_stride + (bh % kv_heads).to(tl.int64) * head_stride
         top = tl.full([ROWS], float("-inf"), tl.float32)
         total = tl.zeros([ROWS], tl.float32)
@@ -277,14 +351,18 @@ def _kernels():
                 acc = acc * scale[:, None] + tl.dot(p, v)
             top = new_top
         part = bh * n_splits + split  # partials (B * KVH, splits, rows, D) and stats (B * KVH, splits, rows, 2)
-        tl.store(part_ptr + ((part * rows + m[:, None]).to(tl.int64) * head_dim + d[None, :]), acc,
-                 mask=row_ok[:, None] & (d[None, :] < head_dim))
+        tl.store(
+            part_ptr + ((part * rows + m[:, None]).to(tl.int64) * head_dim + d[None, :]),
+            acc,
+            mask=row_ok[:, None] & (d[None, :] < head_dim),
+        )
         tl.store(stats_ptr + (part * rows + m) * 2, top, mask=row_ok)
         tl.store(stats_ptr + (part * rows + m) * 2 + 1, total, mask=row_ok)
 
     @triton.jit
-    def attention_combine(part_ptr, stats_ptr, out_ptr, rows, n_splits, head_dim, SPLITS: tl.constexpr,
-                          DIM: tl.constexpr):
+    def attention_combine(
+        part_ptr, stats_ptr, out_ptr, rows, n_splits, head_dim, SPLITS: tl.constexpr, DIM: tl.constexpr
+    ):
         # One program per query row of a (b, kv head): the splits' partial outputs, weighed by their maxima.
         row = tl.program_id(0)  # (b * KVH + h) * rows + m
         bh = row // rows
@@ -298,13 +376,22 @@ def _kernels():
         peak = tl.max(top, axis=0)
         weight = tl.where(top > float("-inf"), tl.exp(top - tl.where(peak > float("-inf"), peak, 0.0)), 0.0)
         norm = tl.sum(total * weight, axis=0)
-        acc = tl.load(part_ptr + at[:, None].to(tl.int64) * head_dim + d[None, :],
-                      mask=ok[:, None] & (d[None, :] < head_dim), other=0.0)
+        acc = tl.load(
+            part_ptr + at[:, None].to(tl.int64) * head_dim + d[None, :],
+            mask=ok[:, None] & (d[None, :] < head_dim),
+            other=0.0,
+        )
         out = tl.sum(acc * weight[:, None], axis=0) / tl.where(norm > 0, norm, 1.0)
         tl.store(out_ptr + row.to(tl.int64) * head_dim + d, out.to(out_ptr.dtype.element_ty), mask=d < head_dim)
 
-    return {"add_rms_norm": add_rms_norm, "rope_and_cache": rope_and_cache, "masked_softmax": masked_softmax,
-            "silu_mul": silu_mul, "attention_split": attention_split, "attention_combine": attention_combine}
+    return {
+        "add_rms_norm": add_rms_norm,
+        "rope_and_cache": rope_and_cache,
+        "masked_softmax": masked_softmax,
+        "silu_mul": silu_mul,
+        "attention_split": attention_split,
+        "attention_combine": attention_combine,
+    }
 
 
 class FusedOps(TorchOps):
@@ -312,8 +399,14 @@ class FusedOps(TorchOps):
 
     fused = True
 
-    def __init__(self, eps: float, act, hidden_act: str, rows_per_program: int | None = None,
-                 attention_programs: int | None = None):
+    def __init__(
+        self,
+        eps: float,
+        act,
+        hidden_act: str,
+        rows_per_program: int | None = None,
+        attention_programs: int | None = None,
+    ):
         super().__init__(eps, act)
         self.silu = hidden_act == "silu"
         self.rows = rows_per_program or (16 if interpreting() else 1)
@@ -328,8 +421,18 @@ class FusedOps(TorchOps):
         out = torch.empty_like(x)
         block = _pow2(cols)
         self.k["add_rms_norm"][(cdiv(rows, self.rows),)](
-            x, x if delta is None else delta, weight, out, rows, cols, self.eps, HAS_DELTA=delta is not None,
-            ROWS=self.rows, BLOCK=block, num_warps=min(16, max(1, self.rows * block // 256)))
+            x,
+            x if delta is None else delta,
+            weight,
+            out,
+            rows,
+            cols,
+            self.eps,
+            HAS_DELTA=delta is not None,
+            ROWS=self.rows,
+            BLOCK=block,
+            num_warps=min(16, max(1, self.rows * block // 256)),
+        )
         return x, out  # x was updated in place
 
     def rope_tables(self, cos, sin_folded, positions):
@@ -340,15 +443,32 @@ class FusedOps(TorchOps):
         batch, steps = positions.shape
         head_dim = cos.shape[-1]
         if not (qkv.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous() and head_dim % 2 == 0):
-            return super().rope_and_cache(qkv, super().rope_tables(cos, sin_folded, positions), k_cache, v_cache,
-                                          num_heads, kv_heads, scale)
+            return super().rope_and_cache(
+                qkv, super().rope_tables(cos, sin_folded, positions), k_cache, v_cache, num_heads, kv_heads, scale
+            )
         group = num_heads // kv_heads
         q = torch.empty(batch, kv_heads, group * steps, head_dim, dtype=qkv.dtype, device=qkv.device)
         heads, block = _pow2(num_heads + 2 * kv_heads), _pow2(head_dim)
         self.k["rope_and_cache"][(batch * steps,)](
-            qkv, cos, sin_folded, positions, q, k_cache, v_cache, steps, num_heads, kv_heads, group,
-            scale, k_cache.stride(0), k_cache.stride(1), HEAD_DIM=head_dim, HEADS=heads, BLOCK=block,
-            num_warps=min(8, max(1, heads * block // 512)))
+            qkv,
+            cos,
+            sin_folded,
+            positions,
+            q,
+            k_cache,
+            v_cache,
+            steps,
+            num_heads,
+            kv_heads,
+            group,
+            scale,
+            k_cache.stride(0),
+            k_cache.stride(1),
+            HEAD_DIM=head_dim,
+            HEADS=heads,
+            BLOCK=block,
+            num_warps=min(8, max(1, heads * block // 512)),
+        )
         return q
 
     def masked_softmax_(self, scores, hidden, positions):
@@ -359,8 +479,16 @@ class FusedOps(TorchOps):
         # Rows up to 16k keys in one block (one pass over the scores); longer ones in blocks of 1024, two passes.
         block = _pow2(span) if self.rows * _pow2(span) <= 16384 else max(64, 1024 // self.rows)
         self.k["masked_softmax"][(cdiv(n_rows, self.rows),)](
-            scores, positions.contiguous(), n_rows, positions.shape[1], kv_heads * rows, span, ROWS=self.rows,
-            BLOCK=block, num_warps=min(16, max(4, self.rows * block // 512)))
+            scores,
+            positions.contiguous(),
+            n_rows,
+            positions.shape[1],
+            kv_heads * rows,
+            span,
+            ROWS=self.rows,
+            BLOCK=block,
+            num_warps=min(16, max(4, self.rows * block // 512)),
+        )
         return scores
 
     def decode_attention(self, q, keys, values, hidden, positions):
@@ -368,8 +496,12 @@ class FusedOps(TorchOps):
         keys and values once with no scores written, then one small kernel combines the chunks."""
         batch, kv_heads, rows, head_dim = q.shape
         span = keys.shape[2]
-        if not (q.is_contiguous() and keys.stride(-1) == 1 and values.stride() == keys.stride()
-                and keys.stride(2) == head_dim):
+        if not (
+            q.is_contiguous()
+            and keys.stride(-1) == 1
+            and values.stride() == keys.stride()
+            and keys.stride(2) == head_dim
+        ):
             return super().decode_attention(q, keys, values, hidden, positions)
         block = 64  # keys per inner step
         # Enough chunks to fill the GPU (a program per multiprocessor or so), each a whole number of blocks.
@@ -380,12 +512,32 @@ class FusedOps(TorchOps):
         stats = torch.empty(batch * kv_heads, splits, rows, 2, dtype=torch.float32, device=q.device)
         dim = max(16, _pow2(head_dim))  # tl.dot needs 16 or more on each side: padded lanes load zeros
         self.k["attention_split"][(batch * kv_heads, splits)](
-            q, keys, values, positions.contiguous(), part, stats, kv_heads, positions.shape[1], rows, span, chunk,
-            keys.stride(0), keys.stride(1), splits, head_dim, ROWS=max(16, _pow2(rows)), DIM=dim, BLOCK_N=block,
-            UPCAST=interpreting(), IEEE=q.dtype == torch.float32, num_warps=4)
+            q,
+            keys,
+            values,
+            positions.contiguous(),
+            part,
+            stats,
+            kv_heads,
+            positions.shape[1],
+            rows,
+            span,
+            chunk,
+            keys.stride(0),
+            keys.stride(1),
+            splits,
+            head_dim,
+            ROWS=max(16, _pow2(rows)),
+            DIM=dim,
+            BLOCK_N=block,
+            UPCAST=interpreting(),
+            IEEE=q.dtype == torch.float32,
+            num_warps=4,
+        )
         out = torch.empty_like(q)
         self.k["attention_combine"][(batch * kv_heads * rows,)](
-            part, stats, out, rows, splits, head_dim, SPLITS=_pow2(splits), DIM=dim, num_warps=1)
+            part, stats, out, rows, splits, head_dim, SPLITS=_pow2(splits), DIM=dim, num_warps=1
+        )
         return out
 
     def programs(self, device: torch.device) -> int:

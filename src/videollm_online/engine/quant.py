@@ -83,8 +83,13 @@ class QuantLinear:
     """y = x (W_q * scale)^T + b with W_q in float8 e4m3 or int8, one scale per output channel; called like
     `F.linear(x, W, b)`."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, weights: str = "fp8",
-                 use_kernel: bool | None = None):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        weights: str = "fp8",
+        use_kernel: bool | None = None,
+    ):
         if weights not in QUANTIZERS:
             raise ValueError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
         self.format = weights
@@ -133,8 +138,13 @@ def row_bucket(rows: int) -> int:
 # product is transposed (SWAP: W x^T), so that the converted weight tile is the operand Hopper's wgmma may take from
 # registers, and wide row blocks convert each weight tile fewer times.
 CONFIGS = {
-    16: [(16, 32, 128, 4, 4, 0), (16, 32, 256, 4, 4, 0), (16, 64, 128, 4, 4, 0), (16, 128, 128, 8, 3, 0),
-         (16, 64, 256, 4, 3, 1)],
+    16: [
+        (16, 32, 128, 4, 4, 0),
+        (16, 32, 256, 4, 4, 0),
+        (16, 64, 128, 4, 4, 0),
+        (16, 128, 128, 8, 3, 0),
+        (16, 64, 256, 4, 3, 1),
+    ],
     32: [(32, 32, 128, 4, 4, 0), (32, 32, 256, 4, 4, 0), (32, 64, 128, 4, 4, 1), (32, 128, 128, 8, 3, 0)],
     64: [(64, 32, 128, 4, 4, 0), (64, 64, 128, 4, 4, 1), (64, 128, 128, 8, 3, 1)],
     128: [(64, 64, 128, 4, 4, 0), (128, 64, 128, 4, 3, 1), (128, 128, 64, 8, 3, 1), (256, 128, 64, 8, 3, 1)],
@@ -150,8 +160,12 @@ def _configs_for(bucket: int) -> list[tuple[int, int, int, int, int, int]]:
 def _prune(configs, named_args, **_):
     """Only the configs of the call's row bucket are timed."""
     wanted = set(_configs_for(named_args["M_BUCKET"]))
-    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
-                                   c.num_stages, c.kwargs["SWAP"]) in wanted]
+    return [
+        c
+        for c in configs
+        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages, c.kwargs["SWAP"])
+        in wanted
+    ]
 
 
 @functools.cache
@@ -161,9 +175,27 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit(do_not_specialize=["M", "M_BUCKET"])
-    def matmul(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_om,
-               HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP: tl.constexpr):
+    def matmul(
+        x_ptr,
+        w_ptr,
+        scale_ptr,
+        bias_ptr,
+        out_ptr,
+        M,
+        N,
+        K,
+        M_BUCKET,
+        stride_xm,
+        stride_wn,
+        stride_om,
+        HAS_BIAS: tl.constexpr,
+        DOT_F32: tl.constexpr,
+        EVEN_K: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        SWAP: tl.constexpr,
+    ):
         # Row blocks vary fastest: the programs that share a weight tile run together, so it leaves HBM once and
         # the other row blocks find it in L2.
         pid_m, pid_n = tl.program_id(0), tl.program_id(1)
@@ -204,22 +236,29 @@ def _kernels():
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))
 
     even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
-    configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SWAP": swap}, num_warps=warps,
-                             num_stages=stages)
-               for m, n, k, warps, stages, swap in sorted({c for group in CONFIGS.values() for c in group})]
+    configs = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SWAP": swap}, num_warps=warps, num_stages=stages)
+        for m, n, k, warps, stages, swap in sorted({c for group in CONFIGS.values() for c in group})
+    ]
     options = {}
     accepted = inspect.signature(triton.autotune).parameters
     if "do_bench" in accepted:  # a short timing per config: the whole tuning is a second or two per shape
         options["do_bench"] = functools.partial(triton.testing.do_bench, warmup=5, rep=20)
     if "cache_results" in accepted:  # the next process reads the winners from Triton's cache instead of timing
         options["cache_results"] = True
-    tuned = triton.autotune(configs, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune},
-                            **options)(even_k(matmul))
+    tuned = triton.autotune(
+        configs, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune}, **options
+    )(even_k(matmul))
     return even_k(matmul), tuned
 
 
-def weight_only_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
-                       config: dict | None = None) -> torch.Tensor:
+def weight_only_matmul(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
     """x (M, K) @ (weight (N, K) * scale (N,)[:, None])^T + bias (N,), in x's dtype, accumulated in float32.
     `weight` float8 e4m3 or int8; any M, N, K. `config` (BLOCK_M/N/K, optional num_warps/num_stages): these tiles
     instead of the autotuned ones (the interpreter's default: one small config)."""
@@ -234,16 +273,16 @@ def weight_only_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
         return out
     plain, tuned = _kernels()
     bias_arg = bias if bias is not None else scale  # not read without HAS_BIAS
-    args = (x, weight, scale, bias_arg, out, rows, n, k, row_bucket(rows), x.stride(0), weight.stride(0),
-            out.stride(0))
+    args = (x, weight, scale, bias_arg, out, rows, n, k, row_bucket(rows), x.stride(0), weight.stride(0), out.stride(0))
     if config is None and kernels.interpreting():
         config = INTERPRETER_CONFIG
     if config is not None:
         grid = (-(-rows // config["BLOCK_M"]), -(-n // config["BLOCK_N"]))
         plain[grid](*args, HAS_BIAS=bias is not None, DOT_F32=kernels.interpreting(), **config)
     else:
-        tuned[lambda meta: (-(-rows // meta["BLOCK_M"]), -(-n // meta["BLOCK_N"]))](*args, HAS_BIAS=bias is not None,
-                                                                                   DOT_F32=False)
+        tuned[lambda meta: (-(-rows // meta["BLOCK_M"]), -(-n // meta["BLOCK_N"]))](
+            *args, HAS_BIAS=bias is not None, DOT_F32=False
+        )
     return out
 
 

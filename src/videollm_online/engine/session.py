@@ -74,13 +74,14 @@ Steps = Generator[list[Feed], list[FeedResult], list[StreamEvent]]
 class StreamSession:
     """Feed frames and queries in video-time order; collect the assistant's turns."""
 
-    def __init__(self, model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None,
-                 backend=None):
+    def __init__(self, model: LiveModel, template: StreamTemplate, config: EngineConfig | None = None, backend=None):
         self.model = model
         self.template = template
         self.config = config or EngineConfig()
-        self.threshold = self.config.threshold if self.config.threshold is not None else (
-            model.config.frame_token_interval_threshold
+        self.threshold = (
+            self.config.threshold
+            if self.config.threshold is not None
+            else (model.config.frame_token_interval_threshold)
         )
         ids = template.ids
         self._eos_id = ids.eos

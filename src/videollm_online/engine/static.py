@@ -81,8 +81,9 @@ def _fuse(linears: list[torch.nn.Module]) -> tuple[torch.Tensor, torch.Tensor | 
     weights, biases = zip(*(_merged_weight(linear) for linear in linears))
     if all(b is None for b in biases):
         return torch.cat(weights).contiguous(), None
-    biases = [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-              for w, b in zip(weights, biases)]
+    biases = [
+        b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) for w, b in zip(weights, biases)
+    ]
     return torch.cat(weights).contiguous(), torch.cat(biases)
 
 
@@ -109,21 +110,31 @@ class _Layer:
 class StaticKV:
     """Sessions' KV caches in one static tensor and the forward that feeds them, batched."""
 
-    def __init__(self, model: LiveModel, silence_id: int, max_sessions: int = 1, max_tokens: int | None = None,
-                 policy: MemoryPolicy | None = None, cuda_graphs: bool | None = None, span_bucket: int = 1024,
-                 max_step_tokens: int = 256, fused_kernels: bool | None = None,
-                 attention_programs: int | None = None, weights: str | None = None, frames_per_step: int = 1):
+    def __init__(
+        self,
+        model: LiveModel,
+        silence_id: int,
+        max_sessions: int = 1,
+        max_tokens: int | None = None,
+        policy: MemoryPolicy | None = None,
+        cuda_graphs: bool | None = None,
+        span_bucket: int = 1024,
+        max_step_tokens: int = 256,
+        fused_kernels: bool | None = None,
+        attention_programs: int | None = None,
+        weights: str | None = None,
+        frames_per_step: int = 1,
+    ):
         llm = model.base_llm
         config = llm.config
         decoder = llm.get_decoder()
-        if getattr(config, "sliding_window", None) and (
-            getattr(config, "use_sliding_window", True) is not False
-        ):
+        if getattr(config, "sliding_window", None) and (getattr(config, "use_sliding_window", True) is not False):
             raise UserError("the fast engine does not do sliding-window attention; use the default engine")
         needed = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
         if not hasattr(decoder, "layers") or not all(hasattr(decoder.layers[0], name) for name in needed):
-            raise UserError(f"the fast engine runs Llama-family decoders; {type(llm).__name__} is not one "
-                            "(use the default engine)")
+            raise UserError(
+                f"the fast engine runs Llama-family decoders; {type(llm).__name__} is not one (use the default engine)"
+            )
         if weights is not None and weights not in WEIGHT_FORMATS:
             raise UserError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
         self.weights = weights
@@ -142,9 +153,11 @@ class StaticKV:
         elif fused_kernels and not kernels.fused_available(self.device):
             raise ValueError("fused_kernels needs Triton and a CUDA device (or TRITON_INTERPRET=1)")
         act = ACT2FN[config.hidden_act]
-        self.ops = (kernels.FusedOps(config.rms_norm_eps, act, config.hidden_act,
-                                     attention_programs=attention_programs) if fused_kernels
-                    else kernels.TorchOps(config.rms_norm_eps, act))
+        self.ops = (
+            kernels.FusedOps(config.rms_norm_eps, act, config.hidden_act, attention_programs=attention_programs)
+            if fused_kernels
+            else kernels.TorchOps(config.rms_norm_eps, act)
+        )
         self.scale = self.head_dim**-0.5
         self.max_sessions = max_sessions
         self.max_tokens = max_tokens or config.max_position_embeddings
@@ -180,11 +193,14 @@ class StaticKV:
         frame_step = model.config.frame_num_tokens + 1
         # `frames_per_step`: the multi-frame mode's full block (N frames of frame_step tokens) gets a step length of
         # its own, not the next power of two (16 frames of 11 tokens would pad 176 to 256: 45 % more compute).
-        blocks = [frame_step * frames_per_step] if 1 < frames_per_step and frame_step * frames_per_step <= \
-            max_step_tokens else []
-        self.step_buckets = sorted({1, 2, 4, 8, frame_step, *blocks,
-                                    *[2**i for i in range(4, 16) if 2**i < max_step_tokens],
-                                    max_step_tokens})
+        blocks = (
+            [frame_step * frames_per_step]
+            if 1 < frames_per_step and frame_step * frames_per_step <= max_step_tokens
+            else []
+        )
+        self.step_buckets = sorted(
+            {1, 2, 4, 8, frame_step, *blocks, *[2**i for i in range(4, 16) if 2**i < max_step_tokens], max_step_tokens}
+        )
         self.span_buckets = sorted({*range(span_bucket, self.allocated, span_bucket), self.allocated})
         self.batch_buckets = sorted({*[2**i for i in range(16) if 2**i < max_sessions], max_sessions})
         self._graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
@@ -213,12 +229,16 @@ class StaticKV:
         if self.lengths[slot] + incoming <= self.max_tokens:
             return None
         if self.policy is None:
-            return (f"the stream outgrew the cache ({self.max_tokens} tokens, about "
-                    f"{self.max_tokens // (self.model.config.frame_num_tokens + 1)} frames): give the engine a memory "
-                    "policy (narrate --cache-tokens N) or more room (max_tokens)")
+            return (
+                f"the stream outgrew the cache ({self.max_tokens} tokens, about "
+                f"{self.max_tokens // (self.model.config.frame_num_tokens + 1)} frames): give the engine a memory "
+                "policy (narrate --cache-tokens N) or more room (max_tokens)"
+            )
         if self._kept(slot) + incoming > self.max_tokens:
-            return (f"a single input of {incoming} tokens does not fit the cache of {self.max_tokens} tokens beside "
-                    f"the {self._kept(slot)} kept at the start")
+            return (
+                f"a single input of {incoming} tokens does not fit the cache of {self.max_tokens} tokens beside "
+                f"the {self._kept(slot)} kept at the start"
+            )
         return None
 
     def _make_room(self, slot: int, incoming: int) -> None:
@@ -238,8 +258,8 @@ class StaticKV:
         kept_k = self.k_cache[:, slot, :, keep].float()
         kept_k = (kept_k * cos + _rotate_half(kept_k) * sin).to(self.dtype)
         kept_v = self.v_cache[:, slot, :, keep].clone()
-        self.k_cache[:, slot, :, sink:length - drop] = kept_k
-        self.v_cache[:, slot, :, sink:length - drop] = kept_v
+        self.k_cache[:, slot, :, sink : length - drop] = kept_k
+        self.v_cache[:, slot, :, sink : length - drop] = kept_v
         self.lengths[slot] = length - drop
         self.evictions[slot] += drop
 
@@ -256,8 +276,12 @@ class StaticKV:
         """Views of a step's integer inputs, packed in one buffer so that one copy moves them to the device:
         ids, is_frame (0/1), positions (each (B, T)) and read_index (B, R)."""
         cells = batch * steps
-        return (packed[:cells].view(batch, steps), packed[cells:2 * cells].view(batch, steps),
-                packed[2 * cells:3 * cells].view(batch, steps), packed[3 * cells:].view(batch, reads))
+        return (
+            packed[:cells].view(batch, steps),
+            packed[cells : 2 * cells].view(batch, steps),
+            packed[2 * cells : 3 * cells].view(batch, steps),
+            packed[3 * cells :].view(batch, reads),
+        )
 
     def _forward(self, packed: torch.Tensor, frames: torch.Tensor, key: tuple[int, int, int, int]) -> torch.Tensor:
         """One step for rows 0..B-1 (B, T): returns (B, R, 2) = (argmax token, P(silence)) at `read_index`."""
@@ -282,8 +306,9 @@ class StaticKV:
         for index, layer in enumerate(self.layers):
             x, h = ops.add_rms_norm(x, delta, layer.norm_1)
             qkv = linear(h, layer.qkv, layer.qkv_bias)
-            q = ops.rope_and_cache(qkv, rope, self.k_cache[index], self.v_cache[index], self.num_heads,
-                                   self.num_kv_heads, self.scale)
+            q = ops.rope_and_cache(
+                qkv, rope, self.k_cache[index], self.v_cache[index], self.num_heads, self.num_kv_heads, self.scale
+            )
             # q: (B, KVH, G * T, D), scaled; this step's k and v are in the cache
             keys, values = self.k_cache[index, :batch, :, :span], self.v_cache[index, :batch, :, :span]
             if few_queries:
@@ -291,8 +316,9 @@ class StaticKV:
             else:
                 attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=1.0)
             attended = attended.view(batch, self.num_kv_heads, group, steps, self.head_dim).permute(0, 3, 1, 2, 4)
-            x, h = ops.add_rms_norm(x, linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias),
-                                    layer.norm_2)
+            x, h = ops.add_rms_norm(
+                x, linear(attended.reshape(batch, steps, q_size), layer.o, layer.o_bias), layer.norm_2
+            )
             delta = linear(ops.act_mul(linear(h, layer.gate_up)), layer.down)
         x = x + delta
         x = x.gather(1, read_index[..., None].expand(-1, -1, x.shape[-1]))  # (B, R, H)
@@ -305,8 +331,10 @@ class StaticKV:
         them where they are written. Frame rows that a step does not set keep stale values, which `is_frame` masks."""
         if key not in self._inputs:
             batch, steps, reads, _ = key
-            self._inputs[key] = (torch.zeros(_packed_size(batch, steps, reads), dtype=torch.long, device=self.device),
-                                 torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device))
+            self._inputs[key] = (
+                torch.zeros(_packed_size(batch, steps, reads), dtype=torch.long, device=self.device),
+                torch.zeros(batch, steps, self.hidden_size, dtype=self.dtype, device=self.device),
+            )
         return self._inputs[key]
 
     def _run(self, key: tuple[int, int, int, int], host: torch.Tensor) -> torch.Tensor:
@@ -381,8 +409,9 @@ class StaticKV:
         first = feeds[0]
         cut = min(len(first.ids) - (first.frame is None), self.max_step_tokens)  # leave the feed a token to read
         if cut <= 0:
-            raise ValueError(f"a multi-frame feed longer than max_step_tokens ({self.max_step_tokens}); "
-                             "feed fewer frames at once")
+            raise ValueError(
+                f"a multi-frame feed longer than max_step_tokens ({self.max_step_tokens}); feed fewer frames at once"
+            )
         return [Feed(first.ids[:cut])], [Feed(first.ids[cut:], first.frame), *feeds[1:]]
 
     def _step(self, rows: dict[int, list[Feed]]) -> dict[int, list[FeedResult]]:
@@ -403,22 +432,22 @@ class StaticKV:
         for slot, feeds in rows.items():
             offset = 0
             for index, feed in enumerate(feeds):
-                ids[slot, offset:offset + len(feed.ids)] = torch.tensor(feed.ids, dtype=torch.long)
+                ids[slot, offset : offset + len(feed.ids)] = torch.tensor(feed.ids, dtype=torch.long)
                 offset += len(feed.ids)
                 if feed.frame is not None:
                     size = feed.frame.shape[0]
-                    frames[slot, offset:offset + size] = feed.frame  # straight into the step's device buffer
-                    is_frame[slot, offset:offset + size] = 1
+                    frames[slot, offset : offset + size] = feed.frame  # straight into the step's device buffer
+                    is_frame[slot, offset : offset + size] = 1
                     offset += size
                 read_index[slot, index] = offset - 1
-            read_index[slot, len(feeds):] = offset - 1
+            read_index[slot, len(feeds) :] = offset - 1
         output = self._run(key, host).tolist()  # the one host read of the step
         results = {}
         for slot, feeds in rows.items():
             if self.sinks[slot] is None and any(feed.frame is not None for feed in feeds):
                 self.sinks[slot] = self.lengths[slot] + sum(feed.length for feed in feeds)
             self.lengths[slot] += sum(feed.length for feed in feeds)
-            results[slot] = [FeedResult(int(token), silence) for token, silence in output[slot][:len(feeds)]]
+            results[slot] = [FeedResult(int(token), silence) for token, silence in output[slot][: len(feeds)]]
         return results
 
 

@@ -53,8 +53,9 @@ def answer_lines(text: str) -> list[str]:
     return [_NUMBER_PREFIX.sub("", line).strip() for line in text.strip().split("\n") if line.strip()]
 
 
-def coin_scores(predictions: Sequence[str], labels: Sequence[Sequence[int]], categories: Sequence[str],
-                procedure: bool) -> tuple[float, list[list[int]]]:
+def coin_scores(
+    predictions: Sequence[str], labels: Sequence[Sequence[int]], categories: Sequence[str], procedure: bool
+) -> tuple[float, list[list[int]]]:
     """Accuracy and the predicted category indices per sample. Single-answer benchmarks: one index per sample,
     right when it equals the label. Procedure: one index per answer line; right steps are those equal to the label
     at the same position, over all ground-truth steps."""
@@ -69,14 +70,16 @@ def coin_scores(predictions: Sequence[str], labels: Sequence[Sequence[int]], cat
     return (right / total if total else 0.0), predicted
 
 
-def lta_edit_distance(candidates: Sequence[Sequence[Sequence[Any]]], labels: Sequence[Sequence[Any]],
-                      z: int | None = None) -> float:
+def lta_edit_distance(
+    candidates: Sequence[Sequence[Sequence[Any]]], labels: Sequence[Sequence[Any]], z: int | None = None
+) -> float:
     """Mean over samples of min over candidates of edit distance(candidate[:z], label[:z]) / z."""
     if not labels:
         return 0.0
     z = len(labels[0]) if z is None else z
-    return sum(min(edit_distance(list(c[:z]), list(label[:z])) for c in cands) / z
-               for cands, label in zip(candidates, labels)) / len(labels)
+    return sum(
+        min(edit_distance(list(c[:z]), list(label[:z])) for c in cands) / z for cands, label in zip(candidates, labels)
+    ) / len(labels)
 
 
 def lta_aued(candidates: Sequence[Sequence[Sequence[Any]]], labels: Sequence[Sequence[Any]]) -> float:
@@ -86,8 +89,11 @@ def lta_aued(candidates: Sequence[Sequence[Sequence[Any]]], labels: Sequence[Seq
     return sum((a + b) / 2 for a, b in zip(curve, curve[1:])) / (z_max - 1)
 
 
-def lta_scores(candidates: Sequence[Sequence[Sequence[tuple[int, int]]]], verb_labels: Sequence[Sequence[int]],
-               noun_labels: Sequence[Sequence[int]]) -> dict[str, float]:
+def lta_scores(
+    candidates: Sequence[Sequence[Sequence[tuple[int, int]]]],
+    verb_labels: Sequence[Sequence[int]],
+    noun_labels: Sequence[Sequence[int]],
+) -> dict[str, float]:
     """ED@Z for verb, noun and action, and AUED for verb and noun; candidates (N, K, Z) of (verb, noun) pairs."""
     verbs = [[[v for v, _ in c] for c in cands] for cands in candidates]
     nouns = [[[n for _, n in c] for c in cands] for cands in candidates]
@@ -111,53 +117,84 @@ def prompt_ids(template: StreamTemplate, conversation: list[dict[str, Any]]) -> 
 
 
 @torch.inference_mode()
-def generate_answers(model: Any, template: StreamTemplate, prompts: Sequence[list[int]],
-                     frames: Sequence[torch.Tensor], *, max_new_tokens: int = 512, num_beams: int = 1,
-                     num_return_sequences: int = 1) -> list[list[str]]:
+def generate_answers(
+    model: Any,
+    template: StreamTemplate,
+    prompts: Sequence[list[int]],
+    frames: Sequence[torch.Tensor],
+    *,
+    max_new_tokens: int = 512,
+    num_beams: int = 1,
+    num_return_sequences: int = 1,
+) -> list[list[str]]:
     """Decoded answers per prompt (`num_return_sequences` each, best first). `frames[i]` holds prompt i's frame
     embeddings (N, T, H). Prompts of a call form one batch, left-padded: pass one prompt per call for the exact
     unpadded computation."""
     ids = template.ids
-    embeds = [model.embed_tokens(torch.tensor([p], device=model.device), f.to(model.device))[0]
-              for p, f in zip(prompts, frames)]
+    embeds = [
+        model.embed_tokens(torch.tensor([p], device=model.device), f.to(model.device))[0]
+        for p, f in zip(prompts, frames)
+    ]
     length = max(e.shape[0] for e in embeds)
     hidden = embeds[0].shape[-1]
     batch = torch.zeros(len(embeds), length, hidden, dtype=embeds[0].dtype, device=model.device)  # (B, L, H)
     mask = torch.zeros(len(embeds), length, dtype=torch.long, device=model.device)
     for row, e in enumerate(embeds):
-        batch[row, length - e.shape[0]:] = e
-        mask[row, length - e.shape[0]:] = 1
-    output = model.llm.generate(inputs_embeds=batch, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                do_sample=False, num_beams=num_beams, num_return_sequences=num_return_sequences,
-                                eos_token_id=ids.eos, pad_token_id=ids.eos)
+        batch[row, length - e.shape[0] :] = e
+        mask[row, length - e.shape[0] :] = 1
+    output = model.llm.generate(
+        inputs_embeds=batch,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=num_beams,
+        num_return_sequences=num_return_sequences,
+        eos_token_id=ids.eos,
+        pad_token_id=ids.eos,
+    )
     sequences = output.sequences if hasattr(output, "sequences") else output  # (B * R, new tokens)
     texts = [template.decode([t for t in seq.tolist() if t != ids.eos]) for seq in sequences]
-    return [texts[i * num_return_sequences:(i + 1) * num_return_sequences] for i in range(len(prompts))]
+    return [texts[i * num_return_sequences : (i + 1) * num_return_sequences] for i in range(len(prompts))]
 
 
 def frame_embeds(model: Any, frames: torch.Tensor) -> torch.Tensor:
     """Frames from a store -> embeddings (N, T, H): uint8 pixels (N, R, R, 3) through the whole frame path, float
     features (N, T, Hv) through the connector only."""
     if frames.dtype == torch.uint8:
-        return torch.cat([model.frames_to_embeds(frames[i:i + 64]) for i in range(0, len(frames), 64)])
+        return torch.cat([model.frames_to_embeds(frames[i : i + 64]) for i in range(0, len(frames), 64)])
     return model.embed_frames(frames.to(model.device))
 
 
-def score_benchmark(dataset: str, rows: Sequence[Mapping[str, Any]], answers: Sequence[list[str]],
-                    categories: Sequence[str] | None = None, taxonomy: Any = None) -> tuple[dict[str, Any], list]:
+def score_benchmark(
+    dataset: str,
+    rows: Sequence[Mapping[str, Any]],
+    answers: Sequence[list[str]],
+    categories: Sequence[str] | None = None,
+    taxonomy: Any = None,
+) -> tuple[dict[str, Any], list]:
     """Metrics of one benchmark and the per-sample records (question frames, answer, prediction, score)."""
     records = []
     if dataset == "ego4d-lta":
         parsed = [[taxonomy.parse(text) for text in candidates] for candidates in answers]
         labelled = [r.get("verb_labels") is not None for r in rows]
         for row, candidates, labels in zip(rows, answers, parsed):
-            records.append({"video": row["video"], "clip_uid": row["clip_uid"],
-                            "last_visible_action_idx": row["last_visible_action_idx"],
-                            "start_frame": row["start_frame"], "end_frame": row["end_frame"],
-                            "predictions": candidates, "verb": [[v for v, _ in c] for c in labels],
-                            "noun": [[n for _, n in c] for c in labels]})
-        metrics: dict[str, Any] = {"samples": len(rows), "labelled": sum(labelled), "beams": len(answers[0]) if
-                                   answers else 0}
+            records.append(
+                {
+                    "video": row["video"],
+                    "clip_uid": row["clip_uid"],
+                    "last_visible_action_idx": row["last_visible_action_idx"],
+                    "start_frame": row["start_frame"],
+                    "end_frame": row["end_frame"],
+                    "predictions": candidates,
+                    "verb": [[v for v, _ in c] for c in labels],
+                    "noun": [[n for _, n in c] for c in labels],
+                }
+            )
+        metrics: dict[str, Any] = {
+            "samples": len(rows),
+            "labelled": sum(labelled),
+            "beams": len(answers[0]) if answers else 0,
+        }
         if rows and all(labelled):
             metrics.update(lta_scores(parsed, [r["verb_labels"] for r in rows], [r["noun_labels"] for r in rows]))
         return metrics, records
@@ -166,9 +203,16 @@ def score_benchmark(dataset: str, rows: Sequence[Mapping[str, Any]], answers: Se
     texts = [candidates[0] for candidates in answers]
     accuracy, predicted = coin_scores(texts, labels, categories, procedure)
     for row, text, pred, label in zip(rows, texts, predicted, labels):
-        records.append({"video": row["video"], "start_frame": row["start_frame"], "end_frame": row["end_frame"],
-                        "answer": next(m["content"] for m in reversed(row["conversation"])
-                                       if m["role"] == "assistant"),
-                        "prediction": text, "predicted": [categories[i] for i in pred],
-                        "right": sum(p == a for p, a in zip(pred, label)), "steps": len(label) if procedure else 1})
+        records.append(
+            {
+                "video": row["video"],
+                "start_frame": row["start_frame"],
+                "end_frame": row["end_frame"],
+                "answer": next(m["content"] for m in reversed(row["conversation"]) if m["role"] == "assistant"),
+                "prediction": text,
+                "predicted": [categories[i] for i in pred],
+                "right": sum(p == a for p, a in zip(pred, label)),
+                "steps": len(label) if procedure else 1,
+            }
+        )
     return {"accuracy": accuracy, "samples": len(rows), "categories": len(categories)}, records

@@ -199,15 +199,21 @@ def evaluate_conversation(
             elif r == len(stops) - 1:
                 frame_diff, result.late_kind = 0, "last"
             else:
-                next_frames = int(v_mask[stops[r]:stops[r + 1]].sum()) // frame_tokens
+                next_frames = int(v_mask[stops[r] : stops[r + 1]].sum()) // frame_tokens
                 to_append = min(next_frames, turn_num_frames - 1, frames.shape[0] - (frames_before + turn_num_frames))
                 if to_append <= 0:
                     frame_diff, result.late_kind = 0, "none"
                 else:
                     result.late_kind = "extra"
                     frame_diff = -_late_response(
-                        model, input_ids[: last + 1], frames, frames_before + turn_num_frames, to_append,
-                        template, threshold, frames_kwarg,
+                        model,
+                        input_ids[: last + 1],
+                        frames,
+                        frames_before + turn_num_frames,
+                        to_append,
+                        template,
+                        threshold,
+                        frames_kwarg,
                     )
             result.frame_diff = frame_diff
             result.predicted_frame = result.gt_frame - frame_diff
@@ -252,7 +258,7 @@ def _late_response(
     unit = ([ids.interval] if ids.interval is not None else []) + [ids.v_placeholder] * frame_tokens
     appended = torch.tensor(unit * num_append, dtype=torch.long, device=prefix_ids.device)
     prefix_frames = int((prefix_ids == ids.v_placeholder).sum()) // frame_tokens
-    all_frames = torch.cat([frames[:prefix_frames], frames[first_frame:first_frame + num_append]])
+    all_frames = torch.cat([frames[:prefix_frames], frames[first_frame : first_frame + num_append]])
     logits = _logits(model, torch.cat([prefix_ids, appended]), all_frames, frames_kwarg)
     positions = len(prefix_ids) + len(unit) - 1 + len(unit) * torch.arange(num_append, device=prefix_ids.device)
     decisions = torch.nonzero(_responds(logits[positions].softmax(dim=-1), ids.silence, threshold))[:, 0]
@@ -323,8 +329,11 @@ def event_match(
     predicted = [_time_text(turn) for turn in predicted_turns]
     reference = [_time_text(turn) for turn in reference_turns]
     candidates = [
-        [p for p, (p_time, p_text) in enumerate(predicted) if abs(p_time - r_time) <= window + 1e-9
-         and same(p_text, r_text)]
+        [
+            p
+            for p, (p_time, p_text) in enumerate(predicted)
+            if abs(p_time - r_time) <= window + 1e-9 and same(p_text, r_text)
+        ]
         for r_time, r_text in reference
     ]
     owner: dict[int, int] = {}  # predicted index -> reference index

@@ -112,9 +112,20 @@ def gather(items: list[Any], world_size: int) -> list[Any]:
 
 # ---------------------------------------------------------------------- world
 def evaluate_world(
-    model: LiveModel, template: StreamTemplate, root: str | Path, *, limit: int | None = None,
-    threshold: float | None = None, window: float = 1.0, max_new_tokens: int = 32, progress: bool = True,
-    rank: int = 0, world_size: int = 1, engine: str = "default", cache_tokens: int | None = None, ahead: int = 16,
+    model: LiveModel,
+    template: StreamTemplate,
+    root: str | Path,
+    *,
+    limit: int | None = None,
+    threshold: float | None = None,
+    window: float = 1.0,
+    max_new_tokens: int = 32,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    engine: str = "default",
+    cache_tokens: int | None = None,
+    ahead: int = 16,
     weights: str | None = None,
 ) -> dict:
     """Streaming metrics of the world's conversations, and event recall / precision of the engine's narration: a
@@ -125,8 +136,10 @@ def evaluate_world(
 
     root = Path(root)
     if not (root / "conversations.jsonl").exists() or not (root / "annotations").is_dir():
-        raise UserError(f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
-                        f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)")
+        raise UserError(
+            f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
+            f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)"
+        )
     rows = read_jsonl(root / "conversations.jsonl")
     videos = sorted({row["video"] for row in rows})[:limit]
     fps = model.config.frame_fps
@@ -134,17 +147,28 @@ def evaluate_world(
     parts = []  # per video: (conversation results, event match)
     with torch.inference_mode():
         for video in tqdm(shard(videos, rank, world_size), desc="eval", unit="video", disable=not progress):
-            with open_video(str(root / "videos" / f"{video}.mp4"), fps=fps,
-                            resolution=model.config.frame_resolution) as stream:
+            with open_video(
+                str(root / "videos" / f"{video}.mp4"), fps=fps, resolution=model.config.frame_resolution
+            ) as stream:
                 images = [frame.image for frame in stream]
             embeds = torch.cat([model.frames_to_embeds(images[i : i + 32]) for i in range(0, len(images), 32)])
             results = []
             for row in (r for r in rows if r["video"] == video):
                 needed = sum(m.get("num_frames", 0) for m in row["conversation"] if m["role"] == "stream")
-                results.append(evaluate_conversation(model, template, row["conversation"], embeds[:needed], fps=fps,
-                                                     threshold=threshold))
-            session = open_session(model, template, EngineConfig(threshold=threshold, max_new_tokens=max_new_tokens),
-                                   engine, cache_tokens, ahead=ahead, weights=weights)
+                results.append(
+                    evaluate_conversation(
+                        model, template, row["conversation"], embeds[:needed], fps=fps, threshold=threshold
+                    )
+                )
+            session = open_session(
+                model,
+                template,
+                EngineConfig(threshold=threshold, max_new_tokens=max_new_tokens),
+                engine,
+                cache_tokens,
+                ahead=ahead,
+                weights=weights,
+            )
             said = []
             if ahead > 1 and isinstance(session.backend, SlotBackend):  # the fast engine: frames `ahead` at a time
                 events = session.push_frames([index / fps for index in range(len(embeds))], embeds, ahead=ahead)
@@ -154,8 +178,13 @@ def evaluate_world(
                     said += [(e.video_time, e.text) for e in session.push_frame(index / fps, frame_embeds)]
             annotation = json.loads((root / "annotations" / f"{video}.json").read_text())
             narrations = [(n["time"], n["text"]) for n in annotation["narrations"]]
-            parts.append((results, event_match(said, narrations, window=window, same=same_event),
-                          event_field_counts(said, narrations, window=window)))
+            parts.append(
+                (
+                    results,
+                    event_match(said, narrations, window=window, same=same_event),
+                    event_field_counts(said, narrations, window=window),
+                )
+            )
     parts = gather(parts, world_size)
     metrics = aggregate([result for results, _, _ in parts for result in results]).to_dict()
     matches = [match for _, match, _ in parts]
@@ -163,12 +192,20 @@ def evaluate_world(
     matched = sum(m.num_matched for m in matches)
     predicted = sum(m.num_predicted for m in matches)
     reference = sum(m.num_reference for m in matches)
-    metrics.update({
-        "event_recall": matched / reference if reference else 0.0,
-        "event_precision": matched / predicted if predicted else 0.0,
-        "turns_said": predicted, "narrations": reference, "videos": len(videos), "threshold": threshold,
-        "window_s": window, "engine": engine, "cache_tokens": cache_tokens, "weights": weights,
-    })
+    metrics.update(
+        {
+            "event_recall": matched / reference if reference else 0.0,
+            "event_precision": matched / predicted if predicted else 0.0,
+            "turns_said": predicted,
+            "narrations": reference,
+            "videos": len(videos),
+            "threshold": threshold,
+            "window_s": window,
+            "engine": engine,
+            "cache_tokens": cache_tokens,
+            "weights": weights,
+        }
+    )
     if fields:  # why narrations are missed (synth_world.event_field_counts): said near them, then part by part
         metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
         for name in EVENT_FIELDS:
@@ -192,8 +229,10 @@ def open_frames(options: EvalOptions) -> FrameStore:
                 key = "frames" if "frames" in file.keys() else "features"
             return FrameStore(directory, key)
     where = options.frames or f"{options.data_root / 'frames'} (or {options.data_root / 'features'})"
-    raise UserError(f"no preprocessed frames for {options.dataset}: expected one .safetensors file per video in "
-                    f"{where}; make them with `videollm-online data preprocess VIDEOS --out DIR --preset ...`")
+    raise UserError(
+        f"no preprocessed frames for {options.dataset}: expected one .safetensors file per video in "
+        f"{where}; make them with `videollm-online data preprocess VIDEOS --out DIR --preset ...`"
+    )
 
 
 def store_fps(store: FrameStore, default: float) -> float:
@@ -208,8 +247,9 @@ def load_rows(options: EvalOptions, store: FrameStore, fps: float) -> list[dict[
     from ..data.datasets.common import frames_from_store
 
     try:
-        convert_options = ConvertOptions(anno_root=options.data_root, split=options.split, fps=fps,
-                                         video_frames=frames_from_store(store.directory))
+        convert_options = ConvertOptions(
+            anno_root=options.data_root, split=options.split, fps=fps, video_frames=frames_from_store(store.directory)
+        )
     except ValueError as error:  # an unknown split
         raise UserError(f"{options.dataset}: {error}") from error
     converted = get_loader(options.dataset)(convert_options)
@@ -217,8 +257,10 @@ def load_rows(options: EvalOptions, store: FrameStore, fps: float) -> list[dict[
         logger.warning("%s: skipped %d (%s)", options.dataset, count, reason)
     rows = converted.rows[: options.limit]
     if not rows:
-        raise UserError(f"{options.dataset} ({options.split}) has no samples with frames in {store.directory}: check "
-                        "that the frame files are named by video id")
+        raise UserError(
+            f"{options.dataset} ({options.split}) has no samples with frames in {store.directory}: check "
+            "that the frame files are named by video id"
+        )
     return rows
 
 
@@ -227,13 +269,16 @@ def row_embeds(model: LiveModel, store: FrameStore, row: dict[str, Any]) -> torc
 
     frames = store.load(row["video"], row["start_frame"], row["end_frame"])
     if frames.shape[0] != row["end_frame"] - row["start_frame"]:
-        raise UserError(f"{store.path(row['video'])} has fewer frames than the annotation needs "
-                        f"({row['start_frame']}..{row['end_frame']})")
+        raise UserError(
+            f"{store.path(row['video'])} has fewer frames than the annotation needs "
+            f"({row['start_frame']}..{row['end_frame']})"
+        )
     return frame_embeds(model, frames)
 
 
-def evaluate_stream_dataset(model: LiveModel, template: StreamTemplate, options: EvalOptions, *, rank: int = 0,
-                            world_size: int = 1) -> dict[str, Any]:
+def evaluate_stream_dataset(
+    model: LiveModel, template: StreamTemplate, options: EvalOptions, *, rank: int = 0, world_size: int = 1
+) -> dict[str, Any]:
     """The streaming metrics on every row of a stream dataset."""
     from tqdm import tqdm
 
@@ -243,15 +288,18 @@ def evaluate_stream_dataset(model: LiveModel, template: StreamTemplate, options:
     threshold = model.config.frame_token_interval_threshold if options.threshold is None else options.threshold
     results = []
     with torch.inference_mode():
-        for row in tqdm(shard(rows, rank, world_size), desc="eval", unit="conversation",
-                        disable=not options.progress):
-            results.append(evaluate_conversation(model, template, row["conversation"], row_embeds(model, store, row),
-                                                 fps=fps, threshold=threshold))
+        for row in tqdm(shard(rows, rank, world_size), desc="eval", unit="conversation", disable=not options.progress):
+            results.append(
+                evaluate_conversation(
+                    model, template, row["conversation"], row_embeds(model, store, row), fps=fps, threshold=threshold
+                )
+            )
     return {**aggregate(gather(results, world_size)).to_dict(), "threshold": threshold, "fps": fps}
 
 
-def evaluate_benchmark(model: LiveModel, template: StreamTemplate, options: EvalOptions, *, rank: int = 0,
-                       world_size: int = 1) -> dict[str, Any]:
+def evaluate_benchmark(
+    model: LiveModel, template: StreamTemplate, options: EvalOptions, *, rank: int = 0, world_size: int = 1
+) -> dict[str, Any]:
     """A COIN benchmark or Ego4D LTA: answers generated after each sample's frames, then scored (`benchmarks`)."""
     from tqdm import tqdm
 
@@ -270,9 +318,14 @@ def evaluate_benchmark(model: LiveModel, template: StreamTemplate, options: Eval
             batch = [rows[i] for i in mine[start : start + options.batch_size]]
             with torch.inference_mode():
                 answers += generate_answers(
-                    model, template, [prompt_ids(template, row["conversation"]) for row in batch],
-                    [row_embeds(model, store, row) for row in batch], max_new_tokens=options.max_new_tokens,
-                    num_beams=beams, num_return_sequences=beams)
+                    model,
+                    template,
+                    [prompt_ids(template, row["conversation"]) for row in batch],
+                    [row_embeds(model, store, row) for row in batch],
+                    max_new_tokens=options.max_new_tokens,
+                    num_beams=beams,
+                    num_return_sequences=beams,
+                )
             bar.update(len(batch))
     answers = gather(answers, world_size)
     metrics, records = score_benchmark(options.dataset, rows, answers, categories, taxonomy)
@@ -291,14 +344,26 @@ def _answer_space(options: EvalOptions) -> tuple[Sequence[str] | None, Any]:
     return categories.for_benchmark(options.dataset.removeprefix("coin-")), None
 
 
-def evaluate(model: LiveModel, template: StreamTemplate, options: EvalOptions, *, rank: int = 0,
-             world_size: int = 1) -> dict[str, Any]:
+def evaluate(
+    model: LiveModel, template: StreamTemplate, options: EvalOptions, *, rank: int = 0, world_size: int = 1
+) -> dict[str, Any]:
     """Metrics of one dataset (complete on every rank; rank 0 is the one to report them)."""
     if options.dataset in WORLD_DATASETS:
-        return evaluate_world(model, template, options.data_root, limit=options.limit, threshold=options.threshold,
-                              window=options.window, progress=options.progress, rank=rank, world_size=world_size,
-                              engine=options.engine, cache_tokens=options.cache_tokens, ahead=options.ahead,
-                              weights=options.weights)
+        return evaluate_world(
+            model,
+            template,
+            options.data_root,
+            limit=options.limit,
+            threshold=options.threshold,
+            window=options.window,
+            progress=options.progress,
+            rank=rank,
+            world_size=world_size,
+            engine=options.engine,
+            cache_tokens=options.cache_tokens,
+            ahead=options.ahead,
+            weights=options.weights,
+        )
     if options.dataset in BENCHMARK_DATASETS:
         return evaluate_benchmark(model, template, options, rank=rank, world_size=world_size)
     return evaluate_stream_dataset(model, template, options, rank=rank, world_size=world_size)
@@ -309,8 +374,10 @@ def check_inputs(options: EvalOptions) -> None:
     if options.dataset in WORLD_DATASETS:
         root = options.data_root
         if not (root / "conversations.jsonl").exists() or not (root / "annotations").is_dir():
-            raise UserError(f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
-                            f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)")
+            raise UserError(
+                f"{root} is not a synthetic world: expected {root / 'conversations.jsonl'} and "
+                f"{root / 'annotations'}/ (write one with `videollm-online data synth-world`)"
+            )
         check_world(root, options.limit)
         return
     if options.dataset in BENCHMARK_DATASETS:
@@ -335,15 +402,27 @@ def check_world(root: Path, limit: int | None = None) -> None:
             raise UserError(f"{annotation_path} is not a valid JSON annotation ({error})") from error
         narrations = annotation.get("narrations") if isinstance(annotation, dict) else None
         if not isinstance(narrations, list) or not all(
-                isinstance(n, dict) and isinstance(n.get("text"), str) and isinstance(n.get("time"), (int, float))
-                and not isinstance(n.get("time"), bool) and math.isfinite(n["time"]) for n in narrations):
+            isinstance(n, dict)
+            and isinstance(n.get("text"), str)
+            and isinstance(n.get("time"), (int, float))
+            and not isinstance(n.get("time"), bool)
+            and math.isfinite(n["time"])
+            for n in narrations
+        ):
             raise UserError(f"{annotation_path}: 'narrations' must be a list of {{time, text}}")
         if not (root / "videos" / f"{video}.mp4").is_file():
             raise UserError(f"{path} names video {video!r}, which has no file {root / 'videos' / f'{video}.mp4'}")
 
 
-def run_eval(model: LiveModel, template: StreamTemplate, model_name: str, options: EvalOptions, *, rank: int = 0,
-             world_size: int = 1) -> dict[str, Any]:
+def run_eval(
+    model: LiveModel,
+    template: StreamTemplate,
+    model_name: str,
+    options: EvalOptions,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, Any]:
     """`evaluate` inside a process group when torchrun started several processes; the report (model, dataset,
     split, metrics, and per-sample predictions for the benchmarks)."""
     import torch.distributed as dist
@@ -357,13 +436,20 @@ def run_eval(model: LiveModel, template: StreamTemplate, model_name: str, option
         if own_group:
             dist.destroy_process_group()
     split = None if options.dataset in WORLD_DATASETS else options.split
-    return {"model": model_name, "dataset": options.dataset, "split": split, "data_root": str(options.data_root),
-            "world_size": world_size, **metrics}
+    return {
+        "model": model_name,
+        "dataset": options.dataset,
+        "split": split,
+        "data_root": str(options.data_root),
+        "world_size": world_size,
+        **metrics,
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as aligned `name  value` lines (per-sample predictions left to the JSON)."""
     shown = {key: value for key, value in report.items() if key != "predictions" and value is not None}
     width = max(len(key) for key in shown)
-    return "\n".join(f"{key:<{width}}  {round(value, 4) if isinstance(value, float) else value}"
-                     for key, value in shown.items())
+    return "\n".join(
+        f"{key:<{width}}  {round(value, 4) if isinstance(value, float) else value}" for key, value in shown.items()
+    )

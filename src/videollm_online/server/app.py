@@ -95,8 +95,13 @@ class Hub:
         return self.metrics.render(getattr(self.backend, "pending", 0), pending)
 
 
-def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None = None, *,
-               config: ServerConfig | None = None, name: str = "model") -> FastAPI:
+def create_app(
+    model: LiveModel | StreamBackend,
+    template: StreamTemplate | None = None,
+    *,
+    config: ServerConfig | None = None,
+    name: str = "model",
+) -> FastAPI:
     """The API over a model (run on one worker thread) or over any `StreamBackend`."""
     config = config or ServerConfig()
     if isinstance(model, LiveModel):
@@ -133,8 +138,11 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
         return [secret.strip() for secret in supplied if secret.strip()][:MAX_SECRETS]
 
     def unauthorized() -> JSONResponse:
-        return JSONResponse({"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(
+            {"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     @app.get("/health", responses={200: {"model": Health}})
     async def health() -> dict:
@@ -152,27 +160,48 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
             return unauthorized()
         return {"sessions": [session.describe() for session in hub.visible(session_secrets(request))]}
 
-    @app.get("/v1/sessions/{session_id}/events", response_class=StreamingResponse,
-             responses={200: {"description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
-                                             "(docs/schemas/server_event.json)", "content": {"text/event-stream": {}}},
-                        401: {"model": ApiError}, 404: {"model": ApiError}})
+    @app.get(
+        "/v1/sessions/{session_id}/events",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
+                "(docs/schemas/server_event.json)",
+                "content": {"text/event-stream": {}},
+            },
+            401: {"model": ApiError},
+            404: {"model": ApiError},
+        },
+    )
     async def follow(session_id: str, request: Request):
         if not authorized(request.headers, request.query_params):
             return unauthorized()
         session = hub.owned(session_id, session_secrets(request))
         if session is None:
-            return JSONResponse({"error": {"code": "not_found", "message": f"no open session {session_id!r} for "
-                                           f"this secret: send the secret from session.created as {SECRET_HEADER} "
-                                           "or ?secret="}}, status_code=404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "not_found",
+                        "message": f"no open session {session_id!r} for "
+                        f"this secret: send the secret from session.created as {SECRET_HEADER} "
+                        "or ?secret=",
+                    }
+                },
+                status_code=404,
+            )
         since = request.headers.get("last-event-id") or request.query_params.get("since")
         try:
             since_seq = int(since) if since is not None else -1
         except ValueError:
-            return JSONResponse({"error": {"code": "invalid_request", "message": "since must be an integer"}},
-                                status_code=400)
+            return JSONResponse(
+                {"error": {"code": "invalid_request", "message": "since must be an integer"}}, status_code=400
+            )
         queue = session.subscribe(since_seq)
-        return StreamingResponse(_sse(session, queue), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _sse(session, queue),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     completions_running = add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
 
@@ -188,15 +217,23 @@ def create_app(model: LiveModel | StreamBackend, template: StreamTemplate | None
             await _refuse(websocket, P.INVALID_MESSAGE, str(error), CLOSE_POLICY)
             return
         if len(hub.sessions) + completions_running() >= config.max_sessions:
-            await _refuse(websocket, P.SESSION_LIMIT, f"the server is at its limit of {config.max_sessions} "
-                          "sessions; try again later", CLOSE_TRY_AGAIN)
+            await _refuse(
+                websocket,
+                P.SESSION_LIMIT,
+                f"the server is at its limit of {config.max_sessions} sessions; try again later",
+                CLOSE_TRY_AGAIN,
+            )
             return
         try:
             session = hub.open(params)
         except Exception as error:  # noqa: BLE001 - e.g. the backend has no free slot: say so, hold nothing
             log.exception("opening a session failed")
-            await _refuse(websocket, P.SERVER_ERROR, f"the server could not open a session ({type(error).__name__}); "
-                          "try again later", CLOSE_TRY_AGAIN)
+            await _refuse(
+                websocket,
+                P.SERVER_ERROR,
+                f"the server could not open a session ({type(error).__name__}); try again later",
+                CLOSE_TRY_AGAIN,
+            )
             return
         # From here on the session holds a slot: whatever happens below (a bad message, a bug, a broken socket,
         # cancellation), the `finally` releases it.
@@ -292,14 +329,17 @@ async def _receive(websocket: WebSocket, session: LiveSession, config: ServerCon
             else:
                 apply_message(session, message.get("text") or "")  # today's shapes and OpenAI Realtime's
         except RecursionError:  # json (and pydantic) give up on deep nesting with this, not a ValueError
-            session.error(P.INVALID_FRAME if is_frame else P.INVALID_MESSAGE,
-                          "the message is nested too deeply to read (send a flat JSON object)")
+            session.error(
+                P.INVALID_FRAME if is_frame else P.INVALID_MESSAGE,
+                "the message is nested too deeply to read (send a flat JSON object)",
+            )
         except ValueError as error:  # json.JSONDecodeError, FrameError, pydantic's ValidationError are ValueErrors
             session.error(P.INVALID_FRAME if isinstance(error, P.FrameError) else P.INVALID_MESSAGE, str(error))
         except Exception as error:  # noqa: BLE001 - a bug, not the client's fault: end this session, keep the server
             log.exception("session %s failed on a client message", session.id)
-            session.error(P.SERVER_ERROR, f"the server failed on this message ({type(error).__name__}); the session "
-                          "is closed")
+            session.error(
+                P.SERVER_ERROR, f"the server failed on this message ({type(error).__name__}); the session is closed"
+            )
             return "server_error"
 
 

@@ -39,8 +39,9 @@ class BackendSession(Protocol):
     threshold: float
     max_new_tokens: int
 
-    def submit_frame(self, video_time: float, image: np.ndarray,
-                     on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+    def submit_frame(
+        self, video_time: float, image: np.ndarray, on_token: TokenCallback | None = None
+    ) -> Future[list[StreamEvent]]:
         """A letterboxed (R, R, 3) uint8 RGB frame at a video time -> the turns it triggers."""
 
     def submit_query(self, video_time: float, text: str) -> Future[None]:
@@ -246,8 +247,9 @@ class SerialSession(SessionSettings):
     def decode(self, token_ids: list[int]) -> str:
         return self._backend.template.decode(token_ids)
 
-    def submit_frame(self, video_time: float, image: np.ndarray,
-                     on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+    def submit_frame(
+        self, video_time: float, image: np.ndarray, on_token: TokenCallback | None = None
+    ) -> Future[list[StreamEvent]]:
         return self._backend.submit(self._frame, float(video_time), image, on_token, owner=self)
 
     def submit_query(self, video_time: float, text: str) -> Future[None]:
@@ -271,8 +273,10 @@ class SerialSession(SessionSettings):
         # A response may follow this frame: leave room for the frame, the prompt and a whole reply.
         needed = self._frame_tokens + 16 + session.config.max_new_tokens
         if self._backend.context_length and session.num_tokens + needed > self._backend.context_length:
-            raise ContextFullError(f"the session reached the model's context length "
-                                   f"({self._backend.context_length} tokens, {session.num_frames} frames)")
+            raise ContextFullError(
+                f"the session reached the model's context length "
+                f"({self._backend.context_length} tokens, {session.num_frames} frames)"
+            )
         embeds = self._backend.model.frames_to_embeds(image[None])[0]  # (T, H)
         session.on_token = _turn_tracker(session, on_token)
         try:

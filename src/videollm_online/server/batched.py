@@ -33,15 +33,22 @@ from .backend import SessionSettings, TokenCallback, _turn_tracker
 class BatchedBackend:
     """Up to `max_sessions` streams on one model, batched; `cache_tokens` per session (None: the LLM's context)."""
 
-    def __init__(self, model: LiveModel, template: StreamTemplate, name: str = "model", max_sessions: int = 32,
-                 cache_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        model: LiveModel,
+        template: StreamTemplate,
+        name: str = "model",
+        max_sessions: int = 32,
+        cache_tokens: int | None = None,
+    ) -> None:
         self.model = model
         self.template = template
         self.name = name
         self.frame_resolution = int(model.config.frame_resolution)
         self.frame_fps = float(model.config.frame_fps)
-        self.engine = BatchEngine(model, template, max_sessions=max_sessions, max_tokens=cache_tokens,
-                                  policy=MemoryPolicy())
+        self.engine = BatchEngine(
+            model, template, max_sessions=max_sessions, max_tokens=cache_tokens, policy=MemoryPolicy()
+        )
         self.runner = FrameEncoderRunner(model) if model.device.type == "cuda" else None
         self.vision_path = VISION_RUNNER if self.runner is not None else VISION_INLINE
         """How frames are encoded: FrameEncoderRunner (GPU, overlapped with the LLM step) or inline (a plain call)."""
@@ -138,8 +145,9 @@ class BatchedBackend:
             torch.cuda.current_stream().wait_event(done)  # ordered on the GPU; the host does not wait
         return dict(zip(map(id, frames), embeds[:count]))
 
-    def _apply(self, calls: list[tuple], waiting: dict[StreamSession, deque[Future]],
-               embeds: dict[int, torch.Tensor]) -> None:
+    def _apply(
+        self, calls: list[tuple], waiting: dict[StreamSession, deque[Future]], embeds: dict[int, torch.Tensor]
+    ) -> None:
         for call in calls:
             kind, handle, *args, future = call
             try:
@@ -206,8 +214,9 @@ class BatchedSession(SessionSettings):
     def decode(self, token_ids: list[int]) -> str:
         return self._backend.template.decode(token_ids)
 
-    def submit_frame(self, video_time: float, image: np.ndarray,
-                     on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
+    def submit_frame(
+        self, video_time: float, image: np.ndarray, on_token: TokenCallback | None = None
+    ) -> Future[list[StreamEvent]]:
         return self._backend.submit(("frame", self, float(video_time), image, on_token))
 
     def submit_query(self, video_time: float, text: str) -> Future[None]:

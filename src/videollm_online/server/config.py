@@ -56,8 +56,15 @@ class ServerConfig:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.token is not None and not self.token.strip():
             raise ValueError("the token must not be empty")
-        for name in ("max_sessions", "max_frame_bytes", "max_frame_pixels", "max_pending_frames", "max_query_chars",
-                     "event_log", "max_pending_queries"):
+        for name in (
+            "max_sessions",
+            "max_frame_bytes",
+            "max_frame_pixels",
+            "max_pending_frames",
+            "max_query_chars",
+            "event_log",
+            "max_pending_queries",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_frame_rate", "idle_timeout", "max_query_rate"):

@@ -87,28 +87,43 @@ class Metrics:
             "responses": Counter("videollm_responses", "Assistant turns generated.", registry=r),
         }
         self._sessions_active = Gauge("videollm_sessions_active", "Streaming sessions open now.", registry=r)
-        self.frames_dropped = LabelledCounts(Counter("videollm_frames_dropped", "Frames not watched, by reason.",
-                                                     ["reason"], registry=r))
-        self.events = LabelledCounts(Counter("videollm_events", "Events sent to sessions, by type.", ["type"],
-                                             registry=r))
+        self.frames_dropped = LabelledCounts(
+            Counter("videollm_frames_dropped", "Frames not watched, by reason.", ["reason"], registry=r)
+        )
+        self.events = LabelledCounts(
+            Counter("videollm_events", "Events sent to sessions, by type.", ["type"], registry=r)
+        )
         self.errors = LabelledCounts(Counter("videollm_errors", "Error events, by code.", ["code"], registry=r))
         self.response_latency = Histogram(
             "videollm_response_latency_seconds",
             "From receiving the frame (or query) that led to a turn to the turn being complete.",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.frame_latency = Histogram("videollm_frame_latency_seconds",
-                                       "From receiving a frame to the model having watched it.",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        Gauge("videollm_frames_per_second", "Frames processed per second over the last 10 s.",
-              registry=r).set_function(self.frames_per_second)
-        self._queue_depth = Gauge("videollm_queue_depth", "Model calls waiting or running on the inference worker.",
-                                  registry=r)
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.frame_latency = Histogram(
+            "videollm_frame_latency_seconds",
+            "From receiving a frame to the model having watched it.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        Gauge("videollm_frames_per_second", "Frames processed per second over the last 10 s.", registry=r).set_function(
+            self.frames_per_second
+        )
+        self._queue_depth = Gauge(
+            "videollm_queue_depth", "Model calls waiting or running on the inference worker.", registry=r
+        )
         self._pending_frames = Gauge("videollm_pending_frames", "Frames waiting in sessions' queues.", registry=r)
-        self.completions = LabelledCounts(Counter(
-            "videollm_chat_completions", "POST /v1/chat/completions requests, by outcome (ok, error, disconnected).",
-            ["outcome"], registry=r))
-        self.completion_frames = Counter("videollm_chat_completion_frames",
-                                         "Frames watched for /v1/chat/completions requests.", registry=r)
+        self.completions = LabelledCounts(
+            Counter(
+                "videollm_chat_completions",
+                "POST /v1/chat/completions requests, by outcome (ok, error, disconnected).",
+                ["outcome"],
+                registry=r,
+            )
+        )
+        self.completion_frames = Counter(
+            "videollm_chat_completion_frames", "Frames watched for /v1/chat/completions requests.", registry=r
+        )
         self._processed_times: deque[float] = deque()
 
     @property

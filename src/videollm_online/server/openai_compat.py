@@ -44,13 +44,22 @@ OWNED_BY = "videollm-online"
 MAX_MESSAGES = 64
 MAX_CLIP_FRAMES = 3600
 """Frames one completion watches at most (30 minutes at 2 fps); a longer clip ends with finish_reason `length`."""
-API_DESCRIPTION = ("Live narration and questions over a video stream. The streaming session is the WebSocket "
-                   "`/v1/realtime` (not listed below: its messages and events are the components Realtime*, and JSON "
-                   "Schemas in docs/schemas/; the protocol is docs/api.md); `POST /v1/chat/completions` narrates a "
-                   "whole clip in one request.")
+API_DESCRIPTION = (
+    "Live narration and questions over a video stream. The streaming session is the WebSocket "
+    "`/v1/realtime` (not listed below: its messages and events are the components Realtime*, and JSON "
+    "Schemas in docs/schemas/; the protocol is docs/api.md); `POST /v1/chat/completions` narrates a "
+    "whole clip in one request."
+)
 VIDEO_DATA_URL = re.compile(r"data:video/([a-z0-9.+-]+);base64,", re.IGNORECASE)
-VIDEO_SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "quicktime": ".mov", "x-matroska": ".mkv", "x-msvideo": ".avi",
-                  "mpeg": ".mpg", "ogg": ".ogv"}
+VIDEO_SUFFIXES = {
+    "mp4": ".mp4",
+    "webm": ".webm",
+    "quicktime": ".mov",
+    "x-matroska": ".mkv",
+    "x-msvideo": ".avi",
+    "mpeg": ".mpg",
+    "ogg": ".ogv",
+}
 
 
 def package_version() -> str:
@@ -73,8 +82,10 @@ class TextPart(_Request):
 
 
 class VideoURL(_Request):
-    url: str = Field(description="data:video/mp4;base64,... (an upload), or file:///PATH / an absolute PATH under "
-                                 "one of the server's --allowed-video-dir directories")
+    url: str = Field(
+        description="data:video/mp4;base64,... (an upload), or file:///PATH / an absolute PATH under "
+        "one of the server's --allowed-video-dir directories"
+    )
 
 
 class VideoPart(_Request):
@@ -87,8 +98,10 @@ ContentPart = Annotated[TextPart | VideoPart, Field(discriminator="type")]
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | Annotated[list[ContentPart],
-                                                                           Field(min_length=1, max_length=32)]
+    content: (
+        Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+        | Annotated[list[ContentPart], Field(min_length=1, max_length=32)]
+    )
     name: str | None = None
 
 
@@ -102,15 +115,20 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool = False
     max_tokens: Annotated[StrictInt, Field(ge=1, le=1024)] | None = Field(
-        default=None, description="longest turn in tokens (each turn; default 64)")
+        default=None, description="longest turn in tokens (each turn; default 64)"
+    )
     max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=1024)] | None = Field(
-        default=None, description="same as max_tokens")
+        default=None, description="same as max_tokens"
+    )
     question_time: Annotated[StrictFloat, Field(ge=0, le=MAX_VIDEO_TIME)] = Field(
-        default=0.0, description="extension: the video time (s) at which the question is asked")
+        default=0.0, description="extension: the video time (s) at which the question is asked"
+    )
     threshold: Annotated[StrictFloat, Field(ge=0, le=1)] | None = Field(
-        default=None, description="extension: silence threshold (default: the model's); 1 narrates every frame")
+        default=None, description="extension: silence threshold (default: the model's); 1 narrates every frame"
+    )
     fps: Annotated[StrictFloat, Field(gt=0, le=30)] | None = Field(
-        default=None, description="extension: frames per second watched (default: the model's)")
+        default=None, description="extension: frames per second watched (default: the model's)"
+    )
 
 
 class ModelCard(BaseModel):
@@ -164,16 +182,29 @@ class ErrorResponse(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
-    for status, text in ((400, "a malformed request, or an unreadable video"), (401, "no valid bearer token"),
-                         (403, "a local path outside the allowed directories"), (404, "no such model or video"),
-                         (413, "the request body is over --max-upload-bytes"), (429, "the server is at its limit"))}
+    for status, text in (
+        (400, "a malformed request, or an unreadable video"),
+        (401, "no valid bearer token"),
+        (403, "a local path outside the allowed directories"),
+        (404, "no such model or video"),
+        (413, "the request body is over --max-upload-bytes"),
+        (429, "the server is at its limit"),
+    )
+}
 
 
 class OpenAIError(Exception):
     """An error the route answers with an OpenAI-shaped body."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 type: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
 
@@ -181,8 +212,15 @@ class OpenAIError(Exception):
         return error_response(self.status, self.message, code=self.code, param=self.param, type=self.type)
 
 
-def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
-                   type: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    type: str = "invalid_request_error",
+    headers: dict | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -191,18 +229,27 @@ def error_response(status: int, message: str, *, code: str | None = None, param:
 def local_video(url: str, allowed: tuple[str, ...]) -> Path:
     """The file a local path names, when it lies under an allowed directory (after resolving `..` and symlinks);
     OpenAIError otherwise. The check comes before any look at the file, so refusals say nothing about what exists."""
-    text = url[len("file://"):] if url.startswith("file://") else url
+    text = url[len("file://") :] if url.startswith("file://") else url
     if not allowed:
-        raise OpenAIError(403, "this server reads no local files: upload the video as a data URL "
-                               "(data:video/mp4;base64,...), or start the server with --allowed-video-dir DIR",
-                          code="video_path_not_allowed", param="video_url")
+        raise OpenAIError(
+            403,
+            "this server reads no local files: upload the video as a data URL "
+            "(data:video/mp4;base64,...), or start the server with --allowed-video-dir DIR",
+            code="video_path_not_allowed",
+            param="video_url",
+        )
     if "\x00" in text or not os.path.isabs(text):
-        raise OpenAIError(400, "a local video must be an absolute path or a file:// URL", param="video_url",
-                          code="invalid_video_url")
+        raise OpenAIError(
+            400, "a local video must be an absolute path or a file:// URL", param="video_url", code="invalid_video_url"
+        )
     real = Path(os.path.realpath(text))
     if not any(real.is_relative_to(os.path.realpath(root)) for root in allowed):
-        raise OpenAIError(403, f"{url!r} is not under a directory this server may read (--allowed-video-dir)",
-                          code="video_path_not_allowed", param="video_url")
+        raise OpenAIError(
+            403,
+            f"{url!r} is not under a directory this server may read (--allowed-video-dir)",
+            code="video_path_not_allowed",
+            param="video_url",
+        )
     if not real.is_file():
         raise OpenAIError(404, f"no such video file: {url!r}", code="video_not_found", param="video_url")
     return real
@@ -210,10 +257,11 @@ def local_video(url: str, allowed: tuple[str, ...]) -> Path:
 
 def _write_upload(match: re.Match, url: str) -> Path:
     try:
-        data = base64.b64decode(url[match.end():], validate=True)
+        data = base64.b64decode(url[match.end() :], validate=True)
     except (binascii.Error, ValueError):
-        raise OpenAIError(400, "the video data URL's base64 is not valid", param="video_url",
-                          code="invalid_video_url") from None
+        raise OpenAIError(
+            400, "the video data URL's base64 is not valid", param="video_url", code="invalid_video_url"
+        ) from None
     if not data:
         raise OpenAIError(400, "the uploaded video is empty", param="video_url", code="invalid_video_url")
     suffix = VIDEO_SUFFIXES.get(match.group(1).lower(), ".mp4")
@@ -232,9 +280,13 @@ def question_and_video(request: ChatCompletionRequest) -> tuple[str | None, str]
     parts = [TextPart(type="text", text=last.content)] if isinstance(last.content, str) else last.content
     videos = [part.video_url.url for part in parts if isinstance(part, VideoPart)]
     if len(videos) != 1:
-        raise OpenAIError(400, f"the last user message must carry exactly one video_url part, got {len(videos)} "
-                               '(e.g. {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}})',
-                          param="messages", code="invalid_video_url")
+        raise OpenAIError(
+            400,
+            f"the last user message must carry exactly one video_url part, got {len(videos)} "
+            '(e.g. {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}})',
+            param="messages",
+            code="invalid_video_url",
+        )
     text = "\n".join(part.text.strip() for part in parts if isinstance(part, TextPart) and part.text.strip())
     return text or None, videos[0]
 
@@ -243,8 +295,16 @@ def question_and_video(request: ChatCompletionRequest) -> tuple[str | None, str]
 class ClipRun:
     """The streaming narration of one clip on a backend session; iterate it for the assistant turns as they come."""
 
-    def __init__(self, backend: StreamBackend, path: Path, question: str | None, question_time: float,
-                 engine: EngineConfig, fps: float | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        backend: StreamBackend,
+        path: Path,
+        question: str | None,
+        question_time: float,
+        engine: EngineConfig,
+        fps: float | None,
+        metrics: Metrics,
+    ) -> None:
         self.backend, self.question, self.question_time = backend, question, question_time
         self.metrics = metrics
         self.stream = open_video(path, fps=fps or backend.frame_fps, resolution=backend.frame_resolution)
@@ -321,8 +381,13 @@ def format_turn(event: StreamEvent) -> str:
 
 
 # ---------------------------------------------------------------------- the routes
-def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics,
-                  authorized: Callable[[Any, Any], bool], busy: Callable[[], int]) -> tuple[APIRouter, Callable]:
+def openai_router(
+    backend: StreamBackend,
+    config: ServerConfig,
+    metrics: Metrics,
+    authorized: Callable[[Any, Any], bool],
+    busy: Callable[[], int],
+) -> tuple[APIRouter, Callable]:
     """The routes, sharing the app's backend, settings, metrics and token check; `busy()` counts the streaming
     sessions open, so a completion is refused when the server is at `max_sessions`. Also returns a function
     counting the completions running."""
@@ -334,20 +399,35 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
     def refuse_unauthorized(request: Request) -> JSONResponse | None:
         if authorized(request.headers, request.query_params):
             return None
-        return error_response(401, "send Authorization: Bearer <token> (the openai client's api_key)",
-                              code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return error_response(
+            401,
+            "send Authorization: Bearer <token> (the openai client's api_key)",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     @router.get("/models", response_model=ModelList, summary="The served model (OpenAI shape)")
     async def models(request: Request):
         return refuse_unauthorized(request) or ModelList(data=[ModelCard(id=served, created=created)])
 
-    @router.post("/chat/completions", response_model=ChatCompletion, summary="Narrate a video clip, answering the "
-                 "question in the last user message",
-                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                     "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
-                 responses={200: {"description": "a chat.completion, or with stream=true a text/event-stream of "
-                                                 "chat.completion.chunk events ending with data: [DONE]",
-                                  "content": {"text/event-stream": {}}}})
+    @router.post(
+        "/chat/completions",
+        response_model=ChatCompletion,
+        summary="Narrate a video clip, answering the question in the last user message",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+            }
+        },
+        responses={
+            200: {
+                "description": "a chat.completion, or with stream=true a text/event-stream of "
+                "chat.completion.chunk events ending with data: [DONE]",
+                "content": {"text/event-stream": {}},
+            }
+        },
+    )
     async def chat_completions(request: Request):
         refusal = refuse_unauthorized(request)
         if refusal is not None:
@@ -362,12 +442,20 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
                 first = error.errors(include_url=False)[0]["loc"]
                 raise OpenAIError(400, describe_errors(error), param=".".join(map(str, first)) or None) from None
             if parsed.model != served:
-                raise OpenAIError(404, f"the model {parsed.model!r} does not exist; this server serves "
-                                       f"{served!r} (GET /v1/models)", code="model_not_found", param="model")
+                raise OpenAIError(
+                    404,
+                    f"the model {parsed.model!r} does not exist; this server serves {served!r} (GET /v1/models)",
+                    code="model_not_found",
+                    param="model",
+                )
             question, url = question_and_video(parsed)
             if busy() + active[0] >= config.max_sessions:
-                raise OpenAIError(429, f"the server is at its limit of {config.max_sessions} sessions; try again "
-                                       "later", code="session_limit", type="rate_limit_error")
+                raise OpenAIError(
+                    429,
+                    f"the server is at its limit of {config.max_sessions} sessions; try again later",
+                    code="session_limit",
+                    type="rate_limit_error",
+                )
             active[0] += 1  # the slot is taken before any await, so two requests cannot both take the last one
             reserved = True
             match = VIDEO_DATA_URL.match(url[:64])
@@ -375,19 +463,30 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
                 upload = await asyncio.to_thread(_write_upload, match, url)
                 path = upload
             elif re.match(r"[a-z][a-z0-9+.-]*://", url, re.IGNORECASE) and not url.startswith("file://"):
-                raise OpenAIError(400, "the server does not fetch video URLs: upload the video as a data URL "
-                                       "(data:video/mp4;base64,...) or name a file under an allowed directory",
-                                  param="video_url", code="invalid_video_url")
+                raise OpenAIError(
+                    400,
+                    "the server does not fetch video URLs: upload the video as a data URL "
+                    "(data:video/mp4;base64,...) or name a file under an allowed directory",
+                    param="video_url",
+                    code="invalid_video_url",
+                )
             else:
                 path = local_video(url, config.allowed_video_dirs)
             max_tokens = parsed.max_completion_tokens or parsed.max_tokens or 64
             try:
-                run = ClipRun(backend, path, question, parsed.question_time,
-                              EngineConfig(threshold=parsed.threshold, max_new_tokens=max_tokens), parsed.fps,
-                              metrics)
+                run = ClipRun(
+                    backend,
+                    path,
+                    question,
+                    parsed.question_time,
+                    EngineConfig(threshold=parsed.threshold, max_new_tokens=max_tokens),
+                    parsed.fps,
+                    metrics,
+                )
             except VideoSourceError as error:
-                raise OpenAIError(400, f"the video cannot be read: {error}", param="video_url",
-                                  code="invalid_video") from None
+                raise OpenAIError(
+                    400, f"the video cannot be read: {error}", param="video_url", code="invalid_video"
+                ) from None
         except BaseException as error:  # a refusal, or a cancelled request: free what was taken
             if reserved:
                 active[0] -= 1
@@ -402,8 +501,11 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             # Started here, so that its `finally` (which frees the slot, the upload and the decoder) runs however
             # the response ends, even when the client is gone before the first byte is sent.
             first = await chunks.__anext__()
-            return StreamingResponse(_prepend(first, chunks), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _prepend(first, chunks),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         turns = run.__aiter__()
 
         async def consume() -> None:
@@ -429,10 +531,19 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
             run.close_stream()
             await turns.aclose()
         metrics.completions["ok"] += 1
-        return ChatCompletion(id=completion_id, created=int(time.time()), model=served, frames=run.frames,
-                              choices=[Choice(message=AssistantMessage(content="\n".join(map(format_turn, run.turns))),
-                                              finish_reason=run.finish_reason)],
-                              turns=[Turn(video_time=round(t.video_time, 3), text=t.text.strip()) for t in run.turns])
+        return ChatCompletion(
+            id=completion_id,
+            created=int(time.time()),
+            model=served,
+            frames=run.frames,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content="\n".join(map(format_turn, run.turns))),
+                    finish_reason=run.finish_reason,
+                )
+            ],
+            turns=[Turn(video_time=round(t.video_time, 3), text=t.text.strip()) for t in run.turns],
+        )
 
     def release(upload: Path | None, outcome: str | None = None) -> None:
         active[0] -= 1
@@ -443,14 +554,20 @@ def openai_router(backend: StreamBackend, config: ServerConfig, metrics: Metrics
     return router, lambda: active[0]
 
 
-async def _stream(run: ClipRun, completion_id: str, model: str, upload: Path | None,
-                  release: Callable[..., None]) -> AsyncIterator[str]:
+async def _stream(
+    run: ClipRun, completion_id: str, model: str, upload: Path | None, release: Callable[..., None]
+) -> AsyncIterator[str]:
     created = int(time.time())
     outcome = "disconnected"
 
     def chunk(delta: dict, finish_reason: str | None = None) -> str:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     turns = run.__aiter__()
@@ -463,8 +580,14 @@ async def _stream(run: ClipRun, completion_id: str, model: str, upload: Path | N
                 first = False
         except VideoSourceError as error:
             outcome = "error"
-            body = {"error": {"message": f"the video cannot be read: {error}", "type": "invalid_request_error",
-                              "param": "video_url", "code": "invalid_video"}}
+            body = {
+                "error": {
+                    "message": f"the video cannot be read: {error}",
+                    "type": "invalid_request_error",
+                    "param": "video_url",
+                    "code": "invalid_video",
+                }
+            }
             yield f"data: {json.dumps(body)}\n\n"
         else:
             outcome = "ok"
@@ -500,14 +623,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes (before reading it all)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise OpenAIError(413, f"the request is {int(declared)} bytes; the limit is {limit} bytes (--max-upload-bytes)",
-                          code="request_too_large")
+        raise OpenAIError(
+            413,
+            f"the request is {int(declared)} bytes; the limit is {limit} bytes (--max-upload-bytes)",
+            code="request_too_large",
+        )
     chunks, size = [], 0
     async for piece in request.stream():
         size += len(piece)
         if size > limit:
-            raise OpenAIError(413, f"the request is over the limit of {limit} bytes (--max-upload-bytes)",
-                              code="request_too_large")
+            raise OpenAIError(
+                413, f"the request is over the limit of {limit} bytes (--max-upload-bytes)", code="request_too_large"
+            )
         chunks.append(piece)
     return b"".join(chunks)
 
@@ -520,16 +647,25 @@ def add_openapi_components(schema: dict) -> dict:
     from .schema import ClientMessage, ServerEvent
 
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for name, model in (("ChatCompletionRequest", ChatCompletionRequest), ("RealtimeClientMessage", ClientMessage),
-                        ("RealtimeServerEvent", ServerEvent)):
+    for name, model in (
+        ("ChatCompletionRequest", ChatCompletionRequest),
+        ("RealtimeClientMessage", ClientMessage),
+        ("RealtimeServerEvent", ServerEvent),
+    ):
         model_schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[name] = model_schema
     return schema
 
 
-def add_openai_routes(app, backend: StreamBackend, config: ServerConfig, metrics: Metrics,
-                      authorized: Callable[[Any, Any], bool], busy: Callable[[], int]) -> Callable[[], int]:
+def add_openai_routes(
+    app,
+    backend: StreamBackend,
+    config: ServerConfig,
+    metrics: Metrics,
+    authorized: Callable[[Any, Any], bool],
+    busy: Callable[[], int],
+) -> Callable[[], int]:
     """Mount the routes on an app and complete its OpenAPI document with the request model and the WebSocket's
     message schemas; returns a function counting the completions running (they hold backend sessions too)."""
     router, active = openai_router(backend, config, metrics, authorized, busy)

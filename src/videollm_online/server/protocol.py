@@ -64,15 +64,16 @@ def unpack_frame(message: bytes) -> tuple[float, bytes]:
         raise FrameError("a frame message starts with a 4-byte big-endian header length")
     (length,) = HEADER_LENGTH.unpack_from(message)
     if length == 0 or length > MAX_HEADER_BYTES or HEADER_LENGTH.size + length > len(message):
-        raise FrameError(f"bad frame header length {length}: expected 1..{MAX_HEADER_BYTES} bytes of JSON "
-                         "followed by the image")
+        raise FrameError(
+            f"bad frame header length {length}: expected 1..{MAX_HEADER_BYTES} bytes of JSON followed by the image"
+        )
     from .schema import MessageError, parse_frame_header  # pydantic: imported when a server or client runs
 
     try:
-        video_time = parse_frame_header(message[HEADER_LENGTH.size:HEADER_LENGTH.size + length])
+        video_time = parse_frame_header(message[HEADER_LENGTH.size : HEADER_LENGTH.size + length])
     except MessageError as error:
         raise FrameError(str(error).replace("the message is", "the frame header is")) from None
-    image = message[HEADER_LENGTH.size + length:]
+    image = message[HEADER_LENGTH.size + length :]
     if not image:
         raise FrameError("the frame message has no image bytes after its header")
     return float(video_time), image

@@ -43,9 +43,18 @@ def redact_server_logs() -> None:
 
 
 def uvicorn_config(app, config: ServerConfig, *, log_level: str = "info") -> uvicorn.Config:
-    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, ws="websockets-sansio",
-                              ws_max_size=config.ws_max_size, ws_ping_interval=20.0, ws_ping_timeout=20.0,
-                              timeout_graceful_shutdown=5, lifespan="on")
+    settings = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        ws="websockets-sansio",
+        ws_max_size=config.ws_max_size,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
     redact_server_logs()  # uvicorn.Config has just configured the loggers
     return settings
 
@@ -97,9 +106,11 @@ def serve_model(model, template, name: str, config: ServerConfig, *, log_level: 
 
     app = create_app(model, template, config=config, name=name)
     warm_up(app)
-    print(f"videollm-online: serving {name} on http://{config.host}:{config.port} (WebSocket /v1/realtime, "
-          f"SSE /v1/sessions/ID/events, /health, /metrics){'; bearer token required' if config.token else ''}",
-          flush=True)
+    print(
+        f"videollm-online: serving {name} on http://{config.host}:{config.port} (WebSocket /v1/realtime, "
+        f"SSE /v1/sessions/ID/events, /health, /metrics){'; bearer token required' if config.token else ''}",
+        flush=True,
+    )
     serve(app, config, log_level=log_level)
 
 

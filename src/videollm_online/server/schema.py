@@ -32,16 +32,30 @@ MAX_IMAGE_URL_CHARS = 16 * 1024 * 1024
 """A data URL's length; the decoded frame must also fit the server's `max_frame_bytes`."""
 MAX_ID_CHARS = 256
 
-VideoTime = Annotated[StrictFloat, Field(ge=0, le=MAX_VIDEO_TIME, allow_inf_nan=False,
-                                                     description="seconds of video time, finite, >= 0")]
-Threshold = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False,
-                                                     description="stay silent while P(frame interval token) >= "
-                                                                 "threshold; 1: speak after every frame")]
+VideoTime = Annotated[
+    StrictFloat, Field(ge=0, le=MAX_VIDEO_TIME, allow_inf_nan=False, description="seconds of video time, finite, >= 0")
+]
+Threshold = Annotated[
+    StrictFloat,
+    Field(
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="stay silent while P(frame interval token) >= threshold; 1: speak after every frame",
+    ),
+]
 MaxNewTokens = Annotated[StrictInt, Field(ge=1, le=1024, description="longest turn, in tokens")]
-Fps = Annotated[StrictFloat, Field(gt=0, le=30, allow_inf_nan=False,
-                                               description="frames per second of video time the model watches")]
-EventId = Annotated[str, Field(max_length=MAX_ID_CHARS, description="the client's own id of the message (OpenAI "
-                                                                     "Realtime clients send one); ignored")]
+Fps = Annotated[
+    StrictFloat,
+    Field(gt=0, le=30, allow_inf_nan=False, description="frames per second of video time the model watches"),
+]
+EventId = Annotated[
+    str,
+    Field(
+        max_length=MAX_ID_CHARS,
+        description="the client's own id of the message (OpenAI Realtime clients send one); ignored",
+    ),
+]
 DATA_URL = re.compile(r"data:image/(jpeg|jpg|png);base64,", re.IGNORECASE)
 
 
@@ -87,10 +101,14 @@ class InputImage(_ClientModel):
     """A frame as a data URL (JPEG or PNG, base64), as OpenAI Realtime clients send images."""
 
     type: Literal["input_image"]
-    image_url: Annotated[str, Field(max_length=MAX_IMAGE_URL_CHARS,
-                                    description="data:image/jpeg;base64,... or data:image/png;base64,...")]
-    video_time: VideoTime | None = Field(default=None, description="the frame's video time; default: the item's "
-                                                                   "video_time, else seconds since the session opened")
+    image_url: Annotated[
+        str,
+        Field(max_length=MAX_IMAGE_URL_CHARS, description="data:image/jpeg;base64,... or data:image/png;base64,..."),
+    ]
+    video_time: VideoTime | None = Field(
+        default=None,
+        description="the frame's video time; default: the item's video_time, else seconds since the session opened",
+    )
 
     @model_validator(mode="after")
     def _data_url(self) -> InputImage:
@@ -136,8 +154,9 @@ class ConversationItemCreate(_ClientModel):
     event_id: EventId | None = None
     previous_item_id: Annotated[str, Field(max_length=MAX_ID_CHARS)] | None = None
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)] | None = None
-    video_time: VideoTime | None = Field(default=None, description="when the question is asked; default: the "
-                                                                   "latest frame's time")
+    video_time: VideoTime | None = Field(
+        default=None, description="when the question is asked; default: the latest frame's time"
+    )
     item: MessageItem | None = None
 
     @model_validator(mode="after")
@@ -182,8 +201,9 @@ class ResponseCreate(_ClientModel):
     response: dict[str, Any] | None = Field(default=None, description="ignored")
 
 
-ClientMessage = Annotated[SessionUpdate | ConversationItemCreate | SessionFinish | ResponseCreate,
-                          Field(discriminator="type")]
+ClientMessage = Annotated[
+    SessionUpdate | ConversationItemCreate | SessionFinish | ResponseCreate, Field(discriminator="type")
+]
 CLIENT_TYPES = (P.SESSION_UPDATE, P.QUERY, P.FINISH, "response.create")
 
 
@@ -214,8 +234,11 @@ class SessionInfo(_EventModel):
     frames: int = Field(description="frames the model has watched")
     created: float = Field(description="Unix time the session opened")
     limits: Limits
-    secret: str | None = Field(default=None, description="only in session.created, where the server gives each "
-                                                         "session a secret: following or listing the session needs it")
+    secret: str | None = Field(
+        default=None,
+        description="only in session.created, where the server gives each "
+        "session a secret: following or listing the session needs it",
+    )
 
 
 class _Event(_EventModel):
@@ -235,8 +258,9 @@ class SessionUpdated(_Event):
 
 class SessionClosed(_Event):
     type: Literal["session.closed"]
-    reason: str = Field(description="finished, client_disconnected, idle_timeout, context_full, server_error, "
-                                    "server_shutdown")
+    reason: str = Field(
+        description="finished, client_disconnected, idle_timeout, context_full, server_error, server_shutdown"
+    )
 
 
 class FrameProcessed(_Event):
@@ -286,8 +310,10 @@ class ResponseDone(_Event):
 
 
 class ErrorDetail(_EventModel):
-    code: str = Field(description="invalid_frame, frame_too_large, rate_limited, invalid_message, session_limit, "
-                                  "idle_timeout, context_full, server_error, ...")
+    code: str = Field(
+        description="invalid_frame, frame_too_large, rate_limited, invalid_message, session_limit, "
+        "idle_timeout, context_full, server_error, ..."
+    )
     message: str
 
 
@@ -321,9 +347,19 @@ class ApiError(_EventModel):
     error: ApiErrorDetail
 
 
-ServerEvent = Annotated[SessionCreated | SessionUpdated | SessionClosed | FrameProcessed | FrameDropped
-                        | ItemCreated | ResponseCreated | ResponseTextDelta | ResponseDone | ErrorEvent,
-                        Field(discriminator="type")]
+ServerEvent = Annotated[
+    SessionCreated
+    | SessionUpdated
+    | SessionClosed
+    | FrameProcessed
+    | FrameDropped
+    | ItemCreated
+    | ResponseCreated
+    | ResponseTextDelta
+    | ResponseDone
+    | ErrorEvent,
+    Field(discriminator="type"),
+]
 
 CLIENT_MESSAGE: TypeAdapter = TypeAdapter(ClientMessage)
 SERVER_EVENT: TypeAdapter = TypeAdapter(ServerEvent)
@@ -368,8 +404,10 @@ def parse_client_message(text: str | bytes) -> SessionUpdate | ConversationItemC
     kind = data["type"]
     if kind not in CLIENT_TYPES:
         shown = kind if isinstance(kind, str) and len(kind) <= 64 else type(kind).__name__
-        raise MessageError(f"unknown message type {shown!r}; valid: {', '.join(CLIENT_TYPES)} "
-                           "(frames are binary messages, or input_image items)")
+        raise MessageError(
+            f"unknown message type {shown!r}; valid: {', '.join(CLIENT_TYPES)} "
+            "(frames are binary messages, or input_image items)"
+        )
     try:
         return CLIENT_MESSAGE.validate_python(data)
     except ValidationError as error:
@@ -388,8 +426,9 @@ def parse_frame_header(data: bytes) -> float:
     try:
         return float(FrameHeader.model_validate(header).video_time)
     except ValidationError as error:
-        raise MessageError(f"the frame header needs a number video_time in [0, {MAX_VIDEO_TIME:g}]: "
-                           f"{describe_errors(error)}") from None
+        raise MessageError(
+            f"the frame header needs a number video_time in [0, {MAX_VIDEO_TIME:g}]: {describe_errors(error)}"
+        ) from None
 
 
 # ---------------------------------------------------------------------- JSON Schemas
@@ -402,8 +441,11 @@ def json_schemas() -> dict[str, dict]:
     out = {}
     for name, model in SCHEMAS.items():
         schema = TypeAdapter(model).json_schema()
-        out[name] = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                     "title": name.replace("_", " ").capitalize() + " (videollm-online streaming API)", **schema}
+        out[name] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": name.replace("_", " ").capitalize() + " (videollm-online streaming API)",
+            **schema,
+        }
     return out
 
 

@@ -123,8 +123,9 @@ class LiveSession:
         self.config = config
         self.metrics = metrics
         self.params = params
-        self.engine: BackendSession = backend.open(EngineConfig(threshold=params.threshold,
-                                                                max_new_tokens=params.max_new_tokens))
+        self.engine: BackendSession = backend.open(
+            EngineConfig(threshold=params.threshold, max_new_tokens=params.max_new_tokens)
+        )
         self.sampler = LiveSampler(params.fps or backend.frame_fps)
         self.log: deque[dict] = deque(maxlen=config.event_log)
         self.subscribers: set[asyncio.Queue] = set()
@@ -150,17 +151,25 @@ class LiveSession:
 
     # ------------------------------------------------------------------ events
     def describe(self) -> dict:
-        return {"id": self.id, "model": public_name(self.backend.name), "threshold": self.engine.threshold,
-                "max_new_tokens": self.engine.max_new_tokens, "fps": self.sampler.fps,
-                "frame_resolution": self.backend.frame_resolution, "frames": self.engine_frames,
-                "created": round(self.created, 3),
-                "limits": {"max_frame_bytes": self.config.max_frame_bytes,
-                           "max_frame_pixels": self.config.max_frame_pixels,
-                           "max_frame_rate": self.config.max_frame_rate,
-                           "max_pending_frames": self.config.max_pending_frames,
-                           "max_query_rate": self.config.max_query_rate,
-                           "max_pending_queries": self.config.max_pending_queries,
-                           "idle_timeout": self.config.idle_timeout}}
+        return {
+            "id": self.id,
+            "model": public_name(self.backend.name),
+            "threshold": self.engine.threshold,
+            "max_new_tokens": self.engine.max_new_tokens,
+            "fps": self.sampler.fps,
+            "frame_resolution": self.backend.frame_resolution,
+            "frames": self.engine_frames,
+            "created": round(self.created, 3),
+            "limits": {
+                "max_frame_bytes": self.config.max_frame_bytes,
+                "max_frame_pixels": self.config.max_frame_pixels,
+                "max_frame_rate": self.config.max_frame_rate,
+                "max_pending_frames": self.config.max_pending_frames,
+                "max_query_rate": self.config.max_query_rate,
+                "max_pending_queries": self.config.max_pending_queries,
+                "idle_timeout": self.config.idle_timeout,
+            },
+        }
 
     def opens(self, supplied: Iterable[str]) -> bool:
         """Whether one of the secrets a caller supplied is this session's (compared in constant time)."""
@@ -210,13 +219,21 @@ class LiveSession:
         now = time.monotonic()
         self.metrics.frames_received += 1
         if len(message) > self.config.max_frame_bytes:
-            self.error(P.FRAME_TOO_LARGE, f"the frame message is {len(message)} bytes; the limit is "
-                       f"{self.config.max_frame_bytes} bytes (send a smaller JPEG)", limit=self.config.max_frame_bytes)
+            self.error(
+                P.FRAME_TOO_LARGE,
+                f"the frame message is {len(message)} bytes; the limit is "
+                f"{self.config.max_frame_bytes} bytes (send a smaller JPEG)",
+                limit=self.config.max_frame_bytes,
+            )
             return
         if not _within_rate(self._recent, now, self.config.max_frame_rate):
-            self.error(P.RATE_LIMITED, f"more than {self.config.max_frame_rate:g} frames in one second "
-                       "(max_frame_rate); this one is dropped (send at most the session's fps)",
-                       limit=self.config.max_frame_rate, limit_name="max_frame_rate")
+            self.error(
+                P.RATE_LIMITED,
+                f"more than {self.config.max_frame_rate:g} frames in one second "
+                "(max_frame_rate); this one is dropped (send at most the session's fps)",
+                limit=self.config.max_frame_rate,
+                limit_name="max_frame_rate",
+            )
             return
         try:
             video_time, data = P.unpack_frame(message)  # its header checked by schema.FrameHeader (finite, bounded)
@@ -224,8 +241,11 @@ class LiveSession:
             self.error(P.INVALID_FRAME, str(error))
             return
         if self._last_time is not None and video_time < self._last_time:
-            self.error(P.INVALID_FRAME, f"frames must come in video-time order: {video_time} after "
-                       f"{self._last_time}", video_time=video_time)
+            self.error(
+                P.INVALID_FRAME,
+                f"frames must come in video-time order: {video_time} after {self._last_time}",
+                video_time=video_time,
+            )
             return
         self._last_time = video_time
         if self.sampler.push(video_time) is None:  # finer than the session's fps: skipped, as narrate does
@@ -255,14 +275,22 @@ class LiveSession:
         video_time = float(message.get("video_time", self._last_time or 0.0))
         now = time.monotonic()
         if self._open_queries >= self.config.max_pending_queries:
-            self.error(P.RATE_LIMITED, f"{self._open_queries} questions are still waiting for their answers "
-                       f"(max_pending_queries); this one is not taken: ask again after an answer",
-                       limit=self.config.max_pending_queries, limit_name="max_pending_queries")
+            self.error(
+                P.RATE_LIMITED,
+                f"{self._open_queries} questions are still waiting for their answers "
+                f"(max_pending_queries); this one is not taken: ask again after an answer",
+                limit=self.config.max_pending_queries,
+                limit_name="max_pending_queries",
+            )
             return
         if not _within_rate(self._recent_queries, now, self.config.max_query_rate):
-            self.error(P.RATE_LIMITED, f"more than {self.config.max_query_rate:g} questions in one second "
-                       "(max_query_rate); this one is not taken", limit=self.config.max_query_rate,
-                       limit_name="max_query_rate")
+            self.error(
+                P.RATE_LIMITED,
+                f"more than {self.config.max_query_rate:g} questions in one second "
+                "(max_query_rate); this one is not taken",
+                limit=self.config.max_query_rate,
+                limit_name="max_query_rate",
+            )
             return
         self._open_queries += 1
         self._push(_Query(video_time, text.strip(), now))
@@ -330,18 +358,27 @@ class LiveSession:
 
     async def _watch(self, frame: _Frame) -> None:
         try:
-            image = await asyncio.to_thread(P.decode_image, frame.data, self.backend.frame_resolution,
-                                            self.config.max_frame_pixels)
+            image = await asyncio.to_thread(
+                P.decode_image, frame.data, self.backend.frame_resolution, self.config.max_frame_pixels
+            )
         except P.FrameError as error:
             self.metrics.frames_dropped["invalid"] += 1
             self.error(P.INVALID_FRAME, str(error), video_time=frame.video_time)
             return
-        await self._call(lambda on_token: self.engine.submit_frame(frame.video_time, image, on_token),
-                         frame.received, frame.video_time)
+        await self._call(
+            lambda on_token: self.engine.submit_frame(frame.video_time, image, on_token),
+            frame.received,
+            frame.video_time,
+        )
         latency = time.monotonic() - frame.received
         self.metrics.frame_done(latency)
-        self.emit(P.FRAME_PROCESSED, video_time=frame.video_time, frame_index=self.engine_frames - 1,
-                  latency_s=round(latency, 4), pending_frames=self._pending_frames)
+        self.emit(
+            P.FRAME_PROCESSED,
+            video_time=frame.video_time,
+            frame_index=self.engine_frames - 1,
+            latency_s=round(latency, 4),
+            pending_frames=self._pending_frames,
+        )
 
     async def _call(self, submit, received: float, frame_time: float | None) -> None:
         """Run one backend call, streaming its responses as their tokens come, then close them."""
@@ -361,8 +398,15 @@ class LiveSession:
             latency = time.monotonic() - received
             self.metrics.responses += 1
             self.metrics.response_latency.observe(latency)
-            self.emit(P.RESPONSE_DONE, response_id=response.id, video_time=round(event.video_time, 3),
-                      text=text, frame_time=frame_time, frame_index=event.frame_index, latency_s=round(latency, 4))
+            self.emit(
+                P.RESPONSE_DONE,
+                response_id=response.id,
+                video_time=round(event.video_time, 3),
+                text=text,
+                frame_time=frame_time,
+                frame_index=event.frame_index,
+                latency_s=round(latency, 4),
+            )
 
     def _open_response(self, call: _Call) -> _Response:
         self._response_counter += 1
@@ -390,7 +434,7 @@ class LiveSession:
         response = call.responses[-1]
         stable = text.rstrip("\ufffd")
         if len(stable) > len(response.text) and stable.startswith(response.text):
-            self.emit(P.RESPONSE_DELTA, response_id=response.id, delta=stable[len(response.text):])
+            self.emit(P.RESPONSE_DELTA, response_id=response.id, delta=stable[len(response.text) :])
             response.text = stable
 
     # ------------------------------------------------------------------ ending

@@ -38,24 +38,34 @@ def check_train_inputs(config: Any) -> None:
         store = FrameStore(frames, key)
         files = sorted(store.directory.glob("*.safetensors"))
         if not files:
-            raise UserError(f"{store.directory} holds no preprocessed videos (*.safetensors): make them with "
-                            "`videollm-online data preprocess VIDEOS --out DIR --preset ...`")
+            raise UserError(
+                f"{store.directory} holds no preprocessed videos (*.safetensors): make them with "
+                "`videollm-online data preprocess VIDEOS --out DIR --preset ...`"
+            )
         if key == "frames":
             shape = _frames_shape(store, files[0].stem)
             if shape is not None and tuple(shape[1:3]) != (resolution, resolution):
-                raise UserError(f"{files[0]} holds {shape[1]}x{shape[2]} px frames, but the model {config.model} "
-                                f"reads {resolution}x{resolution}: preprocess the videos with its preset")
+                raise UserError(
+                    f"{files[0]} holds {shape[1]}x{shape[2]} px frames, but the model {config.model} "
+                    f"reads {resolution}x{resolution}: preprocess the videos with its preset"
+                )
         present = {path.stem for path in files}
         usable = [row for row in rows if row["video"] in present]
         if not usable:
             missing = sorted({row["video"] for row in rows})
-            raise UserError(f"{data}: none of its videos has frames in {store.directory} (e.g. "
-                            f"{', '.join(missing[:3])}): check --frames, or preprocess these videos")
+            raise UserError(
+                f"{data}: none of its videos has frames in {store.directory} (e.g. "
+                f"{', '.join(missing[:3])}): check --frames, or preprocess these videos"
+            )
         counts = {video: store.num_frames(video) for video in {row["video"] for row in usable}}
-        if not any(row.get("start_frame", 0) + conversation_frames(row["conversation"]) <= counts[row["video"]]
-                   for row in usable):
-            raise UserError(f"{data}: every row needs more frames than its video has in {Path(store.directory)} "
-                            "(check start_frame and num_frames against the frames' fps)")
+        if not any(
+            row.get("start_frame", 0) + conversation_frames(row["conversation"]) <= counts[row["video"]]
+            for row in usable
+        ):
+            raise UserError(
+                f"{data}: every row needs more frames than its video has in {Path(store.directory)} "
+                "(check start_frame and num_frames against the frames' fps)"
+            )
 
 
 def _frames_shape(store: FrameStore, video: str) -> list[int] | None:
@@ -76,8 +86,9 @@ class StreamDataset(Dataset):
     """Rows whose video is missing from the store, or has fewer frames than the conversation needs (a corrupt or
     cut video), are dropped up front with a warning that counts them, so a bad video never stops a run."""
 
-    def __init__(self, rows: list[dict[str, Any]], store: FrameStore, template: StreamTemplate,
-                 max_length: int | None = None):
+    def __init__(
+        self, rows: list[dict[str, Any]], store: FrameStore, template: StreamTemplate, max_length: int | None = None
+    ):
         self.store = store
         self.template = template
         self.max_length = max_length
@@ -95,8 +106,11 @@ class StreamDataset(Dataset):
             else:
                 self.rows.append(row)
         if dropped:
-            warnings.warn(f"dropped {len(dropped)} of {len(rows)} samples whose frames are missing or short: "
-                          f"{', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}", stacklevel=2)
+            warnings.warn(
+                f"dropped {len(dropped)} of {len(rows)} samples whose frames are missing or short: "
+                f"{', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}",
+                stacklevel=2,
+            )
         if not self.rows:
             raise ValueError(f"no usable samples: all {len(rows)} need frames the store {store.directory} lacks")
 
@@ -110,12 +124,16 @@ class StreamDataset(Dataset):
         needed = conversation_frames(row["conversation"])
         frames = self.store.load(row["video"], start, start + needed)
         if frames.shape[0] != needed:
-            raise ValueError(f"sample {index} (video {row['video']}) needs {needed} frames from {start}, "
-                             f"the store has {frames.shape[0]}")
+            raise ValueError(
+                f"sample {index} (video {row['video']}) needs {needed} frames from {start}, "
+                f"the store has {frames.shape[0]}"
+            )
         input_ids, labels = tokens.input_ids, tokens.labels
         if self.max_length is not None and len(input_ids) > self.max_length:
-            raise ValueError(f"sample {index} has {len(input_ids)} tokens, over max_length {self.max_length}: "
-                             "split long videos into shorter conversations")
+            raise ValueError(
+                f"sample {index} has {len(input_ids)} tokens, over max_length {self.max_length}: "
+                "split long videos into shorter conversations"
+            )
         return {"input_ids": input_ids, "labels": labels, "frames": frames}
 
 

@@ -129,17 +129,21 @@ def report_targets(report_to: str | None) -> list[str]:
     error (for None, TensorBoard is taken only when it is there)."""
     import importlib.util
 
-    installed = {"tensorboard": importlib.util.find_spec("tensorboard") is not None
-                 or importlib.util.find_spec("tensorboardX") is not None,
-                 "wandb": importlib.util.find_spec("wandb") is not None}
+    installed = {
+        "tensorboard": importlib.util.find_spec("tensorboard") is not None
+        or importlib.util.find_spec("tensorboardX") is not None,
+        "wandb": importlib.util.find_spec("wandb") is not None,
+    }
     if report_to is None:
         return ["tensorboard"] if installed["tensorboard"] else []
     if report_to == "none":
         return []
     if not installed[report_to]:
         hint = " and run `wandb login`" if report_to == "wandb" else ""
-        raise UserError(f"--report-to {report_to} needs the {report_to} package: `pip install {report_to}`{hint}, "
-                        "or pass --report-to none")
+        raise UserError(
+            f"--report-to {report_to} needs the {report_to} package: `pip install {report_to}`{hint}, "
+            "or pass --report-to none"
+        )
     return [report_to]
 
 
@@ -169,8 +173,9 @@ def build_training_model(config: TrainConfig):
 STREAM_METRICS = ("lm_ppl", "time_diff", "fluency", "lm_correctness")
 
 
-def streaming_metrics(model, dataset: StreamDataset, limit: int, rank: int = 0,
-                      world_size: int = 1) -> dict[str, float]:
+def streaming_metrics(
+    model, dataset: StreamDataset, limit: int, rank: int = 0, world_size: int = 1
+) -> dict[str, float]:
     """The paper's streaming metrics over the first `limit` conversations of a dataset, at the model's fps and
     threshold; each rank scores its share (`shard`) and every rank gets the aggregate."""
     from ..data.frames import shard
@@ -186,9 +191,16 @@ def streaming_metrics(model, dataset: StreamDataset, limit: int, rank: int = 0,
         for row in shard(dataset.rows[:limit], rank, world_size):
             start = int(row.get("start_frame", 0))
             frames = dataset.store.load(row["video"], start, start + conversation_frames(row["conversation"]))
-            results.append(evaluate_conversation(
-                model, dataset.template, row["conversation"], frame_embeds(model, frames),
-                fps=model.config.frame_fps, threshold=model.config.frame_token_interval_threshold))
+            results.append(
+                evaluate_conversation(
+                    model,
+                    dataset.template,
+                    row["conversation"],
+                    frame_embeds(model, frames),
+                    fps=model.config.frame_fps,
+                    threshold=model.config.frame_token_interval_threshold,
+                )
+            )
     model.train(was_training)
     summary = aggregate(gather(results, world_size)).to_dict()
     return {name: float(summary[name]) for name in STREAM_METRICS}
@@ -222,8 +234,9 @@ class LiveTrainer(Trainer):
             return metrics
         bf16 = self.args.bf16 and self.model.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            stream = streaming_metrics(self.model, dataset, self.stream_eval_samples, self.args.process_index,
-                                       self.args.world_size)
+            stream = streaming_metrics(
+                self.model, dataset, self.stream_eval_samples, self.args.process_index, self.args.world_size
+            )
         stream = {f"{metric_key_prefix}_{name}": round(value, 4) for name, value in stream.items()}
         self.log(stream)
         return {**metrics, **stream}
@@ -251,8 +264,10 @@ class LiveTrainer(Trainer):
         expected = trainable_state(model)
         missing = sorted(set(expected) - set(state))
         if missing:
-            raise UserError(f"{resume_from_checkpoint} lacks trainable weights, e.g. {missing[0]}: was it "
-                            "written by a different training setup?")
+            raise UserError(
+                f"{resume_from_checkpoint} lacks trainable weights, e.g. {missing[0]}: was it "
+                "written by a different training setup?"
+            )
         with torch.no_grad():
             parameters = dict(model.named_parameters())
             for name, value in state.items():
@@ -276,7 +291,6 @@ class LiveTrainer(Trainer):
             self.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
             return self.optimizer
         return super().create_optimizer()
-
 
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
@@ -331,18 +345,25 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     )
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1 and args.parallel_mode != ParallelMode.DISTRIBUTED:
-        raise RuntimeError(f"{world_size} processes were started, but the Trainer is not data parallel "
-                           f"({args.parallel_mode}): each would train alone")
-    trainer = LiveTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                            data_collator=StreamCollator(template))
+        raise RuntimeError(
+            f"{world_size} processes were started, but the Trainer is not data parallel "
+            f"({args.parallel_mode}): each would train alone"
+        )
+    trainer = LiveTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, data_collator=StreamCollator(template)
+    )
     trainer.vision_learning_rate = config.vision_learning_rate if config.train_vision else None
     trainer.stream_eval_samples = config.stream_eval_samples
     last = get_last_checkpoint(str(output_dir)) if resume else None
     if resume and last is None:
         logger.warning("no checkpoint in %s to resume from: starting fresh", output_dir)
     if config.max_time_minutes is not None:
-        trainer.time_budget = TimeBudget(config.max_time_minutes * 60, config.warmup_ratio, config.max_steps,
-                                         spent_before=TimeBudget.spent_in(last) if last else 0.0)
+        trainer.time_budget = TimeBudget(
+            config.max_time_minutes * 60,
+            config.warmup_ratio,
+            config.max_steps,
+            spent_before=TimeBudget.spent_in(last) if last else 0.0,
+        )
         trainer.add_callback(trainer.time_budget)
     trainer.train(resume_from_checkpoint=last)
     final = output_dir / FINAL_DIR
@@ -407,8 +428,9 @@ class TimeBudget(TrainerCallback):
         try:
             return float(json.loads(path.read_text())["spent_s"])
         except (OSError, ValueError, KeyError, TypeError):
-            logger.warning("%s does not say how much of the time budget was spent: the resumed run gets a whole "
-                           "budget", checkpoint)
+            logger.warning(
+                "%s does not say how much of the time budget was spent: the resumed run gets a whole budget", checkpoint
+            )
             return 0.0
 
     def spent(self) -> bool:

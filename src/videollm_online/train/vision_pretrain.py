@@ -127,8 +127,7 @@ class VisionPretrainConfig:
 
     def world_config(self) -> WorldConfig:
         """The world the frames come from (that of `data synth-world --size S --video-fps F --time-grid G`)."""
-        return WorldConfig(width=self.video_size, height=self.video_size, fps=self.video_fps,
-                           time_grid=self.time_grid)
+        return WorldConfig(width=self.video_size, height=self.video_size, fps=self.video_fps, time_grid=self.time_grid)
 
 
 # ---------------------------------------------------------------------------------------------------- labels
@@ -232,8 +231,13 @@ def frame_targets(objects: Sequence[DrawnObject]) -> tuple[np.ndarray, np.ndarra
     for obj in visible:
         row = cells[CELLS.index(obj.place)]
         counts[CELLS.index(obj.place)] += 1
-        for head, value in (("colour", obj.colour), ("shape", obj.shape), ("size", obj.size),
-                            ("pair", f"{obj.colour} {obj.shape}"), ("spot", spot_of(obj))):
+        for head, value in (
+            ("colour", obj.colour),
+            ("shape", obj.shape),
+            ("size", obj.size),
+            ("pair", f"{obj.colour} {obj.shape}"),
+            ("spot", spot_of(obj)),
+        ):
             row[cell_slices[head].start + _classes(CELL_HEADS, head).index(value)] = 1.0
         if obj.on is not None:
             row[cell_slices["stacked"].start] = 1.0
@@ -273,16 +277,25 @@ def video_frame(image: np.ndarray, resolution: int) -> np.ndarray:
 
 def _sample(image: np.ndarray, objects: list[DrawnObject], resolution: int) -> dict[str, torch.Tensor]:
     cells, frame = frame_targets(objects)
-    return {"pixels": torch.from_numpy(video_frame(image, resolution)), "cells": torch.from_numpy(cells),
-            "frame": torch.from_numpy(frame)}
+    return {
+        "pixels": torch.from_numpy(video_frame(image, resolution)),
+        "cells": torch.from_numpy(cells),
+        "frame": torch.from_numpy(frame),
+    }
 
 
 class RandomWorldFrames(IterableDataset):
     """An endless stream of frames of random episodes with their targets. Each DataLoader worker draws its own
     episodes from (seed, worker id, worker count), so a run is reproducible for a given seed and worker count."""
 
-    def __init__(self, world: WorldConfig, resolution: int, seed: int, frames_per_episode: int,
-                 exclude: frozenset[int] = frozenset()):
+    def __init__(
+        self,
+        world: WorldConfig,
+        resolution: int,
+        seed: int,
+        frames_per_episode: int,
+        exclude: frozenset[int] = frozenset(),
+    ):
         self.world, self.resolution, self.seed = world, resolution, seed
         self.frames_per_episode, self.exclude = frames_per_episode, exclude
 
@@ -371,23 +384,36 @@ def recorded_world(config: VisionPretrainConfig, resolution: int) -> RecordedWor
     for path in paths:
         annotation = json.loads(path.read_text())
         if int(annotation["seed"]) in heldout:
-            raise UserError(f"{world_dir} holds held-out episode {annotation['id']} (world seed "
-                            f"{config.heldout_seed}): pretrain on a world written with another --seed")
+            raise UserError(
+                f"{world_dir} holds held-out episode {annotation['id']} (world seed "
+                f"{config.heldout_seed}): pretrain on a world written with another --seed"
+            )
         if not store.path(annotation["id"]).exists():
             continue
         metadata = store.metadata(annotation["id"])
-        if float(metadata.get("fps", config.video_fps)) != config.video_fps or \
-                int(metadata.get("resolution", resolution)) != resolution:
-            raise UserError(f"{store.path(annotation['id'])} holds frames at {metadata.get('fps')} fps and "
-                            f"{metadata.get('resolution')} px; this needs {config.video_fps} fps (--video-fps) and "
-                            f"{resolution} px (the model's): preprocess with `data preprocess --preset` of the model")
+        if (
+            float(metadata.get("fps", config.video_fps)) != config.video_fps
+            or int(metadata.get("resolution", resolution)) != resolution
+        ):
+            raise UserError(
+                f"{store.path(annotation['id'])} holds frames at {metadata.get('fps')} fps and "
+                f"{metadata.get('resolution')} px; this needs {config.video_fps} fps (--video-fps) and "
+                f"{resolution} px (the model's): preprocess with `data preprocess --preset` of the model"
+            )
         usable.append(path.name)
     if not usable:
-        raise UserError(f"no preprocessed frames in {frames_dir} for the videos of {world_dir}: run "
-                        f"`videollm-online data preprocess {world_dir / 'videos'} --out {frames_dir} --preset ...`")
+        raise UserError(
+            f"no preprocessed frames in {frames_dir} for the videos of {world_dir}: run "
+            f"`videollm-online data preprocess {world_dir / 'videos'} --out {frames_dir} --preset ...`"
+        )
     if len(usable) < len(paths):
-        logger.warning("%d of %d videos of %s have no preprocessed frames: training on the other %d",
-                       len(paths) - len(usable), len(paths), world_dir, len(usable))
+        logger.warning(
+            "%d of %d videos of %s have no preprocessed frames: training on the other %d",
+            len(paths) - len(usable),
+            len(paths),
+            world_dir,
+            len(usable),
+        )
     return RecordedWorld(annotation_dir, tuple(usable), store)
 
 
@@ -427,8 +453,10 @@ class VisionPretrainModel(nn.Module):
         super().__init__()
         config = frame_encoder.config
         if config.frame_token_pooled != 3:
-            raise UserError(f"vision pretraining reads the 3 x 3 place grid off the pooled tokens; this model pools "
-                            f"{config.frame_token_pooled} x {config.frame_token_pooled} (frame_token_pooled)")
+            raise UserError(
+                f"vision pretraining reads the 3 x 3 place grid off the pooled tokens; this model pools "
+                f"{config.frame_token_pooled} x {config.frame_token_pooled} (frame_token_pooled)"
+            )
         self.frame_encoder = frame_encoder
         self.cell_head = nn.Linear(frame_encoder.hidden_size, _width(CELL_HEADS))
         self.frame_head = nn.Linear(frame_encoder.hidden_size, _width(FRAME_HEADS))
@@ -436,7 +464,7 @@ class VisionPretrainModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised pixels (N, 3, R, R) -> cell logits (N, 9, C) and frame logits (N, F)."""
         tokens = self.frame_encoder(pixel_values)  # (N, T, Hv): [CLS] then the 3x3 grid, row-major
-        cells = tokens[:, -len(CELLS):]  # (N, 9, Hv)
+        cells = tokens[:, -len(CELLS) :]  # (N, 9, Hv)
         whole = tokens[:, 0] if self.frame_encoder.config.frame_token_cls else cells.mean(1)  # (N, Hv)
         return self.cell_head(cells), self.frame_head(whole)
 
@@ -447,15 +475,17 @@ def _head_losses(logits: torch.Tensor, targets: torch.Tensor, heads: Sequence[He
         x, y = logits[..., part].float(), targets[..., part]
         if head.multi:  # summed over the head's labels, averaged over cells and frames
             weight = torch.tensor(head.positive_weight, device=x.device)
-            losses[head.name] = F.binary_cross_entropy_with_logits(x, y, reduction="none",
-                                                                   pos_weight=weight).sum(-1).mean()
+            losses[head.name] = (
+                F.binary_cross_entropy_with_logits(x, y, reduction="none", pos_weight=weight).sum(-1).mean()
+            )
         else:
             losses[head.name] = F.cross_entropy(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
     return losses
 
 
-def pretrain_loss(model: VisionPretrainModel, pixel_values: torch.Tensor, cells: torch.Tensor,
-                  frame: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def pretrain_loss(
+    model: VisionPretrainModel, pixel_values: torch.Tensor, cells: torch.Tensor, frame: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The sum of all heads' losses, and each head's loss."""
     cell_logits, frame_logits = model(pixel_values)
     losses = {**_head_losses(cell_logits, cells, CELL_HEADS), **_head_losses(frame_logits, frame, FRAME_HEADS)}
@@ -484,8 +514,9 @@ class Accuracy:
             for value, n in zip(*np.unique(answers.cpu().numpy(), return_counts=True)):
                 counts[value] = counts.get(value, 0) + int(n)
 
-    def update(self, cell_logits: torch.Tensor, cells: torch.Tensor, frame_logits: torch.Tensor,
-               frame: torch.Tensor) -> None:
+    def update(
+        self, cell_logits: torch.Tensor, cells: torch.Tensor, frame_logits: torch.Tensor, frame: torch.Tensor
+    ) -> None:
         parts = _slices_by_name(CELL_HEADS)
         count = cells[..., parts["count"]].argmax(-1)  # (N, 9)
         single = count == 1
@@ -520,8 +551,10 @@ class Accuracy:
     def result(self) -> dict[str, dict[str, float | int]]:
         out = {}
         for name, total in self.total.items():
-            entry: dict[str, float | int] = {"accuracy": round(self.right[name] / total, 4) if total else 0.0,
-                                             "n": total}
+            entry: dict[str, float | int] = {
+                "accuracy": round(self.right[name] / total, 4) if total else 0.0,
+                "n": total,
+            }
             if name in self.answers and total:
                 entry["majority"] = round(max(self.answers[name].values()) / total, 4)
             out[name] = entry
@@ -529,8 +562,13 @@ class Accuracy:
 
 
 @torch.no_grad()
-def evaluate(model: VisionPretrainModel, loader: Iterable[dict[str, torch.Tensor]], live_config: LiveConfig,
-             device: torch.device, autocast: bool) -> dict[str, dict[str, float | int]]:
+def evaluate(
+    model: VisionPretrainModel,
+    loader: Iterable[dict[str, torch.Tensor]],
+    live_config: LiveConfig,
+    device: torch.device,
+    autocast: bool,
+) -> dict[str, dict[str, float | int]]:
     """Per-head accuracy (see `Accuracy`) over batches of held-out frames."""
     was_training = model.training
     model.eval()
@@ -539,8 +577,7 @@ def evaluate(model: VisionPretrainModel, loader: Iterable[dict[str, torch.Tensor
         pixels = preprocess_frames(batch["pixels"], live_config, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             cell_logits, frame_logits = model(pixels)
-        accuracy.update(cell_logits.float(), batch["cells"].to(device), frame_logits.float(),
-                        batch["frame"].to(device))
+        accuracy.update(cell_logits.float(), batch["cells"].to(device), frame_logits.float(), batch["frame"].to(device))
     model.train(was_training)
     return accuracy.result()
 
@@ -568,8 +605,11 @@ def load_for_pretraining(spec: str):
 
 
 def _loader(dataset, config: VisionPretrainConfig, device: torch.device, shuffle: bool = False) -> DataLoader:
-    kwargs: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": config.workers,
-                              "pin_memory": device.type == "cuda"}
+    kwargs: dict[str, Any] = {
+        "batch_size": config.batch_size,
+        "num_workers": config.workers,
+        "pin_memory": device.type == "cuda",
+    }
     if config.workers:
         # spawn, not fork: the parent holds threads (PyAV, CUDA, torch) whose locks a forked worker can inherit held
         kwargs.update(multiprocessing_context="spawn")
@@ -579,8 +619,11 @@ def _loader(dataset, config: VisionPretrainConfig, device: torch.device, shuffle
 def _optimizer(model: nn.Module, config: VisionPretrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim >= 2]  # no decay on biases and norms
     other = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": other, "weight_decay": 0.0}], lr=config.learning_rate, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+        betas=(0.9, 0.95),
+    )
 
 
 def _print(message: str) -> None:
@@ -613,16 +656,22 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
             file.write(json.dumps(entry) + "\n")
 
     if config.world_dir:
-        frames = RecordedWorldFrames(recorded_world(config, resolution), world, config.seed,
-                                     config.frames_per_episode)
+        frames = RecordedWorldFrames(recorded_world(config, resolution), world, config.seed, config.frames_per_episode)
     else:
         exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
         frames = RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
     train_loader = _loader(frames, config, device)
     # The held-out frames are rendered once, before training, and kept (a few hundred KB a frame at most): every
     # report then costs only the forwards, and no rendering processes compete with the training loader's.
-    eval_batches = list(_loader(WorldFrames(heldout_items(world, config.heldout_seed, config.heldout_videos,
-                                                          config.eval_frames), world, resolution), config, device))
+    eval_batches = list(
+        _loader(
+            WorldFrames(
+                heldout_items(world, config.heldout_seed, config.heldout_videos, config.eval_frames), world, resolution
+            ),
+            config,
+            device,
+        )
+    )
     optimizer = _optimizer(model, config)
     seconds = config.max_time_minutes * 60 if config.max_time_minutes is not None else math.inf
     budget = TimeBudget(seconds, config.warmup_ratio, config.max_steps)
@@ -632,8 +681,10 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         accuracy = evaluate(model, eval_batches, live_config, device, config.bf16)
         log({"step": step, "eval": accuracy, "elapsed_s": round(time.monotonic() - started, 2)})
         if progress:
-            _print(f"step {step}: held-out accuracy " + ", ".join(
-                f"{name} {entry['accuracy']:.3f}" for name, entry in accuracy.items() if "_" not in name))
+            _print(
+                f"step {step}: held-out accuracy "
+                + ", ".join(f"{name} {entry['accuracy']:.3f}" for name, entry in accuracy.items() if "_" not in name)
+            )
         return accuracy
 
     started = time.monotonic()
@@ -646,8 +697,12 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         budget.begin()  # the budget counts from the first batch, not from the workers' start-up
         pixels = preprocess_frames(batch["pixels"].to(device, non_blocking=True), live_config, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            loss, parts = pretrain_loss(model, pixels, batch["cells"].to(device, non_blocking=True),
-                                        batch["frame"].to(device, non_blocking=True))
+            loss, parts = pretrain_loss(
+                model,
+                pixels,
+                batch["cells"].to(device, non_blocking=True),
+                batch["frame"].to(device, non_blocking=True),
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -659,14 +714,21 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         if step % config.log_every == 0:
             now = time.monotonic()
             span = now - window[0]
-            entry = {"step": step, "loss": round(sum(losses) / len(losses), 4),
-                     "heads": {k: round(v, 4) for k, v in parts.items()}, "lr": scheduler.get_last_lr()[0],
-                     "frames_per_s": round((frames_seen - window[1]) / span, 1),
-                     "data_wait_frac": round((waited - window[2]) / span, 3), "elapsed_s": round(now - started, 2)}
+            entry = {
+                "step": step,
+                "loss": round(sum(losses) / len(losses), 4),
+                "heads": {k: round(v, 4) for k, v in parts.items()},
+                "lr": scheduler.get_last_lr()[0],
+                "frames_per_s": round((frames_seen - window[1]) / span, 1),
+                "data_wait_frac": round((waited - window[2]) / span, 3),
+                "elapsed_s": round(now - started, 2),
+            }
             log(entry)
             if progress:
-                _print(f"step {step}: loss {entry['loss']:.4f}, {entry['frames_per_s']:.0f} frames/s, "
-                       f"waiting for data {entry['data_wait_frac']:.0%}, lr {entry['lr']:.2e}")
+                _print(
+                    f"step {step}: loss {entry['loss']:.4f}, {entry['frames_per_s']:.0f} frames/s, "
+                    f"waiting for data {entry['data_wait_frac']:.0%}, lr {entry['lr']:.2e}"
+                )
             losses, window = [], (now, frames_seen, waited)
         if step % config.eval_every == 0:
             accuracy = report(step)
@@ -680,19 +742,32 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
 
     model.to("cpu").eval()
     metrics = {
-        "model": config.model, "device": str(device), "steps": step, "frames_seen": frames_seen,
-        "train_seconds": round(train_seconds, 1), "frames_per_s": round(frames_seen / max(train_seconds, 1e-9), 1),
-        "data_wait_frac": round(waited / max(train_seconds, 1e-9), 3), "resolution": resolution,
-        "eval_frames": config.eval_frames, "accuracy": accuracy, "accuracy_at_start": first,
+        "model": config.model,
+        "device": str(device),
+        "steps": step,
+        "frames_seen": frames_seen,
+        "train_seconds": round(train_seconds, 1),
+        "frames_per_s": round(frames_seen / max(train_seconds, 1e-9), 1),
+        "data_wait_frac": round(waited / max(train_seconds, 1e-9), 3),
+        "resolution": resolution,
+        "eval_frames": config.eval_frames,
+        "accuracy": accuracy,
+        "accuracy_at_start": first,
         "config": dataclasses.asdict(config),
     }
-    live_config.extra["vision_pretrain"] = {**dataclasses.asdict(config), "steps": step, "frames_seen": frames_seen,
-                                            "accuracy": {k: v["accuracy"] for k, v in accuracy.items()}}
+    live_config.extra["vision_pretrain"] = {
+        **dataclasses.asdict(config),
+        "steps": step,
+        "frames_seen": frames_seen,
+        "accuracy": {k: v["accuracy"] for k, v in accuracy.items()},
+    }
     final = save_checkpoint(live, template, output_dir / FINAL_DIR, save_vision=True, dtype=config.save_dtype)
     from safetensors.torch import save_file
 
-    save_file({f"cell_head.{k}": v.contiguous() for k, v in model.cell_head.state_dict().items()}
-              | {f"frame_head.{k}": v.contiguous() for k, v in model.frame_head.state_dict().items()},
-              output_dir / HEADS_FILE)
+    save_file(
+        {f"cell_head.{k}": v.contiguous() for k, v in model.cell_head.state_dict().items()}
+        | {f"frame_head.{k}": v.contiguous() for k, v in model.frame_head.state_dict().items()},
+        output_dir / HEADS_FILE,
+    )
     write_json_atomic(output_dir / METRICS_FILE, metrics)
     return VisionPretrainResult(final, metrics, live)

@@ -70,8 +70,14 @@ class Letterboxer:
             width, height = height, width
         w, h = scaled_size(width, height, res)
         graph = av.filter.Graph()
-        nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
-                                  time_base=frame.time_base or Fraction(1, 1_000_000))]
+        nodes = [
+            graph.add_buffer(
+                width=frame.width,
+                height=frame.height,
+                format=frame.format,
+                time_base=frame.time_base or Fraction(1, 1_000_000),
+            )
+        ]
         for name, args in rot:
             nodes.append(graph.add(name, args))
         nodes.append(graph.add("scale", f"{w}:{h}:flags=bicubic"))

@@ -101,8 +101,9 @@ class _Source:
 class _ContainerSource(_Source):
     """A PyAV container: files and remote files use the ffmpeg ``-r`` sampler, live feeds the drop-only sampler."""
 
-    def __init__(self, container: Any, name: str, *, fps: Fraction, resolution: int, start: float,
-                 is_live: bool) -> None:
+    def __init__(
+        self, container: Any, name: str, *, fps: Fraction, resolution: int, start: float, is_live: bool
+    ) -> None:
         self.container = container
         self.name = name
         self.fps = fps
@@ -120,8 +121,15 @@ class _ContainerSource(_Source):
             duration = container.duration / 1e6
         elif stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)
-        self.info = VideoInfo(source=name, fps=float(rate) if rate else None, duration=duration,
-                              width=cc.width or None, height=cc.height or None, is_live=is_live, codec=cc.name)
+        self.info = VideoInfo(
+            source=name,
+            fps=float(rate) if rate else None,
+            duration=duration,
+            width=cc.width or None,
+            height=cc.height or None,
+            is_live=is_live,
+            codec=cc.name,
+        )
         self.is_live = is_live
         # no frame threading: it hides decoding errors of truncated files (and adds latency to live feeds)
         self._warned = False
@@ -135,8 +143,11 @@ class _ContainerSource(_Source):
     def _warn(self, emit: Emit, err: BaseException) -> None:
         if not self._warned:
             self._warned = True
-            emit(_Warning(f"{self.name}: corrupt or truncated video data ({_averror(err)}); "
-                          "skipping what cannot be decoded"))
+            emit(
+                _Warning(
+                    f"{self.name}: corrupt or truncated video data ({_averror(err)}); skipping what cannot be decoded"
+                )
+            )
 
     def _decoded(self, emit: Emit, stop: threading.Event) -> Iterator[av.VideoFrame]:
         try:
@@ -173,7 +184,8 @@ class _ContainerSource(_Source):
         stream, fps = self.stream, self.fps
         first = math.ceil(self.start * fps - Fraction(1, 10**6)) if self.start > 0 else 0
         sampler: FfmpegRateSampler[av.VideoFrame] = FfmpegRateSampler(
-            fps, vscfr=len(self.container.streams) == 1, first_index=first)
+            fps, vscfr=len(self.container.streams) == 1, first_index=first
+        )
         start_us = self.container.start_time or 0
         decoded = 0
         last_pts: int | None = None
@@ -225,14 +237,19 @@ class _ContainerSource(_Source):
         expected = stream.frames or 0
         if not self._warned and self.start <= 0 and 0 < decoded and expected - decoded > max(2, expected // 20):
             self._warned = True
-            emit(_Warning(f"{self.name}: only {decoded} of {expected} video frames could be decoded "
-                          "(truncated or corrupt file)"))
+            emit(
+                _Warning(
+                    f"{self.name}: only {decoded} of {expected} video frames could be decoded "
+                    "(truncated or corrupt file)"
+                )
+            )
         if decoded == 0:
             if self._warned:
                 raise VideoSourceError(f"{self.name} has no decodable video frames (file is corrupt or truncated)")
             if self.start > 0 and self.info.duration and self.start >= self.info.duration:
-                raise VideoSourceError(f"start={self.start:g}s is past the end of {self.name} "
-                                       f"({self.info.duration:.3f}s long)")
+                raise VideoSourceError(
+                    f"start={self.start:g}s is past the end of {self.name} ({self.info.duration:.3f}s long)"
+                )
             raise VideoSourceError(f"{self.name} has no video frames")
 
     def _run_live(self, emit: Emit, stop: threading.Event, boxer: Letterboxer) -> None:
@@ -276,8 +293,14 @@ class _ImageDirSource(_Source):
                 width, height = im.size
         except OSError:
             pass
-        self.info = VideoInfo(source=self.name, fps=float(image_fps), duration=float(len(self.files) / image_fps),
-                              width=width, height=height, is_live=False)
+        self.info = VideoInfo(
+            source=self.name,
+            fps=float(image_fps),
+            duration=float(len(self.files) / image_fps),
+            width=width,
+            height=height,
+            is_live=False,
+        )
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         fps, tb = self.fps, 1 / self.image_fps
@@ -332,12 +355,19 @@ class _ImageDirSource(_Source):
 class _IterableSource(_Source):
     """Frames pushed from Python: arrays / tensors / PIL images, optionally as ``(time, image)`` tuples."""
 
-    def __init__(self, items: Iterable[Any], *, fps: Fraction, resolution: int, start: float,
-                 image_fps: Fraction) -> None:
+    def __init__(
+        self, items: Iterable[Any], *, fps: Fraction, resolution: int, start: float, image_fps: Fraction
+    ) -> None:
         self.items = items
         self.fps, self.resolution, self.start, self.image_fps = fps, resolution, start, image_fps
-        self.info = VideoInfo(source=f"<{type(items).__name__} of frames>", fps=float(image_fps), duration=None,
-                              width=None, height=None, is_live=False)
+        self.info = VideoInfo(
+            source=f"<{type(items).__name__} of frames>",
+            fps=float(image_fps),
+            duration=None,
+            width=None,
+            height=None,
+            is_live=False,
+        )
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         first = math.ceil(self.start * self.fps - Fraction(1, 10**6)) if self.start > 0 else 0
@@ -433,8 +463,7 @@ class FrameStream(Iterator[Frame]):
     the oldest frame instead (keeping latency low). Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, source: _Source, *, max_buffered: int = 64, realtime: bool = False,
-                 start: float = 0.0) -> None:
+    def __init__(self, source: _Source, *, max_buffered: int = 64, realtime: bool = False, start: float = 0.0) -> None:
         if max_buffered < 1:
             raise ValueError(f"max_buffered must be >= 1, got {max_buffered}")
         self.info = source.info
@@ -445,8 +474,9 @@ class FrameStream(Iterator[Frame]):
         self._done = False
         self._t0: float | None = None
         self._pipe = _Pipe(max_buffered, source.info.is_live, source.info.source)
-        self._thread = threading.Thread(target=self._pipe.run, args=(source,), daemon=True,
-                                        name=f"video-decode:{source.info.source}")
+        self._thread = threading.Thread(
+            target=self._pipe.run, args=(source,), daemon=True, name=f"video-decode:{source.info.source}"
+        )
         self._thread.start()
 
     @property
@@ -552,8 +582,17 @@ def _is_url(source: str) -> bool:
     return bool(sep) and scheme.lower() in NETWORK_SCHEMES
 
 
-def open_video(source: Any, *, fps: float, resolution: int, realtime: bool = False, max_buffered: int = 64,
-               start: float = 0.0, image_fps: float | None = None, timeout: float = 10.0) -> FrameStream:
+def open_video(
+    source: Any,
+    *,
+    fps: float,
+    resolution: int,
+    realtime: bool = False,
+    max_buffered: int = 64,
+    start: float = 0.0,
+    image_fps: float | None = None,
+    timeout: float = 10.0,
+) -> FrameStream:
     """Open a video source and return a :class:`FrameStream` of frames sampled at ``fps`` and letterboxed.
 
     ``source``: a video file path, a folder of images (sorted by name, played at ``image_fps``, default ``fps``),
@@ -583,7 +622,7 @@ def open_video(source: Any, *, fps: float, resolution: int, realtime: bool = Fal
         if isinstance(text, bytes):
             text = os.fsdecode(text)
         if text.startswith("file://"):
-            text = text[len("file://"):]
+            text = text[len("file://") :]
         if _is_url(text):
             options = {"rtsp_transport": "tcp"} if text.lower().startswith("rtsp") else {}
             container = _open_container(text, text, timeout=(timeout, timeout), options=options)
@@ -621,7 +660,9 @@ def open_video(source: Any, *, fps: float, resolution: int, realtime: bool = Fal
         try:
             iter(items)
         except TypeError:
-            raise VideoSourceError(f"unsupported video source of type {type(source).__name__}: pass a path, URL, "
-                                   "device or an iterable of frames") from None
+            raise VideoSourceError(
+                f"unsupported video source of type {type(source).__name__}: pass a path, URL, "
+                "device or an iterable of frames"
+            ) from None
         src = _IterableSource(items, image_fps=img_fps, **common)
     return FrameStream(src, max_buffered=max_buffered, realtime=realtime, start=float(start))

@@ -40,12 +40,17 @@ MAX_PROCEDURE_STEPS = 5
 STEP_QUESTION = "What is the action in the video? Format your answer concisely. No extra text output."
 TASK_QUESTION = "What is the overall activity in the video? Format your answer concisely. No extra text output."
 NEXT_QUESTION = "What is the next action for the video? Format your answer concisely. No extra text output."
-PROCEDURE_QUESTION = ("What is the next {n} actions for the video? Format your answer concisely, listing each action "
-                      "on a new line with a number prefix. No extra text output.")
-GOAL_NEXT_QUESTION = ("To {task}, what is the next action for the video? Format your answer concisely. No extra text "
-                      "output.")
-GOAL_PROCEDURE_QUESTION = ("To {task}, what is the next {n} actions for the video? Format your answer concisely, "
-                           "listing each action on a new line with a number prefix. No extra text output.")
+PROCEDURE_QUESTION = (
+    "What is the next {n} actions for the video? Format your answer concisely, listing each action "
+    "on a new line with a number prefix. No extra text output."
+)
+GOAL_NEXT_QUESTION = (
+    "To {task}, what is the next action for the video? Format your answer concisely. No extra text output."
+)
+GOAL_PROCEDURE_QUESTION = (
+    "To {task}, what is the next {n} actions for the video? Format your answer concisely, "
+    "listing each action on a new line with a number prefix. No extra text output."
+)
 
 # Two labels with punctuation that reads badly in an answer (the seed rewrites them the same way).
 _STEP_REWRITES = {
@@ -114,13 +119,25 @@ def read_coin(path: str | Path) -> list[CoinVideo]:
     videos = []
     for video_id, entry in database.items():
         try:
-            steps = tuple(CoinStep(float(s["segment"][0]), float(s["segment"][1]), clean_step(str(s["label"])))
-                          for s in entry["annotation"])
-            videos.append(CoinVideo(str(video_id), clean_task(str(entry["class"])), str(entry["subset"]),
-                                    float(entry["start"]), float(entry["end"]), steps))
+            steps = tuple(
+                CoinStep(float(s["segment"][0]), float(s["segment"][1]), clean_step(str(s["label"])))
+                for s in entry["annotation"]
+            )
+            videos.append(
+                CoinVideo(
+                    str(video_id),
+                    clean_task(str(entry["class"])),
+                    str(entry["subset"]),
+                    float(entry["start"]),
+                    float(entry["end"]),
+                    steps,
+                )
+            )
         except (KeyError, IndexError, TypeError, ValueError) as error:
-            raise UserError(f"{path}: video {video_id!r} is malformed ({type(error).__name__}: {error}); each video "
-                            "needs class, subset, start, end and annotation [{segment, label}]") from error
+            raise UserError(
+                f"{path}: video {video_id!r} is malformed ({type(error).__name__}: {error}); each video "
+                "needs class, subset, start, end and annotation [{segment, label}]"
+            ) from error
     return videos
 
 
@@ -133,15 +150,24 @@ class CoinCategories:
 
     @classmethod
     def from_videos(cls, videos: list[CoinVideo]) -> CoinCategories:
-        return cls(steps=tuple(sorted({answer_text(s.text) for v in videos for s in v.steps})),
-                   tasks=tuple(sorted({answer_text(v.task) for v in videos})))
+        return cls(
+            steps=tuple(sorted({answer_text(s.text) for v in videos for s in v.steps})),
+            tasks=tuple(sorted({answer_text(v.task) for v in videos})),
+        )
 
     def for_benchmark(self, benchmark: str) -> tuple[str, ...]:
         return self.tasks if benchmark == "task" else self.steps
 
 
-def coin_rows(videos: list[CoinVideo], benchmark: str, split: str, video_frames: Mapping[str, int], fps: float,
-              system_prompt: str | None, categories: CoinCategories | None = None) -> Converted:
+def coin_rows(
+    videos: list[CoinVideo],
+    benchmark: str,
+    split: str,
+    video_frames: Mapping[str, int],
+    fps: float,
+    system_prompt: str | None,
+    categories: CoinCategories | None = None,
+) -> Converted:
     """Rows of one benchmark on one split; videos without frames, or steps whose frames are empty, are skipped."""
     if benchmark not in BENCHMARKS:
         raise UserError(f"unknown COIN benchmark {benchmark!r}; valid benchmarks: {', '.join(BENCHMARKS)}")
@@ -163,11 +189,14 @@ def coin_rows(videos: list[CoinVideo], benchmark: str, split: str, video_frames:
                 result.skipped["segment ends before it starts"] += 1
                 continue
             answer = answer_text(answers[0]) if len(answers) == 1 else procedure_text(answers)
-            conversation = with_system_prompt([
-                {"role": "user", "content": question},
-                {"role": "stream", "num_frames": stop - first, "learn": True},
-                {"role": "assistant", "content": answer, "learn": True},
-            ], system_prompt)
+            conversation = with_system_prompt(
+                [
+                    {"role": "user", "content": question},
+                    {"role": "stream", "num_frames": stop - first, "learn": True},
+                    {"role": "assistant", "content": answer, "learn": True},
+                ],
+                system_prompt,
+            )
             labels = [index[answer_text(a)] for a in answers]
             result.rows.append(make_row(video.id, f"coin-{benchmark}", conversation, first, labels=labels))
     return result
@@ -200,8 +229,9 @@ def coin_loader(benchmark: str) -> Loader:
 
     def load(options: ConvertOptions) -> Converted:
         videos = read_coin(find_annotation(options.anno_root))
-        return coin_rows(videos, benchmark, options.split, require_video_frames(options, "COIN"), options.fps,
-                         options.system_prompt)
+        return coin_rows(
+            videos, benchmark, options.split, require_video_frames(options, "COIN"), options.fps, options.system_prompt
+        )
 
     load.__name__ = f"load_coin_{benchmark.replace('-', '_')}"
     return load

@@ -88,10 +88,17 @@ def stream_frames(conversation: list[dict[str, Any]]) -> int:
     return sum(m["num_frames"] for m in conversation if m["role"] == "stream")
 
 
-def make_row(video: str, kind: str, conversation: list[dict[str, Any]], start_frame: int,
-             **extra: Any) -> dict[str, Any]:
-    return {"video": video, "kind": kind, "conversation": conversation, "start_frame": start_frame,
-            "end_frame": start_frame + stream_frames(conversation), **extra}
+def make_row(
+    video: str, kind: str, conversation: list[dict[str, Any]], start_frame: int, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "video": video,
+        "kind": kind,
+        "conversation": conversation,
+        "start_frame": start_frame,
+        "end_frame": start_frame + stream_frames(conversation),
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------------- files
@@ -121,8 +128,10 @@ def read_json_or_jsonl(path: Path) -> list[Any]:
 
 def require_video_frames(options: ConvertOptions, dataset: str) -> Mapping[str, int]:
     if options.video_frames is None:
-        raise UserError(f"{dataset} needs each video's length: pass --frames DIR (preprocessed frames or features) "
-                        f"or --video-metadata FILE (Ego4D's ego4d.json, or a JSON map of video id to seconds)")
+        raise UserError(
+            f"{dataset} needs each video's length: pass --frames DIR (preprocessed frames or features) "
+            f"or --video-metadata FILE (Ego4D's ego4d.json, or a JSON map of video id to seconds)"
+        )
     return options.video_frames
 
 
@@ -148,11 +157,16 @@ def frames_from_metadata(path: str | Path, fps: float) -> dict[str, int]:
     path = Path(path)
     data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("videos"), list):
-        durations = {v["video_uid"]: float(v["duration_sec"]) for v in data["videos"]
-                     if "video_uid" in v and v.get("duration_sec")}
+        durations = {
+            v["video_uid"]: float(v["duration_sec"])
+            for v in data["videos"]
+            if "video_uid" in v and v.get("duration_sec")
+        }
     elif isinstance(data, dict) and all(isinstance(v, (int, float)) for v in data.values()):
         durations = {str(k): float(v) for k, v in data.items()}
     else:
-        raise UserError(f"{path}: expected Ego4D metadata ({{'videos': [{{'video_uid', 'duration_sec'}}]}}) or a "
-                        "JSON map of video id to seconds")
+        raise UserError(
+            f"{path}: expected Ego4D metadata ({{'videos': [{{'video_uid', 'duration_sec'}}]}}) or a "
+            "JSON map of video id to seconds"
+        )
     return {video: num_stream_frames(seconds, fps) for video, seconds in durations.items() if seconds > 0}

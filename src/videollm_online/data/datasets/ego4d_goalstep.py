@@ -33,8 +33,9 @@ RELEASED_FILE = "goalstep_livechat_trainval_filtered_21k.json"
 MAX_WAITING_FRAMES = 20
 
 
-def dialogue_conversation(turns: Sequence[Mapping[str, Any]], fps: float, num_frames: int,
-                          rng: random.Random) -> tuple[list[dict[str, Any]], int] | None:
+def dialogue_conversation(
+    turns: Sequence[Mapping[str, Any]], fps: float, num_frames: int, rng: random.Random
+) -> tuple[list[dict[str, Any]], int] | None:
     """(conversation without system prompt, start frame) of one dialogue, or None when it does not open with a user
     turn inside the video."""
     last_frame = num_frames - 1
@@ -71,8 +72,10 @@ def dialogue_conversation(turns: Sequence[Mapping[str, Any]], fps: float, num_fr
             frame = ceil_frame(time, fps, previous_frame, last_frame)
             if frame == previous_frame:
                 continue  # nothing new seen since the previous turn: dropped, as the seed does
-            conversation += [{"role": "stream", "num_frames": frame - previous_frame, "learn": True},
-                             {"role": "assistant", "content": content, "time": time, "learn": True}]
+            conversation += [
+                {"role": "stream", "num_frames": frame - previous_frame, "learn": True},
+                {"role": "assistant", "content": content, "time": time, "learn": True},
+            ]
         previous_time, previous_frame = time, frame
     return conversation, start
 
@@ -87,8 +90,10 @@ def _dialogue_files(anno_root: Path) -> list[Path]:
     found = sorted(anno_root.glob("*.jsonl"))
     if found:
         return found
-    raise UserError(f"no GoalStep dialogues in {anno_root}: expected {RELEASED_FILE}, a livechat/ folder of JSON "
-                    "dialogues, JSONL written by `videollm-online data synthesize`, or pass the file itself")
+    raise UserError(
+        f"no GoalStep dialogues in {anno_root}: expected {RELEASED_FILE}, a livechat/ folder of JSON "
+        "dialogues, JSONL written by `videollm-online data synthesize`, or pass the file itself"
+    )
 
 
 def load_dialogues(path: Path) -> list[dict[str, Any]]:
@@ -118,6 +123,9 @@ def load_goalstep_livechat(options: ConvertOptions) -> Converted:
                 result.skipped["does not open with a user turn inside the video"] += 1
                 continue
             conversation, start = built
-            result.rows.append(make_row(video, "ego4d-goalstep-livechat",
-                                        with_system_prompt(conversation, options.system_prompt), start))
+            result.rows.append(
+                make_row(
+                    video, "ego4d-goalstep-livechat", with_system_prompt(conversation, options.system_prompt), start
+                )
+            )
     return result

@@ -29,8 +29,10 @@ SPLIT_FILES = {"train": "fho_lta_train.json", "val": "fho_lta_val.json", "test":
 TAXONOMY_FILE = "fho_lta_taxonomy.json"
 
 # The seed's question: a checkpoint trained on it expects these exact words.
-QUESTION = ("After {num_frames} video frames, anticipate the next {z} actions. Format your answer concisely, listing "
-            "each action on a new line with a number prefix. No extra text output.")
+QUESTION = (
+    "After {num_frames} video frames, anticipate the next {z} actions. Format your answer concisely, listing "
+    "each action on a new line with a number prefix. No extra text output."
+)
 
 # Taxonomy entries whose first name would collide with another entry's (the seed renames them the same way).
 _RENAMES = {
@@ -58,8 +60,10 @@ def find_file(root: Path, name: str) -> Path:
     for path in (root / name, root / "annotations" / name):
         if path.is_file():
             return path
-    raise UserError(f"no {name} in {root}: expected {root / name} (or {root / 'annotations' / name}), from Ego4D's "
-                    "long-term action anticipation annotations")
+    raise UserError(
+        f"no {name} in {root}: expected {root / name} (or {root / 'annotations' / name}), from Ego4D's "
+        "long-term action anticipation annotations"
+    )
 
 
 class LtaTaxonomy:
@@ -82,8 +86,11 @@ class LtaTaxonomy:
     @classmethod
     def read(cls, path: str | Path) -> LtaTaxonomy:
         data = read_json(Path(path))
-        if not isinstance(data, dict) or not isinstance(data.get("verbs"), list) or \
-                not isinstance(data.get("nouns"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("verbs"), list)
+            or not isinstance(data.get("nouns"), list)
+        ):
             raise UserError(f"{path} is not an LTA taxonomy: expected {{'verbs': [...], 'nouns': [...]}}")
         return cls(data["verbs"], data["nouns"])
 
@@ -141,15 +148,22 @@ def read_clips(path: str | Path) -> dict[str, list[LtaAction]]:
     for number, clip in enumerate(clips):
         try:
             parent = float(clip["clip_parent_start_sec"])
-            by_clip[str(clip["clip_uid"])].append(LtaAction(
-                str(clip["video_uid"]), parent + float(clip["action_clip_start_sec"]),
-                parent + float(clip["action_clip_end_sec"]), int(clip["action_idx"]),
-                None if clip.get("verb_label") is None else int(clip["verb_label"]),
-                None if clip.get("noun_label") is None else int(clip["noun_label"])))
+            by_clip[str(clip["clip_uid"])].append(
+                LtaAction(
+                    str(clip["video_uid"]),
+                    parent + float(clip["action_clip_start_sec"]),
+                    parent + float(clip["action_clip_end_sec"]),
+                    int(clip["action_idx"]),
+                    None if clip.get("verb_label") is None else int(clip["verb_label"]),
+                    None if clip.get("noun_label") is None else int(clip["noun_label"]),
+                )
+            )
         except (KeyError, TypeError, ValueError) as error:
-            raise UserError(f"{path}: clips[{number}] is malformed ({type(error).__name__}: {error}); each entry "
-                            "needs clip_uid, video_uid, clip_parent_start_sec, action_clip_start_sec, "
-                            "action_clip_end_sec and action_idx") from error
+            raise UserError(
+                f"{path}: clips[{number}] is malformed ({type(error).__name__}: {error}); each entry "
+                "needs clip_uid, video_uid, clip_parent_start_sec, action_clip_start_sec, "
+                "action_clip_end_sec and action_idx"
+            ) from error
     return {clip: sorted(actions, key=lambda a: a.index) for clip, actions in by_clip.items()}
 
 
@@ -158,8 +172,15 @@ def round_frame(time: float, fps: float, low: int, high: int) -> int:
     return min(max(round(time * fps), low), high)
 
 
-def lta_rows(clips: Mapping[str, list[LtaAction]], taxonomy: LtaTaxonomy, video_frames: Mapping[str, int],
-             fps: float, system_prompt: str | None, z: int = NUM_FUTURE, visible: int = NUM_VISIBLE) -> Converted:
+def lta_rows(
+    clips: Mapping[str, list[LtaAction]],
+    taxonomy: LtaTaxonomy,
+    video_frames: Mapping[str, int],
+    fps: float,
+    system_prompt: str | None,
+    z: int = NUM_FUTURE,
+    visible: int = NUM_VISIBLE,
+) -> Converted:
     """One row per window of `visible` + `z` actions. Rows carry `verb_labels` / `noun_labels` (None without
     labels), `clip_uid` and `last_visible_action_idx` (the key of the challenge's prediction file)."""
     result = Converted()
@@ -186,11 +207,18 @@ def lta_rows(clips: Mapping[str, list[LtaAction]], taxonomy: LtaTaxonomy, video_
             if labelled:
                 labels = [(a.verb, a.noun) for a in future]
                 conversation.append({"role": "assistant", "content": taxonomy.answer_text(labels), "learn": True})
-            result.rows.append(make_row(
-                video, "ego4d-lta", with_system_prompt(conversation, system_prompt), first, clip_uid=clip_uid,
-                last_visible_action_idx=seen[-1].index,
-                verb_labels=[a.verb for a in future] if labelled else None,
-                noun_labels=[a.noun for a in future] if labelled else None))
+            result.rows.append(
+                make_row(
+                    video,
+                    "ego4d-lta",
+                    with_system_prompt(conversation, system_prompt),
+                    first,
+                    clip_uid=clip_uid,
+                    last_visible_action_idx=seen[-1].index,
+                    verb_labels=[a.verb for a in future] if labelled else None,
+                    noun_labels=[a.noun for a in future] if labelled else None,
+                )
+            )
     return result
 
 

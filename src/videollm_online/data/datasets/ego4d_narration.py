@@ -23,8 +23,14 @@ from .common import Converted, ConvertOptions, ceil_frame, make_row, read_json, 
 
 # The Ego4D benchmarks whose val/test videos are held out of narration training, and the key of their video lists.
 BENCHMARK_KEYS = {
-    "goalstep": "videos", "fho_lta": "clips", "nlq": "videos", "moments": "videos", "av": "videos",
-    "fho_oscc-pnr": "clips", "fho_sta": "annotations", "vq": "videos",
+    "goalstep": "videos",
+    "fho_lta": "clips",
+    "nlq": "videos",
+    "moments": "videos",
+    "av": "videos",
+    "fho_oscc-pnr": "clips",
+    "fho_sta": "annotations",
+    "vq": "videos",
 }
 
 # Raw narrations say "C" for the camera wearer and other capitals for other people: the instruction says so.
@@ -66,12 +72,18 @@ def split_video_uids(anno_root: Path, all_uids: Sequence[str], split: str) -> li
     saved = anno_root / f"narration_stream_video_uids_{split}.json"
     if saved.exists():
         return [uid for uid in read_json(saved) if uid in set(all_uids)]
-    missing = [name for benchmark in BENCHMARK_KEYS for name in (f"{benchmark}_val.json",
-               f"{benchmark}_test_unannotated.json") if not (anno_root / name).exists()]
+    missing = [
+        name
+        for benchmark in BENCHMARK_KEYS
+        for name in (f"{benchmark}_val.json", f"{benchmark}_test_unannotated.json")
+        if not (anno_root / name).exists()
+    ]
     if missing:
-        raise UserError(f"the {split} split of the narration stream needs the Ego4D benchmark files in {anno_root}; "
-                        f"missing: {', '.join(missing)} (download the Ego4D v2 annotations, or put a list of video "
-                        f"uids in {saved.name})")
+        raise UserError(
+            f"the {split} split of the narration stream needs the Ego4D benchmark files in {anno_root}; "
+            f"missing: {', '.join(missing)} (download the Ego4D v2 annotations, or put a list of video "
+            f"uids in {saved.name})"
+        )
     val, test = set(), set()
     for benchmark, key in BENCHMARK_KEYS.items():
         val.update(item["video_uid"] for item in read_json(anno_root / f"{benchmark}_val.json")[key])
@@ -92,8 +104,9 @@ def narration_passes(video: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]
     for narration in video.get("narrations", []):
         text = clean_text(narration.get("text", ""))
         if len(text.split(" ")) >= 2:  # at least "C verb"
-            cleaned.append({"time": float(narration["time"]), "text": text,
-                            "annotation": narration.get("_annotation_uid", "")})
+            cleaned.append(
+                {"time": float(narration["time"]), "text": text, "annotation": narration.get("_annotation_uid", "")}
+            )
     cleaned.sort(key=lambda n: n["time"])
     passes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for narration in cleaned:
@@ -102,8 +115,9 @@ def narration_passes(video: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]
 
 
 # ---------------------------------------------------------------------- conversations
-def narration_conversation(narrations: Sequence[Mapping[str, Any]], fps: float, num_frames: int,
-                           instruction: str) -> tuple[list[dict[str, Any]], int] | None:
+def narration_conversation(
+    narrations: Sequence[Mapping[str, Any]], fps: float, num_frames: int, instruction: str
+) -> tuple[list[dict[str, Any]], int] | None:
     """(conversation without system prompt, start frame) of one pass of time-sorted narrations, or None when none
     fits. The first frame is shown, then the instruction (not learned), then narrations at their ceiled frames."""
     if not narrations:
@@ -122,8 +136,10 @@ def narration_conversation(narrations: Sequence[Mapping[str, Any]], fps: float, 
         if frame == previous:  # sorted and ceiled: the later narration of the same frame is the closer one
             conversation[-1].update(content=text, time=narration["time"])
         else:
-            conversation += [{"role": "stream", "num_frames": frame - previous, "learn": True},
-                             {"role": "assistant", "content": text, "time": narration["time"], "learn": True}]
+            conversation += [
+                {"role": "stream", "num_frames": frame - previous, "learn": True},
+                {"role": "assistant", "content": text, "time": narration["time"], "learn": True},
+            ]
         previous, previous_text = frame, text
     if not conversation:
         return None
@@ -132,8 +148,12 @@ def narration_conversation(narrations: Sequence[Mapping[str, Any]], fps: float, 
     return [first, {"role": "user", "content": instruction}, *conversation[1:]], start
 
 
-def _streams(kind: str, passes_by_video: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
-             options: ConvertOptions, instructions: Sequence[str]) -> Converted:
+def _streams(
+    kind: str,
+    passes_by_video: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    options: ConvertOptions,
+    instructions: Sequence[str],
+) -> Converted:
     video_frames = require_video_frames(options, kind)
     rng = random.Random(options.seed)
     result = Converted()
@@ -143,14 +163,22 @@ def _streams(kind: str, passes_by_video: Mapping[str, Mapping[str, Sequence[Mapp
             continue
         for annotation_uid in sorted(passes_by_video[video]):
             instruction = rng.choice(instructions)
-            built = narration_conversation(passes_by_video[video][annotation_uid], options.fps, video_frames[video],
-                                           instruction)
+            built = narration_conversation(
+                passes_by_video[video][annotation_uid], options.fps, video_frames[video], instruction
+            )
             if built is None:
                 result.skipped["no narrations"] += 1
                 continue
             conversation, start = built
-            result.rows.append(make_row(video, kind, with_system_prompt(conversation, options.system_prompt), start,
-                                        annotation_uid=annotation_uid))
+            result.rows.append(
+                make_row(
+                    video,
+                    kind,
+                    with_system_prompt(conversation, options.system_prompt),
+                    start,
+                    annotation_uid=annotation_uid,
+                )
+            )
     return result
 
 
@@ -178,13 +206,18 @@ def load_refined_narration_stream(options: ConvertOptions) -> Converted:
     elif folder.is_dir():
         by_video = {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))}
     else:
-        raise UserError(f"no refined narrations in {options.anno_root}: expected {file.name} or a folder "
-                        f"{folder.name}/")
+        raise UserError(
+            f"no refined narrations in {options.anno_root}: expected {file.name} or a folder {folder.name}/"
+        )
     passes = {}
     for video, by_annotation in by_video.items():
         if not isinstance(by_annotation, dict):
             raise UserError(f"refined narrations of {video}: expected {{annotation_uid: [{{'time', 'text'}}]}}")
-        passes[video] = {uid: sorted(({"time": float(n["time"]), "text": n["text"]} for n in narrations
-                                      if str(n.get("text", "")).strip()), key=lambda n: n["time"])
-                         for uid, narrations in by_annotation.items()}
+        passes[video] = {
+            uid: sorted(
+                ({"time": float(n["time"]), "text": n["text"]} for n in narrations if str(n.get("text", "")).strip()),
+                key=lambda n: n["time"],
+            )
+            for uid, narrations in by_annotation.items()
+        }
     return _streams("ego4d-refined-narration", passes, options, REFINED_NARRATION_INSTRUCTIONS)

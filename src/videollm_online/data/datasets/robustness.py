@@ -29,26 +29,36 @@ def _assistant(content: str) -> dict[str, Any]:
 def robustness_conversations() -> list[tuple[str, list[dict[str, Any]]]]:
     """(video, conversation without system prompt) of each robustness sample."""
     no_video = [
-        [{"role": "user", "content": "Please narrate the video for me as it plays."},
-         _assistant("Sure! Start the video stream and I will narrate it.")],
-        [{"role": "user", "content": "Tell me briefly what you see."},
-         _assistant("Sure! I do not have any video yet: please share the video stream.")],
+        [
+            {"role": "user", "content": "Please narrate the video for me as it plays."},
+            _assistant("Sure! Start the video stream and I will narrate it."),
+        ],
+        [
+            {"role": "user", "content": "Tell me briefly what you see."},
+            _assistant("Sure! I do not have any video yet: please share the video stream."),
+        ],
         [{"role": "user", "content": "..."}, _assistant("Hi! How can I help you?")],
     ]
-    noise = [{"role": "stream", "num_frames": NOISE_FRAMES, "learn": False},
-             {"role": "user", "content": "What is happening now?"},
-             _assistant("Sorry, the video frames look like noise. Could you check the camera?")]
-    blank = [{"role": "stream", "num_frames": BLANK_FRAMES, "learn": False},
-             {"role": "user", "content": "What is the next step?"},
-             _assistant("Sorry, I cannot see anything in the video. Could you check the camera?")]
+    noise = [
+        {"role": "stream", "num_frames": NOISE_FRAMES, "learn": False},
+        {"role": "user", "content": "What is happening now?"},
+        _assistant("Sorry, the video frames look like noise. Could you check the camera?"),
+    ]
+    blank = [
+        {"role": "stream", "num_frames": BLANK_FRAMES, "learn": False},
+        {"role": "user", "content": "What is the next step?"},
+        _assistant("Sorry, I cannot see anything in the video. Could you check the camera?"),
+    ]
     return [(BLANK_VIDEO, c) for c in no_video] + [(NOISE_VIDEO, noise), (BLANK_VIDEO, blank)]
 
 
 def load_robustness(options: ConvertOptions) -> Converted:
     """`robustness`: the robustness conversations (no annotation files; write their frames with
     `write_robustness_frames`)."""
-    rows = [make_row(video, "robustness", with_system_prompt(conversation, options.system_prompt), 0)
-            for video, conversation in robustness_conversations()]
+    rows = [
+        make_row(video, "robustness", with_system_prompt(conversation, options.system_prompt), 0)
+        for video, conversation in robustness_conversations()
+    ]
     return Converted(rows=rows)
 
 
@@ -56,12 +66,16 @@ def robustness_example(directory: str | Path) -> Path:
     """A preprocessed video of `directory` whose kind and size the robustness frames copy (UserError if none)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(f"--frames {directory} is not a directory of preprocessed videos: give the frames (or "
-                        "features) directory of `videollm-online data preprocess`")
+        raise UserError(
+            f"--frames {directory} is not a directory of preprocessed videos: give the frames (or "
+            "features) directory of `videollm-online data preprocess`"
+        )
     example = next((p for p in sorted(directory.glob("*.safetensors")) if not p.stem.startswith("robustness-")), None)
     if example is None:
-        raise UserError(f"{directory} holds no preprocessed videos: run `videollm-online data preprocess` (or "
-                        "`data features`) first, so the robustness frames match their kind and size")
+        raise UserError(
+            f"{directory} holds no preprocessed videos: run `videollm-online data preprocess` (or "
+            "`data features`) first, so the robustness frames match their kind and size"
+        )
     return example
 
 
