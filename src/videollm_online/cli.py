@@ -221,7 +221,7 @@ def cmd_narrate(args: argparse.Namespace) -> int:
 
     from .engine import EngineConfig
     from .files import check_output
-    from .narrate import History, narrate_frames
+    from .narrate import History, narrate_frames, print_status
     from .video import open_video
 
     source = args.source
@@ -305,6 +305,8 @@ def cmd_narrate(args: argparse.Namespace) -> int:
                 ahead=args.ahead,
                 weights=args.weights,
                 live=live,
+                expected_frames=None if live else total,
+                status=None if args.quiet else print_status,
             )
         finally:
             bar.close()
@@ -835,9 +837,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     narrate.add_argument(
         "--weights",
-        choices=["fp8"],
+        choices=["fp8", "int8"],
         default=None,
-        help="fp8: float8 linear weights with per-channel scales (fast engine; implies --engine fast)",
+        help="fp8 / int8: float8 e4m3 / int8 linear weights with per-channel scales, weight-only (fast engine; "
+        "implies --engine fast)",
     )
     narrate.add_argument("--output", "-o", type=Path, help="write the history JSON here, updated after every turn")
     narrate.add_argument(
@@ -1067,9 +1070,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--weights",
-        choices=["fp8"],
+        choices=["fp8", "int8"],
         default=None,
-        help="world: narrate with float8 linear weights (implies the fast engine)",
+        help="world: narrate with float8 / int8 linear weights (implies the fast engine)",
     )
     evaluate.add_argument(
         "--window",
