@@ -4,6 +4,8 @@ whose fast engine runs on FP8 / int8 weights reading close to its float one."""
 
 import os
 
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before the first kernel is built (at collection); CUDA runs set 0
+
 import pytest
 import torch
 
@@ -90,8 +92,7 @@ def test_the_float_fallback_is_close_to_the_float_matmul(weights):
 
 
 def _interpreted(function, *args, **kwargs):
-    """Run a kernel call under Triton's interpreter (read when the kernel is built, so the setting stays)."""
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    """Run a kernel call under Triton's interpreter (set at this module's import, before any kernel is built)."""
     if not kernels.interpreting():
         pytest.skip("TRITON_INTERPRET=0 here (a CUDA run): the interpreter tests are for CPU")
     return function(*args, **kwargs)
