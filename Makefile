@@ -14,9 +14,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # A synthetic activity video from the held-out world (seed family 2, never trained on), made at set-up.
 DEMO_WORLD := outputs/demo-world
 demo: $(STAMP)
-	@[ -f $(DEMO_WORLD)/videos/000000.mp4 ] || $(PY) -m videollm_online.cli data synth-world --out $(DEMO_WORLD) \
+	@[ -f $(DEMO_WORLD)/videos/000000.mp4 ] || $(PY) -m videollm_online data synth-world --out $(DEMO_WORLD) \
 		--videos 1 --seed 2 --video-fps 2 --time-grid 0.5 -q
-	$(PY) -m videollm_online.cli narrate $(DEMO_WORLD)/videos/000000.mp4 \
+	$(PY) -m videollm_online narrate $(DEMO_WORLD)/videos/000000.mp4 \
 		--query-at "10:How many objects are there?" --output outputs/demo-history.json
 
 test: $(STAMP)

@@ -26,8 +26,8 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout without installing
 
-from videollm_online.config import LiveConfig  # noqa: E402
-from videollm_online.model import FrameEncoder, preprocess_frames  # noqa: E402
+from videollm_online.core.config import LiveConfig  # noqa: E402
+from videollm_online.core.model import FrameEncoder, preprocess_frames  # noqa: E402
 
 SIGLIP_L_384 = {
     "model_type": "siglip_vision_model",

@@ -20,11 +20,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from videollm_online.checkpoint import gguf_tokenizer, resolve_source
-from videollm_online.config import DEMO_LLM, LiveConfig
+from videollm_online.core.checkpoint import gguf_tokenizer, resolve_source
+from videollm_online.core.config import DEMO_LLM, LiveConfig
+from videollm_online.core.text import IGNORE_INDEX, StreamTemplate
 from videollm_online.data.synth_world import SIZE_SAID, SIZES, TEMPLATES, _describe
-from videollm_online.files import read_jsonl, report_json
-from videollm_online.text import IGNORE_INDEX, StreamTemplate
+from videollm_online.utils.files import read_jsonl, report_json
 
 
 def _field_pattern(form: str) -> re.Pattern:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from videollm_online.engine import quant
 from videollm_online.engine.quant import QuantLinear, quantize_fp8
-from videollm_online.files import write_json_atomic
+from videollm_online.utils.files import write_json_atomic
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 

@@ -106,8 +106,8 @@ RANDOM_VISIONS = {
 def load(spec: str | None, device: str, dtype: str):
     import torch
 
-    from videollm_online.checkpoint import build_model, load_model
-    from videollm_online.config import LiveConfig
+    from videollm_online.core.checkpoint import build_model, load_model
+    from videollm_online.core.config import LiveConfig
 
     if spec and spec.startswith("random:"):
         size = spec.split(":", 1)[1]
@@ -122,11 +122,11 @@ def load(spec: str | None, device: str, dtype: str):
 
 
 def run_server(args: argparse.Namespace) -> None:
-    from videollm_online.server import ServerConfig, create_app
-    from videollm_online.server.run import serve
+    from videollm_online.apps.server import ServerConfig, create_app
+    from videollm_online.apps.server.run import serve
 
     try:
-        from videollm_online.server.run import warm_up
+        from videollm_online.apps.server.run import warm_up
     except ImportError:  # a server from before the warm-up (comparisons with older code)
 
         def warm_up(app) -> None:
@@ -137,7 +137,7 @@ def run_server(args: argparse.Namespace) -> None:
         port=args.port, max_sessions=max(64, args.clients + 8), max_pending_frames=args.max_pending_frames
     )
     if args.engine == "fast":  # all sessions batched into one forward per step
-        from videollm_online.server.batched import BatchedBackend
+        from videollm_online.apps.server.batched import BatchedBackend
 
         backend = BatchedBackend(model, template, name, max_sessions=args.clients + 8, cache_tokens=args.cache_tokens)
         app = create_app(backend, config=config)
@@ -210,8 +210,8 @@ def synthetic_frames(count: int, size: int, seed: int) -> list[bytes]:
 
 
 async def one_client(index: int, url: str, args: argparse.Namespace, start_at: float, stats: dict) -> None:
-    from videollm_online.client import AsyncStreamClient
-    from videollm_online.server import protocol as P
+    from videollm_online.apps.client import AsyncStreamClient
+    from videollm_online.apps.server import protocol as P
 
     flooding = index == 0 and args.flood_rate > 0
     record = {
@@ -488,7 +488,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from videollm_online.files import write_json_atomic
+    from videollm_online.utils.files import write_json_atomic
 
     write_json_atomic(RESULTS / f"load_test_ws_{label}.json", result)
     return 0

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing
 
-from videollm_online.files import write_json_atomic  # noqa: E402
+from videollm_online.utils.files import write_json_atomic  # noqa: E402
 
 BUNDLED = ROOT / "src" / "videollm_online" / "assets" / "demo-model"
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -110,7 +110,7 @@ def main() -> int:
         sys.exit(f"--batch-size {args.batch_size} does not split over {processes} processes")
     out = args.out or ROOT / "benchmarks" / "results" / f"multi_gpu_{'cuda' if on_gpu else 'cpu'}.json"
     features_model = args.features_model or (str(BUNDLED) if on_gpu else args.model)
-    cli = [sys.executable, "-m", "videollm_online.cli"]
+    cli = [sys.executable, "-m", "videollm_online.apps.cli"]
     distributed = [
         sys.executable,
         "-m",
@@ -119,7 +119,7 @@ def main() -> int:
         "--nproc_per_node",
         str(processes),
         "-m",
-        "videollm_online.cli",
+        "videollm_online.apps.cli",
     ]
     work, logs = args.work, args.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)

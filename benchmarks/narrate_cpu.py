@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import transformers
 
-from videollm_online.checkpoint import cache_dir, load_model
+from videollm_online.apps.narrate import narrate_frames
+from videollm_online.core.checkpoint import cache_dir, load_model
 from videollm_online.engine import EngineConfig
-from videollm_online.narrate import narrate_frames
 from videollm_online.video import open_video
 
 

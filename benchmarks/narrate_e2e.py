@@ -49,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from narrate_cpu import synthetic_clip  # noqa: E402
 from stream_fps import LLAMA3_8B, SIGLIP_L_384, SMALL_LLM, SMALL_VISION  # noqa: E402
 
-from videollm_online.checkpoint import build_model  # noqa: E402
-from videollm_online.config import LiveConfig  # noqa: E402
+from videollm_online.apps.narrate import History, narrate_frames  # noqa: E402
+from videollm_online.core.checkpoint import build_model  # noqa: E402
+from videollm_online.core.config import LiveConfig  # noqa: E402
 from videollm_online.engine import EngineConfig, reference_stream  # noqa: E402
-from videollm_online.files import write_json_atomic  # noqa: E402
-from videollm_online.narrate import History, narrate_frames  # noqa: E402
+from videollm_online.utils.files import write_json_atomic  # noqa: E402
 from videollm_online.video import open_video  # noqa: E402
 
 ENGINES = ("seed", "default", "fast-1", "fast", "fast-fp8", "fast-int8")

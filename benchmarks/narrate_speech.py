@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from videollm_online.checkpoint import cache_dir, load_model
+from videollm_online.apps.narrate import narrate_frames
+from videollm_online.apps.speech import SpeechQueue, default_voice
+from videollm_online.core.checkpoint import cache_dir, load_model
 from videollm_online.engine import EngineConfig
-from videollm_online.narrate import narrate_frames
-from videollm_online.speech import SpeechQueue, default_voice
 from videollm_online.video import open_video
 
 
@@ -42,7 +42,7 @@ def world_video() -> Path:
             [
                 sys.executable,
                 "-m",
-                "videollm_online.cli",
+                "videollm_online.apps.cli",
                 "data",
                 "synth-world",
                 "--out",

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 def one(minutes: float, out_dir: Path) -> dict:
     from narrate_cpu import synthetic_clip
 
-    from videollm_online.checkpoint import cache_dir
-    from videollm_online.render import RenderConfig, render_video
-    from videollm_online.speech import default_voice
+    from videollm_online.apps.render import RenderConfig, render_video
+    from videollm_online.apps.speech import default_voice
+    from videollm_online.core.checkpoint import cache_dir
 
     clip = synthetic_clip(cache_dir() / "bench" / f"clip-{minutes:g}min.mp4", minutes)
     turns = []

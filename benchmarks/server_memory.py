@@ -38,8 +38,8 @@ def memory(pid: int) -> dict:
 
 
 async def one_client(url: str, index: int, args: argparse.Namespace) -> dict:
-    from videollm_online.client import AsyncStreamClient
-    from videollm_online.server import protocol as P
+    from videollm_online.apps.client import AsyncStreamClient
+    from videollm_online.apps.server import protocol as P
 
     async with AsyncStreamClient(url, threshold=args.threshold, max_new_tokens=args.max_new_tokens) as client:
         frames = synthetic_frames(args.frames, client.session["frame_resolution"], index)
@@ -136,7 +136,7 @@ def main() -> int:
         **summary,
     }
     print(json.dumps(result, indent=2))
-    from videollm_online.files import write_json_atomic
+    from videollm_online.utils.files import write_json_atomic
 
     write_json_atomic(RESULTS / f"server_memory_{args.label}.json", result)
     return 0

@@ -37,14 +37,14 @@ import numpy as np
 import torch
 import transformers
 
-from videollm_online.checkpoint import build_model
-from videollm_online.config import LiveConfig
+from videollm_online.core.checkpoint import build_model
+from videollm_online.core.config import LiveConfig
 from videollm_online.engine import EngineConfig, StreamSession, kernels
 from videollm_online.engine.batch import BatchEngine
 from videollm_online.engine.quant import WEIGHT_FORMATS
 from videollm_online.engine.static import MemoryPolicy
 from videollm_online.engine.vision import FrameEncoderRunner
-from videollm_online.files import write_json_atomic
+from videollm_online.utils.files import write_json_atomic
 
 LLAMA3_8B = {
     "model_type": "llama",
@@ -111,7 +111,7 @@ class Frames:
         resolution = model.config.frame_resolution
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (distinct, resolution, resolution, 3), dtype=torch.uint8, generator=generator)
-        from videollm_online.model import preprocess_frames
+        from videollm_online.core.model import preprocess_frames
 
         dtype = next(model.frame_encoder.parameters()).dtype
         self.pixels = preprocess_frames(images, model.config, device=model.device, dtype=dtype)

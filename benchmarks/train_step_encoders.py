@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-import videollm_online.model as model_module
+import videollm_online.core.model as model_module
 from videollm_online.data.frames import FrameStore
-from videollm_online.files import read_jsonl, write_json_atomic
 from videollm_online.train.dataset import StreamCollator, StreamDataset
 from videollm_online.train.trainer import TrainConfig, build_training_model, enable_gradient_checkpointing
+from videollm_online.utils.files import read_jsonl, write_json_atomic
 
 
 def sync(device: torch.device) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
-from videollm_online.checkpoint import default_model
+from videollm_online.core.checkpoint import default_model
 from videollm_online.data.frames import FrameStore
-from videollm_online.files import read_jsonl
 from videollm_online.train.dataset import StreamCollator, StreamDataset
 from videollm_online.train.trainer import TrainConfig, build_training_model
+from videollm_online.utils.files import read_jsonl
 
 
 def main() -> None:

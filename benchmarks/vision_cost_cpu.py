@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from videollm_online.checkpoint import load_llm, load_vision
-from videollm_online.config import LiveConfig
-from videollm_online.model import FrameEncoder, preprocess_frames
+from videollm_online.core.checkpoint import load_llm, load_vision
+from videollm_online.core.config import LiveConfig
+from videollm_online.core.model import FrameEncoder, preprocess_frames
 
 
 def best_ms(fn, repeats: int = 10) -> float:

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 
-from videollm_online.checkpoint import build_model
-from videollm_online.config import LiveConfig
-from videollm_online.files import write_json_atomic
-from videollm_online.model import preprocess_frames
+from videollm_online.core.checkpoint import build_model
+from videollm_online.core.config import LiveConfig
+from videollm_online.core.model import preprocess_frames
 from videollm_online.train.vision_pretrain import (
     VisionPretrainConfig,
     VisionPretrainModel,
@@ -34,6 +33,7 @@ from videollm_online.train.vision_pretrain import (
     heldout_items,
     pretrain_loss,
 )
+from videollm_online.utils.files import write_json_atomic
 
 HEADS = ("colour", "shape", "size", "count", "pair", "spot", "event", "event_recall", "cell")
 

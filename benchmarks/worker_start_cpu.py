@@ -21,8 +21,8 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from videollm_online.files import report_json
 from videollm_online.train.vision_pretrain import RecordedWorldFrames, VisionPretrainConfig, recorded_world
+from videollm_online.utils.files import report_json
 
 
 def start(dataset: RecordedWorldFrames, workers: int) -> dict[str, float]:

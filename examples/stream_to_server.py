@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import sys
 
-from videollm_online.client import ApiError, stream_video
-from videollm_online.server import protocol as P
+from videollm_online.apps.client import ApiError, stream_video
+from videollm_online.apps.server import protocol as P
 from videollm_online.video import VideoSourceError
 
 

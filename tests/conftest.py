@@ -115,7 +115,7 @@ def tiny():
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny checkpoint on disk whose LM head makes P(silence) swing, so it both talks and stays silent."""
     from tiny_models import make_decisive
-    from videollm_online.checkpoint import save_checkpoint
+    from videollm_online.core.checkpoint import save_checkpoint
 
     model, template = tiny_model()
     make_decisive(model, template, seed=2)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from videollm_online.checkpoint import BUNDLED_MODEL_DIR, default_model, gguf_tokenizer, resolve_source
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
+from videollm_online.core.checkpoint import BUNDLED_MODEL_DIR, default_model, gguf_tokenizer, resolve_source
 
 pytest.importorskip("gguf")
 pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "videollm_online.json").exists(), reason="no bundled model")

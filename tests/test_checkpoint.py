@@ -9,16 +9,16 @@ from torch import nn
 from transformers import AutoConfig, LlamaForCausalLM, SiglipVisionModel
 
 from tiny_models import random_frames, randomise_lora, tiny_config, tiny_model
-from videollm_online.checkpoint import (
+from videollm_online.core.checkpoint import (
     RELEASED_LORA_TARGETS,
     add_lora,
     load_checkpoint,
     resolve_source,
     save_checkpoint,
 )
-from videollm_online.config import TINY_LLM, TINY_VISION
-from videollm_online.errors import ModelNotFoundError
-from videollm_online.text import build_tiny_tokenizer
+from videollm_online.core.config import TINY_LLM, TINY_VISION
+from videollm_online.core.text import build_tiny_tokenizer
+from videollm_online.utils.errors import ModelNotFoundError
 
 CONVERSATION = [
     {"role": "system", "content": "S"},
@@ -132,7 +132,7 @@ def test_released_adapter_gives_the_seed_models_logits(released):
     merged, _ = load_checkpoint(adapter, preset="tiny", llm=str(base), vision=str(vision), merge_lora=True)
     torch.testing.assert_close(logits_of(merged, template, frames), expected, atol=1e-5, rtol=1e-5)
     # and through the Hugging Face API, as the released adapters are used
-    from videollm_online.model import LiveModel
+    from videollm_online.core.model import LiveModel
 
     via_hub_api = LiveModel.from_pretrained(adapter, preset="tiny", llm=str(base), vision=str(vision))
     torch.testing.assert_close(logits_of(via_hub_api, via_hub_api.template, frames), expected)
@@ -176,7 +176,7 @@ def test_checkpoint_is_written_atomically(tmp_path):
 
 
 def test_config_presets_and_validation():
-    from videollm_online.config import PRESETS, LiveConfig
+    from videollm_online.core.config import PRESETS, LiveConfig
 
     for name in PRESETS:
         config = LiveConfig.from_name(name)

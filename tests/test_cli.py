@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
 
 
 def run_cli(*args, capsys):
@@ -142,14 +142,25 @@ def test_data_tokenize_with_the_smollm2_tokenizer(tmp_path, capsys):
 
 
 def test_console_script_runs(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "videollm_online.cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "videollm_online.apps.cli", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and result.stdout.startswith("videollm-online ")
 
 
 def _narrate_process(clip, checkpoint, *extra):
     import signal
 
-    command = [sys.executable, "-m", "videollm_online.cli", "narrate", str(clip), "--model", str(checkpoint), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "videollm_online.apps.cli",
+        "narrate",
+        str(clip),
+        "--model",
+        str(checkpoint),
+        *extra,
+    ]
     # Ctrl-C as in a terminal, even when the tests themselves run in the background (where a shell ignores SIGINT
     # and children inherit that).
     return subprocess.Popen(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from videollm_online.files import atomic_path, report_json, write_json_atomic
+from videollm_online.utils.files import atomic_path, report_json, write_json_atomic
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

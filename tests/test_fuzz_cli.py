@@ -4,7 +4,7 @@ left byte for byte as they were.
 
 Each case builds its small bad input in a fresh copy of a shared input folder (a 2 s clip, a tiny checkpoint, a
 history, a one-video synthetic world, preprocessed frames and training rows). Most run `cli.main` in this process
-(a subprocess costs ~2 s of imports each); the cases marked `sub` run `python -m videollm_online.cli` for real, one
+(a subprocess costs ~2 s of imports each); the cases marked `sub` run `python -m videollm_online.apps.cli` for real, one
 or more per command. Checks that must fire before any weights load do, which keeps the whole file fast.
 """
 
@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from clips import write_clip
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
 
 ERROR_PREFIX = "videollm-online"
 
@@ -121,7 +121,7 @@ class Case:
     absent: list[str] = field(default_factory=list)
     """Paths (formatted like argv) that must not exist afterwards: no partial output."""
     sub: bool = False
-    """Run as a real subprocess (`python -m videollm_online.cli`)."""
+    """Run as a real subprocess (`python -m videollm_online.apps.cli`)."""
     skip_if: Callable[[], str | None] | None = None
 
 
@@ -442,7 +442,11 @@ def run(argv: list[str], sub: bool, capsys) -> tuple[int, str, str]:
     if sub:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         done = subprocess.run(
-            [sys.executable, "-m", "videollm_online.cli", *argv], capture_output=True, text=True, timeout=300, env=env
+            [sys.executable, "-m", "videollm_online.apps.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
         )
         return done.returncode, done.stdout, done.stderr
     try:
@@ -496,13 +500,13 @@ def _train_config(**changes):
 
 
 def _live_config(**changes):
-    from videollm_online.config import LiveConfig
+    from videollm_online.core.config import LiveConfig
 
     return LiveConfig.from_name("tiny", **changes)
 
 
 def _render_config(**changes):
-    from videollm_online.render import RenderConfig
+    from videollm_online.apps.render import RenderConfig
 
     return RenderConfig(**changes)
 
@@ -538,8 +542,8 @@ def test_typed_configs_refuse_what_the_command_line_refuses(build, changes):
 
 
 def test_a_tokenized_null_content_is_refused_not_read_as_none():
-    from videollm_online.config import LiveConfig
-    from videollm_online.text import StreamTemplate, build_tiny_tokenizer
+    from videollm_online.core.config import LiveConfig
+    from videollm_online.core.text import StreamTemplate, build_tiny_tokenizer
 
     template = StreamTemplate(build_tiny_tokenizer(), LiveConfig.from_name("tiny"))
     with pytest.raises(ValueError, match="string content"):
@@ -547,7 +551,7 @@ def test_a_tokenized_null_content_is_refused_not_read_as_none():
 
 
 def test_a_4000_character_word_wraps_by_characters():
-    from videollm_online.render import ConversationPanel
+    from videollm_online.apps.render import ConversationPanel
 
     panel = ConversationPanel(300, 200, 14)
     lines = panel.wrap("x" * 4000)
@@ -559,7 +563,7 @@ def test_a_4000_character_word_wraps_by_characters():
 
 # ---------------------------------------------------------------------- the speech thread
 def _tts_or_skip():
-    from videollm_online import speech
+    from videollm_online.apps import speech
 
     if not speech.tts_available():
         pytest.skip("the tts extra is not installed")

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from videollm_online.config import LiveConfig
+from videollm_online.core.config import LiveConfig
+from videollm_online.core.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 from videollm_online.data.schema import conversation_problem
-from videollm_online.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 from videollm_online.video.sampling import FfmpegRateSampler, LiveSampler
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -106,8 +106,8 @@ ANY_TEXT = st.text(max_size=40) | st.text(st.characters(min_codepoint=0xDC80, ma
     video_path=ANY_TEXT,
 )
 def test_the_history_on_disk_is_always_valid_finite_json(tmp_path_factory, turns, video_path):
+    from videollm_online.apps.narrate import History
     from videollm_online.engine import StreamEvent
-    from videollm_online.narrate import History
 
     path = tmp_path_factory.mktemp("history") / "h.json"
     history = History(video_path=video_path, frame_fps=2.0, model="tiny", path=path)
@@ -127,8 +127,8 @@ def test_the_history_on_disk_is_always_valid_finite_json(tmp_path_factory, turns
 
 @pytest.mark.parametrize("when", [math.nan, math.inf, -math.inf])
 def test_a_non_finite_time_is_refused_before_the_history_is_written(tmp_path, when):
+    from videollm_online.apps.narrate import History
     from videollm_online.engine import StreamEvent
-    from videollm_online.narrate import History
 
     path = tmp_path / "h.json"
     history = History(video_path="v.mp4", frame_fps=2.0, model="tiny", path=path)

@@ -19,17 +19,17 @@ import yaml
 from transformers import AutoConfig, LlamaForCausalLM
 
 from tiny_models import randomise_lora, tiny_config
-from videollm_online.checkpoint import (
+from videollm_online.core.checkpoint import (
     BUNDLED_MODEL_DIR,
     add_lora,
     build_model,
     load_checkpoint,
     write_model_card,
 )
-from videollm_online.config import TINY_LLM, LiveConfig
-from videollm_online.hub import hub_id_of, model_card
-from videollm_online.model import LiveModel
-from videollm_online.text import build_tiny_tokenizer
+from videollm_online.core.config import TINY_LLM, LiveConfig
+from videollm_online.core.hub import hub_id_of, model_card
+from videollm_online.core.model import LiveModel
+from videollm_online.core.text import build_tiny_tokenizer
 
 GOLDEN = Path(__file__).parent / "golden" / "bundled_logits.json"
 CONVERSATION = [

@@ -14,9 +14,9 @@ from torch import nn
 from transformers import AutoConfig, LlamaForCausalLM, SiglipVisionModel
 
 from hub_server import FakeHub
-from videollm_online.checkpoint import RELEASED_LORA_TARGETS
-from videollm_online.config import TINY_LLM, TINY_VISION
-from videollm_online.text import build_tiny_tokenizer
+from videollm_online.core.checkpoint import RELEASED_LORA_TARGETS
+from videollm_online.core.config import TINY_LLM, TINY_VISION
+from videollm_online.core.text import build_tiny_tokenizer
 
 ADAPTER, LLM, VISION, GATED = "someone/tiny-live-v1plus", "tiny-org/tiny-llama", "tiny-org/tiny-siglip", "meta/gated"
 TINY_BASES = ["--preset", "tiny", "--llm", LLM, "--vision", VISION]
@@ -75,7 +75,7 @@ def cli(hub, tmp_path, *args, **env):
     if "HF_HUB_OFFLINE" not in env:
         environment.pop("HF_HUB_OFFLINE", None)
     return subprocess.run(
-        [sys.executable, "-m", "videollm_online.cli", *args],
+        [sys.executable, "-m", "videollm_online.apps.cli", *args],
         capture_output=True,
         text=True,
         env=environment,

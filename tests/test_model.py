@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tiny_models import TINY_LLMS, TINY_VISIONS, random_frames, tiny_model
-from videollm_online.text import IGNORE_INDEX
+from videollm_online.core.text import IGNORE_INDEX
 
 CONVERSATION = [
     {"role": "system", "content": "S"},
@@ -35,7 +35,7 @@ def test_frames_to_logits_and_loss(llm, vision):
 
 def test_uint8_frames_are_normalised_by_the_model(tiny):
     """The training collator hands over uint8 frames; the model normalises them on its own device."""
-    from videollm_online.model import preprocess_frames
+    from videollm_online.core.model import preprocess_frames
 
     model, template = tiny
     images = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
@@ -77,7 +77,7 @@ def test_convolutional_tower_pools_its_feature_map():
 def test_many_frames_go_through_the_encoder_in_fixed_chunks(vision, monkeypatch):
     """A batch of 300 frames is encoded as chunks of ENCODER_CHUNK frames (the last filled up), with the same features
     as one call over all of them, and gradients reach the encoder."""
-    import videollm_online.model as model_module
+    import videollm_online.core.model as model_module
 
     monkeypatch.setattr(model_module, "ENCODER_CHUNK", 128)
     model, _ = tiny_model("llama", vision)
@@ -124,8 +124,8 @@ def test_batch_norms_keep_their_running_statistics_while_the_model_trains():
 def test_a_tower_of_unknown_width_is_named():
     from types import SimpleNamespace
 
-    from videollm_online.errors import UserError
-    from videollm_online.model import vision_width
+    from videollm_online.core.model import vision_width
+    from videollm_online.utils.errors import UserError
 
     with pytest.raises(UserError, match="'mystery'.*neither hidden_size nor hidden_sizes"):
         vision_width(SimpleNamespace(model_type="mystery"))
@@ -184,7 +184,7 @@ def test_placeholder_id_past_the_embedding_table_is_clamped(tiny):
 
 
 def test_configs_from_a_preset_share_nothing_with_it():
-    from videollm_online.config import LiveConfig
+    from videollm_online.core.config import LiveConfig
 
     first = LiveConfig.from_name("tiny")
     first.extra["train"] = {"steps": 1}  # what training writes

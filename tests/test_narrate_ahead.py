@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tiny_models import make_decisive, tiny_model
-from videollm_online.checkpoint import BUNDLED_MODEL_DIR
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
+from videollm_online.apps.narrate import VISION_INLINE, VISION_RUNNER, narrate_frames, warm_up
+from videollm_online.core.checkpoint import BUNDLED_MODEL_DIR
 from videollm_online.engine import open_session
-from videollm_online.narrate import VISION_INLINE, VISION_RUNNER, narrate_frames, warm_up
 from videollm_online.video import open_video
 
 

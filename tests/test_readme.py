@@ -53,7 +53,7 @@ def test_readme_command_lines_run(tmp_path):
     (tmp_path / "conversation.json").write_text(json.dumps(CONVERSATION))
     for argv in filter(runnable, command_lines()):
         result = subprocess.run(
-            [sys.executable, "-m", "videollm_online.cli", *argv],
+            [sys.executable, "-m", "videollm_online.apps.cli", *argv],
             cwd=tmp_path,
             capture_output=True,
             text=True,

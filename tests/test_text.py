@@ -8,8 +8,8 @@ against the rule: after each learned frame's last `<v>` the next token; an assis
 
 import pytest
 
-from videollm_online.config import LiveConfig
-from videollm_online.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
+from videollm_online.core.config import LiveConfig
+from videollm_online.core.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 
 X = IGNORE_INDEX
 S = {"role": "system", "content": "S"}

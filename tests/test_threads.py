@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from videollm_online.cli import main
-from videollm_online.threads import default_threads, physical_cores, usable_cpus
+from videollm_online.apps.cli import main
+from videollm_online.utils.threads import default_threads, physical_cores, usable_cpus
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_under_torchrun_each_process_takes_its_share(tiny_checkpoint, make_clip)
         [
             sys.executable,
             "-m",
-            "videollm_online.cli",
+            "videollm_online.apps.cli",
             "--verbose",
             "narrate",
             str(clip),
@@ -71,7 +71,7 @@ def test_under_torchrun_each_process_takes_its_share(tiny_checkpoint, make_clip)
         [
             sys.executable,
             "-m",
-            "videollm_online.cli",
+            "videollm_online.apps.cli",
             "--verbose",
             "narrate",
             str(clip),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from videollm_online.checkpoint import build_model
-from videollm_online.config import TINY_LLM, TINY_VISION, LiveConfig
+from videollm_online.core.checkpoint import build_model
+from videollm_online.core.config import TINY_LLM, TINY_VISION, LiveConfig
 
 TINY_LLMS = {
     "llama": TINY_LLM,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import random
 
-from videollm_online.cli import main
-from videollm_online.config import LiveConfig
+from videollm_online.apps.cli import main
+from videollm_online.core.config import LiveConfig
+from videollm_online.core.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 from videollm_online.data.augment import CORRECTION_PREFIX, augment_conversation, perturb
 from videollm_online.data.datasets.common import stream_frames
-from videollm_online.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 
 SYSTEM = {"role": "system", "content": "S"}
 USER = {"role": "user", "content": "Narrate."}

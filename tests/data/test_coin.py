@@ -8,7 +8,7 @@ import pytest
 
 from videollm_online.data.datasets import DATASETS, ConvertOptions
 from videollm_online.data.datasets.coin import CoinCategories, clean_task, read_coin
-from videollm_online.errors import UserError
+from videollm_online.utils.errors import UserError
 
 SYS = "SYS"
 STEP_Q = "What is the action in the video? Format your answer concisely. No extra text output."

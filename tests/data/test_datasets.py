@@ -20,7 +20,7 @@ from videollm_online.data.datasets.ego4d_narration import (
 )
 from videollm_online.data.datasets.robustness import BLANK_VIDEO, NOISE_VIDEO, write_robustness_frames
 from videollm_online.data.streaming import DEFAULT_SYSTEM_PROMPT
-from videollm_online.errors import UserError
+from videollm_online.utils.errors import UserError
 
 SYSTEM = {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
 

@@ -8,7 +8,7 @@ import pytest
 
 from videollm_online.data.datasets import DATASETS, ConvertOptions
 from videollm_online.data.datasets.ego4d_lta import LtaTaxonomy, taxonomy_word
-from videollm_online.errors import UserError
+from videollm_online.utils.errors import UserError
 
 SYS = "SYS"
 TAXONOMY = {

@@ -10,7 +10,7 @@ import sys
 import pytest
 from safetensors import safe_open
 
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
 from videollm_online.data.frames import preprocess_videos
 
 
@@ -71,7 +71,7 @@ def test_torchrun_two_processes(videos, tmp_path):
         "--master_port",
         "29531",
         "-m",
-        "videollm_online.cli",
+        "videollm_online.apps.cli",
         "data",
         "preprocess",
         str(videos),

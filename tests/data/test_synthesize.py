@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
 from videollm_online.data.datasets import ConvertOptions, get_loader
 from videollm_online.data.synthesize import (
     QUESTION_GROUPS,

@@ -52,7 +52,7 @@ def test_static_cache_session_equals_reference(llm, seed):
 
 
 def test_static_cache_v1_and_lora_merged():
-    from videollm_online.checkpoint import add_lora
+    from videollm_online.core.checkpoint import add_lora
 
     model, template = tiny_model(frame_token_pooled=0, frame_num_tokens=1, frame_token_interval=None)
     make_decisive(model, template, seed=5)

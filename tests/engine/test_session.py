@@ -102,7 +102,7 @@ def test_frames_out_of_order_and_wrong_shape_raise(tiny):
 
 
 def test_session_with_a_lora_wrapped_model(tiny):
-    from videollm_online.checkpoint import add_lora
+    from videollm_online.core.checkpoint import add_lora
 
     model, template = tiny
     add_lora(model, r=4, alpha=8, dropout=0.0)
@@ -114,8 +114,8 @@ def test_session_with_a_lora_wrapped_model(tiny):
 
 
 def test_default_backend_warns_once_past_the_llms_context():
-    from videollm_online.checkpoint import build_model
-    from videollm_online.config import TINY_LLM, TINY_VISION, LiveConfig
+    from videollm_online.core.checkpoint import build_model
+    from videollm_online.core.config import TINY_LLM, TINY_VISION, LiveConfig
     from videollm_online.engine.backend import ContextWarning
 
     config = LiveConfig.from_name(

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tiny_models import scripted_model
-from videollm_online.checkpoint import save_checkpoint
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
+from videollm_online.core.checkpoint import save_checkpoint
 
 
 def write_clip(path, size: tuple[int, int], frames: int, fps: int) -> None:
@@ -182,7 +182,7 @@ def test_torchrun_two_processes_give_the_same_report(coin, tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "videollm_online.cli",
+        "videollm_online.apps.cli",
         "eval",
         "--model",
         str(checkpoint),
@@ -306,7 +306,7 @@ def test_ego4d_lta(coin, tmp_path):
 def test_streaming_metrics_on_a_stream_dataset(tmp_path):
     """`--dataset ego4d-narration`: the streaming metrics of each row equal `evaluate_conversation` on its frames."""
     from tiny_models import make_decisive, tiny_model
-    from videollm_online.checkpoint import load_model
+    from videollm_online.core.checkpoint import load_model
     from videollm_online.data.datasets import ConvertOptions, get_loader
     from videollm_online.data.datasets.ego4d_narration import BENCHMARK_KEYS
     from videollm_online.data.frames import FrameStore

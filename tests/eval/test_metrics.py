@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tiny_models import random_frames, tiny_config, tiny_model
+from videollm_online.core.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 from videollm_online.eval import aggregate, evaluate_conversation, event_match
 from videollm_online.eval.metrics import ConversationResult
-from videollm_online.text import IGNORE_INDEX, StreamTemplate, build_tiny_tokenizer
 
 Q = 0.8  # probability the fake puts on its predicted token
 VOCAB = 259

@@ -3,8 +3,8 @@
 import json
 
 from tiny_models import make_decisive, tiny_model
-from videollm_online.checkpoint import save_checkpoint
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
+from videollm_online.core.checkpoint import save_checkpoint
 
 
 def test_eval_command_writes_the_metrics(tmp_path, capsys):

@@ -8,8 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from videollm_online.server import ServerConfig, create_app
-from videollm_online.server.run import BackgroundServer
+from videollm_online.apps.server import ServerConfig, create_app
+from videollm_online.apps.server.run import BackgroundServer
 
 
 def image_bytes(index: int, format: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:

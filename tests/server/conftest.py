@@ -29,6 +29,6 @@ def server(tiny_decisive):
 @pytest.fixture(scope="session")
 def bundled():
     """The bundled demo model (loaded once)."""
-    from videollm_online.checkpoint import load_model
+    from videollm_online.core.checkpoint import load_model
 
     return load_model()

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 from api_helpers import image_bytes, run, start_server
 
-from videollm_online.client import ApiError, AsyncStreamClient, StreamClient, follow
-from videollm_online.server import protocol as P
+from videollm_online.apps.client import ApiError, AsyncStreamClient, StreamClient, follow
+from videollm_online.apps.server import protocol as P
 
 
 def http_get(url: str, token: str | None = None) -> tuple[int, str]:
@@ -315,7 +315,7 @@ def test_sse_follower_sees_the_same_events(server):
 def test_bundled_model_answers_over_the_api(bundled, tmp_path):
     """The bundled model, end to end: a synthetic video streamed by the client, a question asked mid-stream, the
     answer streamed as deltas."""
-    from videollm_online.client import stream_video
+    from videollm_online.apps.client import stream_video
     from videollm_online.data.synth_world import WorldConfig, write_world
 
     write_world(tmp_path, 1, seed=2, config=WorldConfig(fps=4, min_duration=8, max_duration=8), progress=False)

@@ -6,11 +6,11 @@ import asyncio
 
 from api_helpers import image_bytes, run
 
-from videollm_online.client import AsyncStreamClient
-from videollm_online.server import ServerConfig, create_app
-from videollm_online.server import protocol as P
-from videollm_online.server.batched import BatchedBackend
-from videollm_online.server.run import BackgroundServer
+from videollm_online.apps.client import AsyncStreamClient
+from videollm_online.apps.server import ServerConfig, create_app
+from videollm_online.apps.server import protocol as P
+from videollm_online.apps.server.batched import BatchedBackend
+from videollm_online.apps.server.run import BackgroundServer
 
 
 async def one_client(url: str, index: int) -> list[tuple]:

@@ -251,9 +251,9 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batche
 
     from test_prometheus_metrics import scrape
 
-    from videollm_online.server import ServerConfig, create_app
-    from videollm_online.server.batched import BatchedBackend
-    from videollm_online.server.run import BackgroundServer
+    from videollm_online.apps.server import ServerConfig, create_app
+    from videollm_online.apps.server.batched import BatchedBackend
+    from videollm_online.apps.server.run import BackgroundServer
 
     clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)  # 60 s: 120 frames, each followed by a turn
     body = json.dumps(
@@ -291,7 +291,7 @@ def test_completions_and_sessions_share_the_session_limit(talkative, tmp_path):
     second completion gets in until it ends."""
     from api_helpers import run
 
-    from videollm_online.client import ApiError, AsyncStreamClient
+    from videollm_online.apps.client import ApiError, AsyncStreamClient
 
     clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)
     with start_server(*talkative, max_sessions=1) as server:
@@ -312,7 +312,7 @@ def test_completions_and_sessions_share_the_session_limit(talkative, tmp_path):
 
 
 def test_serve_refuses_a_missing_allowed_directory(tmp_path, capsys):
-    from videollm_online.cli import main
+    from videollm_online.apps.cli import main
 
     assert main(["serve", "--allowed-video-dir", str(tmp_path / "nope"), "--port", "0"]) == 2
     error = capsys.readouterr().err
@@ -323,9 +323,9 @@ def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkati
     """Two completions at once on the fast engine (one forward for both per step) give the serial backend's text."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from videollm_online.server import ServerConfig, create_app
-    from videollm_online.server.batched import BatchedBackend
-    from videollm_online.server.run import BackgroundServer
+    from videollm_online.apps.server import ServerConfig, create_app
+    from videollm_online.apps.server.batched import BatchedBackend
+    from videollm_online.apps.server.run import BackgroundServer
 
     model, template = talkative
     options = {

@@ -7,9 +7,9 @@ import urllib.request
 from api_helpers import image_bytes, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from videollm_online.client import StreamClient
-from videollm_online.server import protocol as P
-from videollm_online.server.schema import SERVER_EVENT
+from videollm_online.apps.client import StreamClient
+from videollm_online.apps.server import protocol as P
+from videollm_online.apps.server.schema import SERVER_EVENT
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

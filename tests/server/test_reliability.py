@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from api_helpers import image_bytes, run, start_server
 
-from videollm_online.server import protocol as P
+from videollm_online.apps.server import protocol as P
 
 MAX_SESSIONS = 3
 
@@ -127,7 +127,7 @@ def test_no_message_wedges_the_server(small_server, leave_at_once):
 
 
 async def _fill_every_slot(url: str) -> None:
-    from videollm_online.client import AsyncStreamClient
+    from videollm_online.apps.client import AsyncStreamClient
 
     clients = [AsyncStreamClient(url, threshold=0.0) for _ in range(MAX_SESSIONS)]
     for client in clients:
@@ -157,7 +157,7 @@ def test_a_failure_inside_a_session_closes_it_and_frees_its_slot(tiny_decisive):
     model, template = tiny_decisive
 
     async def one(url: str) -> list[dict]:
-        from videollm_online.client import AsyncStreamClient
+        from videollm_online.apps.client import AsyncStreamClient
 
         async with AsyncStreamClient(url, threshold=0.0) as client:
             await client.send_frame(0.0, image_bytes(0))
@@ -181,7 +181,7 @@ def test_a_failure_inside_a_session_closes_it_and_frees_its_slot(tiny_decisive):
 
 
 async def _fill_one(url: str) -> None:
-    from videollm_online.client import AsyncStreamClient
+    from videollm_online.apps.client import AsyncStreamClient
 
     async with AsyncStreamClient(url, threshold=0.0) as client:
         await client.send_frame(0.0, image_bytes(0))
@@ -194,7 +194,7 @@ def test_many_sessions_leaving_abruptly_free_their_slots(small_server):
     """Clients that drop the connection mid-stream (no finish), all at once, several times the limit."""
 
     async def drop(url: str) -> None:
-        from videollm_online.client import AsyncStreamClient
+        from videollm_online.apps.client import AsyncStreamClient
 
         client = AsyncStreamClient(url, threshold=1.0)
         await client.connect()
@@ -214,7 +214,7 @@ def test_many_sessions_leaving_abruptly_free_their_slots(small_server):
 def test_sessions_belong_to_the_client_that_opened_them(tiny_decisive):
     """Client B, with the server's shared token, cannot list, follow or read client A's session without A's
     secret (from A's `session.created`); with it, it can."""
-    from videollm_online.client import ApiError, AsyncStreamClient, follow
+    from videollm_online.apps.client import ApiError, AsyncStreamClient, follow
 
     token = "shared-token"
     auth = {"Authorization": f"Bearer {token}"}
@@ -272,7 +272,7 @@ def test_sessions_belong_to_the_client_that_opened_them(tiny_decisive):
 def test_a_question_flood_is_limited_and_the_other_session_keeps_going(tiny_decisive):
     """Session A asks 30 questions at once: the ones over the limits get `rate_limited` errors naming the limit,
     none is lost silently; session B, streaming at the same time, gets every frame watched and no error."""
-    from videollm_online.client import AsyncStreamClient
+    from videollm_online.apps.client import AsyncStreamClient
 
     async def scenario(server) -> tuple[list[dict], list[dict]]:
         async with (
@@ -306,7 +306,7 @@ def test_a_question_flood_is_limited_and_the_other_session_keeps_going(tiny_deci
 def test_the_worker_is_shared_fairly_between_sessions():
     """The backend's queue: a session whose calls took long waits while another's call goes first, even when the
     first has many calls queued before it; each session's calls keep their order."""
-    from videollm_online.server.backend import FairQueue
+    from videollm_online.apps.server.backend import FairQueue
 
     class Owner:
         pass
@@ -340,7 +340,7 @@ def test_the_worker_is_shared_fairly_between_sessions():
 def test_warm_up_then_serve(tiny_decisive):
     """`serve` watches one silent frame before the first client; a session opened afterwards starts from its own
     first frame."""
-    from videollm_online.server.backend import SerialBackend
+    from videollm_online.apps.server.backend import SerialBackend
 
     backend = SerialBackend(*tiny_decisive)
     try:
@@ -355,7 +355,7 @@ def test_warm_up_then_serve(tiny_decisive):
 def test_questions_reach_the_model_one_at_a_time(tiny_decisive):
     """Three questions asked at once are answered one per frame (each frame's call does one answer's work, so a
     session's questions cannot hold the model for long in one go); the rest wait, in order, and none is lost."""
-    from videollm_online.client import AsyncStreamClient
+    from videollm_online.apps.client import AsyncStreamClient
 
     async def session() -> list[dict]:
         async with AsyncStreamClient(server.ws_url, threshold=0.0, max_new_tokens=4) as client:

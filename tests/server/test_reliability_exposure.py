@@ -13,7 +13,7 @@ import uuid
 import pytest
 from api_helpers import image_bytes, run, start_server
 
-from videollm_online.server import protocol as P
+from videollm_online.apps.server import protocol as P
 
 
 def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
@@ -27,8 +27,8 @@ def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> t
 
 def test_tokens_and_secrets_never_reach_the_logs(tiny_decisive, capfd):
     token = "tok-" + uuid.uuid4().hex
-    from videollm_online.server import ServerConfig, create_app
-    from videollm_online.server.run import BackgroundServer
+    from videollm_online.apps.server import ServerConfig, create_app
+    from videollm_online.apps.server.run import BackgroundServer
 
     config = ServerConfig(port=0, token=token)
     with BackgroundServer(create_app(*tiny_decisive, config=config), config, log_level="info") as server:
@@ -63,7 +63,7 @@ def test_no_absolute_paths_in_responses(tiny_decisive):
         assert status == 200 and json.loads(health)["model"] == "run-7"
 
         async def created() -> dict:
-            from videollm_online.client import AsyncStreamClient
+            from videollm_online.apps.client import AsyncStreamClient
 
             async with AsyncStreamClient(server.ws_url) as client:
                 listed = fetch(f"{server.url}/v1/sessions?secret={client.secret}")[1]
@@ -93,8 +93,8 @@ def write_mp4(path, frames: int = 10):
 def demo(tiny_decisive, tmp_path_factory):
     """The demo with one example video in a directory that also holds other files."""
     pytest.importorskip("gradio")
-    from videollm_online import webdemo
-    from videollm_online.server.backend import SerialBackend
+    from videollm_online.apps import webdemo
+    from videollm_online.apps.server.backend import SerialBackend
 
     folder = tmp_path_factory.mktemp("examples")
     clip = write_mp4(folder / "clip.mp4")

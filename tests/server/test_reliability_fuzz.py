@@ -15,7 +15,7 @@ import pytest
 from api_helpers import image_bytes, run, start_server
 from test_reliability import strict_json, wait_for_sessions
 
-from videollm_online.server import protocol as P
+from videollm_online.apps.server import protocol as P
 
 SEED = 29
 SESSIONS = 6
@@ -198,7 +198,7 @@ def test_random_and_mutated_messages_never_break_the_server(fuzz_server):
 
     # Afterwards, every slot serves a well-behaved session in full.
     async def fresh(index: int) -> list[dict]:
-        from videollm_online.client import AsyncStreamClient
+        from videollm_online.apps.client import AsyncStreamClient
 
         async with AsyncStreamClient(fuzz_server.ws_url, threshold=0.0, max_new_tokens=4) as client:
             for step in range(3):

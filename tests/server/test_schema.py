@@ -9,8 +9,8 @@ import json
 import pytest
 from api_helpers import image_bytes, run
 
-from videollm_online.server import protocol as P
-from videollm_online.server import schema as S
+from videollm_online.apps.server import protocol as P
+from videollm_online.apps.server import schema as S
 
 
 def realtime_item(*parts: dict, **extra) -> str:
@@ -120,7 +120,8 @@ def test_frame_headers_need_a_finite_time(header):
 
 
 def test_committed_schemas_match_the_models():
-    """docs/schemas/*.json are generated from the models: regenerate with `python -m videollm_online.server.schema`."""
+    """docs/schemas/*.json are generated from the models: regenerate with
+    `python -m videollm_online.apps.server.schema`."""
     schemas = S.json_schemas()
     assert set(schemas) == {path.stem for path in S.SCHEMA_DIR.glob("*.json")}
     for name, schema in schemas.items():

@@ -63,8 +63,8 @@ def write_y4m(source: Path, target: Path, frames: int = 100) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_url(bundled, tmp_path_factory):
-    from videollm_online import webdemo
-    from videollm_online.server.backend import SerialBackend
+    from videollm_online.apps import webdemo
+    from videollm_online.apps.server.backend import SerialBackend
 
     model, template, name = bundled
     examples = webdemo.example_videos(tmp_path_factory.mktemp("demo-cache"))
@@ -252,7 +252,7 @@ def test_uploaded_video_of_another_world_gets_the_note(page, make_clip):
 
 def test_importing_the_demo_loads_neither_gradio_nor_a_model():
     code = (
-        "import sys, videollm_online.webdemo, videollm_online.client, videollm_online.server; "
+        "import sys, videollm_online.apps.webdemo, videollm_online.apps.client, videollm_online.apps.server; "
         "print(sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'transformers.models.llama.modeling_llama') "
         "if m in sys.modules))"
     )
@@ -261,7 +261,7 @@ def test_importing_the_demo_loads_neither_gradio_nor_a_model():
 
 
 def test_spoken_responses_reach_the_page(page, demo_url):
-    from videollm_online import speech
+    from videollm_online.apps import speech
 
     if not speech.tts_available():
         pytest.skip("the tts extra is not installed")

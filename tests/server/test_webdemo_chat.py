@@ -1,6 +1,6 @@
 """The demo's chat order: turns by video time, whatever order the model's turns and the viewer's questions came in."""
 
-from videollm_online.webdemo import Turn, in_time_order
+from videollm_online.apps.webdemo import Turn, in_time_order
 
 
 def test_a_turn_about_an_earlier_frame_goes_above_a_question_asked_before_it_arrived():

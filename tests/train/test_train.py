@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from tiny_models import tiny_model
-from videollm_online.checkpoint import load_checkpoint, save_checkpoint
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
+from videollm_online.core.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_a_killed_run_resumes_to_the_same_weights(world, tmp_path):
     assert main(train_args(world, uninterrupted, *steps)) == 0
 
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "videollm_online.cli", *train_args(world, killed, *steps)]
+    command = [sys.executable, "-m", "videollm_online.apps.cli", *train_args(world, killed, *steps)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint-4" / "trainer_state.json").exists():
@@ -219,7 +219,7 @@ def test_torchrun_with_two_gloo_processes(world, tmp_path):
         "--master_port",
         "29517",
         "-m",
-        "videollm_online.cli",
+        "videollm_online.apps.cli",
         *train_args(
             world,
             out,
@@ -251,8 +251,8 @@ def test_torchrun_with_two_gloo_processes(world, tmp_path):
 
 def test_samples_with_missing_or_short_frames_are_dropped_with_a_warning(world):
     from videollm_online.data.frames import FrameStore
-    from videollm_online.files import read_jsonl
     from videollm_online.train.dataset import StreamDataset
+    from videollm_online.utils.files import read_jsonl
 
     _, template = tiny_model()
     rows = read_jsonl(world / "conversations.jsonl")

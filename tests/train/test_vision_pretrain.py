@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from tiny_models import tiny_config
-from videollm_online.checkpoint import build_model, load_checkpoint
-from videollm_online.cli import main
+from videollm_online.apps.cli import main
+from videollm_online.core.checkpoint import build_model, load_checkpoint
+from videollm_online.core.model import preprocess_frames
 from videollm_online.data.synth_world import (
     DrawnObject,
     WorldConfig,
@@ -22,8 +23,6 @@ from videollm_online.data.synth_world import (
     render_episode,
     render_frames,
 )
-from videollm_online.errors import UserError
-from videollm_online.model import preprocess_frames
 from videollm_online.train.vision_pretrain import (
     CELL_HEADS,
     CELLS,
@@ -42,6 +41,7 @@ from videollm_online.train.vision_pretrain import (
     recorded_world,
     video_frame,
 )
+from videollm_online.utils.errors import UserError
 from videollm_online.video import open_video
 
 WORLD = WorldConfig(width=64, height=64, fps=2, time_grid=0.5, min_duration=8.0, max_duration=10.0)

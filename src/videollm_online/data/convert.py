@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..files import write_jsonl
+from ..utils.errors import UserError
+from ..utils.files import write_jsonl
 from .augment import augment_conversation
 from .datasets import ConvertOptions, get_loader
 from .datasets.common import stream_frames

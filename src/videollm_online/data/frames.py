@@ -17,8 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import UserError
-from ..files import write_with
+from ..utils.errors import UserError
+from ..utils.files import write_with
 
 logger = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
@@ -37,7 +37,7 @@ def list_videos(video_dir: str | Path) -> list[Path]:
 
 def check_sampling(fps: float, resolution: int) -> None:
     """The frame rate and frame size of preprocessing: finite and bounded (ValueError naming the one at fault)."""
-    from ..checks import MAX_RESOLUTION, check_fps, check_number
+    from ..utils.checks import MAX_RESOLUTION, check_fps, check_number
 
     check_fps("fps", fps)
     check_number("resolution", resolution, low=16, high=MAX_RESOLUTION, integer=True)
@@ -161,7 +161,7 @@ def extract_features(
     from safetensors import SafetensorError
     from tqdm import tqdm
 
-    from ..model import preprocess_frames
+    from ..core.model import preprocess_frames
 
     source = FrameStore(frames_dir, "frames")
     out_dir = Path(out_dir)

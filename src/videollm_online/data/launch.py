@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 @dataclass
@@ -44,7 +44,7 @@ def run_task(argv: list[str]) -> int:
 
     env = submitit.JobEnvironment()
     os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank))
-    from ..cli import main
+    from ..apps.cli import main
 
     code = main(argv)
     if code:

@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 ROLES = ("system", "user", "assistant", "stream")
 MAX_TEXT_CHARS = 100_000

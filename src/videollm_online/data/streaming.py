@@ -6,9 +6,9 @@ before any frame. `build_conversation` does this interleaving for any list of ti
 `narration_stream` (Ego4D-style narration) and `live_chat` (questions about a synthetic world episode, answered from its
 ground truth) are built on, so loaders of real datasets can reuse them.
 
-The `learn` of a stream message follows `videollm_online.text`: True when an assistant turn follows (the model learns
-to stay silent on every frame and to speak after the last one); before a user turn or at the end of the conversation
-the model must not learn to speak after the last frame, so `learn` is the int `num_frames - 1` (silence is learned on
+The `learn` of a stream message follows `videollm_online.core.text`: True when an assistant turn follows (the model
+learns to stay silent on every frame and to speak after the last one); before a user turn or at the end of the
+conversation the model must not learn to speak after the last frame, so `learn` is the int `num_frames - 1` (silence is learned on
 all frames but the last).
 """
 
@@ -305,7 +305,7 @@ def world_conversations(
 ) -> list[dict[str, Any]]:
     """Training rows `{"video", "kind", "conversation", "start_frame"}` for a synthetic world's annotations: one
     narration stream and one live chat per video (seeded per video, so a video always gets the same dialogue)."""
-    from ..checks import check_fps
+    from ..utils.checks import check_fps
 
     check_fps("stream fps", fps)
     rows = []

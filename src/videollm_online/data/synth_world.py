@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..files import write_json_atomic
+from ..utils.files import write_json_atomic
 
 FORMAT = "synth_world/1"
 VIDEO_COMMENT = f"videollm-online {FORMAT}"

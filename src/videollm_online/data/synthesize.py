@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class SynthesisConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ..checks import check_fps, check_number
+        from ..utils.checks import check_fps, check_number
 
         check_fps("fps", self.fps)
         check_number("temperature", self.temperature, low=0, high=10)
@@ -354,7 +354,7 @@ class HFBackend:
     def __init__(self, model: str, *, device: str = "cpu", dtype: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..checkpoint import gguf_to_safetensors, parse_dtype, resolve_source
+        from ..core.checkpoint import gguf_to_safetensors, parse_dtype, resolve_source
 
         path = resolve_source(model, "synthesis LLM")
         if path.suffix == ".gguf":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import LiveModel
+from ..core.model import LiveModel
 
 
 @dataclass

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UserError
-from ..model import LiveModel
-from ..text import StreamTemplate
+from ..core.model import LiveModel
+from ..core.text import StreamTemplate
+from ..utils.errors import UserError
 from .backend import Feed, FeedResult
 from .session import EngineConfig, StreamEvent, StreamSession
 from .static import ContextFullError, MemoryPolicy, SlotBackend, StaticKV

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..model import LiveModel
-from ..text import StreamTemplate
+from ..core.model import LiveModel
+from ..core.text import StreamTemplate
 
 
 @torch.inference_mode()

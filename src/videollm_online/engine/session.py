@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..model import LiveModel
-from ..text import StreamTemplate
+from ..core.model import LiveModel
+from ..core.text import StreamTemplate
 from .backend import Feed, FeedResult, HFCacheBackend
 
 MAX_NEW_TOKENS = 8192
@@ -42,7 +42,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        from ..checks import check_number
+        from ..utils.checks import check_number
 
         check_number("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, integer=True)
 

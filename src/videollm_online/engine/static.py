@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
-from ..errors import UserError
-from ..model import LiveModel
+from ..core.model import LiveModel
+from ..utils.errors import UserError
 from . import kernels
 from .backend import Feed, FeedResult
 from .quant import WEIGHT_FORMATS, QuantLinear, linear

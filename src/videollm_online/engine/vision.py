@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import LiveModel
+from ..core.model import LiveModel
 
 
 class FrameEncoderRunner:

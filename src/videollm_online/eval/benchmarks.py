@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..text import StreamTemplate
+from ..core.text import StreamTemplate
 
 _NUMBER_PREFIX = re.compile(r"^\s*\d+\.\s*")
 

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..text import IGNORE_INDEX, StreamTemplate
+from ..core.text import IGNORE_INDEX, StreamTemplate
 
 
 @dataclass

@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
+from ..core.model import LiveModel
+from ..core.text import StreamTemplate
 from ..data.frames import FrameStore, shard
 from ..data.synth_world import EVENT_FIELDS, event_field_counts, same_event
 from ..engine import EngineConfig, open_session
 from ..engine.static import SlotBackend
-from ..errors import UserError
-from ..files import read_jsonl
-from ..model import LiveModel
-from ..text import StreamTemplate
+from ..utils.errors import UserError
+from ..utils.files import read_jsonl
 from ..video import open_video
 from .metrics import aggregate, evaluate_conversation, event_match
 
@@ -83,7 +83,7 @@ class EvalOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        from ..checks import check_number
+        from ..utils.checks import check_number
 
         try:
             check_number("window", self.window, low=0, low_open=True, high=60)

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..core.text import IGNORE_INDEX, StreamTemplate
 from ..data.frames import FrameStore
-from ..text import IGNORE_INDEX, StreamTemplate
 
 
 def check_train_inputs(config: Any) -> None:
@@ -24,10 +24,10 @@ def check_train_inputs(config: Any) -> None:
     warning, as long as some are usable."""
     from pathlib import Path
 
-    from ..checkpoint import model_config
+    from ..core.checkpoint import model_config
     from ..data.schema import check_rows
-    from ..errors import UserError
-    from ..files import read_jsonl
+    from ..utils.errors import UserError
+    from ..utils.files import read_jsonl
 
     resolution = model_config(config.model).frame_resolution
     key = "features" if config.features else "frames"

@@ -22,11 +22,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
-from ..checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_checkpoint, save_checkpoint
-from ..config import PRESETS, LiveConfig
+from ..core.checkpoint import RELEASED_LORA_TARGETS, add_lora, build_model, load_checkpoint, save_checkpoint
+from ..core.config import PRESETS, LiveConfig
 from ..data.frames import FrameStore
-from ..errors import UserError
-from ..files import read_jsonl, write_json_atomic
+from ..utils.errors import UserError
+from ..utils.files import read_jsonl, write_json_atomic
 from .dataset import StreamCollator, StreamDataset, check_train_inputs
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class TrainConfig:
 
 def check_train_numbers(config: TrainConfig) -> None:
     """Every float of a training config finite and in range (NaN was saved into the configs and trained with)."""
-    from ..checks import check_number
+    from ..utils.checks import check_number
 
     check_number("learning_rate", config.learning_rate, low=0, low_open=True, high=10)
     check_number("vision_learning_rate", config.vision_learning_rate, low=0, low_open=True, high=10, optional=True)

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from ..config import PRESETS, LiveConfig
+from ..core.config import PRESETS, LiveConfig
+from ..core.model import FrameEncoder, LiveModel, preprocess_frames
 from ..data.frames import FrameStore
 from ..data.synth_world import (
     PALETTE,
@@ -47,9 +48,8 @@ from ..data.synth_world import (
     place_of,
     render_frames,
 )
-from ..errors import UserError
-from ..files import write_json_atomic
-from ..model import FrameEncoder, LiveModel, preprocess_frames
+from ..utils.errors import UserError
+from ..utils.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 FINAL_DIR = "final"
@@ -592,7 +592,7 @@ class VisionPretrainResult:
 
 def load_for_pretraining(spec: str):
     """(LiveModel, template): a fresh model of a preset, or a checkpoint to train further."""
-    from ..checkpoint import build_model, load_checkpoint
+    from ..core.checkpoint import build_model, load_checkpoint
 
     if spec in PRESETS and not Path(spec).exists():
         return build_model(LiveConfig.from_name(spec))
@@ -632,7 +632,7 @@ def _print(message: str) -> None:
 
 def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> VisionPretrainResult:
     """Train the frame encoder with the heads; write output_dir/final (a checkpoint), the log and the metrics."""
-    from ..checkpoint import save_checkpoint
+    from ..core.checkpoint import save_checkpoint
     from .trainer import TimeBudget
 
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -20,7 +20,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .letterbox import Letterboxer, to_rgb_array
 from .sampling import FfmpegRateSampler, LiveSampler, rescale, to_fraction
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from .common import (
     Converted,
     ConvertOptions,

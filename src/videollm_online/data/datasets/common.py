@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from ..streaming import DEFAULT_SYSTEM_PROMPT, num_stream_frames
 
 # Float times such as 0.7 * 10 = 7.000000000000001 must not ceil to the next frame.
@@ -42,7 +42,7 @@ class ConvertOptions:
     """Loader-specific options (e.g. a benchmark name)."""
 
     def __post_init__(self) -> None:
-        from ...checks import check_fps
+        from ...utils.checks import check_fps
 
         self.anno_root = Path(self.anno_root)
         check_fps("fps", self.fps)
@@ -117,7 +117,7 @@ def read_json(path: Path) -> Any:
 def read_json_or_jsonl(path: Path) -> list[Any]:
     """A JSON list, or JSON lines, as a list."""
     if path.suffix == ".jsonl":
-        from ...files import read_jsonl
+        from ...utils.files import read_jsonl
 
         return read_jsonl(path)
     data = read_json(path)

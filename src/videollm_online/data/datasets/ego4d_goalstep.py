@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from .common import (
     Converted,
     ConvertOptions,

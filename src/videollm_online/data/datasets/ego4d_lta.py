@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from .common import Converted, ConvertOptions, make_row, read_json, require_video_frames, with_system_prompt
 
 NUM_VISIBLE = 8

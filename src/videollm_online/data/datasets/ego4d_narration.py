@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from .common import Converted, ConvertOptions, ceil_frame, make_row, read_json, require_video_frames, with_system_prompt
 
 # The Ego4D benchmarks whose val/test videos are held out of narration training, and the key of their video lists.

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from .common import Converted, ConvertOptions, make_row, with_system_prompt
 
 NOISE_VIDEO = "robustness-noise"

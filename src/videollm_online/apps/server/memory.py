@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 
-log = logging.getLogger("videollm_online.server")
+log = logging.getLogger("videollm_online.apps.server")
 
 
 def _malloc_trim():

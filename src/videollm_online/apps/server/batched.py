@@ -20,13 +20,13 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 
-from ..engine import EngineConfig, StreamEvent, StreamSession
-from ..engine.batch import BatchEngine
-from ..engine.static import MemoryPolicy
-from ..engine.vision import FrameEncoderRunner
-from ..model import LiveModel
+from ...core.model import LiveModel
+from ...core.text import StreamTemplate
+from ...engine import EngineConfig, StreamEvent, StreamSession
+from ...engine.batch import BatchEngine
+from ...engine.static import MemoryPolicy
+from ...engine.vision import FrameEncoderRunner
 from ..narrate import VISION_INLINE, VISION_RUNNER
-from ..text import StreamTemplate
 from .backend import SessionSettings, TokenCallback, _turn_tracker
 
 

@@ -22,8 +22,8 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ..utils.errors import UserError
 from .config import LiveConfig
-from .errors import UserError
 from .hub import LIBRARY_NAME, LICENSE, TAGS
 from .text import IGNORE_INDEX, SpecialIds, StreamTemplate
 

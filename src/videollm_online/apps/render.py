@@ -21,8 +21,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import UserError
-from .files import atomic_path, check_output
+from ..utils.errors import UserError
+from ..utils.files import atomic_path, check_output
 
 LAYOUTS = ("side", "below")
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}

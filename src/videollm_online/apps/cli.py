@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError
+from ..utils.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -105,8 +105,8 @@ def add_offline_option(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace):
-    from .checkpoint import default_model, load_model
-    from .config import PRESETS
+    from ..core.checkpoint import default_model, load_model
+    from ..core.config import PRESETS
 
     check_device(args.device)
     spec = args.model or default_model()
@@ -132,7 +132,7 @@ def load_model_from_args(args: argparse.Namespace):
 def query_text(value: str) -> str:
     """A question: UTF-8 text (bytes the terminal's encoding could not decode reach Python as lone surrogates, which
     no tokenizer takes), of a bounded length."""
-    from .data.schema import MAX_TEXT_CHARS
+    from ..data.schema import MAX_TEXT_CHARS
 
     try:
         value.encode("utf-8")
@@ -179,7 +179,7 @@ def positive_float(value: str) -> float:
 
 def fps_value(value: str) -> float:
     """Frames per second: finite and within checks.MIN_FPS..MAX_FPS (at 1e9 a 2 s clip became 10 GB)."""
-    from .checks import MAX_FPS, MIN_FPS
+    from ..utils.checks import MAX_FPS, MIN_FPS
 
     number = positive_float(value)
     if not MIN_FPS <= number <= MAX_FPS:
@@ -219,10 +219,10 @@ def unit_float(value: str) -> float:
 def cmd_narrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .engine import EngineConfig
-    from .files import check_output
+    from ..engine import EngineConfig
+    from ..utils.files import check_output
+    from ..video import open_video
     from .narrate import History, narrate_frames, print_status
-    from .video import open_video
 
     source = args.source
     if not (source.startswith(("rtsp://", "rtmp://", "http://", "https://", "/dev/")) or Path(source).exists()):
@@ -239,13 +239,13 @@ def cmd_narrate(args: argparse.Namespace) -> int:
             check_output(args.speech_dir, directory=True, what="--speech-dir")
     check_device(args.device)
     if Path(source).exists():  # a local file or folder: find out it is no video before loading any weights
-        from .checkpoint import model_config
+        from ..core.checkpoint import model_config
 
         config = model_config(args.model, args.preset)
         with open_video(source, fps=args.fps or config.frame_fps, resolution=config.frame_resolution) as probe:
             next(iter(probe), None)
     model, template, name = load_model_from_args(args)
-    from .bundled import not_world_note
+    from ..core.bundled import not_world_note
 
     if note := not_world_note(name, None if source.startswith("/dev/") else source):
         print(note, file=sys.stderr)
@@ -339,7 +339,7 @@ def speech_failed(speaker, output: Path | None) -> UserError:
 
 # ---------------------------------------------------------------------- download
 def cmd_download(args: argparse.Namespace) -> int:
-    from .hub_download import download_model
+    from ..core.hub_download import download_model
 
     for what, name, path in download_model(args.model, preset=args.preset, llm=args.llm, vision=args.vision):
         print(f"{what} {name}: {path}", file=sys.stderr)
@@ -368,10 +368,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- data tokenize
 def cmd_data_tokenize(args: argparse.Namespace) -> int:
-    from .checkpoint import load_tokenizer
-    from .config import LiveConfig
-    from .data.schema import check_conversation
-    from .text import StreamTemplate
+    from ..core.checkpoint import load_tokenizer
+    from ..core.config import LiveConfig
+    from ..core.text import StreamTemplate
+    from ..data.schema import check_conversation
 
     path = Path(args.conversation)
     if not path.exists():
@@ -406,9 +406,9 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- data synth-world / preprocess
 def cmd_data_synth_world(args: argparse.Namespace) -> int:
-    from .data.streaming import world_conversations
-    from .data.synth_world import WorldConfig, load_world, write_world
-    from .files import check_output, write_jsonl
+    from ..data.streaming import world_conversations
+    from ..data.synth_world import WorldConfig, load_world, write_world
+    from ..utils.files import check_output, write_jsonl
 
     check_output(args.out, directory=True, what="--out")
     try:
@@ -442,9 +442,9 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def cmd_data_preprocess(args: argparse.Namespace) -> int:
-    from .config import LiveConfig
-    from .data.frames import check_sampling, preprocess_videos
-    from .files import check_output
+    from ..core.config import LiveConfig
+    from ..data.frames import check_sampling, preprocess_videos
+    from ..utils.files import check_output
 
     fps, resolution = args.fps, args.resolution
     if args.preset:
@@ -455,7 +455,7 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
     checked(check_sampling, fps, resolution)
     check_output(args.out, directory=True, what="--out")
     if args.slurm_tasks:
-        from .data.launch import launch
+        from ..data.launch import launch
 
         return launch(
             args,
@@ -495,10 +495,10 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_data_features(args: argparse.Namespace) -> int:
-    from .data.frames import extract_features
+    from ..data.frames import extract_features
 
     if args.slurm_tasks:
-        from .data.launch import launch, model_argv
+        from ..data.launch import launch, model_argv
 
         return launch(
             args,
@@ -514,7 +514,7 @@ def cmd_data_features(args: argparse.Namespace) -> int:
                 *model_argv(args),
             ],
         )
-    from .files import check_output
+    from ..utils.files import check_output
 
     check_output(args.out, directory=True, what="--out")
     model, _, name = load_model_from_args(args)
@@ -541,11 +541,11 @@ def cmd_data_features(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- data convert / synthesize
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from .data.convert import convert
-    from .data.datasets import ConvertOptions, get_loader
-    from .data.datasets.common import frames_from_metadata, frames_from_store
-    from .data.datasets.robustness import robustness_example, write_robustness_frames
-    from .files import check_output
+    from ..data.convert import convert
+    from ..data.datasets import ConvertOptions, get_loader
+    from ..data.datasets.common import frames_from_metadata, frames_from_store
+    from ..data.datasets.robustness import robustness_example, write_robustness_frames
+    from ..utils.files import check_output
 
     get_loader(args.dataset)  # an unknown name fails before any file is read
     if not Path(args.anno_root).exists() and args.dataset != "robustness":
@@ -575,13 +575,13 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synthesize(args: argparse.Namespace) -> int:
-    from .data.synthesize import HFBackend, OpenAIBackend, SynthesisConfig, generic_items, goalstep_items, synthesize
+    from ..data.synthesize import HFBackend, OpenAIBackend, SynthesisConfig, generic_items, goalstep_items, synthesize
 
     if not Path(args.annotations).exists():
         raise UserError(f"no such file or directory: {args.annotations}")
     if bool(args.base_url) == bool(args.hf_model):
         raise UserError("choose one backend: --base-url URL (OpenAI-compatible server) or --hf-model MODEL")
-    from .files import check_output
+    from ..utils.files import check_output
 
     check_output(args.out, inputs=[args.annotations], what="--out")
     config = configured(
@@ -628,9 +628,9 @@ def cmd_data_synthesize(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .config import CONFIG_FILE
-    from .eval.runner import EvalOptions, check_inputs, format_table, run_eval
-    from .files import check_output, write_json_atomic
+    from ..core.config import CONFIG_FILE
+    from ..eval.runner import EvalOptions, check_inputs, format_table, run_eval
+    from ..utils.files import check_output, write_json_atomic
 
     if args.output:  # checked first: a path that cannot be written lost the whole evaluation
         check_output(args.output, what="--output")
@@ -667,7 +667,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.output:
             write_json_atomic(args.output, report)
         if args.model_card:
-            from .checkpoint import write_model_card
+            from ..core.checkpoint import write_model_card
 
             card = write_model_card(args.model, eval_report={k: v for k, v in report.items() if k != "predictions"})
             print(f"evaluation table written to {card}", file=sys.stderr)
@@ -678,8 +678,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .files import check_output
-    from .train.trainer import TrainConfig, train
+    from ..train.trainer import TrainConfig, train
+    from ..utils.files import check_output
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -693,12 +693,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_vision(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .train.vision_pretrain import VisionPretrainConfig, pretrain_vision
+    from ..train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
     fields = {f.name for f in dataclasses.fields(VisionPretrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     config = configured(VisionPretrainConfig, **values)
-    from .files import check_output
+    from ..utils.files import check_output
 
     check_output(config.output_dir, directory=True, what="--output-dir")
     result = pretrain_vision(config, progress=not args.quiet)
@@ -768,8 +768,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .data.launch import add_slurm_options
+    from .. import __version__
+    from ..data.launch import add_slurm_options
 
     parser = Parser(
         prog="videollm-online",
@@ -1228,7 +1228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the model over HTTP: a WebSocket streaming API, SSE, health and metrics (docs/api.md)",
         description="Serve the model to programs: clients stream frames and questions over a WebSocket and receive "
-        "the turns as they are said (protocol in docs/api.md; a Python client is videollm_online.client). "
+        "the turns as they are said (protocol in docs/api.md; a Python client is videollm_online.apps.client). "
         "Binds 127.0.0.1 unless --host says otherwise; set --token before exposing it.",
     )
     add_model_options(serve)
@@ -1347,11 +1347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "offline", False):
-        from .hub_download import go_offline
+        from ..core.hub_download import go_offline
 
         go_offline()
     if hasattr(args, "threads"):  # narrate, eval, demo, serve
-        from .threads import set_threads
+        from ..utils.threads import set_threads
 
         set_threads(args.threads)
         if args.verbose:
@@ -1377,7 +1377,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def is_user_error(error: BaseException) -> bool:
-    from .video import VideoSourceError
+    from ..video import VideoSourceError
 
     return isinstance(error, (UserError, VideoSourceError))
 

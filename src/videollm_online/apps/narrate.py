@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .engine import EngineConfig, StreamEvent, open_session
-from .engine.static import SlotBackend
-from .engine.vision import FrameEncoderRunner
-from .files import write_json_atomic
-from .model import LiveModel
-from .text import StreamTemplate
+from ..core.model import LiveModel
+from ..core.text import StreamTemplate
+from ..engine import EngineConfig, StreamEvent, open_session
+from ..engine.static import SlotBackend
+from ..engine.vision import FrameEncoderRunner
+from ..utils.files import write_json_atomic
 
 VISION_INLINE = "inline"
 VISION_RUNNER = "FrameEncoderRunner"

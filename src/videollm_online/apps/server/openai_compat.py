@@ -32,9 +32,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-from ..engine import EngineConfig, StreamEvent
-from ..engine.static import ContextFullError
-from ..video import VideoSourceError, open_video
+from ...engine import EngineConfig, StreamEvent
+from ...engine.static import ContextFullError
+from ...video import VideoSourceError, open_video
 from .backend import StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics

@@ -21,14 +21,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine import EngineConfig, StreamEvent
-from ..video.sampling import LiveSampler
+from ...engine import EngineConfig, StreamEvent
+from ...video.sampling import LiveSampler
 from . import protocol as P
 from .backend import BackendSession, ContextFullError, StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
 
-log = logging.getLogger("videollm_online.server")
+log = logging.getLogger("videollm_online.apps.server")
 
 
 @dataclass

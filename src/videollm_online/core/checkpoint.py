@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..utils.errors import ModelNotFoundError, UserError
 from .config import CONFIG_FILE, LiveConfig
-from .errors import ModelNotFoundError, UserError
 from .hub import EVAL_FILE, base_model_ids, hub_id_of, model_card, read_eval_report
 from .model import FrameEncoder, LiveModel, attach_connector, vision_width
 from .text import StreamTemplate, add_placeholder_token, build_tiny_tokenizer
@@ -305,7 +305,7 @@ def save_checkpoint(
             for path in tmp.rglob("*.safetensors"):
                 cast_safetensors(path, parse_dtype(dtype))
         if eval_report is not None:
-            from .files import write_json_atomic
+            from ..utils.files import write_json_atomic
 
             write_json_atomic(tmp / EVAL_FILE, eval_report)
         card = model_card(config, eval_report=eval_report, adapter=adapter, vision_saved=save_vision, **card_kwargs)
@@ -316,7 +316,7 @@ def save_checkpoint(
 def write_model_card(directory: str | Path, eval_report: str | Path | dict | None = None, **card_kwargs) -> Path:
     """(Re)write the model card of a checkpoint directory, with the evaluation table of `eval_report` (kept in the
     directory as `eval_results.json`) or of the report already there."""
-    from .files import write_json_atomic
+    from ..utils.files import write_json_atomic
 
     directory = Path(directory)
     if eval_report is not None:
@@ -446,7 +446,7 @@ def load_checkpoint(
 
 
 # ---------------------------------------------------------------------- entry points for commands
-BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "demo-model"
+BUNDLED_MODEL_DIR = Path(__file__).parents[1] / "assets" / "demo-model"
 
 
 def default_model() -> str:

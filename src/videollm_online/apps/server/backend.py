@@ -23,10 +23,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..engine import EngineConfig, StreamEvent, StreamSession
-from ..engine.static import ContextFullError
-from ..model import LiveModel
-from ..text import StreamTemplate
+from ...core.model import LiveModel
+from ...core.text import StreamTemplate
+from ...engine import EngineConfig, StreamEvent, StreamSession
+from ...engine.static import ContextFullError
 
 TokenCallback = Callable[[list[int]], None]
 """The token ids of the turn being generated, so far (a new turn starts when there is one); called on the worker

@@ -20,8 +20,8 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ..model import LiveModel
-from ..text import StreamTemplate
+from ...core.model import LiveModel
+from ...core.text import StreamTemplate
 from . import protocol as P
 from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
@@ -32,7 +32,7 @@ from .realtime import apply_message
 from .schema import ApiError, Health, SessionList
 from .sessions import LiveSession, SessionParams
 
-log = logging.getLogger("videollm_online.server")
+log = logging.getLogger("videollm_online.apps.server")
 SSE_KEEPALIVE_S = 15.0
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1000, 1008, 1013
 SECRET_HEADER = "X-Session-Secret"

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .files import write_with
+from ..utils.errors import UserError
+from ..utils.files import write_with
 
 INSTALL_HINT = "pip install 'videollm-online[tts]'"
 

@@ -75,7 +75,7 @@ class LiveConfig:
             raise ValueError("LiveConfig needs an LLM: set `llm` (path, hub id or package:...) or `llm_config`")
         if self.vision is None and self.vision_config is None:
             raise ValueError("LiveConfig needs a vision encoder: set `vision` (path or hub id) or `vision_config`")
-        from .checks import MAX_RESOLUTION, check_fps, check_number
+        from ..utils.checks import MAX_RESOLUTION, check_fps, check_number
 
         check_number("frame_resolution", self.frame_resolution, low=1, high=MAX_RESOLUTION, integer=True)
         check_fps("frame_fps", self.frame_fps)
@@ -126,7 +126,7 @@ class LiveConfig:
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:
-        from .files import write_json_atomic
+        from ..utils.files import write_json_atomic
 
         path = Path(directory) / CONFIG_FILE
         write_json_atomic(path, self.to_dict())

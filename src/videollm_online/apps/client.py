@@ -1,7 +1,8 @@
 """A Python client of the streaming API (`videollm-online serve`): `AsyncStreamClient` for asyncio code, `StreamClient`
 for plain scripts, `follow` for a session's server-sent events, and `stream_video` to send a file or a camera.
 
-Needs the `serve` extra (websockets, httpx). The wire format is in `videollm_online.server.protocol` and docs/api.md.
+Needs the `serve` extra (websockets, httpx). The wire format is in `videollm_online.apps.server.protocol` and
+docs/api.md.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ async def stream_video(
     """Send a video source (a file, a camera, anything `open_video` opens) to the server, frame by frame at its
     video time, asking `queries` (time, text) along the way; returns the `response.done` events. `realtime` paces
     a file to the wall clock, as a live feed would arrive. `on_event` gets every event, `session.created` first."""
-    from .video import open_video
+    from ..video import open_video
 
     turns: list[dict] = []
     async with AsyncStreamClient(

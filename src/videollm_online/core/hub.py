@@ -198,7 +198,7 @@ def model_card(
         "## Use",
         "",
         "```python",
-        "from videollm_online.model import LiveModel",
+        "from videollm_online.core.model import LiveModel",
         "",
         'model = LiveModel.from_pretrained("path/or/hub-id")',
         "```",

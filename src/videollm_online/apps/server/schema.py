@@ -3,7 +3,7 @@
 The server parses each client text message with `parse_client_message` (one check, at the edge: finite numbers in
 range, bounded text, a bounded number of frames per message) and answers a bad one with an `error` event naming the
 field and the problem. Server events are documented by models too; their JSON Schemas are exported to
-docs/schemas/ by `write_schemas` (`python -m videollm_online.server.schema`), and a test keeps those files in step
+docs/schemas/ by `write_schemas` (`python -m videollm_online.apps.server.schema`), and a test keeps those files in step
 with the models. Server events allow extra fields (clients ignore what they do not know); client messages do not
 (a misspelt setting is an error, not a silent no-op).
 """
@@ -433,7 +433,7 @@ def parse_frame_header(data: bytes) -> float:
 
 # ---------------------------------------------------------------------- JSON Schemas
 SCHEMAS: dict[str, Any] = {"client_message": ClientMessage, "server_event": ServerEvent, "frame_header": FrameHeader}
-SCHEMA_DIR = Path(__file__).resolve().parents[3] / "docs" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[4] / "docs" / "schemas"
 
 
 def json_schemas() -> dict[str, dict]:

@@ -83,7 +83,7 @@ def decode_image(data: bytes, resolution: int, max_pixels: int) -> np.ndarray:
     """JPEG or PNG bytes -> the (R, R, 3) uint8 frame the model reads (letterboxed as `narrate` does)."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..video.letterbox import letterbox
+    from ...video.letterbox import letterbox
 
     try:
         with Image.open(io.BytesIO(data)) as image:

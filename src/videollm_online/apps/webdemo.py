@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from . import speech
-from .engine import EngineConfig
+from .. import speech
+from ..engine import EngineConfig
 from .server.backend import StreamBackend, public_name
 
 TICK_S = 0.5
@@ -224,7 +224,7 @@ class DemoSession:
                 self._open_frames(0.0)
 
     def _source_note(self, path: str | None) -> str | None:
-        from .bundled import not_world_note
+        from ..core.bundled import not_world_note
 
         return not_world_note(self.backend.name, path)
 
@@ -241,7 +241,7 @@ class DemoSession:
                 self._open_frames(self.player_time or 0.0)
 
     def _open_frames(self, start: float) -> None:
-        from .video import open_video
+        from ..video import open_video
 
         self._frames = open_video(
             self._path, fps=self.backend.frame_fps, resolution=self.backend.frame_resolution, start=max(0.0, start)
@@ -288,8 +288,8 @@ class DemoSession:
 
     # ------------------------------------------------------------------ webcam
     def webcam_frame(self, image) -> None:
-        from .video.letterbox import letterbox
-        from .video.sampling import LiveSampler
+        from ..video.letterbox import letterbox
+        from ..video.sampling import LiveSampler
 
         if image is None or self.engine is None:
             return
@@ -389,7 +389,7 @@ class DemoSession:
             }
 
     def write_history(self, directory: str | Path) -> Path:
-        from .files import write_json_atomic
+        from ..utils.files import write_json_atomic
 
         path = Path(directory) / "videollm-online-history.json"
         write_json_atomic(path, self.history())
@@ -449,8 +449,8 @@ GENERIC_QUESTIONS = ("What did I just do?", "How many objects are there?", "Summ
 def example_videos(cache: Path | None = None) -> list[str]:
     """The example videos, rendered once into the cache (a few hundred KB each): synthetic-world videos of
     different tasks, the world the bundled model knows."""
-    from .checkpoint import cache_dir
-    from .data.synth_world import WorldConfig, episode_seed, generate_episode, render_episode
+    from ..core.checkpoint import cache_dir
+    from ..data.synth_world import WorldConfig, episode_seed, generate_episode, render_episode
 
     out = (cache or cache_dir()) / "demo-examples" / "world-seed-2"
     config = WorldConfig(

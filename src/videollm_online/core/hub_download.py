@@ -11,7 +11,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from ..utils.errors import ModelNotFoundError
 
 # Weights come as safetensors; the 8B LLM's repo also carries the same weights as `original/*.pth` (16 GB more).
 MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
