@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import speech
 from ..engine import EngineConfig
+from . import speech
 from .server.backend import StreamBackend, public_name
 
 TICK_S = 0.5

@@ -8,8 +8,8 @@ ground truth) are built on, so loaders of real datasets can reuse them.
 
 The `learn` of a stream message follows `videollm_online.core.text`: True when an assistant turn follows (the model
 learns to stay silent on every frame and to speak after the last one); before a user turn or at the end of the
-conversation the model must not learn to speak after the last frame, so `learn` is the int `num_frames - 1` (silence is learned on
-all frames but the last).
+conversation the model must not learn to speak after the last frame, so `learn` is the int `num_frames - 1` (silence
+is learned on all frames but the last).
 """
 
 from __future__ import annotations

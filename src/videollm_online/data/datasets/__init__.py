@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from .coin import BENCHMARKS as COIN_BENCHMARKS
 from .coin import coin_loader
 from .common import Converted, ConvertOptions, Loader
