@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..utils.distributed import distributed_rank, local_cuda_device
 from ..utils.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -436,11 +437,6 @@ def cmd_data_synth_world(args: argparse.Namespace) -> int:
     return 0
 
 
-def distributed_rank() -> tuple[int, int]:
-    """This process's rank and the world size, as torchrun (or SLURM through it) sets them."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def cmd_data_preprocess(args: argparse.Namespace) -> int:
     from ..core.config import LiveConfig
     from ..data.frames import check_sampling, preprocess_videos
@@ -520,7 +516,7 @@ def cmd_data_features(args: argparse.Namespace) -> int:
     model, _, name = load_model_from_args(args)
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
-        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        model.to(local_cuda_device())
     counts = extract_features(
         args.frames,
         args.out,
@@ -659,7 +655,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     rank, world_size = distributed_rank()
     if str(args.device).startswith("cuda") and world_size > 1:
-        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        args.device = local_cuda_device()
     model, template, name = load_model_from_args(args)
     report = run_eval(model, template, name, options, rank=rank, world_size=world_size)
     if rank == 0:

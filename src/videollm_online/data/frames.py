@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..utils.distributed import shard
 from ..utils.errors import UserError
 from ..utils.files import write_with
 
@@ -41,13 +42,6 @@ def check_sampling(fps: float, resolution: int) -> None:
 
     check_fps("fps", fps)
     check_number("resolution", resolution, low=16, high=MAX_RESOLUTION, integer=True)
-
-
-def shard(items: Sequence, rank: int, world_size: int) -> list:
-    """Items of one rank: every world_size-th, so ranks get equal shares and each item exactly one rank."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world size {world_size}")
-    return list(items[rank::world_size])
 
 
 def preprocess_videos(

@@ -25,10 +25,11 @@ import torch
 
 from ..core.model import LiveModel
 from ..core.text import StreamTemplate
-from ..data.frames import FrameStore, shard
+from ..data.frames import FrameStore
 from ..data.synth_world import EVENT_FIELDS, event_field_counts, same_event
 from ..engine import EngineConfig, open_session
 from ..engine.static import SlotBackend
+from ..utils.distributed import gather, shard
 from ..utils.errors import UserError
 from ..utils.files import read_jsonl
 from ..video import open_video
@@ -93,21 +94,6 @@ class EvalOptions:
             raise UserError(f"no such directory: {self.data_root} (--data-root: the {self.dataset} dataset's files)")
         if self.split is None:
             self.split = DEFAULT_SPLITS.get(self.dataset, "val")
-
-
-# ---------------------------------------------------------------------- distributed
-def gather(items: list[Any], world_size: int) -> list[Any]:
-    """Every rank's `shard(...)` of a list, back in the list's order on every rank (all_gather_object)."""
-    if world_size == 1:
-        return items
-    import torch.distributed as dist
-
-    parts: list[list[Any]] = [[] for _ in range(world_size)]
-    dist.all_gather_object(parts, items)
-    out = []
-    for i in range(max(len(part) for part in parts)):
-        out += [part[i] for part in parts if i < len(part)]
-    return out
 
 
 # ---------------------------------------------------------------------- world

@@ -178,10 +178,9 @@ def streaming_metrics(
 ) -> dict[str, float]:
     """The paper's streaming metrics over the first `limit` conversations of a dataset, at the model's fps and
     threshold; each rank scores its share (`shard`) and every rank gets the aggregate."""
-    from ..data.frames import shard
     from ..eval.benchmarks import frame_embeds
     from ..eval.metrics import aggregate, evaluate_conversation
-    from ..eval.runner import gather
+    from ..utils.distributed import gather, shard
     from .dataset import conversation_frames
 
     was_training = model.training
