@@ -189,6 +189,7 @@ def run_engine(
         "other_s": round(streamed - times.decode - times.vision - times.llm, 3),
         "vision_path": stages["vision_path"],
         "ahead": stages["ahead"],
+        "staged": stages["staged"],
         "turns": len(events),
     }
     if stages["warmup_graphs"]:

@@ -87,6 +87,7 @@ def test_cuda_runs_the_frame_encoder_runner_and_says_the_same(make_clip):
             events, times = narrate_frames(model, template, frames, backend="fast", ahead=16)
         said[device] = [(e.role, e.video_time) for e in events]
         assert times.vision_path == (VISION_RUNNER if device == "cuda" else VISION_INLINE)
+        assert times.staged == (device == "cuda")  # a file's frames staged in page-locked buffers on CUDA only
     assert said["cuda"] == said["cpu"]
 
 

