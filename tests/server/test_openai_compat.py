@@ -218,7 +218,7 @@ def test_openapi_lists_the_routes(compat_server):
 
 def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_path):
     """The bundled model over a synthetic-world clip: a streamed completion with a question at 1 s."""
-    from videollm_online.data.synth_world import WorldConfig, write_world
+    from videollm_online.data.world import WorldConfig, write_world
 
     write_world(tmp_path, 1, seed=3, config=WorldConfig(fps=4, min_duration=4, max_duration=4), progress=False)
     model, template, name = bundled

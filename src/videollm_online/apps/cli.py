@@ -408,7 +408,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- data synth-world / preprocess
 def cmd_data_synth_world(args: argparse.Namespace) -> int:
     from ..data.streaming import world_conversations
-    from ..data.synth_world import WorldConfig, load_world, write_world
+    from ..data.world import WorldConfig, load_world, write_world
     from ..utils.files import check_output, write_jsonl
 
     check_output(args.out, directory=True, what="--out")

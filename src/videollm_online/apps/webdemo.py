@@ -450,7 +450,7 @@ def example_videos(cache: Path | None = None) -> list[str]:
     """The example videos, rendered once into the cache (a few hundred KB each): synthetic-world videos of
     different tasks, the world the bundled model knows."""
     from ..core.checkpoint import cache_dir
-    from ..data.synth_world import WorldConfig, episode_seed, generate_episode, render_episode
+    from ..data.world import WorldConfig, episode_seed, generate_episode, render_episode
 
     out = (cache or cache_dir()) / "demo-examples" / "world-seed-2"
     config = WorldConfig(

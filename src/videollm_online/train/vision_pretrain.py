@@ -34,11 +34,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..core.config import PRESETS, LiveConfig
 from ..core.model import FrameEncoder, LiveModel, preprocess_frames
 from ..data.frames import FrameStore
-from ..data.synth_world import (
-    PALETTE,
-    PLACES,
-    SHAPES,
-    SIZES,
+from ..data.world import (
     DrawnObject,
     WorldConfig,
     episode_seed,
@@ -48,6 +44,7 @@ from ..data.synth_world import (
     place_of,
     render_frames,
 )
+from ..data.world_language import PALETTE, PLACES, SHAPES, SIZES
 from ..utils.errors import UserError
 from ..utils.files import write_json_atomic
 
@@ -346,7 +343,7 @@ class RecordedWorldFrames(IterableDataset):
 
     def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """Frames `indices` of one video with their targets."""
-        from ..data.synth_world import Episode, drawn_objects
+        from ..data.world import Episode, drawn_objects
 
         frames = self.recorded.store.load_indices(annotation["id"], indices)
         episode = Episode.from_annotation(annotation)
