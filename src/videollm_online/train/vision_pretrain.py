@@ -41,10 +41,9 @@ from ..data.world import (
     generate_episode,
     num_frames,
     object_radius,
-    place_of,
     render_frames,
 )
-from ..data.world_language import PALETTE, PLACES, SHAPES, SIZES
+from ..data.world_language import PALETTE, PLACES, SHAPES, SIZES, place_of
 from ..utils.errors import UserError
 from ..utils.files import write_json_atomic
 
