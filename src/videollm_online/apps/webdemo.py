@@ -1,4 +1,4 @@
-"""The web demo (`videollm-online demo`): a Gradio page over the same backend as the API.
+"""The web demo (`videollm-online demo`): a Gradio page over the same worker as the API.
 
 Upload a video (or pick an example) and press play, or turn on the webcam; ask questions in the chat box at any
 moment; the assistant's turns appear as they are generated, each stamped with its video time. The page keeps the
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engine import EngineConfig
 from . import speech
-from .server.backend import StreamBackend, public_name
+from .server.worker import Worker, public_name
 
 TICK_S = 0.5
 MAX_IN_FLIGHT = 2
@@ -95,8 +95,8 @@ def in_time_order(turns: list[Turn]) -> list[Turn]:
 class DemoSession:
     """One viewer's stream: the video they watch (or their webcam), the engine session, and the chat."""
 
-    def __init__(self, backend: StreamBackend, threshold: float | None, max_new_tokens: int) -> None:
-        self.backend = backend
+    def __init__(self, worker: Worker, threshold: float | None, max_new_tokens: int) -> None:
+        self.worker = worker
         self.max_new_tokens = max_new_tokens
         self.lock = threading.RLock()
         self.turns: list[Turn] = []
@@ -124,7 +124,7 @@ class DemoSession:
     def _start_engine(self) -> None:
         if self.engine is not None:
             self.engine.close()
-        self.engine = self.backend.open(EngineConfig(threshold=self._threshold, max_new_tokens=self.max_new_tokens))
+        self.engine = self.worker.open(EngineConfig(threshold=self._threshold, max_new_tokens=self.max_new_tokens))
         self._threshold = self.engine.threshold
         self.generation += 1  # callbacks of the previous engine session are ignored from now on
         self.in_flight = 0
@@ -179,7 +179,7 @@ class DemoSession:
 
     def _on_done(self, generation: int, future, frame_time: float | None) -> None:
         if future.cancelled():
-            return  # the backend is shutting down: this runs inside its shutdown, under its lock; submit nothing
+            return  # the worker is shutting down: this runs inside its shutdown, under its lock; submit nothing
         with self.lock:
             if generation != self.generation:
                 return
@@ -226,7 +226,7 @@ class DemoSession:
     def _source_note(self, path: str | None) -> str | None:
         from ..core.bundled import not_world_note
 
-        return not_world_note(self.backend.name, path)
+        return not_world_note(self.worker.name, path)
 
     def reset(self) -> None:
         """Forget the conversation and start the model over from where the player (or the webcam) is now."""
@@ -244,7 +244,7 @@ class DemoSession:
         from ..video import open_video
 
         self._frames = open_video(
-            self._path, fps=self.backend.frame_fps, resolution=self.backend.frame_resolution, start=max(0.0, start)
+            self._path, fps=self.worker.frame_fps, resolution=self.worker.frame_resolution, start=max(0.0, start)
         )
         self._iter = iter(self._frames)
         self._next = next(self._iter, None)
@@ -303,14 +303,14 @@ class DemoSession:
                 self.mode = "webcam"
                 self.note = self._source_note(None)
                 self._camera_started = time.monotonic()
-                self._sampler = LiveSampler(self.backend.frame_fps)
+                self._sampler = LiveSampler(self.worker.frame_fps)
             video_time = time.monotonic() - self._camera_started
             if self._sampler.push(video_time) is None:
                 return
             if self.in_flight >= MAX_IN_FLIGHT:
                 self.frames_skipped += 1
                 return
-            self._submit_frame(video_time, letterbox(image, self.backend.frame_resolution))
+            self._submit_frame(video_time, letterbox(image, self.worker.frame_resolution))
 
     # ------------------------------------------------------------------ chat
     def ask(self, text: str, playback_time: float | None) -> None:
@@ -383,8 +383,8 @@ class DemoSession:
             ]
             return {
                 "video_path": source,
-                "frame_fps": float(self.backend.frame_fps),
-                "model": self.backend.name,
+                "frame_fps": float(self.worker.frame_fps),
+                "model": self.worker.name,
                 "conversation": conversation,
             }
 
@@ -500,22 +500,20 @@ def speech_clip(text: str) -> tuple[int, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- the page
-def build_demo(
-    backend: StreamBackend, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64
-):
-    """The Gradio Blocks of the demo over a backend (one DemoSession per browser tab)."""
+def build_demo(worker: Worker, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64):
+    """The Gradio Blocks of the demo over a worker (one DemoSession per browser tab)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     import gradio as gr
 
     if threshold is None:  # the model's own default, as a session sees it
-        probe = backend.open(EngineConfig())
+        probe = worker.open(EngineConfig())
         threshold = probe.threshold
         probe.close()
     default_threshold = threshold
 
     def new_session() -> DemoSession:
-        return DemoSession(backend, default_threshold, max_new_tokens)
+        return DemoSession(worker, default_threshold, max_new_tokens)
 
     def note_update(session: DemoSession):
         if session.note == getattr(session, "note_shown", None):
@@ -596,7 +594,7 @@ def build_demo(
         playback = gr.Number(value=-1, visible=False, elem_id="playback-time")
         gr.Markdown(
             f"### videollm-online: it watches the video with you and speaks when it has something to say\n"
-            f"Model: **{public_name(backend.name)}**. Pick an example (it plays), or upload a video, or use "
+            f"Model: **{public_name(worker.name)}**. Pick an example (it plays), or upload a video, or use "
             f"your webcam; ask at any moment.",
             elem_id="intro",
         )
@@ -757,17 +755,17 @@ def run(
 ) -> None:
     """Serve the demo until interrupted. `engine="fast"`: every viewer's stream batched on the fast engine."""
     if engine == "fast":
-        from .server.batched import BatchedBackend
+        from .server.batched import BatchedWorker
 
-        backend = BatchedBackend(model, template, name, max_sessions=max_sessions, cache_tokens=cache_tokens)
+        worker = BatchedWorker(model, template, name, max_sessions=max_sessions, cache_tokens=cache_tokens)
     else:
-        from .server.backend import SerialBackend
+        from .server.worker import SerialWorker
 
-        backend = SerialBackend(model, template, name)
+        worker = SerialWorker(model, template, name)
     examples = examples if examples is not None else example_videos(cache)
-    demo = build_demo(backend, examples=examples, threshold=threshold, max_new_tokens=max_new_tokens)
+    demo = build_demo(worker, examples=examples, threshold=threshold, max_new_tokens=max_new_tokens)
     demo.queue(default_concurrency_limit=None)
     try:
         launch(demo, examples, host=host, port=port)
     finally:
-        backend.shutdown()
+        worker.shutdown()

@@ -1,4 +1,4 @@
-"""The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared backend.
+"""The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared worker.
 
 Routes: `GET /health` (open), `GET /metrics` (Prometheus text), `GET /v1/sessions`, `WS /v1/realtime` (a client's
 own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only), the OpenAI-compatible
@@ -23,7 +23,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ...core.model import LiveModel
 from ...core.text import StreamTemplate
 from . import protocol as P
-from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
 from .memory import MemoryReleaser
 from .metrics import Metrics
@@ -31,6 +30,7 @@ from .openai_compat import API_DESCRIPTION, add_openai_routes, package_version
 from .realtime import apply_message
 from .schema import ApiError, Health, SessionList
 from .sessions import LiveSession, SessionParams
+from .worker import SerialWorker, Worker, public_name
 
 log = logging.getLogger("videollm_online.apps.server")
 SSE_KEEPALIVE_S = 15.0
@@ -42,15 +42,15 @@ MAX_SECRETS = 64
 class Hub:
     """The sessions open now, and the numbers about them."""
 
-    def __init__(self, backend: StreamBackend, config: ServerConfig) -> None:
-        self.backend = backend
+    def __init__(self, worker: Worker, config: ServerConfig) -> None:
+        self.worker = worker
         self.config = config
         self.metrics = Metrics()
         self.sessions: dict[str, LiveSession] = {}
         self.releaser = MemoryReleaser()
 
     def open(self, params: SessionParams) -> LiveSession:
-        session = LiveSession(self.backend, self.config, self.metrics, params)
+        session = LiveSession(self.worker, self.config, self.metrics, params)
         self.sessions[session.id] = session
         self.metrics.sessions_total += 1
         self.metrics.sessions_active = len(self.sessions)
@@ -69,7 +69,7 @@ class Hub:
             self.metrics.sessions_active = len(self.sessions)
 
     def _release_memory_after(self, session: LiveSession) -> None:
-        """Once the backend has dropped the session's cache, give the memory back (debounced)."""
+        """Once the worker has dropped the session's cache, give the memory back (debounced)."""
         loop = asyncio.get_running_loop()
 
         def schedule(_) -> None:
@@ -92,25 +92,25 @@ class Hub:
 
     def render_metrics(self) -> str:
         pending = sum(session.pending_frames for session in self.sessions.values())
-        return self.metrics.render(getattr(self.backend, "pending", 0), pending)
+        return self.metrics.render(getattr(self.worker, "pending", 0), pending)
 
 
 def create_app(
-    model: LiveModel | StreamBackend,
+    model: LiveModel | Worker,
     template: StreamTemplate | None = None,
     *,
     config: ServerConfig | None = None,
     name: str = "model",
 ) -> FastAPI:
-    """The API over a model (run on one worker thread) or over any `StreamBackend`."""
+    """The API over a model (run on one worker thread) or over any `Worker`."""
     config = config or ServerConfig()
     if isinstance(model, LiveModel):
         if template is None:
             raise ValueError("create_app needs the model's template")
-        backend: StreamBackend = SerialBackend(model, template, name)
+        worker: Worker = SerialWorker(model, template, name)
     else:
-        backend = model
-    hub = Hub(backend, config)
+        worker = model
+    hub = Hub(worker, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -118,7 +118,7 @@ def create_app(
         for session in list(hub.sessions.values()):
             hub.release(session, "server_shutdown")
         hub.releaser.cancel()
-        backend.shutdown()
+        worker.shutdown()
 
     app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=package_version())
     app.state.hub = hub
@@ -146,7 +146,7 @@ def create_app(
 
     @app.get("/health", responses={200: {"model": Health}})
     async def health() -> dict:
-        return {"status": "ok", "model": public_name(backend.name), "sessions_active": len(hub.sessions)}
+        return {"status": "ok", "model": public_name(worker.name), "sessions_active": len(hub.sessions)}
 
     @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ApiError}})
     async def metrics(request: Request):
@@ -203,7 +203,7 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    completions_running = add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
+    completions_running = add_openai_routes(app, worker, config, hub.metrics, authorized, lambda: len(hub.sessions))
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -226,7 +226,7 @@ def create_app(
             return
         try:
             session = hub.open(params)
-        except Exception as error:  # noqa: BLE001 - e.g. the backend has no free slot: say so, hold nothing
+        except Exception as error:  # noqa: BLE001 - e.g. the worker has no free slot: say so, hold nothing
             log.exception("opening a session failed")
             await _refuse(
                 websocket,
