@@ -31,7 +31,6 @@ ROLES = ("user", "assistant")
 BACKGROUND = (22, 24, 29)
 TEXT = (232, 232, 232)
 ROLE_COLOURS = {"user": (120, 190, 255), "assistant": (140, 220, 140)}
-TIME_COLOUR = (150, 150, 150)
 
 
 class RenderWarning(RuntimeWarning):
