@@ -23,7 +23,7 @@ from pathlib import Path
 from videollm_online.core.checkpoint import gguf_tokenizer, resolve_source
 from videollm_online.core.config import DEMO_LLM, LiveConfig
 from videollm_online.core.text import IGNORE_INDEX, StreamTemplate
-from videollm_online.data.synth_world import SIZE_SAID, SIZES, TEMPLATES, _describe
+from videollm_online.data.world_language import SIZE_SAID, SIZES, TEMPLATES, describe_object
 from videollm_online.utils.files import read_jsonl, report_json
 
 
@@ -64,7 +64,10 @@ def alternatives(sentence: str) -> list[tuple[str, float]] | None:
         for name, p_size in SIZE_SAID.items():
             words = fields.get(name, "").split()
             if len(words) == 4 and words[1] in SIZES:  # "the small red circle": it could have been said without
-                unsized = {**fields, name: _describe(words[0] if words[0] == "the" else "a", "", words[2], words[3])}
+                unsized = {
+                    **fields,
+                    name: describe_object(words[0] if words[0] == "the" else "a", "", words[2], words[3]),
+                }
                 variants = [(fields, p_size), (unsized, 1 - p_size)]
         phrasings = TEMPLATES[kind]
         return [

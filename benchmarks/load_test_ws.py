@@ -137,10 +137,10 @@ def run_server(args: argparse.Namespace) -> None:
         port=args.port, max_sessions=max(64, args.clients + 8), max_pending_frames=args.max_pending_frames
     )
     if args.engine == "fast":  # all sessions batched into one forward per step
-        from videollm_online.apps.server.batched import BatchedBackend
+        from videollm_online.apps.server.batched import BatchedWorker
 
-        backend = BatchedBackend(model, template, name, max_sessions=args.clients + 8, cache_tokens=args.cache_tokens)
-        app = create_app(backend, config=config)
+        worker = BatchedWorker(model, template, name, max_sessions=args.clients + 8, cache_tokens=args.cache_tokens)
+        app = create_app(worker, config=config)
     else:
         app = create_app(model, template, config=config, name=name)
         warm_up(app)  # as `videollm-online serve` does

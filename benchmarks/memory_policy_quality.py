@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from videollm_online.core.checkpoint import load_model
-from videollm_online.data.synth_world import same_event
 from videollm_online.engine import EngineConfig, open_session
+from videollm_online.eval.events import same_event
 from videollm_online.eval.metrics import event_match
 from videollm_online.utils.files import write_json_atomic
 from videollm_online.video import open_video

@@ -55,10 +55,10 @@ def synthetic_clip(path: Path, minutes: float, fps: int = 10, size=(640, 360), p
 def run(model_name: str, clip: Path, scenario: str, minutes: float) -> dict:
     model, template, name = load_model(None if model_name == "default" else model_name)
     queries = [(t, "What is happening now?") for t in range(30, int(minutes * 60), 30)] if scenario == "queries" else []
-    engine = EngineConfig(threshold=0.0, max_new_tokens=20)
+    config = EngineConfig(threshold=0.0, max_new_tokens=20)
     with open_video(str(clip), fps=model.config.frame_fps, resolution=model.config.frame_resolution) as frames:
         started = time.perf_counter()
-        events, times = narrate_frames(model, template, frames, queries=queries, engine=engine)
+        events, times = narrate_frames(model, template, frames, queries=queries, config=config)
         wall = time.perf_counter() - started
     summary = times.summary()
     return {

@@ -145,7 +145,7 @@ def run_engine(
     config: EngineConfig,
     history_path: Path,
     device,
-    backend: str,
+    kind: str,
     ahead: int,
     weights: str | None,
 ) -> tuple[dict, list]:
@@ -166,9 +166,9 @@ def run_engine(
             template,
             frames,
             queries=queries,
-            engine=config,
+            config=config,
             history=history,
-            backend=backend,
+            engine=kind,
             ahead=ahead,
             weights=weights,
             expected_frames=expected,
@@ -295,7 +295,7 @@ def main() -> int:
                     model, template, video, args.fps, slow or 10**9, slow_queries, config, history_path, device
                 )
             else:
-                backend = "default" if engine == "default" else "fast"
+                kind = "default" if engine == "default" else "fast"
                 ahead = 1 if engine in ("default", "fast-1") else args.ahead
                 short = engine in SLOW
                 summary, said[engine] = run_engine(
@@ -308,7 +308,7 @@ def main() -> int:
                     config,
                     history_path,
                     device,
-                    backend,
+                    kind,
                     ahead,
                     QUANTISED.get(engine),
                 )

@@ -92,7 +92,7 @@ def run(model, template, video: Path, fps: float, speak: bool) -> dict:
             model,
             template,
             timed(frames),
-            engine=EngineConfig(max_new_tokens=64),
+            config=EngineConfig(max_new_tokens=64),
             on_event=on_event,
             on_frame=on_frame,
             batch_size=1,

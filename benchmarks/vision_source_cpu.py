@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from videollm_online.apps.cli import main as cli
-from videollm_online.data.synth_world import WorldConfig
+from videollm_online.data.world import WorldConfig
 from videollm_online.train.vision_pretrain import (
     RandomWorldFrames,
     RecordedWorldFrames,

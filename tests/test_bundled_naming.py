@@ -8,7 +8,7 @@ import pytest
 from videollm_online.apps.cli import main
 from videollm_online.core.bundled import DEMO_MODEL_NAME, NOT_WORLD_NOTE, is_world_video, not_world_note
 from videollm_online.core.checkpoint import BUNDLED_MODEL_DIR, display_name
-from videollm_online.data.synth_world import WorldConfig, write_world
+from videollm_online.data.world import WorldConfig, write_world
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_the_cpu_runs_the_plain_vision_path(make_clip):
     model, template = tiny_model()
     make_decisive(model, template, seed=2)
     with _frames(make_clip, model) as frames:
-        events, times = narrate_frames(model, template, frames, backend="fast", ahead=16)
+        events, times = narrate_frames(model, template, frames, engine="fast", ahead=16)
     assert times.summary()["vision_path"] == VISION_INLINE and times.summary()["ahead"] == 16
     # no CUDA graphs on a CPU: nothing is warmed up before the first frame, and nothing said about it
     assert times.summary()["warmup_graphs"] == 0 and times.summary()["warmup_s"] == 0.0
@@ -84,7 +84,7 @@ def test_cuda_runs_the_frame_encoder_runner_and_says_the_same(make_clip):
     said = {}
     for device in ("cpu", "cuda"):
         with _frames(make_clip, model.to(device)) as frames:
-            events, times = narrate_frames(model, template, frames, backend="fast", ahead=16)
+            events, times = narrate_frames(model, template, frames, engine="fast", ahead=16)
         said[device] = [(e.role, e.video_time) for e in events]
         assert times.vision_path == (VISION_RUNNER if device == "cuda" else VISION_INLINE)
         assert times.staged == (device == "cuda")  # a file's frames staged in page-locked buffers on CUDA only
@@ -105,7 +105,7 @@ def test_cuda_warms_up_the_files_shapes_before_the_first_frame(make_clip):
     make_decisive(model, template, seed=2)
     said = []
     with _frames(make_clip, model.to("cuda")) as frames:  # 4 s: 8 frames at 2 fps, counted from the duration
-        events, times = narrate_frames(model, template, frames, backend="fast", ahead=16, status=said.append)
+        events, times = narrate_frames(model, template, frames, engine="fast", ahead=16, status=said.append)
     # the block of 16 frames, the single frame and the reply token, at the one cache span 8 frames reach
     assert said == ["capturing 3 CUDA graphs for 8 frames (once, before the first frame) ..."]
     assert times.warmup_graphs == 3 and times.warmup > 0

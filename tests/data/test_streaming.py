@@ -12,7 +12,7 @@ from videollm_online.data.streaming import (
     narration_stream,
     num_stream_frames,
 )
-from videollm_online.data.synth_world import generate_episode, state_at
+from videollm_online.data.world import generate_episode, state_at
 
 SYSTEM = {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from videollm_online.data.synth_world import (
+from videollm_online.data.world import (
     WorldConfig,
     generate_episode,
     num_frames,

@@ -316,7 +316,7 @@ def test_bundled_model_answers_over_the_api(bundled, tmp_path):
     """The bundled model, end to end: a synthetic video streamed by the client, a question asked mid-stream, the
     answer streamed as deltas."""
     from videollm_online.apps.client import stream_video
-    from videollm_online.data.synth_world import WorldConfig, write_world
+    from videollm_online.data.world import WorldConfig, write_world
 
     write_world(tmp_path, 1, seed=2, config=WorldConfig(fps=4, min_duration=8, max_duration=8), progress=False)
     model, template, name = bundled

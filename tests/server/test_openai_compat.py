@@ -218,7 +218,7 @@ def test_openapi_lists_the_routes(compat_server):
 
 def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_path):
     """The bundled model over a synthetic-world clip: a streamed completion with a question at 1 s."""
-    from videollm_online.data.synth_world import WorldConfig, write_world
+    from videollm_online.data.world import WorldConfig, write_world
 
     write_world(tmp_path, 1, seed=3, config=WorldConfig(fps=4, min_duration=4, max_duration=4), progress=False)
     model, template, name = bundled
@@ -243,7 +243,7 @@ def test_the_bundled_model_narrates_a_clip_for_the_openai_client(bundled, tmp_pa
 @pytest.mark.parametrize(("stream", "batched"), [(False, False), (True, False), (True, True)])
 def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batched):
     """A long clip, a client that hangs up after a moment: the server stops the work, counts the completion as
-    disconnected, and its one session slot serves the next request (on the batched backend, the model's one cache
+    disconnected, and its one session slot serves the next request (on the batched worker, the model's one cache
     slot too)."""
     import contextlib
     import socket
@@ -252,7 +252,7 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batche
     from test_prometheus_metrics import scrape
 
     from videollm_online.apps.server import ServerConfig, create_app
-    from videollm_online.apps.server.batched import BatchedBackend
+    from videollm_online.apps.server.batched import BatchedWorker
     from videollm_online.apps.server.run import BackgroundServer
 
     clip = write_clip(tmp_path / "long.mp4", frames=600, fps=10)  # 60 s: 120 frames, each followed by a turn
@@ -261,10 +261,10 @@ def test_a_client_that_leaves_frees_its_slot(talkative, tmp_path, stream, batche
     ).encode()
     with contextlib.ExitStack() as stack:
         if batched:
-            backend = BatchedBackend(*talkative, "tiny", max_sessions=1, cache_tokens=4096)
-            stack.callback(backend.shutdown)
+            worker = BatchedWorker(*talkative, "tiny", max_sessions=1, cache_tokens=4096)
+            stack.callback(worker.shutdown)
             config = ServerConfig(port=0, max_sessions=1)
-            server = stack.enter_context(BackgroundServer(create_app(backend, config=config), config))
+            server = stack.enter_context(BackgroundServer(create_app(worker, config=config), config))
         else:
             server = stack.enter_context(start_server(*talkative, max_sessions=1))
         with socket.create_connection((server.config.host, server.port), timeout=30) as connection:
@@ -319,12 +319,12 @@ def test_serve_refuses_a_missing_allowed_directory(tmp_path, capsys):
     assert error.count("\n") == 1 and "is not a directory" in error and "nope" in error
 
 
-def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkative, clip_dirs):
-    """Two completions at once on the fast engine (one forward for both per step) give the serial backend's text."""
+def test_completions_on_the_batched_worker_say_what_the_serial_one_says(talkative, clip_dirs):
+    """Two completions at once on the fast engine (one forward for both per step) give the serial worker's text."""
     from concurrent.futures import ThreadPoolExecutor
 
     from videollm_online.apps.server import ServerConfig, create_app
-    from videollm_online.apps.server.batched import BatchedBackend
+    from videollm_online.apps.server.batched import BatchedWorker
     from videollm_online.apps.server.run import BackgroundServer
 
     model, template = talkative
@@ -336,10 +336,10 @@ def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkati
     }
     with start_server(model, template) as server:
         serial = client_for(server).chat.completions.create(**options).choices[0].message.content
-    backend = BatchedBackend(model, template, "tiny", max_sessions=2, cache_tokens=4096)
+    worker = BatchedWorker(model, template, "tiny", max_sessions=2, cache_tokens=4096)
     config = ServerConfig(port=0)
     try:
-        with BackgroundServer(create_app(backend, config=config), config) as server:
+        with BackgroundServer(create_app(worker, config=config), config) as server:
 
             def complete(_: int) -> str:
                 return client_for(server).chat.completions.create(**options).choices[0].message.content
@@ -347,7 +347,7 @@ def test_completions_on_the_batched_backend_say_what_the_serial_one_says(talkati
             with ThreadPoolExecutor(2) as pool:
                 batched = list(pool.map(complete, range(2)))
     finally:
-        backend.shutdown()
+        worker.shutdown()
     assert serial and batched == [serial, serial]
 
 

@@ -304,9 +304,9 @@ def test_a_question_flood_is_limited_and_the_other_session_keeps_going(tiny_deci
 
 
 def test_the_worker_is_shared_fairly_between_sessions():
-    """The backend's queue: a session whose calls took long waits while another's call goes first, even when the
+    """The worker's queue: a session whose calls took long waits while another's call goes first, even when the
     first has many calls queued before it; each session's calls keep their order."""
-    from videollm_online.apps.server.backend import FairQueue
+    from videollm_online.apps.server.worker import FairQueue
 
     class Owner:
         pass
@@ -340,16 +340,16 @@ def test_the_worker_is_shared_fairly_between_sessions():
 def test_warm_up_then_serve(tiny_decisive):
     """`serve` watches one silent frame before the first client; a session opened afterwards starts from its own
     first frame."""
-    from videollm_online.apps.server.backend import SerialBackend
+    from videollm_online.apps.server.worker import SerialWorker
 
-    backend = SerialBackend(*tiny_decisive)
+    worker = SerialWorker(*tiny_decisive)
     try:
-        assert backend.warm_up() > 0
-        session = backend.open()
+        assert worker.warm_up() > 0
+        session = worker.open()
         events = session.submit_frame(0.0, np.zeros((32, 32, 3), np.uint8)).result(timeout=60)
         assert session.num_frames == 1 and isinstance(events, list)
     finally:
-        backend.shutdown()
+        worker.shutdown()
 
 
 def test_questions_reach_the_model_one_at_a_time(tiny_decisive):

@@ -94,15 +94,15 @@ def demo(tiny_decisive, tmp_path_factory):
     """The demo with one example video in a directory that also holds other files."""
     pytest.importorskip("gradio")
     from videollm_online.apps import webdemo
-    from videollm_online.apps.server.backend import SerialBackend
+    from videollm_online.apps.server.worker import SerialWorker
 
     folder = tmp_path_factory.mktemp("examples")
     clip = write_mp4(folder / "clip.mp4")
     (folder / "notes.txt").write_text("a sibling file: not an example")
     (folder / "sub").mkdir()
     (folder / "sub" / "secret.txt").write_text("a file below the example's directory")
-    backend = SerialBackend(*tiny_decisive, name=str(folder / "checkpoint"))
-    app = webdemo.build_demo(backend, examples=[str(clip)])
+    worker = SerialWorker(*tiny_decisive, name=str(folder / "checkpoint"))
+    app = webdemo.build_demo(worker, examples=[str(clip)])
     app.queue()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -110,7 +110,7 @@ def demo(tiny_decisive, tmp_path_factory):
     _, url, _ = webdemo.launch(app, [str(clip)], port=port, max_upload_bytes=4096, prevent_thread_lock=True, quiet=True)
     yield url.rstrip("/"), folder
     app.close()
-    backend.shutdown()
+    worker.shutdown()
 
 
 def test_the_demo_serves_only_the_example_files(demo):

@@ -64,19 +64,19 @@ def write_y4m(source: Path, target: Path, frames: int = 100) -> Path:
 @pytest.fixture(scope="module")
 def demo_url(bundled, tmp_path_factory):
     from videollm_online.apps import webdemo
-    from videollm_online.apps.server.backend import SerialBackend
+    from videollm_online.apps.server.worker import SerialWorker
 
     model, template, name = bundled
     examples = webdemo.example_videos(tmp_path_factory.mktemp("demo-cache"))
-    backend = SerialBackend(model, template, name)
-    demo = webdemo.build_demo(backend, examples=examples, max_new_tokens=24)
+    worker = SerialWorker(model, template, name)
+    demo = webdemo.build_demo(worker, examples=examples, max_new_tokens=24)
     demo.queue(default_concurrency_limit=None)
     _, url, _ = webdemo.launch(
         demo, examples, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True
     )  # as `videollm-online demo` does: only the example files are served
     yield url, examples
     demo.close()
-    backend.shutdown()
+    worker.shutdown()
 
 
 @pytest.fixture(scope="module")

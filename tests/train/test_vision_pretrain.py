@@ -16,7 +16,7 @@ from tiny_models import tiny_config
 from videollm_online.apps.cli import main
 from videollm_online.core.checkpoint import build_model, load_checkpoint
 from videollm_online.core.model import preprocess_frames
-from videollm_online.data.synth_world import (
+from videollm_online.data.world import (
     DrawnObject,
     WorldConfig,
     generate_episode,

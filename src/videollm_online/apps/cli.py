@@ -296,9 +296,9 @@ def cmd_narrate(args: argparse.Namespace) -> int:
                 template,
                 stream,
                 queries=queries,
-                engine=engine,
+                config=engine,
                 history=history,
-                backend=args.engine,
+                engine=args.engine,
                 cache_tokens=args.cache_tokens,
                 on_event=print_turn,
                 on_frame=on_frame,
@@ -408,7 +408,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- data synth-world / preprocess
 def cmd_data_synth_world(args: argparse.Namespace) -> int:
     from ..data.streaming import world_conversations
-    from ..data.synth_world import WorldConfig, load_world, write_world
+    from ..data.world import WorldConfig, load_world, write_world
     from ..utils.files import check_output, write_jsonl
 
     check_output(args.out, directory=True, what="--out")
@@ -730,10 +730,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from error
     model, template, name = load_model_from_args(args)
     if args.engine == "fast":  # every session's frames and tokens batched into one forward per step
-        from .server.batched import BatchedBackend
+        from .server.batched import BatchedWorker
 
-        backend = BatchedBackend(model, template, name, max_sessions=args.max_sessions, cache_tokens=args.cache_tokens)
-        serve_model(backend, None, name, config)
+        worker = BatchedWorker(model, template, name, max_sessions=args.max_sessions, cache_tokens=args.cache_tokens)
+        serve_model(worker, None, name, config)
     else:
         serve_model(model, template, name, config)
     return 0

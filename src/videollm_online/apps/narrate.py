@@ -183,12 +183,12 @@ def narrate_frames(
     frames: Iterable,
     *,
     queries: list[tuple[float, str]] = (),
-    engine: EngineConfig | None = None,
+    config: EngineConfig | None = None,
     history: History | None = None,
     on_event: Callable[[StreamEvent], None] | None = None,
     on_frame: Callable[[int], None] | None = None,
     batch_size: int = 8,
-    backend: str = "default",
+    engine: str = "default",
     cache_tokens: int | None = None,
     ahead: int = 1,
     weights: str | None = None,
@@ -197,7 +197,8 @@ def narrate_frames(
     status: Callable[[str], None] | None = print_status,
 ) -> tuple[list[StreamEvent], StageTimes]:
     """Stream `frames` (objects with `.time` and `.image`) through a new session; returns its turns and timings.
-    `backend`, `cache_tokens` and `weights` pick the engine (`engine.open_session`).
+    `engine` (the engine kind), `cache_tokens` and `weights` pick the engine (`engine.open_session`); `config` holds
+    its settings.
 
     `ahead` > 1 on the fast engine (a file): frames go to `StreamSession.push_frames` `ahead` at a time, one forward
     for a block of frames on the guess that the model stays silent, rolled back where it would not (the events are
@@ -207,7 +208,7 @@ def narrate_frames(
     engine captures the CUDA graphs the file will need before its first frame (`warm_up`, for `expected_frames`
     frames: default the source's length, or its duration at the model's frame rate), saying so through `status`
     (None: silently)."""
-    session = open_session(model, template, engine, backend, cache_tokens, ahead=1 if live else ahead, weights=weights)
+    session = open_session(model, template, config, engine, cache_tokens, ahead=1 if live else ahead, weights=weights)
     for query_time, text in queries:
         session.push_query(query_time, text)
     multi = ahead > 1 and not live and isinstance(session.backend, SlotBackend)

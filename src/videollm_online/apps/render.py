@@ -31,7 +31,6 @@ ROLES = ("user", "assistant")
 BACKGROUND = (22, 24, 29)
 TEXT = (232, 232, 232)
 ROLE_COLOURS = {"user": (120, 190, 255), "assistant": (140, 220, 140)}
-TIME_COLOUR = (150, 150, 150)
 
 
 class RenderWarning(RuntimeWarning):
@@ -457,6 +456,83 @@ def render_video(
     return result
 
 
+class _VideoTrack:
+    """The output's video stream: each source frame with the conversation panel beside or below it (redrawn only
+    when a turn appears), at the source's times counted from its start; counts the frames and where the video ends.
+    """
+
+    def __init__(
+        self,
+        sink: Any,
+        turns: list[Turn],
+        config: RenderConfig,
+        width: int,
+        height: int,
+        rate: Fraction,
+        time_base: Fraction,
+        start_s: float,
+    ) -> None:
+        font_size, panel_w, panel_h, out_w, out_h = layout_sizes(width, height, config)
+        self.panel = ConversationPanel(panel_w, panel_h, font_size)
+        self.canvas = np.zeros((out_h, out_w, 3), np.uint8)
+        self.sink, self.turns, self.config = sink, turns, config
+        self.width, self.height, self.out_w, self.out_h = width, height, out_w, out_h
+        self.rate, self.time_base, self.start_s = rate, time_base, start_s
+        self.stream = sink.add_stream("libx264", rate=rate, options={"crf": str(config.crf), "preset": config.preset})
+        self.stream.width, self.stream.height, self.stream.pix_fmt = out_w, out_h, "yuv420p"
+        self.stream.time_base = self.stream.codec_context.time_base = time_base
+        self.times = [turn.time for turn in turns]
+        self.shown = -1  # how many turns the canvas's panel holds
+        self.frames = 0
+        self.last_pts = -1
+        self.end_s = 0.0
+
+    @property
+    def now(self) -> float:
+        """The output time of the last frame written (0 before the first)."""
+        return float(self.last_pts * self.time_base) if self.last_pts >= 0 else 0.0
+
+    def write(self, src: av.VideoFrame) -> float:
+        """Encode one source frame; returns its output time in seconds."""
+        tb = src.time_base or self.time_base
+        pts = src.pts if src.pts is not None else self.last_pts + 1
+        t = float(pts * tb) - self.start_s
+        out_pts = max(round(t / self.time_base), self.last_pts + 1)  # strictly increasing, from 0
+        self.last_pts = out_pts
+        # A turn shows from the frame on screen at its time (this frame lasts until its next one), so every turn
+        # within the video is shown, also one between the last frame's start and the video's end.
+        on_screen = min(float((src.duration or 0) * tb) or 1 / float(self.rate), 1 / float(self.rate))
+        visible = bisect.bisect_left(self.times, t + on_screen - 1e-6)
+        if visible != self.shown:  # the panel changes only when a turn appears
+            self.shown = visible
+            picture = self.panel.draw(self.turns[:visible])
+            if self.config.layout == "side":
+                self.canvas[:, self.width :] = picture
+            else:
+                self.canvas[self.height :, :] = picture
+        self.canvas[: self.height, : self.width] = src.to_ndarray(width=self.width, height=self.height, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(self.canvas, format="rgb24")
+        frame.pts, frame.time_base = out_pts, self.time_base
+        self.sink.mux(self.stream.encode(frame))
+        self.frames += 1
+        duration = float((src.duration or 0) * tb) or 1 / float(self.rate)
+        self.end_s = max(self.end_s, float(out_pts * self.time_base) + duration)
+        return float(out_pts * self.time_base)
+
+    def finish(self) -> None:
+        self.sink.mux(self.stream.encode())
+
+
+def _audio_format(source: Any, config: RenderConfig, voice: Any) -> tuple[Any, int, str]:
+    """The source's audio stream to carry over (None: none, or `config.source_audio` off), the output's sample rate
+    (the source's, else the voice's when speaking, else 0: no audio) and channel layout."""
+    a_in = source.streams.audio[0] if config.source_audio and source.streams.audio else None
+    if a_in is not None and a_in.codec_context.sample_rate:
+        layout = "mono" if a_in.codec_context.layout.nb_channels == 1 else "stereo"
+        return a_in, a_in.codec_context.sample_rate, layout
+    return None, (voice.sample_rate if config.speech else 0), "mono"
+
+
 def _render(
     source: Any,
     video: Path,
@@ -472,32 +548,16 @@ def _render(
     cc = in_stream.codec_context
     if not cc.width or not cc.height:
         raise UserError(f"{video}: the video stream has no frame size (corrupt header?)")
-    width, height = cc.width, cc.height
-    font_size, panel_w, panel_h, out_w, out_h = layout_sizes(width, height, config)
-    panel = ConversationPanel(panel_w, panel_h, font_size)
     rate = in_stream.average_rate or in_stream.guessed_rate or Fraction(25)
     time_base = in_stream.time_base or Fraction(1, int(rate * 1000))
     start_s = (source.start_time or 0) / 1e6  # times in a history count from the container's start, as narrate's
 
     options = {"movflags": "+faststart"} if FORMATS[out.suffix.lower()] in ("mp4", "mov") else {}
     total = in_stream.frames or (round(source.duration / 1e6 * float(rate)) if source.duration else None)
-    canvas = np.zeros((out_h, out_w, 3), np.uint8)
-    shown = -1  # how many turns the canvas's panel holds
-    frames = 0
-    last_pts = -1
-    end_s = 0.0
     skipped = False
-    times = [turn.time for turn in turns]
-    a_in = source.streams.audio[0] if config.source_audio and source.streams.audio else None
-    if a_in is not None and a_in.codec_context.sample_rate:
-        a_rate = a_in.codec_context.sample_rate
-        a_layout = "mono" if a_in.codec_context.layout.nb_channels == 1 else "stereo"
-    else:
-        a_in, a_rate, a_layout = None, (voice.sample_rate if config.speech else 0), "mono"
+    a_in, a_rate, a_layout = _audio_format(source, config, voice)
     with av.open(str(tmp), mode="w", format=FORMATS[out.suffix.lower()], container_options=options) as sink:
-        v_out = sink.add_stream("libx264", rate=rate, options={"crf": str(config.crf), "preset": config.preset})
-        v_out.width, v_out.height, v_out.pix_fmt = out_w, out_h, "yuv420p"
-        v_out.time_base = v_out.codec_context.time_base = time_base
+        track = _VideoTrack(sink, turns, config, cc.width, cc.height, rate, time_base, start_s)
         speech = SpeechTrack(turns, voice, a_rate) if config.speech else None
         bed = AudioBed(a_rate, a_layout, start_s) if a_in is not None else None
         mixer = None
@@ -505,35 +565,6 @@ def _render(
             mixer = AudioMixer(
                 sink, sample_rate=a_rate, layout=a_layout, bit_rate=config.audio_bitrate, speech=speech, bed=bed
             )
-
-        def on_video(src: av.VideoFrame) -> None:
-            nonlocal last_pts, shown, frames, end_s
-            tb = src.time_base or time_base
-            pts = src.pts if src.pts is not None else last_pts + 1
-            t = float(pts * tb) - start_s
-            out_pts = max(round(t / time_base), last_pts + 1)  # strictly increasing, from 0
-            last_pts = out_pts
-            # A turn shows from the frame on screen at its time (this frame lasts until its next one), so every turn
-            # within the video is shown, also one between the last frame's start and the video's end.
-            on_screen = min(float((src.duration or 0) * tb) or 1 / float(rate), 1 / float(rate))
-            visible = bisect.bisect_left(times, t + on_screen - 1e-6)
-            if visible != shown:  # the panel changes only when a turn appears
-                shown = visible
-                picture = panel.draw(turns[:visible])
-                if config.layout == "side":
-                    canvas[:, width:] = picture
-                else:
-                    canvas[height:, :] = picture
-            canvas[:height, :width] = src.to_ndarray(width=width, height=height, format="rgb24")
-            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-            frame.pts, frame.time_base = out_pts, time_base
-            sink.mux(v_out.encode(frame))
-            frames += 1
-            duration = float((src.duration or 0) * tb) or 1 / float(rate)
-            end_s = max(end_s, float(out_pts * time_base) + duration)
-            if mixer is not None:
-                mixer.write_until(float(out_pts * time_base))
-
         bar = tqdm(total=total, unit="frame", desc="rendering", disable=not progress or None, dynamic_ncols=True)
         try:
             for packet in source.demux(*[s for s in (in_stream, a_in) if s is not None]):
@@ -548,33 +579,37 @@ def _render(
                     continue
                 for item in decoded:
                     if packet.stream is in_stream:
-                        on_video(item)
+                        written = track.write(item)
+                        if mixer is not None:
+                            mixer.write_until(written)
                         bar.update(1)
                     else:
                         bed.push(item)
-                        mixer.write_until(float(last_pts * time_base) if last_pts >= 0 else 0.0)
+                        mixer.write_until(track.now)
         except av.error.FFmpegError as error:  # the demuxer gave up: keep what was readable
             warnings.warn(
-                f"{video}: unreadable past {end_s:.1f}s ({error}); the render stops there", RenderWarning, stacklevel=2
+                f"{video}: unreadable past {track.end_s:.1f}s ({error}); the render stops there",
+                RenderWarning,
+                stacklevel=2,
             )
             skipped = True
         finally:
             bar.close()
-        if frames == 0:
+        if track.frames == 0:
             raise UserError(f"{video} has no decodable video frames (file is corrupt or truncated)")
-        sink.mux(v_out.encode())
+        track.finish()
         if mixer is not None:
-            mixer.finish(end_s)  # audio ends with the video, so the render lasts as long as its source
+            mixer.finish(track.end_s)  # audio ends with the video, so the render lasts as long as its source
     return RenderResult(
         path=out,
-        frames=frames,
-        duration=end_s,
-        width=out_w,
-        height=out_h,
-        turns_shown=max(shown, 0),
+        frames=track.frames,
+        duration=track.end_s,
+        width=track.out_w,
+        height=track.out_h,
+        turns_shown=max(track.shown, 0),
         turns_spoken=speech.spoken if speech else 0,
         skipped_corrupt=skipped,
-        turns_after_end=len(turns) - max(shown, 0),
+        turns_after_end=len(turns) - max(track.shown, 0),
     )
 
 

@@ -1,4 +1,4 @@
-"""The web demo (`videollm-online demo`): a Gradio page over the same backend as the API.
+"""The web demo (`videollm-online demo`): a Gradio page over the same worker as the API.
 
 Upload a video (or pick an example) and press play, or turn on the webcam; ask questions in the chat box at any
 moment; the assistant's turns appear as they are generated, each stamped with its video time. The page keeps the
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engine import EngineConfig
 from . import speech
-from .server.backend import StreamBackend, public_name
+from .server.worker import Worker, public_name
 
 TICK_S = 0.5
 MAX_IN_FLIGHT = 2
@@ -95,8 +95,8 @@ def in_time_order(turns: list[Turn]) -> list[Turn]:
 class DemoSession:
     """One viewer's stream: the video they watch (or their webcam), the engine session, and the chat."""
 
-    def __init__(self, backend: StreamBackend, threshold: float | None, max_new_tokens: int) -> None:
-        self.backend = backend
+    def __init__(self, worker: Worker, threshold: float | None, max_new_tokens: int) -> None:
+        self.worker = worker
         self.max_new_tokens = max_new_tokens
         self.lock = threading.RLock()
         self.turns: list[Turn] = []
@@ -124,7 +124,7 @@ class DemoSession:
     def _start_engine(self) -> None:
         if self.engine is not None:
             self.engine.close()
-        self.engine = self.backend.open(EngineConfig(threshold=self._threshold, max_new_tokens=self.max_new_tokens))
+        self.engine = self.worker.open(EngineConfig(threshold=self._threshold, max_new_tokens=self.max_new_tokens))
         self._threshold = self.engine.threshold
         self.generation += 1  # callbacks of the previous engine session are ignored from now on
         self.in_flight = 0
@@ -179,7 +179,7 @@ class DemoSession:
 
     def _on_done(self, generation: int, future, frame_time: float | None) -> None:
         if future.cancelled():
-            return  # the backend is shutting down: this runs inside its shutdown, under its lock; submit nothing
+            return  # the worker is shutting down: this runs inside its shutdown, under its lock; submit nothing
         with self.lock:
             if generation != self.generation:
                 return
@@ -226,7 +226,7 @@ class DemoSession:
     def _source_note(self, path: str | None) -> str | None:
         from ..core.bundled import not_world_note
 
-        return not_world_note(self.backend.name, path)
+        return not_world_note(self.worker.name, path)
 
     def reset(self) -> None:
         """Forget the conversation and start the model over from where the player (or the webcam) is now."""
@@ -244,7 +244,7 @@ class DemoSession:
         from ..video import open_video
 
         self._frames = open_video(
-            self._path, fps=self.backend.frame_fps, resolution=self.backend.frame_resolution, start=max(0.0, start)
+            self._path, fps=self.worker.frame_fps, resolution=self.worker.frame_resolution, start=max(0.0, start)
         )
         self._iter = iter(self._frames)
         self._next = next(self._iter, None)
@@ -303,14 +303,14 @@ class DemoSession:
                 self.mode = "webcam"
                 self.note = self._source_note(None)
                 self._camera_started = time.monotonic()
-                self._sampler = LiveSampler(self.backend.frame_fps)
+                self._sampler = LiveSampler(self.worker.frame_fps)
             video_time = time.monotonic() - self._camera_started
             if self._sampler.push(video_time) is None:
                 return
             if self.in_flight >= MAX_IN_FLIGHT:
                 self.frames_skipped += 1
                 return
-            self._submit_frame(video_time, letterbox(image, self.backend.frame_resolution))
+            self._submit_frame(video_time, letterbox(image, self.worker.frame_resolution))
 
     # ------------------------------------------------------------------ chat
     def ask(self, text: str, playback_time: float | None) -> None:
@@ -383,8 +383,8 @@ class DemoSession:
             ]
             return {
                 "video_path": source,
-                "frame_fps": float(self.backend.frame_fps),
-                "model": self.backend.name,
+                "frame_fps": float(self.worker.frame_fps),
+                "model": self.worker.name,
                 "conversation": conversation,
             }
 
@@ -450,7 +450,7 @@ def example_videos(cache: Path | None = None) -> list[str]:
     """The example videos, rendered once into the cache (a few hundred KB each): synthetic-world videos of
     different tasks, the world the bundled model knows."""
     from ..core.checkpoint import cache_dir
-    from ..data.synth_world import WorldConfig, episode_seed, generate_episode, render_episode
+    from ..data.world import WorldConfig, episode_seed, generate_episode, render_episode
 
     out = (cache or cache_dir()) / "demo-examples" / "world-seed-2"
     config = WorldConfig(
@@ -500,24 +500,18 @@ def speech_clip(text: str) -> tuple[int, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- the page
-def build_demo(
-    backend: StreamBackend, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64
-):
-    """The Gradio Blocks of the demo over a backend (one DemoSession per browser tab)."""
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    import gradio as gr
+class _DemoEvents:
+    """What the page's events do, each on the browser tab's `DemoSession` (made on the tab's first event)."""
 
-    if threshold is None:  # the model's own default, as a session sees it
-        probe = backend.open(EngineConfig())
-        threshold = probe.threshold
-        probe.close()
-    default_threshold = threshold
+    def __init__(self, worker: Worker, threshold: float, max_new_tokens: int) -> None:
+        self.worker, self.threshold, self.max_new_tokens = worker, threshold, max_new_tokens
 
-    def new_session() -> DemoSession:
-        return DemoSession(backend, default_threshold, max_new_tokens)
+    def new_session(self) -> DemoSession:
+        return DemoSession(self.worker, self.threshold, self.max_new_tokens)
 
-    def note_update(session: DemoSession):
+    def note_update(self, session: DemoSession):
+        import gradio as gr
+
         if session.note == getattr(session, "note_shown", None):
             return gr.skip()
         session.note_shown = session.note
@@ -525,51 +519,57 @@ def build_demo(
             value=f"**Note:** {session.note[len('note: ') :]}" if session.note else "", visible=bool(session.note)
         )
 
-    def on_video(session: DemoSession | None, path: str | None):
-        session = session or new_session()
+    def on_video(self, session: DemoSession | None, path: str | None):
+        import gradio as gr
+
+        session = session or self.new_session()
         session.load_video(path)
         suggestions = gr.Dataset(samples=[[q] for q in questions_for(path)])
-        return session, session.messages(), session.status(), note_update(session), suggestions
+        return session, session.messages(), session.status(), self.note_update(session), suggestions
 
-    def on_tick(session: DemoSession | None, playback_time: float | None):
+    def on_tick(self, session: DemoSession | None, playback_time: float | None):
+        import gradio as gr
+
         if session is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         session.tick(playback_time)
         text = session.take_speech()
         audio = gr.update(value=speech_clip(text), visible=True) if text else gr.skip()
-        return session.messages(), session.status(), audio, note_update(session)
+        return session.messages(), session.status(), audio, self.note_update(session)
 
-    def on_speak(session: DemoSession | None, value: bool):
-        session = session or new_session()
+    def on_speak(self, session: DemoSession | None, value: bool):
+        session = session or self.new_session()
         session.speak = bool(value)
         return session
 
-    def on_ask(session: DemoSession | None, text: str, playback_time: float | None):
-        session = session or new_session()
+    def on_ask(self, session: DemoSession | None, text: str, playback_time: float | None):
+        session = session or self.new_session()
         session.ask(text, playback_time)
         return session, "", session.messages()
 
-    def on_suggestion(session: DemoSession | None, sample: list | str, playback_time: float | None):
+    def on_suggestion(self, session: DemoSession | None, sample: list | str, playback_time: float | None):
         text = sample[0] if isinstance(sample, (list, tuple)) else sample
-        session, _, messages = on_ask(session, text, playback_time)
+        session, _, messages = self.on_ask(session, text, playback_time)
         return session, messages
 
-    def on_threshold(session: DemoSession | None, value: float):
+    def on_threshold(self, session: DemoSession | None, value: float):
         if session is not None:
             session.set_threshold(value)
         return session
 
-    def on_webcam(session: DemoSession | None, image: Any):
-        session = session or new_session()
+    def on_webcam(self, session: DemoSession | None, image: Any):
+        session = session or self.new_session()
         session.webcam_frame(image)
         return session
 
-    def on_reset(session: DemoSession | None):
-        session = session or new_session()
+    def on_reset(self, session: DemoSession | None):
+        session = session or self.new_session()
         session.reset()
         return session, session.messages(), session.status()
 
-    def on_download(session: DemoSession | None):
+    def on_download(self, session: DemoSession | None):
+        import gradio as gr
+
         if session is None or not session.history()["conversation"]:
             saying = session is not None and any(not turn.done for turn in session.turns)
             gr.Info(
@@ -587,99 +587,142 @@ def build_demo(
                 gr.Warning(f"The video could not be rendered ({error}); the conversation is ready.")
         return gr.update(value=files, visible=True)
 
+    @staticmethod
     def close_session(session: DemoSession | None) -> None:
         if session is not None:
             session.close()
 
+
+def _video_column(gr: Any, examples: list[str], threshold: float) -> tuple[Any, Any, Any]:
+    """The video (upload or examples) and webcam tabs, the talkativeness slider and the tips."""
+    with gr.Tab("Video", elem_id="tab-video"):
+        video = gr.Video(sources=["upload"], elem_id="demo-video", label="video", autoplay=True, height=360)
+        if examples:
+            labels = [f"{example.task}" if (example := example_for(path)) else Path(path).name for path in examples]
+            gr.Examples(
+                examples=[[path] for path in examples],
+                inputs=[video],
+                example_labels=labels,
+                label="Examples: the synthetic world the model knows (click one: it plays)",
+                elem_id="examples",
+            )
+    with gr.Tab("Webcam (live)", elem_id="tab-webcam"):
+        webcam = gr.Image(
+            sources=["webcam"],
+            streaming=True,
+            type="numpy",
+            elem_id="demo-webcam",
+            label="your webcam, streamed to the model while it is on",
+            height=360,
+        )
+    slider = gr.Slider(
+        0.0,
+        1.0,
+        value=threshold,
+        step=0.005,
+        label=TALKATIVE_LABEL,
+        info=TALKATIVE_INFO,
+        elem_id="threshold",
+    )
+    with gr.Accordion("Tips", open=True, elem_id="tips"):
+        gr.Markdown(TIPS)
+    return video, webcam, slider
+
+
+@dataclass
+class _ChatColumn:
+    """The components of the page's right-hand column that events read or update."""
+
+    chat: Any
+    question: Any
+    suggestions: Any
+    status: Any
+    reset: Any
+    download: Any
+    files: Any
+    speak: Any
+    audio: Any
+
+
+def _chat_column(gr: Any) -> _ChatColumn:
+    """The conversation, the question box with its suggestions, the status line, the buttons, downloads and speech."""
+    chat = gr.Chatbot(
+        elem_id="chat", label="conversation", height=420, autoscroll=True, group_consecutive_messages=False
+    )
+    question = gr.Textbox(
+        placeholder="Ask about the video, at any moment, and press Enter",
+        show_label=False,
+        elem_id="question",
+    )
+    suggestions = gr.Dataset(
+        components=[question],
+        samples=[[q] for q in GENERIC_QUESTIONS],
+        label="Questions to try (click one to ask it now)",
+        elem_id="suggestions",
+        layout="gallery",
+    )
+    status = gr.Markdown(elem_id="status", elem_classes=["turn-status"])
+    with gr.Row():
+        reset = gr.Button("Start over", elem_id="reset", size="sm")
+        download = gr.Button("Download the conversation", elem_id="download", size="sm")
+    files = gr.File(label="downloads", visible=False, interactive=False, file_count="multiple", elem_id="downloads")
+    with gr.Row(visible=speech.tts_available()):  # the `tts` extra: offline Piper voice
+        speak = gr.Checkbox(value=False, label="speak the responses", elem_id="speak")
+        audio = gr.Audio(
+            autoplay=True, interactive=False, show_label=False, elem_id="speech", visible=False
+        )  # shown with the first spoken response
+    return _ChatColumn(chat, question, suggestions, status, reset, download, files, speak, audio)
+
+
+def build_demo(worker: Worker, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64):
+    """The Gradio Blocks of the demo over a worker (one DemoSession per browser tab)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import gradio as gr
+
+    if threshold is None:  # the model's own default, as a session sees it
+        probe = worker.open(EngineConfig())
+        threshold = probe.threshold
+        probe.close()
+    events = _DemoEvents(worker, threshold, max_new_tokens)
+
     with gr.Blocks(title="videollm-online") as demo:
-        state = gr.State(None, time_to_live=3600, delete_callback=close_session)
+        state = gr.State(None, time_to_live=3600, delete_callback=events.close_session)
         playback = gr.Number(value=-1, visible=False, elem_id="playback-time")
         gr.Markdown(
             f"### videollm-online: it watches the video with you and speaks when it has something to say\n"
-            f"Model: **{public_name(backend.name)}**. Pick an example (it plays), or upload a video, or use "
+            f"Model: **{public_name(worker.name)}**. Pick an example (it plays), or upload a video, or use "
             f"your webcam; ask at any moment.",
             elem_id="intro",
         )
         note = gr.Markdown(visible=False, elem_id="note")
         with gr.Row():
             with gr.Column(scale=3):
-                with gr.Tab("Video", elem_id="tab-video"):
-                    video = gr.Video(sources=["upload"], elem_id="demo-video", label="video", autoplay=True, height=360)
-                    if examples:
-                        labels = [
-                            f"{example.task}" if (example := example_for(path)) else Path(path).name
-                            for path in examples
-                        ]
-                        gr.Examples(
-                            examples=[[path] for path in examples],
-                            inputs=[video],
-                            example_labels=labels,
-                            label="Examples: the synthetic world the model knows (click one: it plays)",
-                            elem_id="examples",
-                        )
-                with gr.Tab("Webcam (live)", elem_id="tab-webcam"):
-                    webcam = gr.Image(
-                        sources=["webcam"],
-                        streaming=True,
-                        type="numpy",
-                        elem_id="demo-webcam",
-                        label="your webcam, streamed to the model while it is on",
-                        height=360,
-                    )
-                slider = gr.Slider(
-                    0.0,
-                    1.0,
-                    value=default_threshold,
-                    step=0.005,
-                    label=TALKATIVE_LABEL,
-                    info=TALKATIVE_INFO,
-                    elem_id="threshold",
-                )
-                with gr.Accordion("Tips", open=True, elem_id="tips"):
-                    gr.Markdown(TIPS)
+                video, webcam, slider = _video_column(gr, examples, threshold)
             with gr.Column(scale=2):
-                chat = gr.Chatbot(
-                    elem_id="chat", label="conversation", height=420, autoscroll=True, group_consecutive_messages=False
-                )
-                question = gr.Textbox(
-                    placeholder="Ask about the video, at any moment, and press Enter",
-                    show_label=False,
-                    elem_id="question",
-                )
-                suggestions = gr.Dataset(
-                    components=[question],
-                    samples=[[q] for q in GENERIC_QUESTIONS],
-                    label="Questions to try (click one to ask it now)",
-                    elem_id="suggestions",
-                    layout="gallery",
-                )
-                status = gr.Markdown(elem_id="status", elem_classes=["turn-status"])
-                with gr.Row():
-                    reset = gr.Button("Start over", elem_id="reset", size="sm")
-                    download = gr.Button("Download the conversation", elem_id="download", size="sm")
-                files = gr.File(
-                    label="downloads", visible=False, interactive=False, file_count="multiple", elem_id="downloads"
-                )
-                with gr.Row(visible=speech.tts_available()):  # the `tts` extra: offline Piper voice
-                    speak = gr.Checkbox(value=False, label="speak the responses", elem_id="speak")
-                    audio = gr.Audio(
-                        autoplay=True, interactive=False, show_label=False, elem_id="speech", visible=False
-                    )  # shown with the first spoken response
+                ui = _chat_column(gr)
+        chat, question, suggestions, status = ui.chat, ui.question, ui.suggestions, ui.status
+        reset, download, files, speak, audio = ui.reset, ui.download, ui.files, ui.speak, ui.audio
         timer = gr.Timer(TICK_S)
 
-        video.change(on_video, [state, video], [state, chat, status, note, suggestions]).then(None, js=PLAY_JS)
-        speak.change(on_speak, [state, speak], [state], show_progress="hidden")
+        video.change(events.on_video, [state, video], [state, chat, status, note, suggestions]).then(None, js=PLAY_JS)
+        speak.change(events.on_speak, [state, speak], [state], show_progress="hidden")
         timer.tick(
-            on_tick, [state, playback], [chat, status, audio, note], js=PLAYBACK_JS, show_progress="hidden", queue=False
+            events.on_tick,
+            [state, playback],
+            [chat, status, audio, note],
+            js=PLAYBACK_JS,
+            show_progress="hidden",
+            queue=False,
         )
         with_text_js = PLAYBACK_JS.replace("(state, _time)", "(state, text, _time)").replace(
             "return [state,", "return [state, text,"
         )
-        question.submit(on_ask, [state, question, playback], [state, question, chat], js=with_text_js)
-        suggestions.click(on_suggestion, [state, suggestions, playback], [state, chat], js=with_text_js)
-        slider.change(on_threshold, [state, slider], [state], show_progress="hidden")
+        question.submit(events.on_ask, [state, question, playback], [state, question, chat], js=with_text_js)
+        suggestions.click(events.on_suggestion, [state, suggestions, playback], [state, chat], js=with_text_js)
+        slider.change(events.on_threshold, [state, slider], [state], show_progress="hidden")
         webcam.stream(
-            on_webcam,
+            events.on_webcam,
             [state, webcam],
             [state],
             stream_every=TICK_S,
@@ -687,8 +730,8 @@ def build_demo(
             concurrency_limit=None,
             show_progress="hidden",
         )
-        reset.click(on_reset, [state], [state, chat, status])
-        download.click(on_download, [state], [files])
+        reset.click(events.on_reset, [state], [state, chat, status])
+        download.click(events.on_download, [state], [files])
     return demo
 
 
@@ -757,17 +800,17 @@ def run(
 ) -> None:
     """Serve the demo until interrupted. `engine="fast"`: every viewer's stream batched on the fast engine."""
     if engine == "fast":
-        from .server.batched import BatchedBackend
+        from .server.batched import BatchedWorker
 
-        backend = BatchedBackend(model, template, name, max_sessions=max_sessions, cache_tokens=cache_tokens)
+        worker = BatchedWorker(model, template, name, max_sessions=max_sessions, cache_tokens=cache_tokens)
     else:
-        from .server.backend import SerialBackend
+        from .server.worker import SerialWorker
 
-        backend = SerialBackend(model, template, name)
+        worker = SerialWorker(model, template, name)
     examples = examples if examples is not None else example_videos(cache)
-    demo = build_demo(backend, examples=examples, threshold=threshold, max_new_tokens=max_new_tokens)
+    demo = build_demo(worker, examples=examples, threshold=threshold, max_new_tokens=max_new_tokens)
     demo.queue(default_concurrency_limit=None)
     try:
         launch(demo, examples, host=host, port=port)
     finally:
-        backend.shutdown()
+        worker.shutdown()

@@ -23,7 +23,7 @@ NOT_WORLD_NOTE = (
 
 def is_world_video(source: str | Path) -> bool:
     """True for a video written by `data synth-world` (its container tag, or its annotation beside it)."""
-    from ..data.synth_world import FORMAT, VIDEO_COMMENT
+    from ..data.world import FORMAT, VIDEO_COMMENT
 
     path = Path(source)
     if not path.is_file():

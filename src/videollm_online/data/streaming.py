@@ -19,7 +19,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .synth_world import PLACE_AT, Episode, ObjectView, state_at
+from .world import Episode, ObjectView, state_at
+from .world_language import PLACE_AT
 
 DEFAULT_SYSTEM_PROMPT = (
     "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved with "

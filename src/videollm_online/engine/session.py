@@ -2,8 +2,12 @@
 
 The session speaks token ids and frame embeddings; text enters and leaves only through the `StreamTemplate`
 (queries in, decoded responses out). It holds no UI and prints nothing: `push_frame` / `push_query` / `finish`
-return the events they produce. The protocol is DESIGN.md section 3; the plain per-frame loop in
-`engine.reference` is the oracle it is tested against.
+return the events they produce. The protocol: the first frame follows the system prompt and `\\n[`, each later frame
+the token chosen after the one before (the interval token while silent); after a frame the session stays silent or
+answers as `core.policy.DecisionPolicy` decides from the logits (an answer: `]\\nAssistant:`, greedy tokens up to
+eos or `max_new_tokens`, then `\\n[` opens the next frame); a query at video time t goes in before the first frame later
+than t (`]\\nUser: {query}\\nAssistant:`, then its answer). The plain per-frame loop in `engine.reference` is the
+oracle it is tested against; docs/performance.md says how the fast engine runs the same protocol.
 
 The protocol is written once, as generators that yield the `Feed`s they need and receive `FeedResult`s; a session
 drives them through its own backend (`HFCacheBackend` by default, a slot of the static-cache engine for speed),

@@ -181,13 +181,7 @@ def evaluate_conversation(
         result = TurnResult(index=r, num_stream=int(stream.sum()), num_lm=int(lm.sum()))
 
         if result.num_lm:
-            lm_logits, lm_labels = turn_logits[lm], turn_labels[lm]
-            nll = F.cross_entropy(lm_logits, lm_labels, reduction="none")
-            result.lm_nll_sum = float(nll.sum())
-            result.lm_ppl = math.exp(float(nll.mean()))
-            wrong = torch.nonzero(lm_logits.argmax(dim=-1) != lm_labels)[:, 0]
-            result.num_lm_correct = int(wrong[0]) if len(wrong) else result.num_lm
-            result.lm_correctness = result.num_lm_correct / result.num_lm
+            _score_language(result, turn_logits[lm], turn_labels[lm])
 
         if result.num_stream:
             positions = torch.nonzero(stream)[:, 0] + start
@@ -219,16 +213,37 @@ def evaluate_conversation(
             result.predicted_frame = result.gt_frame - frame_diff
 
         if result.num_lm and result.num_stream:
-            total = result.num_lm + result.num_stream
-            if result.frame_diff == 0:
-                result.fluency = (result.num_stream + result.num_lm_correct) / total
-            elif result.frame_diff > 0:
-                result.fluency = (result.num_stream - result.frame_diff) / total
-            else:
-                result.fluency = (result.num_stream - 1) / total
+            result.fluency = _fluency(result)
         turns.append(result)
         frames_before += turn_num_frames
+    return _conversation_result(turns, fps)
 
+
+def _score_language(result: TurnResult, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """A turn's language metrics from the logits and labels of its language positions: the summed cross-entropy,
+    perplexity, and how many tokens are right before the first wrong one (`lm_correctness`, their share)."""
+    nll = F.cross_entropy(logits, labels, reduction="none")
+    result.lm_nll_sum = float(nll.sum())
+    result.lm_ppl = math.exp(float(nll.mean()))
+    wrong = torch.nonzero(logits.argmax(dim=-1) != labels)[:, 0]
+    result.num_lm_correct = int(wrong[0]) if len(wrong) else result.num_lm
+    result.lm_correctness = result.num_lm_correct / result.num_lm
+
+
+def _fluency(result: TurnResult) -> float:
+    """The share of a turn's stream and language tokens the model gets right (see the module docstring): on time,
+    every silence and the correct prefix of the answer; early by `d` frames, the silences kept before speaking;
+    late, every silence but the response frame."""
+    total = result.num_lm + result.num_stream
+    if result.frame_diff == 0:
+        return (result.num_stream + result.num_lm_correct) / total
+    if result.frame_diff > 0:
+        return (result.num_stream - result.frame_diff) / total
+    return (result.num_stream - 1) / total
+
+
+def _conversation_result(turns: list[TurnResult], fps: float) -> ConversationResult:
+    """The conversation's metrics: the mean of its turns' (1 for a metric no turn has, 0 for the timing)."""
     frame_diff = _mean([abs(t.frame_diff) for t in turns if t.frame_diff is not None], 0.0)
     return ConversationResult(
         lm_ppl=_mean([t.lm_ppl for t in turns if t.lm_ppl is not None], 1.0),

@@ -26,13 +26,13 @@ import torch
 from ..core.model import LiveModel
 from ..core.text import StreamTemplate
 from ..data.frames import FrameStore
-from ..data.synth_world import EVENT_FIELDS, event_field_counts, same_event
 from ..engine import EngineConfig, open_session
 from ..engine.static import SlotBackend
 from ..utils.distributed import gather, shard
 from ..utils.errors import UserError
 from ..utils.files import read_jsonl
 from ..video import open_video
+from .events import EVENT_FIELDS, event_field_counts, same_event
 from .metrics import aggregate, evaluate_conversation, event_match
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def evaluate_world(
 ) -> dict:
     """Streaming metrics of the world's conversations, and event recall / precision of the engine's narration: a
     ground-truth narration is found when a turn within `window` seconds states the same canonical event
-    (`synth_world.same_event`: the same kind, object colour and shape, and size and destination where both say
+    (`events.same_event`: the same kind, object colour and shape, and size and destination where both say
     them, read with the generator's own phrase tables), whichever synonym or tense each sentence uses."""
     from tqdm import tqdm
 
@@ -192,7 +192,7 @@ def evaluate_world(
             "weights": weights,
         }
     )
-    if fields:  # why narrations are missed (synth_world.event_field_counts): said near them, then part by part
+    if fields:  # why narrations are missed (events.event_field_counts): said near them, then part by part
         metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
         for name in EVENT_FIELDS:
             total = fields["target_said" if name == "target" else "parsed"]

@@ -33,21 +33,18 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from ..core.config import PRESETS, LiveConfig
 from ..core.model import FrameEncoder, LiveModel, preprocess_frames
+from ..core.text import StreamTemplate
 from ..data.frames import FrameStore
-from ..data.synth_world import (
-    PALETTE,
-    PLACES,
-    SHAPES,
-    SIZES,
+from ..data.world import (
     DrawnObject,
     WorldConfig,
     episode_seed,
     generate_episode,
     num_frames,
     object_radius,
-    place_of,
     render_frames,
 )
+from ..data.world_language import PALETTE, PLACES, SHAPES, SIZES, place_of
 from ..utils.errors import UserError
 from ..utils.files import write_json_atomic
 
@@ -346,7 +343,7 @@ class RecordedWorldFrames(IterableDataset):
 
     def samples(self, annotation: dict[str, Any], indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """Frames `indices` of one video with their targets."""
-        from ..data.synth_world import Episode, drawn_objects
+        from ..data.world import Episode, drawn_objects
 
         frames = self.recorded.store.load_indices(annotation["id"], indices)
         episode = Episode.from_annotation(annotation)
@@ -630,9 +627,135 @@ def _print(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _training_frames(config: VisionPretrainConfig, world: WorldConfig, resolution: int) -> IterableDataset:
+    """The training frames: from a recorded world (`world_dir`), else rendered on the fly, held-out seeds excluded."""
+    if config.world_dir:
+        return RecordedWorldFrames(recorded_world(config, resolution), world, config.seed, config.frames_per_episode)
+    exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
+    return RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
+
+
+def _heldout_batches(
+    config: VisionPretrainConfig, world: WorldConfig, resolution: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """The held-out frames, rendered once before training and kept (a few hundred KB a frame at most): every report
+    then costs only the forwards, and no rendering processes compete with the training loader's."""
+    items = heldout_items(world, config.heldout_seed, config.heldout_videos, config.eval_frames)
+    return list(_loader(WorldFrames(items, world, resolution), config, device))
+
+
+def _train_step(
+    model: VisionPretrainModel,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    live_config: LiveConfig,
+    device: torch.device,
+    bf16: bool,
+) -> tuple[float, dict[str, float], int]:
+    """One optimisation step on a batch: its loss, the heads' parts of it and the number of frames."""
+    pixels = preprocess_frames(batch["pixels"].to(device, non_blocking=True), live_config, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, parts = pretrain_loss(
+            model,
+            pixels,
+            batch["cells"].to(device, non_blocking=True),
+            batch["frame"].to(device, non_blocking=True),
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach()), parts, len(pixels)
+
+
+class _TrainLog:
+    """The training log (`LOG_FILE`, one JSON line per entry, echoed to stderr with `progress`) and the loop's
+    throughput: frames seen and time spent waiting for data, in total and since the last step entry."""
+
+    def __init__(self, path: Path, progress: bool) -> None:
+        path.write_text("")
+        self.path, self.progress = path, progress
+        self.started = time.monotonic()
+        self.frames_seen, self.waited = 0, 0.0
+        self._losses: list[float] = []
+        self._window = (self.started, 0, 0.0)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(entry) + "\n")
+
+    def start_window(self) -> None:
+        """Throughput counts from here (after the first report)."""
+        self._window = (time.monotonic(), self.frames_seen, self.waited)
+
+    def eval(self, step: int, accuracy: dict[str, Any]) -> None:
+        self._write({"step": step, "eval": accuracy, "elapsed_s": round(time.monotonic() - self.started, 2)})
+        if self.progress:
+            _print(
+                f"step {step}: held-out accuracy "
+                + ", ".join(f"{name} {entry['accuracy']:.3f}" for name, entry in accuracy.items() if "_" not in name)
+            )
+
+    def step(self, loss: float, frames: int) -> None:
+        self._losses.append(loss)
+        self.frames_seen += frames
+
+    def steps(self, step: int, parts: dict[str, float], lr: float) -> None:
+        """The entry of the steps since the last one: mean loss, the last step's heads, throughput."""
+        now = time.monotonic()
+        span = now - self._window[0]
+        entry = {
+            "step": step,
+            "loss": round(sum(self._losses) / len(self._losses), 4),
+            "heads": {k: round(v, 4) for k, v in parts.items()},
+            "lr": lr,
+            "frames_per_s": round((self.frames_seen - self._window[1]) / span, 1),
+            "data_wait_frac": round((self.waited - self._window[2]) / span, 3),
+            "elapsed_s": round(now - self.started, 2),
+        }
+        self._write(entry)
+        if self.progress:
+            _print(
+                f"step {step}: loss {entry['loss']:.4f}, {entry['frames_per_s']:.0f} frames/s, "
+                f"waiting for data {entry['data_wait_frac']:.0%}, lr {entry['lr']:.2e}"
+            )
+        self._losses = []
+        self.start_window()
+
+
+def _save_outputs(
+    live: LiveModel,
+    template: StreamTemplate,
+    model: VisionPretrainModel,
+    config: VisionPretrainConfig,
+    metrics: dict[str, Any],
+) -> Path:
+    """Write output_dir/final (the checkpoint, its config noting the pretraining), the heads and the metrics."""
+    from safetensors.torch import save_file
+
+    from ..core.checkpoint import save_checkpoint
+
+    output_dir = Path(config.output_dir)
+    live.config.extra["vision_pretrain"] = {
+        **dataclasses.asdict(config),
+        "steps": metrics["steps"],
+        "frames_seen": metrics["frames_seen"],
+        "accuracy": {k: v["accuracy"] for k, v in metrics["accuracy"].items()},
+    }
+    final = save_checkpoint(live, template, output_dir / FINAL_DIR, save_vision=True, dtype=config.save_dtype)
+    save_file(
+        {f"cell_head.{k}": v.contiguous() for k, v in model.cell_head.state_dict().items()}
+        | {f"frame_head.{k}": v.contiguous() for k, v in model.frame_head.state_dict().items()},
+        output_dir / HEADS_FILE,
+    )
+    write_json_atomic(output_dir / METRICS_FILE, metrics)
+    return final
+
+
 def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> VisionPretrainResult:
     """Train the frame encoder with the heads; write output_dir/final (a checkpoint), the log and the metrics."""
-    from ..core.checkpoint import save_checkpoint
     from .trainer import TimeBudget
 
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -648,30 +771,8 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    log_path = output_dir / LOG_FILE
-    log_path.write_text("")
-
-    def log(entry: dict[str, Any]) -> None:
-        with log_path.open("a") as file:
-            file.write(json.dumps(entry) + "\n")
-
-    if config.world_dir:
-        frames = RecordedWorldFrames(recorded_world(config, resolution), world, config.seed, config.frames_per_episode)
-    else:
-        exclude = frozenset(heldout_seeds(config.heldout_seed, config.heldout_videos))
-        frames = RandomWorldFrames(world, resolution, config.seed, config.frames_per_episode, exclude)
-    train_loader = _loader(frames, config, device)
-    # The held-out frames are rendered once, before training, and kept (a few hundred KB a frame at most): every
-    # report then costs only the forwards, and no rendering processes compete with the training loader's.
-    eval_batches = list(
-        _loader(
-            WorldFrames(
-                heldout_items(world, config.heldout_seed, config.heldout_videos, config.eval_frames), world, resolution
-            ),
-            config,
-            device,
-        )
-    )
+    train_loader = _loader(_training_frames(config, world, resolution), config, device)
+    eval_batches = _heldout_batches(config, world, resolution, device)
     optimizer = _optimizer(model, config)
     seconds = config.max_time_minutes * 60 if config.max_time_minutes is not None else math.inf
     budget = TimeBudget(seconds, config.warmup_ratio, config.max_steps)
@@ -679,61 +780,25 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
 
     def report(step: int) -> dict[str, Any]:
         accuracy = evaluate(model, eval_batches, live_config, device, config.bf16)
-        log({"step": step, "eval": accuracy, "elapsed_s": round(time.monotonic() - started, 2)})
-        if progress:
-            _print(
-                f"step {step}: held-out accuracy "
-                + ", ".join(f"{name} {entry['accuracy']:.3f}" for name, entry in accuracy.items() if "_" not in name)
-            )
+        log.eval(step, accuracy)
         return accuracy
 
-    started = time.monotonic()
+    log = _TrainLog(output_dir / LOG_FILE, progress)
     first = accuracy = report(0)
-    step, frames_seen, waited, window = 0, 0, 0.0, (time.monotonic(), 0, 0.0)
-    losses: list[float] = []
+    step = 0
+    log.start_window()
     fetch = loop_started = time.monotonic()
     for batch in train_loader:
-        waited += time.monotonic() - fetch
+        log.waited += time.monotonic() - fetch
         budget.begin()  # the budget counts from the first batch, not from the workers' start-up
-        pixels = preprocess_frames(batch["pixels"].to(device, non_blocking=True), live_config, device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            loss, parts = pretrain_loss(
-                model,
-                pixels,
-                batch["cells"].to(device, non_blocking=True),
-                batch["frame"].to(device, non_blocking=True),
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+        loss, parts, frames = _train_step(model, batch, optimizer, scheduler, live_config, device, config.bf16)
         step += 1
-        frames_seen += len(pixels)
-        losses.append(float(loss.detach()))
+        log.step(loss, frames)
         if step % config.log_every == 0:
-            now = time.monotonic()
-            span = now - window[0]
-            entry = {
-                "step": step,
-                "loss": round(sum(losses) / len(losses), 4),
-                "heads": {k: round(v, 4) for k, v in parts.items()},
-                "lr": scheduler.get_last_lr()[0],
-                "frames_per_s": round((frames_seen - window[1]) / span, 1),
-                "data_wait_frac": round((waited - window[2]) / span, 3),
-                "elapsed_s": round(now - started, 2),
-            }
-            log(entry)
-            if progress:
-                _print(
-                    f"step {step}: loss {entry['loss']:.4f}, {entry['frames_per_s']:.0f} frames/s, "
-                    f"waiting for data {entry['data_wait_frac']:.0%}, lr {entry['lr']:.2e}"
-                )
-            losses, window = [], (now, frames_seen, waited)
+            log.steps(step, parts, scheduler.get_last_lr()[0])
         if step % config.eval_every == 0:
             accuracy = report(step)
-        done = 0 < config.max_steps <= step or budget.spent()
-        if done:
+        if 0 < config.max_steps <= step or budget.spent():
             break
         fetch = time.monotonic()
     train_seconds = time.monotonic() - loop_started  # the training loop: workers starting, steps, reports
@@ -745,29 +810,15 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> Visi
         "model": config.model,
         "device": str(device),
         "steps": step,
-        "frames_seen": frames_seen,
+        "frames_seen": log.frames_seen,
         "train_seconds": round(train_seconds, 1),
-        "frames_per_s": round(frames_seen / max(train_seconds, 1e-9), 1),
-        "data_wait_frac": round(waited / max(train_seconds, 1e-9), 3),
+        "frames_per_s": round(log.frames_seen / max(train_seconds, 1e-9), 1),
+        "data_wait_frac": round(log.waited / max(train_seconds, 1e-9), 3),
         "resolution": resolution,
         "eval_frames": config.eval_frames,
         "accuracy": accuracy,
         "accuracy_at_start": first,
         "config": dataclasses.asdict(config),
     }
-    live_config.extra["vision_pretrain"] = {
-        **dataclasses.asdict(config),
-        "steps": step,
-        "frames_seen": frames_seen,
-        "accuracy": {k: v["accuracy"] for k, v in accuracy.items()},
-    }
-    final = save_checkpoint(live, template, output_dir / FINAL_DIR, save_vision=True, dtype=config.save_dtype)
-    from safetensors.torch import save_file
-
-    save_file(
-        {f"cell_head.{k}": v.contiguous() for k, v in model.cell_head.state_dict().items()}
-        | {f"frame_head.{k}": v.contiguous() for k, v in model.frame_head.state_dict().items()},
-        output_dir / HEADS_FILE,
-    )
-    write_json_atomic(output_dir / METRICS_FILE, metrics)
+    final = _save_outputs(live, template, model, config, metrics)
     return VisionPretrainResult(final, metrics, live)

@@ -1,6 +1,6 @@
-"""The streaming API server (`videollm-online serve`): FastAPI + uvicorn over a shared inference backend.
+"""The streaming API server (`videollm-online serve`): FastAPI + uvicorn over a shared inference worker.
 
-`create_app` needs the `serve` extra (fastapi); `backend` and `protocol` do not, so the web demo and the client can
+`create_app` needs the `serve` extra (fastapi); `worker` and `protocol` do not, so the web demo and the client can
 use them without it.
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .backend import BackendSession, SerialBackend, StreamBackend
 from .config import ServerConfig
+from .worker import SerialWorker, Worker, WorkerSession
 
 if TYPE_CHECKING:
     from .app import create_app
 
-__all__ = ["BackendSession", "SerialBackend", "ServerConfig", "StreamBackend", "create_app", "serve"]
+__all__ = ["WorkerSession", "SerialWorker", "ServerConfig", "Worker", "create_app", "serve"]
 
 
 def __getattr__(name: str):

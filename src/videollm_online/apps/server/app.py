@@ -1,4 +1,4 @@
-"""The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared backend.
+"""The HTTP/WebSocket API: a thin adapter from sockets to `LiveSession`s over one shared worker.
 
 Routes: `GET /health` (open), `GET /metrics` (Prometheus text), `GET /v1/sessions`, `WS /v1/realtime` (a client's
 own stream), `GET /v1/sessions/{id}/events` (SSE: follow a session read-only), the OpenAI-compatible
@@ -14,16 +14,15 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ...core.model import LiveModel
 from ...core.text import StreamTemplate
 from . import protocol as P
-from .backend import SerialBackend, StreamBackend, public_name
 from .config import ServerConfig
 from .memory import MemoryReleaser
 from .metrics import Metrics
@@ -31,6 +30,7 @@ from .openai_compat import API_DESCRIPTION, add_openai_routes, package_version
 from .realtime import apply_message
 from .schema import ApiError, Health, SessionList
 from .sessions import LiveSession, SessionParams
+from .worker import SerialWorker, Worker, public_name
 
 log = logging.getLogger("videollm_online.apps.server")
 SSE_KEEPALIVE_S = 15.0
@@ -42,15 +42,26 @@ MAX_SECRETS = 64
 class Hub:
     """The sessions open now, and the numbers about them."""
 
-    def __init__(self, backend: StreamBackend, config: ServerConfig) -> None:
-        self.backend = backend
+    def __init__(self, worker: Worker, config: ServerConfig) -> None:
+        self.worker = worker
         self.config = config
         self.metrics = Metrics()
         self.sessions: dict[str, LiveSession] = {}
         self.releaser = MemoryReleaser()
+        self.completions_running: Callable[[], int] = lambda: 0
+        """How many OpenAI-compatible completions are running (they hold worker sessions too); set by `create_app`."""
+
+    def authorized(self, headers, query_params) -> bool:
+        """Whether a request carries the server's token (always, when it has none)."""
+        if self.config.token is None:
+            return True
+        scheme, _, supplied = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            supplied = query_params.get("token", "")
+        return hmac.compare_digest(supplied.strip().encode(), self.config.token.encode())
 
     def open(self, params: SessionParams) -> LiveSession:
-        session = LiveSession(self.backend, self.config, self.metrics, params)
+        session = LiveSession(self.worker, self.config, self.metrics, params)
         self.sessions[session.id] = session
         self.metrics.sessions_total += 1
         self.metrics.sessions_active = len(self.sessions)
@@ -69,7 +80,7 @@ class Hub:
             self.metrics.sessions_active = len(self.sessions)
 
     def _release_memory_after(self, session: LiveSession) -> None:
-        """Once the backend has dropped the session's cache, give the memory back (debounced)."""
+        """Once the worker has dropped the session's cache, give the memory back (debounced)."""
         loop = asyncio.get_running_loop()
 
         def schedule(_) -> None:
@@ -92,175 +103,187 @@ class Hub:
 
     def render_metrics(self) -> str:
         pending = sum(session.pending_frames for session in self.sessions.values())
-        return self.metrics.render(getattr(self.backend, "pending", 0), pending)
+        return self.metrics.render(getattr(self.worker, "pending", 0), pending)
 
 
 def create_app(
-    model: LiveModel | StreamBackend,
+    model: LiveModel | Worker,
     template: StreamTemplate | None = None,
     *,
     config: ServerConfig | None = None,
     name: str = "model",
 ) -> FastAPI:
-    """The API over a model (run on one worker thread) or over any `StreamBackend`."""
+    """The API over a model (run on one worker thread) or over any `Worker`. The routes find the sessions, the
+    worker and the settings in `app.state.hub`."""
     config = config or ServerConfig()
     if isinstance(model, LiveModel):
         if template is None:
             raise ValueError("create_app needs the model's template")
-        backend: StreamBackend = SerialBackend(model, template, name)
+        worker: Worker = SerialWorker(model, template, name)
     else:
-        backend = model
-    hub = Hub(backend, config)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI):
-        yield
-        for session in list(hub.sessions.values()):
-            hub.release(session, "server_shutdown")
-        hub.releaser.cancel()
-        backend.shutdown()
-
-    app = FastAPI(title="videollm-online", lifespan=lifespan, description=API_DESCRIPTION, version=package_version())
+        worker = model
+    hub = Hub(worker, config)
+    app = FastAPI(title="videollm-online", lifespan=_lifespan, description=API_DESCRIPTION, version=package_version())
     app.state.hub = hub
-
-    def authorized(headers, query_params) -> bool:
-        if config.token is None:
-            return True
-        scheme, _, supplied = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            supplied = query_params.get("token", "")
-        return hmac.compare_digest(supplied.strip().encode(), config.token.encode())
-
-    def session_secrets(request: Request) -> list[str]:
-        """Secrets a caller presents: `X-Session-Secret` (comma-separated for several) and/or `?secret=` (repeatable;
-        for browsers' EventSource, which cannot set headers)."""
-        supplied = request.headers.get(SECRET_HEADER, "").split(",") + request.query_params.getlist("secret")
-        return [secret.strip() for secret in supplied if secret.strip()][:MAX_SECRETS]
-
-    def unauthorized() -> JSONResponse:
-        return JSONResponse(
-            {"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-    @app.get("/health", responses={200: {"model": Health}})
-    async def health() -> dict:
-        return {"status": "ok", "model": public_name(backend.name), "sessions_active": len(hub.sessions)}
-
-    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ApiError}})
-    async def metrics(request: Request):
-        if not authorized(request.headers, request.query_params):
-            return unauthorized()
-        return PlainTextResponse(hub.render_metrics(), media_type=hub.metrics.content_type)
-
-    @app.get("/v1/sessions", responses={200: {"model": SessionList}, 401: {"model": ApiError}})
-    async def sessions(request: Request):
-        if not authorized(request.headers, request.query_params):
-            return unauthorized()
-        return {"sessions": [session.describe() for session in hub.visible(session_secrets(request))]}
-
-    @app.get(
-        "/v1/sessions/{session_id}/events",
-        response_class=StreamingResponse,
-        responses={
-            200: {
-                "description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
-                "(docs/schemas/server_event.json)",
-                "content": {"text/event-stream": {}},
-            },
-            401: {"model": ApiError},
-            404: {"model": ApiError},
-        },
+    app.include_router(router)
+    hub.completions_running = add_openai_routes(
+        app, worker, config, hub.metrics, hub.authorized, lambda: len(hub.sessions)
     )
-    async def follow(session_id: str, request: Request):
-        if not authorized(request.headers, request.query_params):
-            return unauthorized()
-        session = hub.owned(session_id, session_secrets(request))
-        if session is None:
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "not_found",
-                        "message": f"no open session {session_id!r} for "
-                        f"this secret: send the secret from session.created as {SECRET_HEADER} "
-                        "or ?secret=",
-                    }
-                },
-                status_code=404,
-            )
-        since = request.headers.get("last-event-id") or request.query_params.get("since")
-        try:
-            since_seq = int(since) if since is not None else -1
-        except ValueError:
-            return JSONResponse(
-                {"error": {"code": "invalid_request", "message": "since must be an integer"}}, status_code=400
-            )
-        queue = session.subscribe(since_seq)
-        return StreamingResponse(
-            _sse(session, queue),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    completions_running = add_openai_routes(app, backend, config, hub.metrics, authorized, lambda: len(hub.sessions))
-
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket) -> None:
-        if not authorized(websocket.headers, websocket.query_params):
-            await websocket.close(code=CLOSE_POLICY, reason="unauthorized")
-            return
-        await websocket.accept()
-        try:
-            params = SessionParams.parse(dict(websocket.query_params))
-        except ValueError as error:
-            await _refuse(websocket, P.INVALID_MESSAGE, str(error), CLOSE_POLICY)
-            return
-        if len(hub.sessions) + completions_running() >= config.max_sessions:
-            await _refuse(
-                websocket,
-                P.SESSION_LIMIT,
-                f"the server is at its limit of {config.max_sessions} sessions; try again later",
-                CLOSE_TRY_AGAIN,
-            )
-            return
-        try:
-            session = hub.open(params)
-        except Exception as error:  # noqa: BLE001 - e.g. the backend has no free slot: say so, hold nothing
-            log.exception("opening a session failed")
-            await _refuse(
-                websocket,
-                P.SERVER_ERROR,
-                f"the server could not open a session ({type(error).__name__}); try again later",
-                CLOSE_TRY_AGAIN,
-            )
-            return
-        # From here on the session holds a slot: whatever happens below (a bad message, a bug, a broken socket,
-        # cancellation), the `finally` releases it.
-        queue = session.subscribe()
-        sender = receiver = ended = None
-        try:
-            sender = asyncio.create_task(_send_events(websocket, queue))
-            session.emit(P.SESSION_CREATED, session={**session.describe(), "secret": session.secret})
-            receiver = asyncio.create_task(_receive(websocket, session, config))
-            ended = asyncio.create_task(session.done.wait())
-            await asyncio.wait({receiver, sender, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            reason = _outcome(receiver) or ("finished" if session.closed else "client_disconnected")
-            for task in (ended, receiver):
-                if task is not None:
-                    task.cancel()
-            hub.release(session, reason)  # no-op when the session already closed itself
-            session.subscribers.discard(queue)
-            queue.put_nowait(None)
-            if sender is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sender, timeout=10.0)  # flush what is queued, session.closed last
-            if websocket.client_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await websocket.close(code=CLOSE_NORMAL)
-
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    hub: Hub = app.state.hub
+    for session in list(hub.sessions.values()):
+        hub.release(session, "server_shutdown")
+    hub.releaser.cancel()
+    hub.worker.shutdown()
+
+
+def _session_secrets(request: Request) -> list[str]:
+    """Secrets a caller presents: `X-Session-Secret` (comma-separated for several) and/or `?secret=` (repeatable;
+    for browsers' EventSource, which cannot set headers)."""
+    supplied = request.headers.get(SECRET_HEADER, "").split(",") + request.query_params.getlist("secret")
+    return [secret.strip() for secret in supplied if secret.strip()][:MAX_SECRETS]
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+router = APIRouter()
+"""The API's own routes (the OpenAI-compatible ones are `openai_compat`'s)."""
+
+
+@router.get("/health", responses={200: {"model": Health}})
+async def health(request: Request) -> dict:
+    hub: Hub = request.app.state.hub
+    return {"status": "ok", "model": public_name(hub.worker.name), "sessions_active": len(hub.sessions)}
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ApiError}})
+async def metrics(request: Request):
+    hub: Hub = request.app.state.hub
+    if not hub.authorized(request.headers, request.query_params):
+        return _unauthorized()
+    return PlainTextResponse(hub.render_metrics(), media_type=hub.metrics.content_type)
+
+
+@router.get("/v1/sessions", responses={200: {"model": SessionList}, 401: {"model": ApiError}})
+async def sessions(request: Request):
+    hub: Hub = request.app.state.hub
+    if not hub.authorized(request.headers, request.query_params):
+        return _unauthorized()
+    return {"sessions": [session.describe() for session in hub.visible(_session_secrets(request))]}
+
+
+@router.get(
+    "/v1/sessions/{session_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "server-sent events: `id:` seq, `event:` type, `data:` the event "
+            "(docs/schemas/server_event.json)",
+            "content": {"text/event-stream": {}},
+        },
+        401: {"model": ApiError},
+        404: {"model": ApiError},
+    },
+)
+async def follow(session_id: str, request: Request):
+    hub: Hub = request.app.state.hub
+    if not hub.authorized(request.headers, request.query_params):
+        return _unauthorized()
+    session = hub.owned(session_id, _session_secrets(request))
+    if session is None:
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "not_found",
+                    "message": f"no open session {session_id!r} for "
+                    f"this secret: send the secret from session.created as {SECRET_HEADER} "
+                    "or ?secret=",
+                }
+            },
+            status_code=404,
+        )
+    since = request.headers.get("last-event-id") or request.query_params.get("since")
+    try:
+        since_seq = int(since) if since is not None else -1
+    except ValueError:
+        return JSONResponse(
+            {"error": {"code": "invalid_request", "message": "since must be an integer"}}, status_code=400
+        )
+    queue = session.subscribe(since_seq)
+    return StreamingResponse(
+        _sse(session, queue),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket) -> None:
+    hub: Hub = websocket.app.state.hub
+    config = hub.config
+    if not hub.authorized(websocket.headers, websocket.query_params):
+        await websocket.close(code=CLOSE_POLICY, reason="unauthorized")
+        return
+    await websocket.accept()
+    try:
+        params = SessionParams.parse(dict(websocket.query_params))
+    except ValueError as error:
+        await _refuse(websocket, P.INVALID_MESSAGE, str(error), CLOSE_POLICY)
+        return
+    if len(hub.sessions) + hub.completions_running() >= config.max_sessions:
+        await _refuse(
+            websocket,
+            P.SESSION_LIMIT,
+            f"the server is at its limit of {config.max_sessions} sessions; try again later",
+            CLOSE_TRY_AGAIN,
+        )
+        return
+    try:
+        session = hub.open(params)
+    except Exception as error:  # noqa: BLE001 - e.g. the worker has no free slot: say so, hold nothing
+        log.exception("opening a session failed")
+        await _refuse(
+            websocket,
+            P.SERVER_ERROR,
+            f"the server could not open a session ({type(error).__name__}); try again later",
+            CLOSE_TRY_AGAIN,
+        )
+        return
+    # From here on the session holds a slot: whatever happens below (a bad message, a bug, a broken socket,
+    # cancellation), the `finally` releases it.
+    queue = session.subscribe()
+    sender = receiver = ended = None
+    try:
+        sender = asyncio.create_task(_send_events(websocket, queue))
+        session.emit(P.SESSION_CREATED, session={**session.describe(), "secret": session.secret})
+        receiver = asyncio.create_task(_receive(websocket, session, config))
+        ended = asyncio.create_task(session.done.wait())
+        await asyncio.wait({receiver, sender, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        reason = _outcome(receiver) or ("finished" if session.closed else "client_disconnected")
+        for task in (ended, receiver):
+            if task is not None:
+                task.cancel()
+        hub.release(session, reason)  # no-op when the session already closed itself
+        session.subscribers.discard(queue)
+        queue.put_nowait(None)
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sender, timeout=10.0)  # flush what is queued, session.closed last
+        if websocket.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=CLOSE_NORMAL)
 
 
 async def _refuse(websocket: WebSocket, code: str, message: str, close_code: int) -> None:

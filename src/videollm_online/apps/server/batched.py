@@ -1,6 +1,6 @@
-"""The fast backend: every session's frames and tokens batched into one forward per step (`engine.BatchEngine`).
+"""The fast worker: every session's frames and tokens batched into one forward per step (`engine.BatchEngine`).
 
-Same interface as `SerialBackend` (`StreamBackend.open` -> `BackendSession.submit_*` returning futures), so the API
+Same interface as `SerialWorker` (`Worker.open` -> `WorkerSession.submit_*` returning futures), so the API
 and the web demo run on it unchanged. One worker thread owns the model: it takes the calls submitted since its last
 step, encodes all new frames in one vision batch, hands them to the engine, runs one batched forward, and resolves
 the futures of the inputs that completed. On a GPU the vision batch goes to `FrameEncoderRunner` (CUDA graphs on a
@@ -27,10 +27,10 @@ from ...engine.batch import BatchEngine
 from ...engine.static import MemoryPolicy
 from ...engine.vision import FrameEncoderRunner
 from ..narrate import VISION_INLINE, VISION_RUNNER
-from .backend import SessionSettings, TokenCallback, _turn_tracker
+from .worker import SessionSettings, TokenCallback, _turn_tracker
 
 
-class BatchedBackend:
+class BatchedWorker:
     """Up to `max_sessions` streams on one model, batched; `cache_tokens` per session (None: the LLM's context)."""
 
     def __init__(
@@ -64,8 +64,8 @@ class BatchedBackend:
         """Calls submitted and not finished yet (all sessions)."""
         return self._pending
 
-    def open(self, config: EngineConfig | None = None) -> BatchedSession:
-        return BatchedSession(self, config or EngineConfig())
+    def open(self, config: EngineConfig | None = None) -> BatchedWorkerSession:
+        return BatchedWorkerSession(self, config or EngineConfig())
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -198,32 +198,32 @@ def _fail(future: Future, error: BaseException) -> None:
         future.set_exception(error)
 
 
-class BatchedSession(SessionSettings):
-    """One stream on a `BatchedBackend`."""
+class BatchedWorkerSession(SessionSettings):
+    """One stream on a `BatchedWorker`."""
 
-    def __init__(self, backend: BatchedBackend, config: EngineConfig) -> None:
-        self._backend = backend
+    def __init__(self, worker: BatchedWorker, config: EngineConfig) -> None:
+        self._worker = worker
         self.config = config
         self.session: StreamSession | None = None
-        backend.submit(("open", self)).result()  # a free slot, or the error saying there is none
+        worker.submit(("open", self)).result()  # a free slot, or the error saying there is none
 
     @property
     def _engine_session(self) -> StreamSession | None:
         return self.session
 
     def decode(self, token_ids: list[int]) -> str:
-        return self._backend.template.decode(token_ids)
+        return self._worker.template.decode(token_ids)
 
     def submit_frame(
         self, video_time: float, image: np.ndarray, on_token: TokenCallback | None = None
     ) -> Future[list[StreamEvent]]:
-        return self._backend.submit(("frame", self, float(video_time), image, on_token))
+        return self._worker.submit(("frame", self, float(video_time), image, on_token))
 
     def submit_query(self, video_time: float, text: str) -> Future[None]:
-        return self._backend.submit(("query", self, float(video_time), text))
+        return self._worker.submit(("query", self, float(video_time), text))
 
     def submit_finish(self, on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
-        return self._backend.submit(("finish", self, on_token))
+        return self._worker.submit(("finish", self, on_token))
 
     def close(self) -> Future[None]:
-        return self._backend.submit(("close", self))
+        return self._worker.submit(("close", self))

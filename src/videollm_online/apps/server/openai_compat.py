@@ -1,7 +1,7 @@
 """The OpenAI-compatible routes: `GET /v1/models` and `POST /v1/chat/completions` over a whole video clip.
 
 A chat completion narrates a clip the way a streaming session would: the clip is decoded at the model's frame rate,
-the user's question is asked at `question_time` (default 0 s), every frame goes through the same backend as the
+the user's question is asked at `question_time` (default 0 s), every frame goes through the same worker as the
 WebSocket sessions, and the assistant's turns (narration and answers) come back as the message content, one line
 each, prefixed with the turn's video time: `[2.5s] ...`. With `stream: true` each turn is one
 `chat.completion.chunk` server-sent event as soon as it is generated, and the stream ends with `data: [DONE]`.
@@ -35,10 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from ...engine import EngineConfig, StreamEvent
 from ...engine.static import ContextFullError
 from ...video import VideoSourceError, open_video
-from .backend import StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
 from .schema import MAX_TEXT_CHARS, MAX_VIDEO_TIME, describe_errors
+from .worker import Worker, public_name
 
 OWNED_BY = "videollm-online"
 MAX_MESSAGES = 64
@@ -293,11 +293,11 @@ def question_and_video(request: ChatCompletionRequest) -> tuple[str | None, str]
 
 # ---------------------------------------------------------------------- running a clip
 class ClipRun:
-    """The streaming narration of one clip on a backend session; iterate it for the assistant turns as they come."""
+    """The streaming narration of one clip on a worker session; iterate it for the assistant turns as they come."""
 
     def __init__(
         self,
-        backend: StreamBackend,
+        worker: Worker,
         path: Path,
         question: str | None,
         question_time: float,
@@ -305,16 +305,16 @@ class ClipRun:
         fps: float | None,
         metrics: Metrics,
     ) -> None:
-        self.backend, self.question, self.question_time = backend, question, question_time
+        self.worker, self.question, self.question_time = worker, question, question_time
         self.metrics = metrics
-        self.stream = open_video(path, fps=fps or backend.frame_fps, resolution=backend.frame_resolution)
+        self.stream = open_video(path, fps=fps or worker.frame_fps, resolution=worker.frame_resolution)
         self.engine = engine
         self.frames = 0
         self.finish_reason: Literal["stop", "length"] = "stop"
         self.turns: list[StreamEvent] = []
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        session = self.backend.open(self.engine)
+        session = self.worker.open(self.engine)
         frames = iter(self.stream)
         try:
             if self.question:
@@ -352,8 +352,8 @@ class ClipRun:
 
 
 async def _result(future: Future):
-    """The result of a backend call, awaited without tying the call to this task: `asyncio.wrap_future` cancels the
-    backend's future when the awaiting task is cancelled (a client gone), and a backend may then fail to close the
+    """The result of a worker call, awaited without tying the call to this task: `asyncio.wrap_future` cancels the
+    worker's future when the awaiting task is cancelled (a client gone), and a worker may then fail to close the
     session (the batched one did). Here the call finishes on its own; `session.close()` drops its work."""
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
@@ -368,7 +368,7 @@ async def _result(future: Future):
         else:
             waiter.set_result(done.result())
 
-    def hand_over(done: Future) -> None:  # on the backend's thread
+    def hand_over(done: Future) -> None:  # on the worker's thread
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped, nobody waits
             loop.call_soon_threadsafe(copy, done)
 
@@ -382,19 +382,19 @@ def format_turn(event: StreamEvent) -> str:
 
 # ---------------------------------------------------------------------- the routes
 def openai_router(
-    backend: StreamBackend,
+    worker: Worker,
     config: ServerConfig,
     metrics: Metrics,
     authorized: Callable[[Any, Any], bool],
     busy: Callable[[], int],
 ) -> tuple[APIRouter, Callable]:
-    """The routes, sharing the app's backend, settings, metrics and token check; `busy()` counts the streaming
+    """The routes, sharing the app's worker, settings, metrics and token check; `busy()` counts the streaming
     sessions open, so a completion is refused when the server is at `max_sessions`. Also returns a function
     counting the completions running."""
     router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
     created = int(time.time())
     active = [0]
-    served = public_name(backend.name)
+    served = public_name(worker.name)
 
     def refuse_unauthorized(request: Request) -> JSONResponse | None:
         if authorized(request.headers, request.query_params):
@@ -475,7 +475,7 @@ def openai_router(
             max_tokens = parsed.max_completion_tokens or parsed.max_tokens or 64
             try:
                 run = ClipRun(
-                    backend,
+                    worker,
                     path,
                     question,
                     parsed.question_time,
@@ -515,7 +515,7 @@ def openai_router(
         work, left = asyncio.ensure_future(consume()), asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({work, left}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():  # the client left: stop decoding and free the backend session now
+            if not work.done():  # the client left: stop decoding and free the worker session now
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
@@ -596,7 +596,7 @@ async def _stream(
     finally:  # sync work first: when the client has gone the task is cancelled, and any await may be cut short
         release(upload, outcome)
         run.close_stream()  # also when the clip's iteration never started
-        await turns.aclose()  # closes the backend session (its `finally` does not await)
+        await turns.aclose()  # closes the worker session (its `finally` does not await)
 
 
 async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -660,15 +660,15 @@ def add_openapi_components(schema: dict) -> dict:
 
 def add_openai_routes(
     app,
-    backend: StreamBackend,
+    worker: Worker,
     config: ServerConfig,
     metrics: Metrics,
     authorized: Callable[[Any, Any], bool],
     busy: Callable[[], int],
 ) -> Callable[[], int]:
     """Mount the routes on an app and complete its OpenAPI document with the request model and the WebSocket's
-    message schemas; returns a function counting the completions running (they hold backend sessions too)."""
-    router, active = openai_router(backend, config, metrics, authorized, busy)
+    message schemas; returns a function counting the completions running (they hold worker sessions too)."""
+    router, active = openai_router(worker, config, metrics, authorized, busy)
     app.include_router(router)
     default_openapi = app.openapi
 

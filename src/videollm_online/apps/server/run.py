@@ -115,8 +115,8 @@ def serve_model(model, template, name: str, config: ServerConfig, *, log_level: 
 
 
 def warm_up(app) -> None:
-    """One silent frame through the model before the first client (`SerialBackend.warm_up`), where the backend
+    """One silent frame through the model before the first client (`SerialWorker.warm_up`), where the worker
     has it."""
-    warm = getattr(app.state.hub.backend, "warm_up", None)
+    warm = getattr(app.state.hub.worker, "warm_up", None)
     if warm is not None:
         print(f"videollm-online: model warmed up in {warm():.1f} s", flush=True)

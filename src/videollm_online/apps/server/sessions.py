@@ -1,9 +1,9 @@
 """A streaming session as the server holds it: the input queue, the ordered event log, and its followers.
 
-Inputs (frames and queries) are taken in the order they arrive and handed to the backend one at a time, so a
+Inputs (frames and queries) are taken in the order they arrive and handed to the worker one at a time, so a
 session's frames are watched in order; events get consecutive `seq` numbers and go to every subscriber (the
 WebSocket that owns the session, and any SSE followers). Everything here runs on the event loop; model work runs
-on the backend's worker thread and comes back through futures and `call_soon_threadsafe`.
+on the worker's thread and comes back through futures and `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 from ...engine import EngineConfig, StreamEvent
 from ...video.sampling import LiveSampler
 from . import protocol as P
-from .backend import BackendSession, ContextFullError, StreamBackend, public_name
 from .config import ServerConfig
 from .metrics import Metrics
+from .worker import ContextFullError, Worker, WorkerSession, public_name
 
 log = logging.getLogger("videollm_online.apps.server")
 
@@ -107,31 +107,31 @@ class _Response:
 
 @dataclass
 class _Call:
-    """The responses one backend call is streaming (created from the worker's token callbacks)."""
+    """The responses one worker call is streaming (created from the worker's token callbacks)."""
 
     responses: list[_Response] = field(default_factory=list)
 
 
 class LiveSession:
-    def __init__(self, backend: StreamBackend, config: ServerConfig, metrics: Metrics, params: SessionParams) -> None:
+    def __init__(self, worker: Worker, config: ServerConfig, metrics: Metrics, params: SessionParams) -> None:
         self.id = uuid.uuid4().hex[:16]
         self.secret = secrets.token_urlsafe(24)
         """Sent once, in `session.created`, to the client that opened the session: following the session (SSE)
         and seeing it in the list need it. The id alone names a session; it does not open it."""
         self.created = time.time()
-        self.backend = backend
+        self.worker = worker
         self.config = config
         self.metrics = metrics
         self.params = params
-        self.engine: BackendSession = backend.open(
+        self.engine: WorkerSession = worker.open(
             EngineConfig(threshold=params.threshold, max_new_tokens=params.max_new_tokens)
         )
-        self.sampler = LiveSampler(params.fps or backend.frame_fps)
+        self.sampler = LiveSampler(params.fps or worker.frame_fps)
         self.log: deque[dict] = deque(maxlen=config.event_log)
         self.subscribers: set[asyncio.Queue] = set()
         self.closed = False
         self.engine_closed: Future | None = None
-        """Done once the backend has dropped this session's cache (after `close`)."""
+        """Done once the worker has dropped this session's cache (after `close`)."""
         self.finishing = False
         self.done = asyncio.Event()
         self._working = False
@@ -153,11 +153,11 @@ class LiveSession:
     def describe(self) -> dict:
         return {
             "id": self.id,
-            "model": public_name(self.backend.name),
+            "model": public_name(self.worker.name),
             "threshold": self.engine.threshold,
             "max_new_tokens": self.engine.max_new_tokens,
             "fps": self.sampler.fps,
-            "frame_resolution": self.backend.frame_resolution,
+            "frame_resolution": self.worker.frame_resolution,
             "frames": self.engine_frames,
             "created": round(self.created, 3),
             "limits": {
@@ -359,7 +359,7 @@ class LiveSession:
     async def _watch(self, frame: _Frame) -> None:
         try:
             image = await asyncio.to_thread(
-                P.decode_image, frame.data, self.backend.frame_resolution, self.config.max_frame_pixels
+                P.decode_image, frame.data, self.worker.frame_resolution, self.config.max_frame_pixels
             )
         except P.FrameError as error:
             self.metrics.frames_dropped["invalid"] += 1
@@ -381,7 +381,7 @@ class LiveSession:
         )
 
     async def _call(self, submit, received: float, frame_time: float | None) -> None:
-        """Run one backend call, streaming its responses as their tokens come, then close them."""
+        """Run one worker call, streaming its responses as their tokens come, then close them."""
         call = _Call()
         on_token = self._token_callback(call)
         events: list[StreamEvent] = await asyncio.wrap_future(submit(on_token))

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ...utils.errors import UserError
 from .common import (
@@ -235,8 +234,3 @@ def coin_loader(benchmark: str) -> Loader:
 
     load.__name__ = f"load_coin_{benchmark.replace('-', '_')}"
     return load
-
-
-def assistant_answer(row: Mapping[str, Any]) -> str:
-    """The ground-truth answer of a row (its last assistant message)."""
-    return next(m["content"] for m in reversed(row["conversation"]) if m["role"] == "assistant")

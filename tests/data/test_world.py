@@ -8,14 +8,10 @@ import av
 import numpy as np
 import pytest
 
-from videollm_online.data.synth_world import (
+from videollm_online.data.world import (
     EVENT_KINDS,
-    PALETTE,
-    PLACES,
-    SHAPES,
     Episode,
     WorldConfig,
-    _World,
     generate_episode,
     load_world,
     make_event_draft,
@@ -25,6 +21,8 @@ from videollm_online.data.synth_world import (
     state_at,
     write_world,
 )
+from videollm_online.data.world.simulation import _World
+from videollm_online.data.world_language import PALETTE, PLACES, SHAPES
 
 TINY = WorldConfig(width=64, height=48, fps=5, min_duration=6.0, max_duration=8.0)
 SEEDS = range(40)

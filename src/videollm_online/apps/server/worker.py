@@ -1,10 +1,10 @@
-"""The inference backend behind the API and the web demo: many stream sessions over one model.
+"""The inference worker behind the API and the web demo: many stream sessions over one model.
 
 The model is not thread safe, so every model call of every session runs on one worker thread; callers get
 `concurrent.futures.Future`s, which both asyncio code (`asyncio.wrap_future`) and threads can wait on. A session's
 calls run in the order it submitted them; between sessions the worker is shared fairly by time (`FairQueue`), so a
 session whose calls are long (a flood of questions, each answered at length) waits its turn instead of slowing
-everyone's frames. That small interface (`StreamBackend.open` -> `BackendSession.submit_*`) is what a faster
+everyone's frames. That small interface (`Worker.open` -> `WorkerSession.submit_*`) is what a faster
 engine (one that batches the frames of many sessions into one forward) replaces. No web framework is imported here.
 """
 
@@ -33,7 +33,7 @@ TokenCallback = Callable[[list[int]], None]
 thread after each token."""
 
 
-class BackendSession(Protocol):
+class WorkerSession(Protocol):
     """One stream. Calls return at once; the work runs in submission order."""
 
     threshold: float
@@ -57,7 +57,7 @@ class BackendSession(Protocol):
         """Text of token ids (thread safe: the tokenizer only)."""
 
 
-class StreamBackend(Protocol):
+class Worker(Protocol):
     name: str
     """A name for the model (histories, /health)."""
     frame_resolution: int
@@ -65,7 +65,7 @@ class StreamBackend(Protocol):
     frame_fps: float
     """The frame rate the model was trained at (the default sampling rate)."""
 
-    def open(self, config: EngineConfig | None = None) -> BackendSession: ...
+    def open(self, config: EngineConfig | None = None) -> WorkerSession: ...
 
     def shutdown(self) -> None: ...
 
@@ -87,7 +87,7 @@ class FairQueue:
     def put(self, owner: object, item) -> None:
         with self._lock:
             if self._closed:
-                raise RuntimeError("the backend is shut down")
+                raise RuntimeError("the worker is shut down")
             if owner not in self._waiting:
                 self._waiting[owner] = deque()
                 self._used[owner] = max(self._used.get(owner, 0.0), self._clock)
@@ -123,7 +123,7 @@ class FairQueue:
             return left
 
 
-class SerialBackend:
+class SerialWorker:
     """One model, one worker thread: sessions' calls interleave, each session's in order, the worker's time shared
     fairly between sessions (`FairQueue`)."""
 
@@ -145,8 +145,8 @@ class SerialBackend:
         """Calls submitted and not finished yet (all sessions): the inference queue depth."""
         return self._pending
 
-    def open(self, config: EngineConfig | None = None) -> SerialSession:
-        return SerialSession(self, config or EngineConfig())
+    def open(self, config: EngineConfig | None = None) -> SerialWorkerSession:
+        return SerialWorkerSession(self, config or EngineConfig())
 
     def submit(self, fn: Callable, *args, owner: object = None) -> Future:
         """Run `fn(*args)` on the worker, after `owner`'s earlier calls (owner None: a shared anonymous one)."""
@@ -197,7 +197,7 @@ class SerialBackend:
 
 
 class SessionSettings:
-    """threshold and max_new_tokens of a backend session, validated; read by the engine at each frame and turn, so a
+    """threshold and max_new_tokens of a worker session, validated; read by the engine at each frame and turn, so a
     change takes effect at once. Subclasses say where their `StreamSession` is (`_engine_session`)."""
 
     @property
@@ -231,35 +231,35 @@ class SessionSettings:
         return self._engine_session.num_frames if self._engine_session else 0
 
 
-class SerialSession(SessionSettings):
-    """A `StreamSession` whose calls run on its backend's worker thread."""
+class SerialWorkerSession(SessionSettings):
+    """A `StreamSession` whose calls run on its worker's thread."""
 
-    def __init__(self, backend: SerialBackend, config: EngineConfig) -> None:
-        self._backend = backend
+    def __init__(self, worker: SerialWorker, config: EngineConfig) -> None:
+        self._worker = worker
         # Built here, not on the worker: it only tokenizes the prompts, and holds no cache until the first frame.
-        self._session: StreamSession | None = StreamSession(backend.model, backend.template, config)
-        self._frame_tokens = backend.model.config.frame_num_tokens + 1
+        self._session: StreamSession | None = StreamSession(worker.model, worker.template, config)
+        self._frame_tokens = worker.model.config.frame_num_tokens + 1
 
     @property
     def _engine_session(self) -> StreamSession | None:
         return self._session
 
     def decode(self, token_ids: list[int]) -> str:
-        return self._backend.template.decode(token_ids)
+        return self._worker.template.decode(token_ids)
 
     def submit_frame(
         self, video_time: float, image: np.ndarray, on_token: TokenCallback | None = None
     ) -> Future[list[StreamEvent]]:
-        return self._backend.submit(self._frame, float(video_time), image, on_token, owner=self)
+        return self._worker.submit(self._frame, float(video_time), image, on_token, owner=self)
 
     def submit_query(self, video_time: float, text: str) -> Future[None]:
-        return self._backend.submit(self._query, float(video_time), text, owner=self)
+        return self._worker.submit(self._query, float(video_time), text, owner=self)
 
     def submit_finish(self, on_token: TokenCallback | None = None) -> Future[list[StreamEvent]]:
-        return self._backend.submit(self._finish, on_token, owner=self)
+        return self._worker.submit(self._finish, on_token, owner=self)
 
     def close(self) -> Future[None]:
-        return self._backend.submit(self._close, owner=self)
+        return self._worker.submit(self._close, owner=self)
 
     # ------------------------------------------------------------------ on the worker thread
     def _live(self) -> StreamSession:
@@ -272,12 +272,12 @@ class SerialSession(SessionSettings):
         session = self._live()
         # A response may follow this frame: leave room for the frame, the prompt and a whole reply.
         needed = self._frame_tokens + 16 + session.config.max_new_tokens
-        if self._backend.context_length and session.num_tokens + needed > self._backend.context_length:
+        if self._worker.context_length and session.num_tokens + needed > self._worker.context_length:
             raise ContextFullError(
                 f"the session reached the model's context length "
-                f"({self._backend.context_length} tokens, {session.num_frames} frames)"
+                f"({self._worker.context_length} tokens, {session.num_frames} frames)"
             )
-        embeds = self._backend.model.frames_to_embeds(image[None])[0]  # (T, H)
+        embeds = self._worker.model.frames_to_embeds(image[None])[0]  # (T, H)
         session.on_token = _turn_tracker(session, on_token)
         try:
             return session.push_frame(video_time, embeds)

@@ -7,18 +7,10 @@ import string
 
 import pytest
 
-from videollm_online.data.synth_world import (
-    PLACE_AT,
-    PLACE_TO,
-    TEMPLATES,
-    EventKey,
-    WorldConfig,
-    event_keys,
-    generate_episode,
-    parse_narration,
-    same_event,
-)
+from videollm_online.data.world import WorldConfig, generate_episode
+from videollm_online.data.world_language import PLACE_AT, PLACE_TO, TEMPLATES
 from videollm_online.eval import event_match
+from videollm_online.eval.events import EventKey, event_field_counts, event_keys, parse_narration, same_event
 
 FIELDS = {
     "a_obj": "a small red circle",
@@ -150,7 +142,6 @@ def test_event_match_with_the_world_matcher_counts_synonyms():
 
 
 def test_event_field_counts_say_which_part_of_a_missed_narration_is_wrong():
-    from videollm_online.data.synth_world import event_field_counts
 
     reference = [
         (2.0, "You move the red circle to the left."),  # nearest turn: right object, wrong kind
