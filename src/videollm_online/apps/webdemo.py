@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.policy import LIVE_MAX_NEW_TOKENS
 from ..engine import EngineConfig
 from . import speech
 from .server.backend import StreamBackend, public_name
@@ -501,7 +502,11 @@ def speech_clip(text: str) -> tuple[int, np.ndarray]:
 
 # ---------------------------------------------------------------------- the page
 def build_demo(
-    backend: StreamBackend, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64
+    backend: StreamBackend,
+    *,
+    examples: list[str] = (),
+    threshold: float | None = None,
+    max_new_tokens: int = LIVE_MAX_NEW_TOKENS,
 ):
     """The Gradio Blocks of the demo over a backend (one DemoSession per browser tab)."""
     for key, value in OFFLINE_ENV.items():
@@ -749,7 +754,7 @@ def run(
     port: int = 7860,
     examples: list[str] | None = None,
     threshold: float | None = None,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = LIVE_MAX_NEW_TOKENS,
     cache: Path | None = None,
     engine: str = "default",
     cache_tokens: int = 4096,
