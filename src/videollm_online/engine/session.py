@@ -7,7 +7,8 @@ return the events they produce. The protocol is DESIGN.md section 3; the plain p
 
 The protocol is written once, as generators that yield the `Feed`s they need and receive `FeedResult`s; a session
 drives them through its own backend (`HFCacheBackend` by default, a slot of the static-cache engine for speed),
-and `engine.batch` drives many sessions' generators together, one batched forward per step.
+and `engine.batch` drives many sessions' generators together, one batched forward per step. Whether to respond
+after a frame, and how long a response may be, is the session's `DecisionPolicy` (`core.policy`).
 """
 
 from __future__ import annotations
