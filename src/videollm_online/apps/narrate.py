@@ -156,7 +156,7 @@ def warm_up(
     frame_step = session.model.config.frame_num_tokens + 1
     prompt = len(session.template.encode(session.template.system_text(session.config.system_prompt)))
     # each query and response adds a prompt and up to max_new_tokens; a guess past the end only costs a capture
-    tokens = min(prompt + frames * frame_step + queries * (session.config.max_new_tokens + 32), static.max_tokens)
+    tokens = min(prompt + frames * frame_step + queries * (session.max_new_tokens + 32), static.max_tokens)
     shapes = [(1, 1, 1), (1, frame_step, 1), *([(1, ahead * frame_step, ahead)] if ahead > 1 else [])]
     last = next(span for span in static.span_buckets if span >= min(tokens, static.allocated))
     spans = len([span for span in static.span_buckets if span <= last])  # as `StaticKV.warmup` counts them

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.policy import LIVE_MAX_NEW_TOKENS
 from ..engine import EngineConfig
 from . import speech
 from .server.worker import Worker, public_name
@@ -674,7 +675,13 @@ def _chat_column(gr: Any) -> _ChatColumn:
     return _ChatColumn(chat, question, suggestions, status, reset, download, files, speak, audio)
 
 
-def build_demo(worker: Worker, *, examples: list[str] = (), threshold: float | None = None, max_new_tokens: int = 64):
+def build_demo(
+    worker: Worker,
+    *,
+    examples: list[str] = (),
+    threshold: float | None = None,
+    max_new_tokens: int = LIVE_MAX_NEW_TOKENS,
+):
     """The Gradio Blocks of the demo over a worker (one DemoSession per browser tab)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
@@ -792,7 +799,7 @@ def run(
     port: int = 7860,
     examples: list[str] | None = None,
     threshold: float | None = None,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = LIVE_MAX_NEW_TOKENS,
     cache: Path | None = None,
     engine: str = "default",
     cache_tokens: int = 4096,

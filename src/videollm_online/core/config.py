@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .policy import DEFAULT_THRESHOLD, check_threshold
+
 DEFAULT_SYSTEM_PROMPT = (
     "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved with "
     "the list of video frames received by the assistant."
@@ -63,7 +65,7 @@ class LiveConfig:
     """The system prompt that starts every conversation."""
     connector_hidden_size: int | None = None
     """Width of the connector's hidden layer (Linear -> GELU -> Linear). None: the LLM's hidden size."""
-    frame_token_interval_threshold: float = 0.725
+    frame_token_interval_threshold: float = DEFAULT_THRESHOLD
     """Default inference threshold: stay silent when P(silence token) >= this."""
     seed: int = 0
     """Seed for randomly initialised parts (random LLM/encoder from configs, a fresh connector)."""
@@ -80,7 +82,7 @@ class LiveConfig:
         check_number("frame_resolution", self.frame_resolution, low=1, high=MAX_RESOLUTION, integer=True)
         check_fps("frame_fps", self.frame_fps)
         check_number("stream_loss_weight", self.stream_loss_weight, low=0)
-        check_number("frame_token_interval_threshold", self.frame_token_interval_threshold, low=0, high=1)
+        check_threshold(self.frame_token_interval_threshold, "frame_token_interval_threshold")
         if self.frame_token_pooled < 0:
             raise ValueError(f"frame_token_pooled must be >= 0, got {self.frame_token_pooled}")
         expected = int(self.frame_token_cls) + self.frame_token_pooled**2

@@ -10,6 +10,8 @@ server and the web demo call `DecisionPolicy`: a different rule is a change to t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from numbers import Real
+from typing import Any
 
 import torch
 
@@ -17,8 +19,27 @@ DEFAULT_THRESHOLD = 0.725
 """The seed's threshold on P(silence) (its demo's `frame_token_interval_threshold`)."""
 DEFAULT_MAX_NEW_TOKENS = 128
 """A response stops at eos or after this many tokens."""
-MAX_NEW_TOKENS = 4096
-"""The longest response any setting may ask for."""
+MAX_NEW_TOKENS = 8192
+"""The longest response any setting may ask for: past any model's useful answer, and it bounds a request's time."""
+LIVE_MAX_NEW_TOKENS = 64
+"""The reply length of the live applications (the server's sessions and chat completions, the web demo)."""
+SERVER_MAX_NEW_TOKENS = 1024
+"""The longest reply a client of the server may ask for."""
+
+
+def check_threshold(value: object, name: str = "threshold", optional: bool = False) -> None:
+    """Raise ValueError naming `name` unless `value` is a number in [0, 1] (None passes when `optional`)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:  # NaN fails the range
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def check_max_new_tokens(value: object, high: int = MAX_NEW_TOKENS, name: str = "max_new_tokens") -> None:
+    """Raise ValueError naming `name` unless `value` is a whole number in 1..high."""
+    whole = isinstance(value, Real) and not isinstance(value, bool) and float(value).is_integer()
+    if not whole or not 1 <= value <= high:
+        raise ValueError(f"{name} must be a whole number in 1..{high}, got {value!r}")
 
 
 def silence_probability(logits: torch.Tensor, silence_id: int) -> torch.Tensor:
@@ -39,10 +60,17 @@ class DecisionPolicy:
     """Also respond when the most likely next token is not the frame interval (the seed's streaming metrics)."""
 
     def __post_init__(self) -> None:
-        from ..utils.checks import check_number
+        check_threshold(self.threshold)
+        check_max_new_tokens(self.max_new_tokens)
 
-        check_number("threshold", self.threshold, low=0.0, high=1.0)
-        check_number("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, integer=True)
+    @classmethod
+    def for_model(
+        cls, model_config: Any, threshold: float | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    ) -> DecisionPolicy:
+        """A model's policy: `threshold`, or (None) the one its `LiveConfig` was trained with."""
+        if threshold is None:
+            threshold = model_config.frame_token_interval_threshold
+        return cls(threshold, max_new_tokens)
 
     def with_threshold(self, threshold: float | None) -> DecisionPolicy:
         """This policy with another threshold (None: unchanged)."""

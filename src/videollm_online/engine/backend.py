@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.model import LiveModel
+from ..core.policy import silence_probability
 
 
 @dataclass
@@ -44,9 +45,7 @@ class FeedResult:
 
 def read_logits(logits: torch.Tensor, silence_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (..., V) -> (argmax token (...), P(silence) (...)) computed on the logits' device."""
-    logits = logits.float()
-    silence = (logits[..., silence_id] - logits.logsumexp(dim=-1)).exp()
-    return logits.argmax(dim=-1), silence
+    return logits.argmax(dim=-1), silence_probability(logits, silence_id)
 
 
 class ContextWarning(RuntimeWarning):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..core.model import LiveModel
+from ..core.policy import DEFAULT_MAX_NEW_TOKENS, DEFAULT_THRESHOLD, DecisionPolicy
 from ..core.text import StreamTemplate
 
 
@@ -21,10 +22,11 @@ def reference_stream(
     frame_embeds: torch.Tensor,
     frame_times: list[float],
     queries: list[tuple[float, str]] = (),
-    threshold: float = 0.725,
-    max_new_tokens: int = 128,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
 ) -> list[tuple[float, str, list[int]]]:
     """Frames (N, T, H) at `frame_times`, queries (time, text); returns turns (video_time, role, token ids)."""
+    policy = DecisionPolicy(threshold, max_new_tokens)  # the rule the engines follow, and its checks
     device = model.device
     ids = template.ids
 
@@ -38,12 +40,12 @@ def reference_stream(
     def generate(prompt: torch.Tensor, past):
         logits, past = forward(model.embed_tokens(prompt), past)
         output_ids = []
-        for _ in range(max_new_tokens):
+        for _ in range(policy.max_new_tokens):
             next_id = logits.argmax(dim=-1)
             if next_id.item() == ids.eos:
                 break
             output_ids.append(next_id.item())
-            if len(output_ids) == max_new_tokens:
+            if len(output_ids) == policy.max_new_tokens:
                 break
             logits, past = forward(model.embed_tokens(next_id[:, None]), past)
         return output_ids, past
@@ -82,8 +84,7 @@ def reference_stream(
                 query_time, query = queries.pop(0)
                 answer(max(query_time, video_time), query)
             continue
-        score = logits.float().softmax(dim=-1)[0]
-        if score[ids.silence] >= threshold:
+        if not policy.responds_to_logits(logits, ids.silence)[0]:
             last_ids = tensor([ids.interval] if ids.interval is not None else [])
             continue
         output_ids, past = generate(tensor(template.encode("]\nAssistant:")), past)

@@ -11,7 +11,8 @@ oracle it is tested against; docs/performance.md says how the fast engine runs t
 
 The protocol is written once, as generators that yield the `Feed`s they need and receive `FeedResult`s; a session
 drives them through its own backend (`HFCacheBackend` by default, a slot of the static-cache engine for speed),
-and `engine.batch` drives many sessions' generators together, one batched forward per step.
+and `engine.batch` drives many sessions' generators together, one batched forward per step. Whether to respond
+after a frame, and how long a response may be, is the session's `DecisionPolicy` (`core.policy`).
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ import bisect
 import itertools
 import time as wallclock
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..core.config import LiveConfig
 from ..core.model import LiveModel
+from ..core.policy import DEFAULT_MAX_NEW_TOKENS, DecisionPolicy, check_max_new_tokens, check_threshold
 from ..core.text import StreamTemplate
 from .backend import Feed, FeedResult, HFCacheBackend
-
-MAX_NEW_TOKENS = 8192
-"""The longest response a session generates: past any model's useful answer, and it bounds a request's time."""
 
 
 @dataclass
@@ -37,18 +37,19 @@ class EngineConfig:
     """Inference settings of a session."""
 
     threshold: float | None = None
-    """Stay silent after a frame when P(silence token) >= threshold. None: the model config's default (0.725)."""
-    max_new_tokens: int = 128
+    """Stay silent after a frame when P(silence token) >= threshold. None: the model config's default."""
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     """A response stops at eos or after this many tokens."""
     system_prompt: str | None = None
     """None: the model config's system prompt."""
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        from ..utils.checks import check_number
+        check_threshold(self.threshold, optional=True)
+        check_max_new_tokens(self.max_new_tokens)
 
-        check_number("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS, integer=True)
+    def policy(self, model_config: LiveConfig) -> DecisionPolicy:
+        """The decision policy these settings give a model (threshold None: the model config's)."""
+        return DecisionPolicy.for_model(model_config, self.threshold, self.max_new_tokens)
 
 
 @dataclass
@@ -82,13 +83,11 @@ class StreamSession:
         self.model = model
         self.template = template
         self.config = config or EngineConfig()
-        self.threshold = (
-            self.config.threshold
-            if self.config.threshold is not None
-            else (model.config.frame_token_interval_threshold)
-        )
+        self.policy = self.config.policy(model.config)
+        """When to respond and for how long; replaced (it is frozen) when `threshold` or `max_new_tokens` is set."""
         ids = template.ids
         self._eos_id = ids.eos
+        self._silence_id = ids.silence
         self.backend = backend if backend is not None else HFCacheBackend(model, ids.silence)
         self.on_token: Callable[[int], None] | None = None
         """Called with each response token as it is generated (servers stream text with it)."""
@@ -113,6 +112,24 @@ class StreamSession:
         self.num_frames = 0
         self.last_frame_time: float | None = None
         self.events: list[StreamEvent] = []
+
+    @property
+    def threshold(self) -> float:
+        """The policy's threshold; setting it takes effect at the next frame (servers change it mid-stream)."""
+        return self.policy.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.policy = replace(self.policy, threshold=value)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The policy's reply length; setting it takes effect at the next response."""
+        return self.policy.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        self.policy = replace(self.policy, max_new_tokens=value)
 
     @property
     def num_tokens(self) -> int:
@@ -145,9 +162,8 @@ class StreamSession:
         return self.run(self.finish_steps())
 
     def wants_response(self, result: FeedResult) -> bool:
-        """The decision after a frame: respond unless P(silence) >= threshold. (With the silence token zeroed, any
-        argmax is a non-silence token, so no second condition is needed.)"""
-        return result.silence < self.threshold
+        """The decision after a frame, by the session's policy."""
+        return bool(self.policy.responds(result.silence, result.token == self._silence_id))
 
     def check_frame(self, video_time: float, frame_embeds: torch.Tensor, previous: float | None = None) -> None:
         previous = self.last_frame_time if previous is None else previous
@@ -266,7 +282,8 @@ class StreamSession:
         return events
 
     def _respond(self, video_time: float, prompt_ids: list[int], started: float) -> Steps:
-        """Feed the prompt, then greedy tokens until eos or max_new_tokens. The eos is fed with the next input."""
+        """Feed the prompt, then greedy tokens until eos or the policy's max_new_tokens. The eos is fed with the
+        next input."""
         (result,) = yield [Feed(prompt_ids)]
         tokens: list[int] = []
         while True:
@@ -276,7 +293,7 @@ class StreamSession:
             tokens.append(token)
             if self.on_token is not None:
                 self.on_token(token)
-            if len(tokens) >= self.config.max_new_tokens:
+            if len(tokens) >= self.policy.max_new_tokens:
                 break  # cut short: the eos still closes the turn, as if the model had said it
             (result,) = yield [Feed([token])]
         self._carry = [self._eos_id]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
 from ..core.model import LiveModel
+from ..core.policy import silence_probability
 from ..utils.errors import UserError
 from . import kernels
 from .backend import Feed, FeedResult
@@ -323,7 +324,7 @@ class StaticKV:
         x = x + delta
         x = x.gather(1, read_index[..., None].expand(-1, -1, x.shape[-1]))  # (B, R, H)
         logits = F.linear(self._rms_norm(x, self.final_norm), self.lm_head).float()  # (B, R, V)
-        silence = (logits[..., self.silence_id] - logits.logsumexp(dim=-1)).exp()
+        silence = silence_probability(logits, self.silence_id)  # on the device, inside the CUDA graph
         return torch.stack([logits.argmax(dim=-1).float(), silence], dim=-1)
 
     def _buffers(self, key: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,9 +16,10 @@ frames (a *late* response). The procedure follows `LiveMixin.stream_evaluate` of
 * **LM-PPL**: per turn, exp of the mean cross-entropy over its language positions; averaged over turns, then over
   conversations (the original averages per-turn perplexities; `StreamMetrics.token_lm_ppl` also reports exp of the
   token-mean cross-entropy over all conversations).
-* **Decision** at a stream position: respond when P(silence) < `threshold`, or when silence is not the argmax
-  (the original zeroes the distribution of rows under the threshold and takes the argmax; both agree, and for a
-  threshold above 0.5 the second clause never fires). `threshold=0` is the plain argmax decision.
+* **Decision** at a stream position: `SEED_METRICS_POLICY` (`core.policy`): respond when P(silence) < `threshold`,
+  or when silence is not the argmax (the original zeroes the distribution of rows under the threshold and takes the
+  argmax; both agree, and for a threshold above 0.5 the second clause never fires). `threshold=0` is the plain
+  argmax decision.
 * **TimeDiff**: with n stream positions in a turn (the ground-truth response at the last one) and the first responding
   one at index k, the frame difference is n - k - 1 (early or on time). If none responds (late) and the turn is not
   the last one, up to m = min(frames of the next turn, frames of this turn - 1) following frames are appended to the
@@ -52,7 +53,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..core.policy import DEFAULT_THRESHOLD, DecisionPolicy
 from ..core.text import IGNORE_INDEX, StreamTemplate
+
+SEED_METRICS_POLICY = DecisionPolicy(argmax_clause=True)
+"""The seed's decision in its streaming metrics: the engines' rule with the argmax clause (see the docstring)."""
 
 
 @dataclass
@@ -120,11 +125,6 @@ def _mean(values: Sequence[float], default: float) -> float:
     return sum(values) / len(values) if values else default
 
 
-def _responds(probs: torch.Tensor, silence: int, threshold: float) -> torch.Tensor:
-    """Per row of next-token probabilities (K, V): True where the model would respond rather than stay silent."""
-    return (probs[:, silence] < threshold) | (probs.argmax(dim=-1) != silence)
-
-
 def _logits(model: Any, input_ids: torch.Tensor, frames: torch.Tensor, frames_kwarg: str) -> torch.Tensor:
     outputs = model(input_ids=input_ids[None], **{frames_kwarg: frames})
     return outputs.logits[0].float()
@@ -137,7 +137,7 @@ def evaluate_conversation(
     conversation: list[dict[str, Any]],
     frames: torch.Tensor,
     fps: float = 2.0,
-    threshold: float = 0.725,
+    threshold: float = DEFAULT_THRESHOLD,
     frames_kwarg: str = "frame_embeds",
 ) -> ConversationResult:
     """Streaming metrics of one conversation (see the module docstring).
@@ -160,6 +160,7 @@ def evaluate_conversation(
         raise ValueError(f"the conversation has {num_frames} frames but only {frames.shape[0]} were given")
     logits = _logits(model, input_ids, frames[:num_frames], frames_kwarg)
     silence = ids.silence
+    policy = SEED_METRICS_POLICY.with_threshold(threshold)
     # cumulative count of `<v>` tokens up to and including each position
     v_cumsum = torch.cumsum(v_mask.long(), dim=0)
 
@@ -187,7 +188,7 @@ def evaluate_conversation(
             positions = torch.nonzero(stream)[:, 0] + start
             last = int(positions[-1])
             result.gt_frame = int(v_cumsum[last]) // frame_tokens - 1
-            decisions = torch.nonzero(_responds(logits[positions].softmax(dim=-1), silence, threshold))[:, 0]
+            decisions = torch.nonzero(policy.responds_to_logits(logits[positions], silence))[:, 0]
             if len(decisions):
                 frame_diff = result.num_stream - int(decisions[0]) - 1
             elif r == len(stops) - 1:
@@ -206,7 +207,7 @@ def evaluate_conversation(
                         frames_before + turn_num_frames,
                         to_append,
                         template,
-                        threshold,
+                        policy,
                         frames_kwarg,
                     )
             result.frame_diff = frame_diff
@@ -263,7 +264,7 @@ def _late_response(
     first_frame: int,
     num_append: int,
     template: StreamTemplate,
-    threshold: float,
+    policy: DecisionPolicy,
     frames_kwarg: str,
 ) -> int:
     """Frames after the turn's last frame until the model responds: j + 1 for a response at appended frame j, or
@@ -276,7 +277,7 @@ def _late_response(
     all_frames = torch.cat([frames[:prefix_frames], frames[first_frame : first_frame + num_append]])
     logits = _logits(model, torch.cat([prefix_ids, appended]), all_frames, frames_kwarg)
     positions = len(prefix_ids) + len(unit) - 1 + len(unit) * torch.arange(num_append, device=prefix_ids.device)
-    decisions = torch.nonzero(_responds(logits[positions].softmax(dim=-1), ids.silence, threshold))[:, 0]
+    decisions = torch.nonzero(policy.responds_to_logits(logits[positions], ids.silence))[:, 0]
     return int(decisions[0]) + 1 if len(decisions) else num_append
 
 

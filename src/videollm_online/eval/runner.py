@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..core.model import LiveModel
+from ..core.policy import DecisionPolicy
 from ..core.text import StreamTemplate
 from ..data.frames import FrameStore
 from ..engine import EngineConfig, open_session
@@ -129,7 +130,7 @@ def evaluate_world(
     rows = read_jsonl(root / "conversations.jsonl")
     videos = sorted({row["video"] for row in rows})[:limit]
     fps = model.config.frame_fps
-    threshold = model.config.frame_token_interval_threshold if threshold is None else threshold
+    threshold = DecisionPolicy.for_model(model.config, threshold).threshold
     parts = []  # per video: (conversation results, event match)
     with torch.inference_mode():
         for video in tqdm(shard(videos, rank, world_size), desc="eval", unit="video", disable=not progress):
@@ -271,7 +272,7 @@ def evaluate_stream_dataset(
     store = open_frames(options)
     fps = store_fps(store, model.config.frame_fps)
     rows = load_rows(options, store, fps)
-    threshold = model.config.frame_token_interval_threshold if options.threshold is None else options.threshold
+    threshold = DecisionPolicy.for_model(model.config, options.threshold).threshold
     results = []
     with torch.inference_mode():
         for row in tqdm(shard(rows, rank, world_size), desc="eval", unit="conversation", disable=not options.progress):

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
+from ...core.policy import LIVE_MAX_NEW_TOKENS, SERVER_MAX_NEW_TOKENS
 from ...engine import EngineConfig, StreamEvent
 from ...engine.static import ContextFullError
 from ...video import VideoSourceError, open_video
@@ -114,10 +115,10 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(description="the served model's id (GET /v1/models)")
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool = False
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=1024)] | None = Field(
-        default=None, description="longest turn in tokens (each turn; default 64)"
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=SERVER_MAX_NEW_TOKENS)] | None = Field(
+        default=None, description=f"longest turn in tokens (each turn; default {LIVE_MAX_NEW_TOKENS})"
     )
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=1024)] | None = Field(
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=SERVER_MAX_NEW_TOKENS)] | None = Field(
         default=None, description="same as max_tokens"
     )
     question_time: Annotated[StrictFloat, Field(ge=0, le=MAX_VIDEO_TIME)] = Field(
@@ -472,7 +473,7 @@ def openai_router(
                 )
             else:
                 path = local_video(url, config.allowed_video_dirs)
-            max_tokens = parsed.max_completion_tokens or parsed.max_tokens or 64
+            max_tokens = parsed.max_completion_tokens or parsed.max_tokens or LIVE_MAX_NEW_TOKENS
             try:
                 run = ClipRun(
                     worker,

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError, model_validator
 
+from ...core.policy import SERVER_MAX_NEW_TOKENS
 from . import protocol as P
 
 MAX_VIDEO_TIME = 1e9
@@ -44,7 +45,7 @@ Threshold = Annotated[
         description="stay silent while P(frame interval token) >= threshold; 1: speak after every frame",
     ),
 ]
-MaxNewTokens = Annotated[StrictInt, Field(ge=1, le=1024, description="longest turn, in tokens")]
+MaxNewTokens = Annotated[StrictInt, Field(ge=1, le=SERVER_MAX_NEW_TOKENS, description="longest turn, in tokens")]
 Fps = Annotated[
     StrictFloat,
     Field(gt=0, le=30, allow_inf_nan=False, description="frames per second of video time the model watches"),

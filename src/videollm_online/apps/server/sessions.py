@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.policy import LIVE_MAX_NEW_TOKENS, SERVER_MAX_NEW_TOKENS, check_max_new_tokens, check_threshold
 from ...engine import EngineConfig, StreamEvent
 from ...video.sampling import LiveSampler
 from . import protocol as P
@@ -36,15 +37,13 @@ class SessionParams:
     """What a client may choose when it opens a session (or later, with `session.update`)."""
 
     threshold: float | None = None
-    max_new_tokens: int = 64
+    max_new_tokens: int = LIVE_MAX_NEW_TOKENS
     fps: float | None = None
     """Frames per second of video time the model watches; extra frames are skipped. None: the model's (2)."""
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if not 1 <= self.max_new_tokens <= 1024:
-            raise ValueError(f"max_new_tokens must be in 1..1024, got {self.max_new_tokens}")
+        check_threshold(self.threshold, optional=True)
+        check_max_new_tokens(self.max_new_tokens, high=SERVER_MAX_NEW_TOKENS)
         if self.fps is not None and not 0 < self.fps <= 30:
             raise ValueError(f"fps must be in (0, 30], got {self.fps}")
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ...core.model import LiveModel
+from ...core.policy import check_max_new_tokens, check_threshold
 from ...core.text import StreamTemplate
 from ...engine import EngineConfig, StreamEvent, StreamSession
 from ...engine.static import ContextFullError
@@ -210,21 +211,19 @@ class SessionSettings:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        check_threshold(value)  # also when the session is closed
         if self._engine_session is not None:
             self._engine_session.threshold = float(value)
 
     @property
     def max_new_tokens(self) -> int:
-        return self._engine_session.config.max_new_tokens if self._engine_session else 0
+        return self._engine_session.max_new_tokens if self._engine_session else 0
 
     @max_new_tokens.setter
     def max_new_tokens(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {value}")
+        check_max_new_tokens(value)
         if self._engine_session is not None:
-            self._engine_session.config.max_new_tokens = int(value)
+            self._engine_session.max_new_tokens = int(value)
 
     @property
     def num_frames(self) -> int:
@@ -271,7 +270,7 @@ class SerialWorkerSession(SessionSettings):
     def _frame(self, video_time: float, image: np.ndarray, on_token: TokenCallback | None) -> list[StreamEvent]:
         session = self._live()
         # A response may follow this frame: leave room for the frame, the prompt and a whole reply.
-        needed = self._frame_tokens + 16 + session.config.max_new_tokens
+        needed = self._frame_tokens + 16 + session.max_new_tokens
         if self._worker.context_length and session.num_tokens + needed > self._worker.context_length:
             raise ContextFullError(
                 f"the session reached the model's context length "
