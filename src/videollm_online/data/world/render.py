@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from ..world_language import PALETTE, SHAPES, place_of
 from .config import VIDEO_COMMENT, WorldConfig, num_frames
 from .episode import Background, Episode, Event, ObjectState
-from .geometry import _MAX_STACK, object_radius
+from .geometry import MAX_STACK, object_radius
 
 _SS = 2  # supersampling of the object layer
 
@@ -261,7 +261,7 @@ class _Renderer:
         for _, oid, (x, y), rgb, scale in items:
             on, inside = (None, None) if oid == carried else (state[oid].on, state[oid].inside)
             root = oid
-            for _ in range(_MAX_STACK + 2):  # up the stack / out of the container to what stands on the table
+            for _ in range(MAX_STACK + 2):  # up the stack / out of the container to what stands on the table
                 parent = None if root == carried else state[root].on or state[root].inside
                 if parent is None or parent not in centres:
                     break

@@ -1,5 +1,6 @@
 """The simulated table (`_World`) and the event kinds that change it: each builds an untimed event (`_Draft`) with
-the fields its narration templates need, or None when the world does not allow it."""
+the fields its narration templates need, or None when the world does not allow it. Names with an underscore are
+the world package's own, shared with `tasks` and `generate`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..world_language import (
     place_of,
 )
 from .episode import ObjectSpec, ObjectState
-from .geometry import _BORDER, _CAPACITY, _CONTAINED_SCALE, _MAX_STACK, _SLOTS, _STACK_OFFSET, object_radius
+from .geometry import BORDER, CAPACITY, CONTAINED_SCALE, MAX_STACK, SLOTS, STACK_OFFSET, object_radius
 
 
 def _pick(rng: np.random.Generator, items: list | tuple) -> Any:
@@ -97,7 +98,7 @@ class _World:
 
     def free(self, pos: tuple[float, float], r: float, ignore: Iterable[str] = ()) -> bool:
         x, y = pos
-        if not (r + _BORDER <= x <= 1 - r - _BORDER and r + _BORDER <= y <= 1 - r - _BORDER):
+        if not (r + BORDER <= x <= 1 - r - BORDER and r + BORDER <= y <= 1 - r - BORDER):
             return False
         ignore = set(ignore)
         for oid in self.visible():
@@ -311,14 +312,14 @@ def _ev_put_on(
         and w.state[b].visible
         and not w.children(b)
         and w.state[b].inside is None
-        and w.stack_height(b) < _MAX_STACK
+        and w.stack_height(b) < MAX_STACK
     ]
     base = _pick(rng, bases)
     if base is None:
         return None
     bx, by = w.state[base].pos
-    pos = (bx, _r4(by - _STACK_OFFSET * w.radius(base)))
-    if pos[1] - w.radius(obj, 1.0) < _BORDER:
+    pos = (bx, _r4(by - STACK_OFFSET * w.radius(base)))
+    if pos[1] - w.radius(obj, 1.0) < BORDER:
         return None
     after = ObjectState(True, w.state[obj].colour, pos, on=base)
     return _Draft("put_on", obj, {"other": base}, after, {"obj": _said(w, rng, obj), "other": w.describe(base)})
@@ -346,16 +347,16 @@ def _ev_put_into(
         and w.state[b].visible
         and w.state[b].inside is None
         and w.state[b].on is None
-        and sum(w.state[o].inside == b for o in w.visible() if o != obj) < _CAPACITY
+        and sum(w.state[o].inside == b for o in w.visible() if o != obj) < CAPACITY
     ]
     box = _pick(rng, boxes)
     if box is None:
         return None
     bx, by = w.state[box].pos
     used = {w.state[o].pos for o in w.visible() if w.state[o].inside == box and o != obj}
-    slots = [(_r4(bx + dx), _r4(by + dy)) for dx, dy in _SLOTS]
+    slots = [(_r4(bx + dx), _r4(by + dy)) for dx, dy in SLOTS]
     pos = next(p for p in slots if p not in used)
-    after = ObjectState(True, w.state[obj].colour, pos, _CONTAINED_SCALE, inside=box)
+    after = ObjectState(True, w.state[obj].colour, pos, CONTAINED_SCALE, inside=box)
     return _Draft("put_into", obj, {"other": box}, after, {"obj": _said(w, rng, obj), "other": w.describe(box)})
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..world_language import CONTAINER_SHAPES, PALETTE, SHAPES, SIZES, SOLID_SHAPES
-from .geometry import _CAPACITY
+from .geometry import CAPACITY
 from .simulation import (
     _Draft,
     _ev_leave,
@@ -177,7 +177,7 @@ def _scene(
         avoid_shapes = {"square"}
     elif task == "fill_container":
         add(_pick(rng, CONTAINER_SHAPES), "large", _pick(rng, colours))
-        for _ in range(int(rng.integers(1, _CAPACITY + 1))):
+        for _ in range(int(rng.integers(1, CAPACITY + 1))):
             while (pair := (_pick(rng, colours), _pick(rng, SOLID_SHAPES))) in used:
                 pass
             add(pair[1], "small", pair[0])
