@@ -146,7 +146,8 @@ def add_fields(
             kwargs["metavar"] = spec.metavar
         if hints[name] is bool:  # a yes/no field: the flag says the other way than the default
             target.add_argument(*flags, action="store_false" if default is True else "store_true", **kwargs)
-        elif spec.repeat:
+        elif spec.repeat:  # argparse appends to (a copy of) the default: a list, also for a tuple field
+            kwargs["default"] = None if default is None else list(default)
             target.add_argument(*flags, action="append", type=spec.type or str, **kwargs)
         else:
             # HfArgumentParser derives the type, choices and default from the field and adds `--a_b` beside `--a-b`
