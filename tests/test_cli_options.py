@@ -134,3 +134,29 @@ def test_a_bad_config_file_is_one_line_naming_the_key_and_the_file(text, key, tm
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("videollm-online: error:"), err
     assert key in lines[0] and str(path) in lines[0]
+
+
+def test_print_config_round_trips_through_the_console_command(tmp_path):
+    """The issue's own check: `train --print-config > c.yaml && train --config c.yaml --print-config`."""
+    import subprocess
+    import sys
+
+    def run_command(*args):
+        command = [sys.executable, "-m", "videollm_online", "train", *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+
+    (tmp_path / "c.yaml").write_text(run_command("--print-config"))
+    assert run_command("--config", "c.yaml", "--print-config") == (tmp_path / "c.yaml").read_text()
+
+
+def test_the_launch_glue_of_data_does_not_import_the_command_line():
+    import ast
+    from pathlib import Path
+
+    import videollm_online.data
+
+    for path in Path(videollm_online.data.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = node.module if node.level == 0 else "videollm_online." + node.module
+                assert not module.startswith("videollm_online.apps"), path

@@ -67,6 +67,10 @@ class Parser(HfArgumentParser):
         return dest
 
 
+FIELD_DEFAULT = object()
+"""An option's default is its field's."""
+
+
 @dataclass(frozen=True)
 class Option:
     """How a config field appears on the command line, where it is not simply `--field-name` with the field's type,
@@ -84,7 +88,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     repeat: bool = False
     """The option may be given again, each value added to a list."""
-    default: Any = "field's"
+    default: Any = FIELD_DEFAULT
     """A command's default where it differs from the field's (e.g. a value the config leaves to the model)."""
 
 
@@ -122,50 +126,56 @@ def add_fields(
     specs = names if isinstance(names, dict) else dict.fromkeys(names)
     hints = typing.get_type_hints(cls)
     fields = {field.name: field for field in dataclasses.fields(cls)}
-    docs = field_docs(cls)
-    target = group or parser
     for name, spec in specs.items():
-        spec = spec or Option()
-        field = fields[name]
-        default = field.default if spec.default == "field's" else spec.default
-        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
-        required = default is dataclasses.MISSING
-        help_text = spec.help or docs.get(name)
+        help_text = (spec and spec.help) or field_docs(cls).get(name)
         if not help_text:
             raise TypeError(f"{cls.__name__}.{name} has no docstring to be its option's help")
-        if spec.positional:
-            target.add_argument(name, type=spec.type or _plain(hints[name]), help=help_text, metavar=spec.metavar)
-            continue
-        flags = spec.flags or (f"--{name.replace('_', '-')}",)
-        if required:
-            parser.required_fields.append(name)
-            default = None
-        kwargs: dict[str, Any] = {"help": with_default(help_text, default), "dest": name, "default": default}
-        if spec.metavar:
-            kwargs["metavar"] = spec.metavar
-        if hints[name] is bool:  # a yes/no field: the flag says the other way than the default
-            target.add_argument(*flags, action="store_false" if default is True else "store_true", **kwargs)
-        elif spec.repeat:  # argparse appends to (a copy of) the default: a list, also for a tuple field
-            kwargs["default"] = None if default is None else list(default)
-            target.add_argument(*flags, action="append", type=spec.type or str, **kwargs)
-        else:
-            # HfArgumentParser derives the type, choices and default from the field and adds `--a_b` beside `--a-b`
-            main = flags[0].lstrip("-").replace("-", "_")
-            twins = {f"--{main}", f"--{main.replace('_', '-')}"}
-            aliases = [flag for flag in flags if flag not in twins]
-            if spec.choices:
-                kwargs["choices"] = spec.choices
-            scratch = dataclasses.field(default=default, metadata={**kwargs, "aliases": aliases})
-            scratch.name, scratch.type = main, spec.type or VALUE_TYPES.get(hints[name], hints[name])
-            HfArgumentParser._parse_dataclass_field(target, scratch)
-            action = target._actions[-1]  # usage names an option by its first spelling: the dashed one
-            action.option_strings.sort(key=lambda option: "_" in option)
-        parser.fields[name] = field
+        add_field(parser, group or parser, fields[name], hints[name], help_text, spec or Option())
 
 
-VALUE_TYPES: dict[Any, Callable[[str], Any]] = {}
-"""Stricter parsers for plain field types (filled below): a float option takes no nan or inf."""
+def add_field(
+    parser: Parser,
+    target: argparse._ActionsContainer,
+    field: dataclasses.Field,
+    hint: Any,
+    help_text: str,
+    spec: Option,
+) -> None:
+    name = field.name
+    if spec.positional:
+        target.add_argument(name, type=spec.type or _plain(hint), help=help_text, metavar=spec.metavar)
+        return
+    default = field.default if spec.default is FIELD_DEFAULT else spec.default
+    if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    if default is dataclasses.MISSING:  # required: checked once a --config file had its say
+        parser.required_fields.append(name)
+        default = None
+    flags = spec.flags or (f"--{name.replace('_', '-')}",)
+    kwargs: dict[str, Any] = {"help": with_default(help_text, default), "dest": name, "default": default}
+    if spec.metavar:
+        kwargs["metavar"] = spec.metavar
+    if hint is bool:  # a yes/no field: the flag says the other way than the default
+        target.add_argument(*spellings(flags), action="store_false" if default is True else "store_true", **kwargs)
+    elif spec.repeat:  # argparse appends to (a copy of) the default: a list, also for a tuple field
+        kwargs["default"] = None if default is None else list(default)
+        target.add_argument(*spellings(flags), action="append", type=spec.type or str, **kwargs)
+    else:  # HfArgumentParser derives the type, choices and default from the field, and spells it `--a-b`, `--a_b`
+        main = flags[0].lstrip("-").replace("-", "_")
+        if spec.choices:
+            kwargs["choices"] = spec.choices
+        aliases = [flag for flag in flags if flag not in (f"--{main}", f"--{main.replace('_', '-')}")]
+        scratch = dataclasses.field(default=default, metadata={**kwargs, "aliases": aliases})
+        scratch.name, scratch.type = main, spec.type or VALUE_TYPES.get(hint, hint)
+        HfArgumentParser._parse_dataclass_field(target, scratch)
+        target._actions[-1].option_strings.sort(key=lambda option: "_" in option)  # usage shows the first: `--a-b`
+    parser.fields[name] = field
+
+
+def spellings(flags: tuple[str, ...]) -> list[str]:
+    """The flags, and `--a_b` beside each `--a-b`, as HfArgumentParser spells the options it adds."""
+    twins = [flag.replace("-", "_").replace("__", "--", 1) for flag in flags if flag.startswith("--")]
+    return [*flags, *(twin for twin in twins if twin not in flags)]
 
 
 def _plain(hint: Any) -> Any:
@@ -290,4 +300,10 @@ def unit_float(value: str) -> float:
     return number
 
 
-VALUE_TYPES.update({float: real, float | None: real, int: whole_number, int | None: whole_number})
+VALUE_TYPES: dict[Any, Callable[[str], Any]] = {
+    float: real,
+    float | None: real,
+    int: whole_number,
+    int | None: whole_number,
+}
+"""Parsers for plain field types whose errors are clearer than argparse's (and a float takes no nan or inf)."""
