@@ -61,10 +61,8 @@ class Parser(HfArgumentParser):
             self.error(f"the following arguments are required: {', '.join(missing)}")
 
     def flag(self, dest: str) -> str:
-        for action in self._actions:
-            if action.dest == dest and action.option_strings:
-                return max(action.option_strings, key=lambda o: ("-" in o[2:], o.startswith("--")))
-        return dest
+        """How usage names the option of `dest` (its first spelling)."""
+        return next(action.option_strings[0] for action in self._actions if action.dest == dest)
 
 
 FIELD_DEFAULT = object()
@@ -85,7 +83,9 @@ class Option:
     help: str | None = None
     """Help where the field's docstring speaks of the library rather than the command line."""
     metavar: str | None = None
+    """The value's name in `--help`."""
     choices: tuple[str, ...] | None = None
+    """The values the option takes."""
     repeat: bool = False
     """The option may be given again, each value added to a list."""
     default: Any = FIELD_DEFAULT

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.policy import DEFAULT_MAX_NEW_TOKENS, DEFAULT_THRESHOLD
+from ...engine import ENGINES
 from ...utils.errors import UserError
 from .options import Option, Parser, add_fields, positive_int, unit_float
 
-ENGINES = ("default", "fast")
-"""The engines a command can narrate with (`engine.open_session`)."""
 BATCHED_CACHE_TOKENS = 2048
 """Tokens kept per stream where the fast engine batches many streams (serve, demo) and --cache-tokens is not given."""
 
