@@ -60,8 +60,8 @@ def test_defaults_are_the_configs_and_help_shows_them(name):
             expected = field.default
         elif field.default_factory is not dataclasses.MISSING:
             expected = field.default_factory()
-        else:
-            expected = None  # a required field, checked once a --config file had its say
+        else:  # a required field: the command's default (`eval --dataset world`), or checked after --config
+            expected = action.default if dest not in parser.required_fields else None
         if isinstance(expected, tuple):  # a repeatable option collects a list
             expected = list(expected)
         assert action.default == expected, (name, dest)

@@ -45,7 +45,13 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     add_fields(
         parser,
         EvalOptions,
-        {"dataset": None, "data_root": None, "split": None, "frames": None, "limit": Option(metavar="N")},
+        {
+            "dataset": Option(default="world"),
+            "data_root": None,
+            "split": None,
+            "frames": None,
+            "limit": Option(metavar="N"),
+        },
     )
     add_engine_options(parser, ["threshold", "engine", "cache_tokens", "ahead", "weights"])
     add_fields(parser, EvalOptions, {"window": Option(type=positive_float), "max_new_tokens": None, "num_beams": None})
