@@ -14,12 +14,8 @@ ROOT = Path(videollm_online.__file__).parent
 FOLDERS = {"core", "engine", "video", "data", "train", "eval", "apps", "utils", "assets"}
 BELOW_APPS = ("core", "engine", "video", "data", "train", "eval", "utils")
 """The layers that serve the applications and so must not import them."""
-KNOWN_APPS_IMPORTS = {
-    # `data launch` runs the command line on each rank (a lazy import inside `main`); the cli package's rework
-    # removes it, and then this entry goes (the test says so).
-    ("videollm_online.data.launch", "videollm_online.apps.cli"),
-}
-"""(importer, imported) edges from below into apps/ allowed for now."""
+KNOWN_APPS_IMPORTS: set[tuple[str, str]] = set()
+"""(importer, imported) edges from below into apps/ allowed for now: none."""
 
 
 def _modules() -> dict[str, Path]:

@@ -62,6 +62,7 @@ class RenderConfig:
     source_audio: bool = True
     """Carry the source's own audio (mixed under the speech); False: the speech alone, or no audio track."""
     audio_bitrate: int = 128_000
+    """AAC bitrate of the audio track, bits per second."""
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:

@@ -101,13 +101,19 @@ class SynthesisConfig:
     fps: float = 2.0
     """Turn times in the skeleton are annotation times snapped up to this frame rate."""
     dialogues_per_item: int = 2
+    """Dialogues written per annotated item."""
     questions_per_dialogue: int = 3
+    """User questions per dialogue."""
     min_span: float = 60.0
     """Drop dialogues shorter than this many seconds (first to last turn)."""
     max_span: float = 3600.0
+    """Drop dialogues longer than this many seconds."""
     max_new_tokens: int = 2048
+    """Longest reply of the LLM in tokens."""
     temperature: float = 0.0
+    """Sampling temperature of the LLM (0: greedy)."""
     seed: int = 0
+    """Seeds the skeletons and the sampling, so that a run is reproducible."""
 
     def __post_init__(self) -> None:
         from ..utils.checks import check_fps, check_number

@@ -52,20 +52,28 @@ def dataset_names() -> list[str]:
 @dataclass
 class EvalOptions:
     dataset: str
+    """Dataset name: world, coin-step, coin-task, coin-next, coin-procedure, coin-procedure-goal, ego4d-lta, or a
+    stream dataset of `data convert`."""
     data_root: Path
+    """The dataset's directory (a synthetic world, or the annotation files)."""
     split: str | None = None
     """Default: test for COIN, val for the rest."""
     frames: Path | None = None
     """Preprocessed frames or features of the videos. Default: `data_root/frames`, else `data_root/features`."""
     limit: int | None = None
+    """Evaluate only the first N videos (world) or samples (None: all)."""
     threshold: float | None = None
     """Decision threshold of the streaming metrics. Default: the model's."""
     window: float = 1.0
+    """Seconds within which a said sentence matches a ground-truth narration."""
     max_new_tokens: int = 512
+    """Longest benchmark answer in tokens (the seed's 512; world narration uses the engine's)."""
     num_beams: int = 5
     """Ego4D LTA: beams and returned candidates (K)."""
     batch_size: int = 1
+    """Benchmark prompts generated together."""
     progress: bool = True
+    """Show a progress bar."""
     engine: str = "default"
     """World narration: the engine that narrates (`engine.open_session`); the teacher-forced metrics need none."""
     cache_tokens: int | None = None

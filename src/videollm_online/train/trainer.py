@@ -53,8 +53,11 @@ class TrainConfig:
     features: bool = False
     """Read precomputed features (key `features`) instead of pixels; the vision encoder is then frozen."""
     lora_r: int = 16
+    """LoRA rank (0: no LoRA)."""
     lora_alpha: int = 32
+    """LoRA scale alpha."""
     lora_dropout: float = 0.05
+    """Dropout on the LoRA inputs, in [0, 1]."""
     lora_targets: str = RELEASED_LORA_TARGETS
     """Regex (or comma-separated names) of LLM modules that get LoRA; empty: no LoRA, the LLM stays frozen."""
     train_vision: bool = False
@@ -62,26 +65,42 @@ class TrainConfig:
     stream_loss_weight: float | None = None
     """Overrides the model config's weight of the frame-position loss."""
     learning_rate: float = 2e-4
+    """Peak learning rate."""
     vision_learning_rate: float | None = None
     """Learning rate of the vision encoder (default: learning_rate)."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     warmup_ratio: float = 0.05
+    """Share of the steps over which the learning rate warms up."""
     num_epochs: float = 1.0
+    """Passes over the data."""
     max_steps: int = -1
+    """Stop after this many optimiser steps; -1: the epochs decide."""
     batch_size: int = 4
+    """Conversations per step on each GPU."""
     grad_accum: int = 1
+    """Steps whose gradients add up before an update."""
     max_length: int | None = None
+    """Cut conversations to this many tokens (None: no cut)."""
     bf16: bool = False
+    """bfloat16 autocast (GPU)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, a bit slower."""
     logging_steps: int = 10
+    """Steps between log lines."""
     save_steps: int = 200
+    """Steps between checkpoints."""
     save_total_limit: int = 2
+    """Checkpoints kept in output_dir; older ones are deleted."""
     eval_steps: int = 200
+    """Steps between evaluations on `eval_data`."""
     stream_eval_samples: int = 64
     """Held-out conversations scored with the streaming metrics (LM-PPL, TimeDiff, Fluency, LM-Correctness) at each
     evaluation, besides the loss; 0: the loss only."""
     seed: int = 42
+    """Random seed."""
     dataloader_workers: int = 0
+    """Processes loading data (0: in the training process)."""
     report_to: str | None = None
     """Where the Trainer logs losses and metrics: "tensorboard" (event files in output_dir/runs/), "wandb" or "none".
     None: TensorBoard when it is installed, else none."""

@@ -76,9 +76,13 @@ class VisionPretrainConfig:
     max_time_minutes: float | None = None
     """Wall-clock budget: the learning rate decays over it (or over max_steps, whichever ends first)."""
     batch_size: int = 256
+    """Frames per step."""
     learning_rate: float = 1e-3
+    """Peak learning rate."""
     weight_decay: float = 0.05
+    """AdamW weight decay."""
     warmup_ratio: float = 0.05
+    """Share of the steps (or of the time budget) over which the learning rate warms up."""
     frames_per_episode: int = 8
     """Frames taken from an episode before the next one: rendered (its texture drawn once) or read (`world_dir`)."""
     workers: int = 0
@@ -100,11 +104,13 @@ class VisionPretrainConfig:
     """World seed of the held-out episodes (`data synth-world --seed` of the evaluation world): its first
     `heldout_videos` episodes are never trained on, and the accuracy report renders frames from them."""
     heldout_videos: int = 50
+    """Held-out videos of the `heldout_seed` world."""
     eval_frames: int = 1024
     """Held-out frames in each accuracy report."""
     eval_every: int = 500
     """Steps between accuracy reports (also one before the first step and one at the end)."""
     log_every: int = 25
+    """Steps between log lines."""
     save_dtype: str | None = None
     """Store the checkpoint's weights in this dtype (e.g. float16)."""
 

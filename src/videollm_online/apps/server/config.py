@@ -14,6 +14,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     """Loopback unless told otherwise: exposing a model is a choice, not a default."""
     port: int = 8000
+    """TCP port to listen on (0: any free one)."""
     token: str | None = None
     """When set, every endpoint but /health needs `Authorization: Bearer TOKEN` (or `?token=` where a browser
     cannot set headers: WebSocket, EventSource)."""
@@ -37,6 +38,7 @@ class ServerConfig:
     idle_timeout: float = 60.0
     """Seconds without a message from the client, while its session has no work left, before it is closed."""
     max_query_chars: int = 2000
+    """Longest question in characters."""
     event_log: int = 10000
     """Events kept per session, for SSE followers that join late or reconnect (`Last-Event-ID`)."""
     allowed_video_dirs: tuple[str, ...] = ()

@@ -31,6 +31,7 @@ class ConvertOptions:
     anno_root: Path
     """Directory holding the dataset's annotation files."""
     split: str = "train"
+    """The split to convert: train, val or test."""
     fps: float = 2.0
     """Frame rate of the preprocessed frames the conversations index."""
     seed: int = 0
@@ -38,6 +39,7 @@ class ConvertOptions:
     video_frames: Mapping[str, int] | None = None
     """Frames available per video id at `fps`; videos missing here are skipped. None: the loader needs none."""
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    """The system message of every conversation (None: none)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Loader-specific options (e.g. a benchmark name)."""
 
