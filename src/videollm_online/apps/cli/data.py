@@ -141,8 +141,8 @@ QUIET = Option(flags=("--quiet", "-q"))
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     from ...data.datasets import ConvertOptions
-    from ...data.world import WorldConfig
     from ...data.synthesize import SynthesisConfig
+    from ...data.world import WorldConfig
 
     data = commands.add_parser("data", help=HELP, description=DESCRIPTION)
     tools = data.add_subparsers(dest="data_command", required=True, metavar="TOOL")
