@@ -290,13 +290,15 @@ def real(value: str) -> float:
     return number
 
 
-def unit_float(value: str) -> float:
+def threshold_value(value: str) -> float:
+    """A silence threshold, checked by the decision policy's own check."""
+    from ...core.policy import check_threshold
+
     try:
         number = float(value)
+        check_threshold(number)
     except ValueError:
-        number = -1.0
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
     return number
 
 

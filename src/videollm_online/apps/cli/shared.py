@@ -11,7 +11,7 @@ from pathlib import Path
 from ...core.policy import DEFAULT_MAX_NEW_TOKENS, DEFAULT_THRESHOLD
 from ...engine import ENGINES
 from ...utils.errors import UserError
-from .options import Option, Parser, add_fields, positive_int, unit_float
+from .options import Option, Parser, add_fields, positive_int, threshold_value
 
 BATCHED_CACHE_TOKENS = 2048
 """Tokens kept per stream where the fast engine batches many streams (serve, demo) and --cache-tokens is not given."""
@@ -80,7 +80,7 @@ MODEL_OPTIONS = {
 ENGINE_OPTIONS = {
     "engine": Option(choices=ENGINES),
     "threshold": Option(
-        type=unit_float,
+        type=threshold_value,
         help="Stay silent after a frame when P(frame interval) >= this, in [0, 1]; higher makes the model more "
         f"talkative (default: the model's own; the released models': {DEFAULT_THRESHOLD})",
     ),
