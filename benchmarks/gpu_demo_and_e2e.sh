@@ -29,14 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, triton, av; print('torch', torch.__version__, 'transformers',
 transformers.__version__, 'triton', triton.__version__, 'av', av.__version__)"
 GPU=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
-left() { echo $((540 - (SECONDS - START))); }
-step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, never stop the script
-  local name=$1 limit=$2; shift 2
-  if (( $(left) < 20 )); then echo "== $name skipped: $(left) s left"; return; fi
-  (( limit > $(left) )) && limit=$(left)
-  echo "== $name (limit ${limit} s, $((SECONDS - START)) s in)"
-  timeout "$limit" "$@" || echo "== $name ended with status $?"
-}
+source "$ROOT/benchmarks/gpu_steps.sh"
 CLI="python3 -m videollm_online"
 step cuda_tests 90 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_narrate_ahead.py \
   tests/engine/test_frame_stager.py tests/engine/test_quant.py -k "cuda or stager"

@@ -107,16 +107,10 @@ class History:
         write_json_atomic(self.path, self.to_dict(), strict=True)
 
 
-def _batches(frames: Iterable, batch_size: int, times: StageTimes):
-    """Group decoded frames for one vision call; a wait for the decoder counts as decode time."""
+def _batches(frames: Iterable, batch_size: int):
+    """Group decoded frames for one vision call."""
     batch = []
-    iterator = iter(frames)
-    while True:
-        started = time.perf_counter()
-        frame = next(iterator, None)
-        times.decode += time.perf_counter() - started
-        if frame is None:
-            break
+    for frame in frames:
         batch.append(frame)
         if len(batch) >= batch_size:
             yield batch
@@ -126,7 +120,7 @@ def _batches(frames: Iterable, batch_size: int, times: StageTimes):
 
 
 def _waited(items: Iterable, times: StageTimes):
-    """`items`, the waits for each counted as decode time (the frames were not decoded and staged yet)."""
+    """`items`, the wait for each counted as decode time (its frames were not decoded, or not staged, yet)."""
     iterator = iter(items)
     while True:
         started = time.perf_counter()
@@ -252,13 +246,10 @@ def narrate_frames(
     stager = None
     if prefetch:
         resolution = model.config.frame_resolution
-        # the staging thread's waits for the decoder overlap the LLM: `decode` counts this thread's waits for it
-        staged = _batches(frames, batch_frames, StageTimes())
-        stager = FrameStager(staged, batch_frames, (resolution, resolution, 3), pin=True)
+        stager = FrameStager(_batches(frames, batch_frames), batch_frames, (resolution, resolution, 3), pin=True)
         times.staged = True
-        batches = _waited(iter(stager), times)
-    else:
-        batches = ((batch, None, None) for batch in _batches(frames, batch_frames, times))
+    source = stager if stager is not None else ((batch, None, None) for batch in _batches(frames, batch_frames))
+    batches = _waited(source, times)
     try:
         with torch.inference_mode():
             upcoming = next(batches, None)

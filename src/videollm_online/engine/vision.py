@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from ..core.model import LiveModel, preprocess_frames
+from ..core.model import LiveModel
 
 
 class FrameEncoderRunner:
@@ -50,10 +50,8 @@ class FrameEncoderRunner:
         if self.stream is None:
             return self._forward(self.model.normalise_frames(frames)), None
         consumer = torch.cuda.current_stream()
-        encoder_dtype = next(self.model.frame_encoder.parameters()).dtype
         with torch.cuda.stream(self.stream):
-            on_device = frames.to(self.model.device, non_blocking=frames.is_pinned())
-            pixels = preprocess_frames(on_device, self.model.config, device=self.model.device, dtype=encoder_dtype)
+            pixels = self.model.normalise_frames(frames.to(self.model.device, non_blocking=frames.is_pinned()))
             embeds, done = self._encode_here(pixels)
         embeds.record_stream(consumer)
         return embeds, done
