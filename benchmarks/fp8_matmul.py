@@ -9,6 +9,7 @@ the relative error against a float64 product with the bf16 weights (fresh random
     python benchmarks/fp8_matmul.py --out results/fp8_matmul_h100.json     # a GPU with FP8 (Ada, Hopper)
     python benchmarks/fp8_matmul.py --quick                                # rows 1, 11, 176; 3 runs a figure
     python benchmarks/fp8_matmul.py --all-configs                          # also every candidate tile config
+    python benchmarks/fp8_matmul.py --rows 1,11 --sweep --no-scaled-mm     # a grid of tiles and K splits
 """
 
 from __future__ import annotations
@@ -72,6 +73,23 @@ class ScaledMM:
         ]
 
 
+def candidates(rows: int, sweep: bool) -> list[tuple]:
+    """The tile configs to time one by one: the row bucket's autotuning candidates, and with `sweep` (few rows) a
+    grid of N tiles, K tiles, K splits and pipeline depths, to choose those candidates from."""
+    chosen = quant.CONFIGS[min(quant.row_bucket(rows), 128)]
+    if not sweep or rows > quant.SPLIT_ROWS:
+        return list(chosen)
+    block_m = quant.row_bucket(rows)
+    grid = [
+        (block_m, block_n, block_k, 8 if block_n == 128 else 4, stages, 0, split)
+        for block_n in (32, 64, 128)
+        for block_k in (128, 256)
+        for split in (1, 2, 4, 8)
+        for stages in (3, 4)
+    ]
+    return list(dict.fromkeys([*chosen, *grid]))
+
+
 def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
     return round(float((out.double() - reference).norm() / reference.norm()), 5)
 
@@ -85,6 +103,11 @@ def main() -> int:
         "--all-configs",
         action="store_true",
         help="also time every candidate tile config of the row bucket (fp8), not just the chosen one",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="at up to 32 rows, also time a grid of tiles, K splits and pipeline depths (fp8): where CONFIGS come from",
     )
     parser.add_argument("--no-scaled-mm", action="store_true", help="skip torch._scaled_mm")
     args = parser.parse_args()
@@ -144,23 +167,24 @@ def main() -> int:
                 exact = x.double() @ (q.weight.double() * q.scale.double()[:, None]).T
                 figures[f"kernel_error_{fmt}"] = relative_error(q(x), exact)
                 figures[f"config_{fmt}"] = quant.chosen_config(rows, n, k, q.weight.dtype)
-            if args.all_configs:
+            if args.all_configs or args.sweep:
                 q = layers["fp8" if "fp8" in formats else "int8"]
                 sweep = {}
-                for bm, bn, bk, warps, stages, swap in quant.CONFIGS[min(quant.row_bucket(rows), 128)]:
-                    config = {
-                        "BLOCK_M": bm,
-                        "BLOCK_N": bn,
-                        "BLOCK_K": bk,
-                        "SWAP": swap,
-                        "num_warps": warps,
-                        "num_stages": stages,
-                    }
-                    label = f"{bm}x{bn}x{bk}/w{warps}/s{stages}" + ("/swap" if swap else "")
+                for candidate in candidates(rows, args.sweep):
+                    config = quant.config_dict(candidate)
+                    label = "{BLOCK_M}x{BLOCK_N}x{BLOCK_K}/w{num_warps}/s{num_stages}/split{SPLIT_K}".format(**config)
+                    label += "/swap" if config["SWAP"] else ""
                     try:
                         ms = timed(
                             [
-                                functools.partial(quant.weight_only_matmul, x, layer.weight, layer.scale, config=config)
+                                functools.partial(
+                                    quant.weight_only_matmul,
+                                    x,
+                                    layer.weight,
+                                    layer.scale,
+                                    config=config,
+                                    counters=layer.counters,
+                                )
                                 for x, layer in zip(inputs, q)
                             ],
                             runs=runs,
@@ -169,6 +193,8 @@ def main() -> int:
                     except Exception as error:  # a config past this GPU's resources
                         sweep[label] = f"{type(error).__name__}"
                 figures["all_configs_ms"] = sweep
+                timings = {label: ms for label, ms in sweep.items() if isinstance(ms, float)}
+                figures["fastest_config"] = min(timings, key=timings.get) if timings else None
             entry[str(rows)] = figures
             print(name, rows, json.dumps(figures), flush=True)
         results["shapes"][name] = entry

@@ -1,6 +1,7 @@
 """Where a frame step's time goes on the GPU: vision alone, the LLM step alone (graph replay), the host's share.
 
-python benchmarks/profile_step.py            # 8B sizes on CUDA; prints a table and the top kernels
+python benchmarks/profile_step.py                  # 8B sizes on CUDA; prints a table and the top kernels
+python benchmarks/profile_step.py --weights fp8    # the same with float8 linear weights (or int8)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def timed(fn, repeat=50):
 def main():
     device = torch.device("cuda")
     model, template = build("--small" in sys.argv, device, torch.bfloat16)
+    weights = sys.argv[sys.argv.index("--weights") + 1] if "--weights" in sys.argv else None
     frames = Frames(model)
     print(
         "vision attn:",
@@ -46,11 +48,13 @@ def main():
         )
     embeds = frames.encode(0)[0][0]
     for fused in (False, True):  # the plain torch ops, then the fused Triton kernels (engine/kernels.py)
-        engine = BatchEngine(model, template, max_sessions=1, max_tokens=16384, fused_kernels=fused)
+        if weights and not fused:
+            continue  # the quantised weights are the fused engine's
+        engine = BatchEngine(model, template, max_sessions=1, max_tokens=16384, fused_kernels=fused, weights=weights)
         static = engine.static
         session = engine.open(EngineConfig(threshold=0.0))
         session.push_frame(0.0, embeds)
-        label = "fused kernels" if fused else "torch ops"
+        label = ("fused kernels" if fused else "torch ops") + (f", {weights} weights" if weights else "")
         for span_tokens in (1000, 8000, 14000):
 
             def step(tokens=span_tokens, static=static):

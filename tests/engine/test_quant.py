@@ -15,10 +15,12 @@ from videollm_online.engine.backend import Feed
 from videollm_online.engine.quant import (
     FP8,
     FP8_MAX,
+    INTERPRETER_CONFIG,
     QuantLinear,
     dequantize,
     quantize_fp8,
     quantize_int8,
+    split_counters,
     weight_only_matmul,
 )
 from videollm_online.engine.static import SlotBackend, StaticKV
@@ -103,6 +105,8 @@ SHAPES = [(1, 16, 32), (11, 48, 80), (17, 40, 96), (3, 24, 200)]
 TILES = [
     {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0},
     {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "SWAP": 1},
+    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0, "SPLIT_K": 2},
+    {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SWAP": 1, "SPLIT_K": 4},
 ]
 
 
@@ -112,7 +116,7 @@ TILES = [
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_kernel_computes_the_dequantised_product(weights, with_bias, dtype):
     generator = torch.Generator().manual_seed(8)
-    for (rows, n, k), tiles in zip(SHAPES, TILES * 2):
+    for (rows, n, k), tiles in zip(SHAPES * 2, TILES * 2):
         weight = torch.randn(n, k, generator=generator) * 0.05
         bias = torch.randn(n, generator=generator).to(dtype) if with_bias else None
         x = torch.randn(rows, k, generator=generator).to(dtype)
@@ -122,6 +126,26 @@ def test_the_kernel_computes_the_dequantised_product(weights, with_bias, dtype):
         exact = x.double() @ dequantize(q, scale).double().T + (0 if bias is None else bias.double())
         error = (out.double() - exact).norm() / exact.norm()
         assert error < (1e-6 if dtype == torch.float32 else 6e-3), (rows, n, k, tiles)  # bf16: the output rounding
+
+
+@pytest.mark.skipif(not kernels.triton_available(), reason="needs Triton")
+@pytest.mark.parametrize("rows, n, k", [(11, 48, 200), (1, 40, 96), (32, 24, 64)])
+def test_split_k_adds_the_partial_sums_in_order_and_leaves_the_counters_at_zero(rows, n, k):
+    generator = torch.Generator().manual_seed(10)
+    weight, bias = torch.randn(n, k, generator=generator) * 0.05, torch.randn(n, generator=generator)
+    x = torch.randn(rows, k, generator=generator)
+    q, scale = quantize_fp8(weight)
+    counters = split_counters(n, "cpu")
+    whole = _interpreted(weight_only_matmul, x, q, scale.reshape(-1), bias, config=INTERPRETER_CONFIG)
+    for split in (2, 3, 8):  # 8 splits of 200 / 32 = 7 K tiles: one split with nothing to add
+        config = {**INTERPRETER_CONFIG, "SPLIT_K": split}
+        first = _interpreted(weight_only_matmul, x, q, scale.reshape(-1), bias, config=config, counters=counters)
+        assert torch.equal(counters, torch.zeros_like(counters))  # ready for the next call
+        again = _interpreted(weight_only_matmul, x, q, scale.reshape(-1), bias, config=config, counters=counters)
+        assert torch.equal(first, again)  # the same order of additions each call
+        torch.testing.assert_close(first, whole, atol=1e-5, rtol=1e-5)  # float32 sums, in another order
+    with pytest.raises(ValueError, match="SPLIT_K"):
+        weight_only_matmul(torch.randn(33, k), q, scale.reshape(-1), config={**INTERPRETER_CONFIG, "SPLIT_K": 2})
 
 
 @pytest.mark.skipif(not kernels.triton_available(), reason="needs Triton")

@@ -98,6 +98,8 @@ class QuantLinear:
         self.scale = scale.reshape(-1).contiguous()  # (N,) float32
         self.bias = bias
         self.use_kernel = kernel_available(weight.device, weights) if use_kernel is None else use_kernel
+        # the split-K tile counters, made once here (outside any CUDA-graph capture); the kernel keeps them at 0
+        self.counters = split_counters(self.out_features, weight.device) if self.use_kernel else None
         self._dequantized: torch.Tensor | None = None
 
     @property
@@ -108,7 +110,7 @@ class QuantLinear:
         shape = x.shape
         rows = x.reshape(-1, self.in_features)
         if self.use_kernel:
-            out = weight_only_matmul(rows, self.weight, self.scale, self.bias)
+            out = weight_only_matmul(rows, self.weight, self.scale, self.bias, counters=self.counters)
         else:  # the same quantised numbers, dequantised: a CPU, or no kernel for this format here
             if self._dequantized is None:  # kept: this path is for correctness, not memory
                 self._dequantized = dequantize(self.weight, self.scale[:, None])
@@ -131,41 +133,70 @@ def row_bucket(rows: int) -> int:
     return min(max(16, 1 << (rows - 1).bit_length()), 512)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP) per row bucket, pruned to the winners of a sweep on an
-# H100 (`benchmarks/fp8_matmul.py --all-configs`). Few rows: memory-bound, so row blocks of 16, N tiles of 32
-# channels (Llama-3-8B's o and down have 4096: 128 programs, about one per H100 multiprocessor) and a deep K pipeline
-# to keep enough bytes in flight; wider N tiles for gate_up's 28672. Many rows (a block of 16 frames: 176): the
-# product is transposed (SWAP: W x^T), so that the converted weight tile is the operand Hopper's wgmma may take from
-# registers, and wide row blocks convert each weight tile fewer times.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, SPLIT_K) per row bucket, pruned to the winners of a sweep
+# on an H100 (`benchmarks/fp8_matmul.py --sweep`). Few rows: memory-bound, so row blocks of 16 and tiles over N and
+# K small enough that there are several programs per multiprocessor to keep bytes in flight: Llama-3-8B's o and down
+# have only 4096 channels (128 tiles of 32, about one per H100 multiprocessor), so K is split too (SPLIT_K programs
+# a tile, the last one to finish adds up the partial sums). Many rows (a block of 16 frames: 176): the product is
+# transposed (SWAP: W x^T), so that the converted weight tile is the operand Hopper's wgmma may take from registers,
+# and wide row blocks convert each weight tile fewer times.
 CONFIGS = {
     16: [
-        (16, 32, 128, 4, 4, 0),
-        (16, 32, 256, 4, 4, 0),
-        (16, 64, 128, 4, 4, 0),
-        (16, 128, 128, 8, 3, 0),
-        (16, 64, 256, 4, 3, 1),
+        (16, 32, 256, 4, 4, 0, 1),
+        (16, 128, 128, 8, 3, 0, 1),
+        (16, 32, 256, 4, 3, 0, 2),
+        (16, 32, 256, 4, 3, 0, 4),
+        (16, 32, 128, 4, 4, 0, 8),
+        (16, 64, 256, 4, 3, 0, 2),
+        (16, 64, 256, 4, 3, 0, 4),
+        (16, 64, 128, 4, 4, 0, 4),
+        (16, 128, 128, 8, 3, 0, 2),
     ],
-    32: [(32, 32, 128, 4, 4, 0), (32, 32, 256, 4, 4, 0), (32, 64, 128, 4, 4, 1), (32, 128, 128, 8, 3, 0)],
-    64: [(64, 32, 128, 4, 4, 0), (64, 64, 128, 4, 4, 1), (64, 128, 128, 8, 3, 1)],
-    128: [(64, 64, 128, 4, 4, 0), (128, 64, 128, 4, 3, 1), (128, 128, 64, 8, 3, 1), (256, 128, 64, 8, 3, 1)],
+    32: [
+        (32, 32, 128, 4, 4, 0, 1),
+        (32, 32, 256, 4, 4, 0, 1),
+        (32, 64, 128, 4, 4, 1, 1),
+        (32, 128, 128, 8, 3, 0, 1),
+        (32, 32, 256, 4, 3, 0, 4),
+        (32, 64, 128, 4, 4, 0, 4),
+    ],
+    64: [(64, 32, 128, 4, 4, 0, 1), (64, 64, 128, 4, 4, 1, 1), (64, 128, 128, 8, 3, 1, 1)],
+    128: [
+        (64, 64, 128, 4, 4, 0, 1),
+        (128, 64, 128, 4, 3, 1, 1),
+        (128, 128, 64, 8, 3, 1, 1),
+        (256, 128, 64, 8, 3, 1, 1),
+    ],
 }
-INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0}
+SPLIT_ROWS = 32
+"""K is split only up to this many rows (the buckets whose configs split): where the weight read dominates."""
+MAX_SPLIT_K = 8
+"""The most programs a tile's K is split over: the partial sums' buffer is (MAX_SPLIT_K, rows, N) float32."""
+INTERPRETER_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SWAP": 0, "SPLIT_K": 1}
 """Under the interpreter (which runs programs one after another): one small config, no tuning."""
 
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages", "SWAP", "SPLIT_K")
 
-def _configs_for(bucket: int) -> list[tuple[int, int, int, int, int, int]]:
+
+def config_dict(config: tuple) -> dict:
+    """A CONFIGS tuple as the keyword arguments `weight_only_matmul(config=...)` takes."""
+    return dict(zip(CONFIG_KEYS, config))
+
+
+def _configs_for(bucket: int) -> list[tuple[int, int, int, int, int, int, int]]:
     return CONFIGS[min(bucket, 128)]
+
+
+def _as_tuple(config) -> tuple:
+    """A triton.Config as a CONFIGS tuple."""
+    options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+    return tuple(options[key] for key in CONFIG_KEYS)
 
 
 def _prune(configs, named_args, **_):
     """Only the configs of the call's row bucket are timed."""
     wanted = set(_configs_for(named_args["M_BUCKET"]))
-    return [
-        c
-        for c in configs
-        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages, c.kwargs["SWAP"])
-        in wanted
-    ]
+    return [c for c in configs if _as_tuple(c) in wanted]
 
 
 @functools.cache
@@ -181,6 +212,8 @@ def _kernels():
         scale_ptr,
         bias_ptr,
         out_ptr,
+        partial_ptr,
+        counter_ptr,
         M,
         N,
         K,
@@ -195,10 +228,11 @@ def _kernels():
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         SWAP: tl.constexpr,
+        SPLIT_K: tl.constexpr,
     ):
         # Row blocks vary fastest: the programs that share a weight tile run together, so it leaves HBM once and
         # the other row blocks find it in L2.
-        pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+        pid_m, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         # Rows and channels past the end wrap around (their results are not stored), so the loads need no mask.
@@ -206,21 +240,25 @@ def _kernels():
         ks = tl.arange(0, BLOCK_K)
         # Triton's interpreter gets bf16 dots and int8 -> bf16 casts wrong: it multiplies in float32 instead
         dot_dtype = tl.float32 if DOT_F32 else x_ptr.dtype.element_ty
-        x_ptrs = x_ptr + rows_in[:, None].to(tl.int64) * stride_xm + ks[None, :]
-        w_ptrs = w_ptr + cols_in[:, None].to(tl.int64) * stride_wn + ks[None, :]
+        # Split K: program pid_k takes its share of the K tiles (all of them without a split).
+        k_tiles = tl.cdiv(K, BLOCK_K)
+        share = tl.cdiv(k_tiles, SPLIT_K)
+        first, last = pid_k * share, tl.minimum(pid_k * share + share, k_tiles)
+        x_ptrs = x_ptr + rows_in[:, None].to(tl.int64) * stride_xm + (first * BLOCK_K + ks)[None, :]
+        w_ptrs = w_ptr + cols_in[:, None].to(tl.int64) * stride_wn + (first * BLOCK_K + ks)[None, :]
         if SWAP:
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(0, tl.cdiv(K, BLOCK_K)):
+        for k in range(first, last):
             # dequantised in registers: exact (e4m3 and int8 values are all bf16/fp16 values); the scale comes last
             if EVEN_K:
                 x = tl.load(x_ptrs).to(dot_dtype)
                 w = tl.load(w_ptrs).to(dot_dtype)
             else:  # the K tail: zeros on both sides (a masked-off lane's bits could read as NaN)
-                inside = ks[None, :] < K - k * BLOCK_K
-                x = tl.load(x_ptrs, mask=inside, other=0.0).to(dot_dtype)
-                w = tl.where(inside, tl.load(w_ptrs, mask=inside).to(dot_dtype), 0.0)
+                in_k = ks[None, :] < K - k * BLOCK_K
+                x = tl.load(x_ptrs, mask=in_k, other=0.0).to(dot_dtype)
+                w = tl.where(in_k, tl.load(w_ptrs, mask=in_k).to(dot_dtype), 0.0)
             if SWAP:  # (W x^T): the converted weight is the operand Hopper's wgmma may take from registers
                 acc = tl.dot(w, tl.trans(x), acc)
             else:
@@ -229,16 +267,38 @@ def _kernels():
             w_ptrs += BLOCK_K
         if SWAP:
             acc = tl.trans(acc)
+        inside = (rows[:, None] < M) & (cols[None, :] < N)
+        stored = inside
+        if SPLIT_K > 1:
+            # Each split stores its float32 partial sums (partial_ptr: (SPLIT_K, M, N)) and counts itself in on the
+            # tile's counter; the split that arrives last adds the partials up, in split order (so the sum does
+            # not depend on which one came last), finishes the tile and sets its counter back to 0 for the next call.
+            offsets = rows[:, None].to(tl.int64) * N + cols[None, :]
+            tl.store(partial_ptr + pid_k * M * N + offsets, acc, mask=inside)
+            tl.debug_barrier()  # every thread's partial is written before the count says so (release, below)
+            tile = pid_m * tl.num_programs(1) + pid_n
+            arrived = tl.atomic_add(counter_ptr + tile, 1, sem="acq_rel", scope="gpu")
+            # (the count broadcast to the tile: a scalar in a mask trips Triton's interpreter)
+            stored = inside & ((tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32) + arrived) == SPLIT_K - 1)
+            if arrived == SPLIT_K - 1:
+                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                for split in tl.static_range(SPLIT_K):  # .cg: from L2, where the other programs' stores are
+                    acc += tl.load(partial_ptr + split * M * N + offsets, mask=inside, other=0.0, cache_modifier=".cg")
+                tl.atomic_xchg(counter_ptr + tile, 0)
         acc = acc * tl.load(scale_ptr + cols_in)[None, :]
         if HAS_BIAS:
             acc += tl.load(bias_ptr + cols_in).to(tl.float32)[None, :]
         out_ptrs = out_ptr + rows[:, None].to(tl.int64) * stride_om + cols[None, :]
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=stored)
 
     even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
     configs = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SWAP": swap}, num_warps=warps, num_stages=stages)
-        for m, n, k, warps, stages, swap in sorted({c for group in CONFIGS.values() for c in group})
+        triton.Config(
+            {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SWAP": swap, "SPLIT_K": split},
+            num_warps=warps,
+            num_stages=stages,
+        )
+        for m, n, k, warps, stages, swap, split in sorted({c for group in CONFIGS.values() for c in group})
     ]
     options = {}
     accepted = inspect.signature(triton.autotune).parameters
@@ -252,16 +312,25 @@ def _kernels():
     return even_k(matmul), tuned
 
 
+def split_counters(n: int, device: torch.device | str) -> torch.Tensor:
+    """The zeroed per-tile counters a split-K call needs for N output channels: the kernel sets each back to 0 when
+    its tile is done, so a layer allocates them once (`QuantLinear`) and every call, a CUDA graph's replays
+    included, finds them at 0. Calls sharing them must not run at the same time (one stream)."""
+    return torch.zeros(-(-SPLIT_ROWS // 16) * -(-n // 16), dtype=torch.int32, device=device)  # tiles of 16 or more
+
+
 def weight_only_matmul(
     x: torch.Tensor,
     weight: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     config: dict | None = None,
+    counters: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x (M, K) @ (weight (N, K) * scale (N,)[:, None])^T + bias (N,), in x's dtype, accumulated in float32.
-    `weight` float8 e4m3 or int8; any M, N, K. `config` (BLOCK_M/N/K, optional num_warps/num_stages): these tiles
-    instead of the autotuned ones (the interpreter's default: one small config)."""
+    `weight` float8 e4m3 or int8; any M, N, K. `config` (`config_dict`'s keys; num_warps / num_stages optional):
+    these tiles instead of the autotuned ones (the interpreter's default: one small config). `counters`: the
+    layer's `split_counters` (zeroed ones are made for this call without them)."""
     rows, k = x.shape
     n = weight.shape[0]
     if x.stride(-1) != 1:
@@ -272,15 +341,27 @@ def weight_only_matmul(
     if rows == 0:
         return out
     plain, tuned = _kernels()
-    bias_arg = bias if bias is not None else scale  # not read without HAS_BIAS
-    args = (x, weight, scale, bias_arg, out, rows, n, k, row_bucket(rows), x.stride(0), weight.stride(0), out.stride(0))
     if config is None and kernels.interpreting():
         config = INTERPRETER_CONFIG
+    may_split = rows <= SPLIT_ROWS and (config is None or config.get("SPLIT_K", 1) > 1)
+    if may_split:
+        partial = torch.empty(MAX_SPLIT_K, rows, n, dtype=torch.float32, device=x.device)
+        counters = split_counters(n, x.device) if counters is None else counters
+    else:  # not read without a split
+        partial, counters = out, scale
+    bias_arg = bias if bias is not None else scale  # not read without HAS_BIAS
+    args = (x, weight, scale, bias_arg, out, partial, counters, rows, n, k, row_bucket(rows))
+    args += (x.stride(0), weight.stride(0), out.stride(0))
     if config is not None:
-        grid = (-(-rows // config["BLOCK_M"]), -(-n // config["BLOCK_N"]))
+        config = {"SPLIT_K": 1, **config}
+        if config["SPLIT_K"] > MAX_SPLIT_K or (config["SPLIT_K"] > 1 and rows > SPLIT_ROWS):
+            raise ValueError(f"SPLIT_K {config['SPLIT_K']} needs at most {SPLIT_ROWS} rows and {MAX_SPLIT_K} splits")
+        if min(config["BLOCK_M"], config["BLOCK_N"]) < 16:
+            raise ValueError("BLOCK_M and BLOCK_N must be at least 16 (tl.dot's smallest tile; the counters' size)")
+        grid = (-(-rows // config["BLOCK_M"]), -(-n // config["BLOCK_N"]), config["SPLIT_K"])
         plain[grid](*args, HAS_BIAS=bias is not None, DOT_F32=kernels.interpreting(), **config)
     else:
-        tuned[lambda meta: (-(-rows // meta["BLOCK_M"]), -(-n // meta["BLOCK_N"]))](
+        tuned[lambda meta: (-(-rows // meta["BLOCK_M"]), -(-n // meta["BLOCK_N"]), meta["SPLIT_K"])](
             *args, HAS_BIAS=bias is not None, DOT_F32=False
         )
     return out
