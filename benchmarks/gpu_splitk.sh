@@ -20,7 +20,7 @@ GPU=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' i
 source "$ROOT/benchmarks/gpu_steps.sh"
 step cuda_tests 100 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/engine/test_quant.py \
   tests/test_narrate_ahead.py tests/engine/test_frame_stager.py tests/test_decision_policy.py -k "cuda or stager or swap"
-step fp8_matmul 200 python3 benchmarks/fp8_matmul.py --rows 1,11,176 --quick --sweep --no-scaled-mm \
+step fp8_matmul 200 python3 benchmarks/fp8_matmul.py --rows 1,11,176 --quick --sweep --bf16-dot --no-scaled-mm \
   --out "$OUT/fp8_matmul_${GPU}_splitk.json"
 step stream_fps 150 python3 benchmarks/stream_fps.py --parts single,fp8,int8 --scenarios silent \
   --out "$OUT/stream_fps_${GPU}_splitk.json"
