@@ -2,7 +2,7 @@
 # On one H100 or H200, in at most 9 minutes, each result written to $OUT as it goes (each JSON holds its command):
 # 1. the CUDA tests of the quantised kernel, narrate's staging and --ahead, and the decision rule            ~1 min
 # 2. fp8_matmul.py: the weight-only kernel at 1 / 11 / 176 rows with a sweep of tiles and K splits           ~3 min
-# 3. stream_fps.py: one stream, silent, bf16 / fp8 / int8 weights in the same run                          ~2 min
+# 3. stream_fps.py: one stream, silent: bf16 (steps at high and at default stream priority), fp8, int8     ~3 min
 # 4. profile_step.py --weights fp8: where a quantised frame step's time goes                                ~1 min
 #   OUT=/tmp/out bash benchmarks/gpu_splitk.sh       # from the repository root; PyAV's wheel in .whl/
 set -uo pipefail
@@ -22,7 +22,7 @@ step cuda_tests 100 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovi
   tests/test_narrate_ahead.py tests/engine/test_frame_stager.py tests/test_decision_policy.py -k "cuda or stager or swap"
 step fp8_matmul 200 python3 benchmarks/fp8_matmul.py --rows 1,11,176 --quick --sweep --bf16-dot --no-scaled-mm \
   --out "$OUT/fp8_matmul_${GPU}_splitk.json"
-step stream_fps 150 python3 benchmarks/stream_fps.py --parts single,fp8,int8 --scenarios silent \
+step stream_fps 200 python3 benchmarks/stream_fps.py --parts single,samepriority,fp8,int8 --scenarios silent \
   --out "$OUT/stream_fps_${GPU}_splitk.json"
 step profile 80 python3 benchmarks/profile_step.py --weights fp8
 echo "== done in $((SECONDS - START)) s"
