@@ -248,10 +248,12 @@ def _kernels():
         ks = tl.arange(0, BLOCK_K)
         # Triton's interpreter gets bf16 dots and int8 -> bf16 casts wrong: it multiplies in float32 instead
         dot_dtype = tl.float32 if DOT_F32 else tl.float16 if DOT_F16 else x_ptr.dtype.element_ty
-        # Split K: program pid_k takes its share of the K tiles (all of them without a split).
         k_tiles = tl.cdiv(K, BLOCK_K)
-        share = tl.cdiv(k_tiles, SPLIT_K)
-        first, last = pid_k * share, tl.minimum(pid_k * share + share, k_tiles)
+        if SPLIT_K == 1:  # the loop from a constant 0, as the software pipeliner knows it best
+            first, last = 0, k_tiles
+        else:  # program pid_k takes its share of the K tiles
+            share = tl.cdiv(k_tiles, SPLIT_K)
+            first, last = pid_k * share, tl.minimum(pid_k * share + share, k_tiles)
         x_ptrs = x_ptr + rows_in[:, None].to(tl.int64) * stride_xm + (first * BLOCK_K + ks)[None, :]
         w_ptrs = w_ptr + cols_in[:, None].to(tl.int64) * stride_wn + (first * BLOCK_K + ks)[None, :]
         if SWAP:
