@@ -3,14 +3,15 @@
 quantisation, and which cheap change within "e4m3 weights, per-channel or per-tensor scales, some layers left in
 the model's dtype" brings FP8 close to int8.
 
-    OMP_NUM_THREADS=2 nice -n 10 timeout 2400 .venv/bin/python benchmarks/fp8_sensitivity_cpu.py --videos 20
+    OMP_NUM_THREADS=2 nice -n 10 timeout 1500 .venv/bin/python benchmarks/fp8_sensitivity_cpu.py --videos 20
 
 The bundled demo model is loaded in float32 (`core.checkpoint.load_model`, as `eval` does, with `merge_lora` so the
 decoder linears hold the merged weights the engine quantises). For each held-out world video (`/tmp/heldout`,
 written with `data synth-world --videos 50 --seed 2 --video-fps 2 --time-grid 0.5` if missing; the first `--videos`)
-the frames are sampled and embedded once as `eval --dataset world` does, and each of the video's conversations is
+the frames are sampled and embedded once as `eval --dataset world` does, and the video's conversations of
+`--kinds` (default: the narration one, the task event recall and precision score; `live_chat` adds questions) are
 tokenized by `StreamTemplate.tokenize`, the teacher-forced input of the streaming metrics and of training. Every
-weight variant then runs one teacher-forced forward of the model over it, with the chosen decoder linears (q/k/v
+weight variant then runs one teacher-forced forward of the model over each, with the chosen decoder linears (q/k/v
 and gate/up fused as in `engine.static._Layer`, o, down) replaced in place by quantise -> dequantise in float32 and
 restored afterwards.
 
@@ -22,13 +23,15 @@ Measured per variant against the float32 reference:
 * at the assistant's response tokens (learned positions that are not frames): the share where the argmax token
   differs from the reference's, and the mean KL(reference || variant) of the next-token distribution;
 * accuracy against the labels at both (how much of the change is harm rather than noise);
-* the relative Frobenius error of the quantised weights, and of all decoder linears (kept ones count as exact).
+* the relative Frobenius error of the quantised weights, and of all decoder linears (kept ones count as exact), and
+  the share of the decoder linears' weights stored in one byte (`quantised_share`: what the variant saves).
 
 Variants: int8, fp8 (per channel, the engine's), fp8 per tensor (one scale per fused matrix), fp8 leaving the first,
 the last or both decoder layers exact, fp8 on the MLP only, on attention only, fp8 per channel with the scale of
 least squared error among amax / 448 * 2^(-j/16), j = 0..15 (e4m3's grid is the same up to powers of two, so one
-octave covers every alignment), and fp8 on one kind of matrix only (qkv, o, gate_up or down, in every layer). The
-layer scan puts fp8 on one decoder layer at a time (all its linears), on the first `--scan-videos` videos (6).
+octave covers every alignment), fp8 on one kind of matrix only (qkv, o, gate_up or down, in every layer) and on
+all but qkv. The layer scan puts fp8 on one decoder layer at a time (all its linears), on the first `--scan-videos`
+videos (10).
 
 A variant whose first changed layer is k runs from the reference's input of layer k (the layers before it are
 exact, so that input is the same; checked once, `resume_check_max_abs_diff`): the layer scan costs half as much.
@@ -137,6 +140,7 @@ def build_variants(num_layers: int) -> list[Variant]:
         Variant("fp8_attention", "fp8", every, ATTENTION),
         Variant("fp8_mse", "fp8_mse", every),
         *(Variant(f"fp8_only_{group}", "fp8", every, (group,)) for group in GROUPS),
+        Variant("fp8_except_qkv", "fp8", every, ("o", "gate_up", "down")),
     ]
 
 
@@ -183,21 +187,25 @@ class FakeWeights:
                 linear.weight.data = original
 
     def relative_error(self, variant: Variant) -> dict[str, float]:
-        """Frobenius error / norm over the quantised linears, and over all decoder linears."""
+        """Frobenius error / norm over the quantised linears and over all decoder linears, and the share of the
+        decoder linears' weights the variant stores in one byte."""
         error = quantised_norm = total_norm = 0.0
+        quantised_size = total_size = 0
         chosen = {(layer, group) for layer in variant.layers for group in variant.groups}
         for layer in range(len(self.layers)):
             for group in GROUPS:
                 weights = [linear.weight.detach() for linear in self.linears(layer, group)]
                 norm = sum(float(w.pow(2).sum()) for w in weights)
-                total_norm += norm
+                size = sum(w.numel() for w in weights)
+                total_norm, total_size = total_norm + norm, total_size + size
                 if variant.quantizer is not None and (layer, group) in chosen:
                     fakes = self.fake(variant.quantizer, layer, group)
                     error += sum(float((f - w).pow(2).sum()) for f, w in zip(fakes, weights))
-                    quantised_norm += norm
+                    quantised_norm, quantised_size = quantised_norm + norm, quantised_size + size
         return {
             "weight_rel_error": (error / quantised_norm) ** 0.5 if quantised_norm else 0.0,
             "weight_rel_error_all": (error / total_norm) ** 0.5,
+            "quantised_share": quantised_size / total_size,
         }
 
 
@@ -211,9 +219,9 @@ def ensure_heldout(root: Path) -> None:
     subprocess.run(command, check=True)
 
 
-def video_conversations(root: Path, limit: int, kinds: list[str] | None) -> list[tuple[str, list[dict]]]:
-    """(video, its conversation rows) for the first `limit` videos, in the order `eval` takes them."""
-    rows = [row for row in read_jsonl(root / "conversations.jsonl") if kinds is None or row.get("kind") in kinds]
+def video_conversations(root: Path, limit: int, kinds: list[str]) -> list[tuple[str, list[dict]]]:
+    """(video, its conversation rows of these kinds) for the first `limit` videos, in the order `eval` takes them."""
+    rows = [row for row in read_jsonl(root / "conversations.jsonl") if row.get("kind") in kinds]
     videos = sorted({row["video"] for row in rows})[:limit]
     return [(video, [row for row in rows if row["video"] == video]) for video in videos]
 
@@ -392,15 +400,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, default=Path("/tmp/heldout"))
     parser.add_argument("--videos", type=int, default=20, help="the first N held-out videos")
     parser.add_argument(
-        "--scan-videos", type=int, default=6, help="the layer scan on the first N of them (0: none; default: 6)"
+        "--scan-videos", type=int, default=10, help="the layer scan on the first N of them (0: none; default: 10)"
     )
-    parser.add_argument("--kinds", nargs="+", default=None, help="conversation kinds (default: all: narration, ...)")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["narration"],
+        help="conversation kinds (default: narration, the task the event recall scores; also: live_chat)",
+    )
     parser.add_argument("--model", default=None, help="default: the bundled demo model")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args()
 
 
 def study(args: argparse.Namespace) -> dict:
+    """Every variant on every conversation; the report is written after each video (a run cut short keeps what
+    it measured) and returned at the end."""
     started = time.perf_counter()
     model, template, name = load_model(args.model, dtype="float32", merge_lora=True)
     decoder = model.base_llm.get_decoder()
@@ -409,10 +424,19 @@ def study(args: argparse.Namespace) -> dict:
     policy = DecisionPolicy.for_model(model.config)
     silence_id = template.ids.silence
     weights = FakeWeights(model)
+    errors = {variant.name: weights.relative_error(variant) for variant in [*variants, *scan]}
     tallies = {variant.name: Tally() for variant in [*variants, *scan]}
     videos = video_conversations(args.data_root, args.videos, args.kinds)
-    scan_videos = args.scan_videos
-    resume_check = None
+    header = {
+        "what": __doc__.split("\n\n")[0],
+        "command": command_line(),
+        "model": name,
+        "machine": machine(),
+        "data_root": str(args.data_root),
+        "kinds": args.kinds,
+        "threshold": policy.threshold,
+        "resume_check_max_abs_diff": None,
+    }
     for index, (video, rows) in enumerate(videos):
         with torch.inference_mode():
             embeds = video_embeds(model, args.data_root, video)
@@ -421,59 +445,61 @@ def study(args: argparse.Namespace) -> dict:
             with recorded_layer_inputs(decoder) as layer_inputs:
                 reference = run(model, conversation, policy, silence_id)
             tallies["none"].add(reference, reference, conversation, silence_id)  # its accuracy on the labels
-            if resume_check is None:  # once: running from a later layer's input changes nothing by itself
+            if header["resume_check_max_abs_diff"] is None:  # once: resuming from a layer's input changes nothing
                 resumed = run(model, conversation, policy, silence_id, num_layers // 2, layer_inputs)
-                resume_check = resume_error(reference, resumed)
-            for variant in [*variants[1:], *(scan if index < scan_videos else [])]:
+                header["resume_check_max_abs_diff"] = resume_error(reference, resumed)
+            for variant in [*variants[1:], *(scan if index < args.scan_videos else [])]:
                 with weights.applied(variant):
                     outputs = run(model, conversation, policy, silence_id, first_layer(variant), layer_inputs)
                 tallies[variant.name].add(reference, outputs, conversation, silence_id)
-        print(
-            f"video {video} ({index + 1}/{len(videos)}): {len(rows)} conversations, "
-            f"{time.perf_counter() - started:.0f} s",
-            flush=True,
-        )
-    results = {
-        variant.name: {**tallies[variant.name].summary(), **weights.relative_error(variant)} for variant in variants
-    }
-    layer_scan = [
-        {"layer": layer, **tallies[variant.name].summary(), **weights.relative_error(variant)}
-        for layer, variant in enumerate(scan)
-        if tallies[variant.name].conversations
-    ]
+        seconds = time.perf_counter() - started
+        print(f"video {video} ({index + 1}/{len(videos)}): {len(rows)} conversations, {seconds:.0f} s", flush=True)
+        report = {
+            **header,
+            "videos": index + 1,
+            "complete": index + 1 == len(videos),
+            "scan_videos": min(args.scan_videos, index + 1),
+            "conversations": tallies["none"].conversations,
+            "decision_positions": tallies["none"].decisions,
+            "response_tokens": tallies["none"].tokens,
+            "seconds": round(seconds, 1),
+            "variants": {
+                variant.name: {**tallies[variant.name].summary(), **errors[variant.name]} for variant in variants
+            },
+            "layer_scan": [
+                {"layer": layer, **tallies[variant.name].summary(), **errors[variant.name]}
+                for layer, variant in enumerate(scan)
+                if tallies[variant.name].conversations
+            ],
+        }
+        write_json_atomic(args.output, report)
+    return report
+
+
+def command_line() -> str:
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = [f"OMP_NUM_THREADS={threads}"] if threads else []
+    return " ".join([*prefix, "python", "benchmarks/fp8_sensitivity_cpu.py", *sys.argv[1:]])
+
+
+def machine() -> dict:
     return {
-        "what": __doc__.split("\n\n")[0],
-        "command": " ".join(["python", "benchmarks/fp8_sensitivity_cpu.py", *sys.argv[1:]]),
-        "model": name,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "data_root": str(args.data_root),
-        "videos": len(videos),
-        "scan_videos": min(scan_videos, len(videos)),
-        "conversations": tallies["none"].conversations,
-        "decision_positions": tallies["none"].decisions,
-        "response_tokens": tallies["none"].tokens,
-        "threshold": policy.threshold,
-        "resume_check_max_abs_diff": resume_check,
-        "seconds": round(time.perf_counter() - started, 1),
-        "variants": results,
-        "layer_scan": layer_scan,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
     }
 
 
 def print_table(report: dict) -> None:
     """flip: decisions flipped; |dP|, dP: mean absolute and signed change of P(silence); tok diff: response tokens
     whose argmax changed; KL: mean KL(reference || variant) per response token; acc: against the labels; W err:
-    relative error of the quantised weights."""
+    relative error of the quantised weights; 1-byte %: share of the decoder linears' weights quantised."""
     print(
         f"{'variant':22s} {'flip %':>7s} {'|dP|':>7s} {'dP':>8s} {'tok diff %':>10s} {'KL':>8s} "
-        f"{'dec acc %':>9s} {'tok acc %':>9s} {'W err %':>8s}"
+        f"{'dec acc %':>9s} {'tok acc %':>9s} {'W err %':>8s} {'1-byte %':>8s}"
     )
     rows = list(report["variants"].items())
     rows += [(f"fp8_layer_{values['layer']}", values) for values in report["layer_scan"]]
@@ -482,7 +508,8 @@ def print_table(report: dict) -> None:
             f"{name:22s} {100 * values['decision_flip_rate']:7.2f} {values['silence_prob_abs_change']:7.4f} "
             f"{values['silence_prob_mean_change']:+8.4f} {100 * values['token_disagreement_rate']:10.2f} "
             f"{values['token_kl_mean']:8.5f} {100 * values['decision_accuracy']:9.2f} "
-            f"{100 * values['token_accuracy']:9.2f} {100 * values['weight_rel_error']:8.2f}"
+            f"{100 * values['token_accuracy']:9.2f} {100 * values['weight_rel_error']:8.2f} "
+            f"{100 * values['quantised_share']:8.1f}"
         )
 
 
@@ -490,7 +517,6 @@ def main() -> int:
     args = parse_args()
     ensure_heldout(args.data_root)
     report = study(args)
-    write_json_atomic(args.output, report)
     print_table(report)
     counts = ("videos", "conversations", "decision_positions", "response_tokens", "scan_videos", "seconds")
     print(json.dumps({key: report[key] for key in counts}))
