@@ -170,7 +170,7 @@ CONFIGS = {
         (256, 128, 64, 8, 3, 1, 1),
     ],
 }
-HALF_DOT = True
+HALF_DOT = False
 """bf16 inputs are multiplied in float16: e4m3 converts to float16 in one instruction for two values (and int8 in
 one for one), to bf16 only through float32, and the weight conversion is what bounds the kernel at few rows. The
 inputs are exact in float16 between 6e-5 and 65504 in magnitude (more mantissa than bf16); beyond 65504 they are
