@@ -109,9 +109,6 @@ def main() -> int:
         action="store_true",
         help="at up to 32 rows, also time a grid of tiles, K splits and pipeline depths (fp8): where CONFIGS come from",
     )
-    parser.add_argument(
-        "--bf16-dot", action="store_true", help="also time the kernel multiplying in bf16 (half_dot=False)"
-    )
     parser.add_argument("--no-scaled-mm", action="store_true", help="skip torch._scaled_mm")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -134,8 +131,7 @@ def main() -> int:
         results["triton"] = triton.__version__
     except ImportError:
         pass
-    paths = ["bf16", *formats, *([f"{fmt}_bf16_dot" for fmt in formats] if args.bf16_dot else [])]
-    paths += ["scaled_mm"] if fp8_mm else []
+    paths = ["bf16", *formats, *(["scaled_mm"] if fp8_mm else [])]
     total = {path: {rows: 0.0 for rows in rows_list} for path in paths}
 
     def save() -> None:
@@ -149,17 +145,6 @@ def main() -> int:
         for fmt in formats:
             layers[fmt] = [QuantLinear(w, weights=fmt) for w in weights]
             assert layers[fmt][0].use_kernel, f"no {fmt} kernel on this GPU"
-            if args.bf16_dot:  # the same kernel multiplying in bf16 instead of float16
-                layers[f"{fmt}_bf16_dot"] = [
-                    functools.partial(
-                        quant.weight_only_matmul,
-                        weight=q.weight,
-                        scale=q.scale,
-                        counters=q.counters,
-                        half_dot=False,
-                    )
-                    for q in layers[fmt]
-                ]
         if fp8_mm:
             layers["scaled_mm"] = [ScaledMM(w) for w in weights]
         entry: dict = {"n": n, "k": k}

@@ -13,7 +13,6 @@ vision tower and connector, so vision is in the timing. Parts:
   fp8         the same single-stream run with float8 e4m3 linear weights (`engine.quant`: weight-only, the Triton
               kernel; the LM head in bf16): speed-up over `single` and whether the events agree
   int8        the same with int8 linear weights (the same kernel and per-channel scheme)
-  samepriority  the single-stream run with its steps on the caller's stream instead of a high-priority one
   multi       the multi-frame mode (a file): `--ahead` frames per forward, rolled back where a response starts;
               its events are compared with the frame-by-frame run
   streams     N concurrent silent streams batched in one engine (`--streams 16,32,64`: one run each); aggregate
@@ -492,25 +491,6 @@ def main() -> int:
             if "reference" in parts:
                 count = sum(e.frame_index < args.reference_frames for e in solo_events[scenario])
                 report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count], reference_events))
-        if "samepriority" in parts and device.type == "cuda":
-            # the step on the caller's stream, at the vision stream's priority, instead of a high-priority one
-            plain_engine, plain_session = solo_session(config, every)
-            plain_engine.static.step_stream = None
-            report(f"samepriority/{scenario}", timed_frames(plain_session))
-            if scenario in solo_events:
-                report(
-                    f"single/{scenario}/vs_samepriority",
-                    {
-                        **same_events(solo_events[scenario], list(plain_session.events)),
-                        "speedup": round(
-                            results[f"single/{scenario}"]["frames_per_s"]
-                            / results[f"samepriority/{scenario}"]["frames_per_s"],
-                            3,
-                        ),
-                    },
-                )
-            del plain_engine, plain_session
-            release(device)
         for fmt in [fmt for fmt in WEIGHT_FORMATS if fmt in parts and args.weights != fmt]:
             quant_engine, quant_session = solo_session(config, every, weights=fmt)
             report(f"{fmt}/{scenario}", timed_frames(quant_session))

@@ -9,7 +9,7 @@ inside the K loop, runs `tl.dot` with float32 accumulation, and multiplies the a
 programs a tile (the last to finish adds the partial sums), so that the few token rows of a frame step (11) still
 spread the weight read over all the multiprocessors with enough of it in flight; `triton.autotune` picks the tiles
 and the split per (row bucket, N, K) at the first call of each shape, which the engine makes before any CUDA-graph
-capture. bf16 inputs are multiplied in float16 (`HALF_DOT`), which one-byte weights convert to more cheaply.
+capture.
 
 Why not cuBLASLt's FP8 GEMM (`torch._scaled_mm`), which this module used first: it needs both operands in FP8, so
 every linear quantised its input on the fly (a kernel of its own, and a second rounding), and its kernels for few
@@ -135,8 +135,8 @@ def row_bucket(rows: int) -> int:
     return min(max(16, 1 << (rows - 1).bit_length()), 512)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, SPLIT_K) per row bucket, pruned to the winners of a sweep
-# on an H100 (`benchmarks/fp8_matmul.py --sweep`). Few rows: memory-bound, so row blocks of 16 and tiles over N and
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, SPLIT_K) per row bucket, the leaders of sweeps on an H100
+# and an H200 (`benchmarks/fp8_matmul.py --sweep`: 48 tile and split choices at 1 and 11 rows). Few rows: memory-bound, so row blocks of 16 and tiles over N and
 # K small enough that there are several programs per multiprocessor to keep bytes in flight: Llama-3-8B's o and down
 # have only 4096 channels (128 tiles of 32, about one per H100 multiprocessor), so K is split too (SPLIT_K programs
 # a tile, the last one to finish adds up the partial sums). Many rows (a block of 16 frames: 176): the product is
@@ -170,11 +170,6 @@ CONFIGS = {
         (256, 128, 64, 8, 3, 1, 1),
     ],
 }
-HALF_DOT = False
-"""bf16 inputs are multiplied in float16: e4m3 converts to float16 in one instruction for two values (and int8 in
-one for one), to bf16 only through float32, and the weight conversion is what bounds the kernel at few rows. The
-inputs are exact in float16 between 6e-5 and 65504 in magnitude (more mantissa than bf16); beyond 65504 they are
-clamped to it, below 6e-8 they vanish. `weight_only_matmul(half_dot=False)` multiplies in bf16."""
 SPLIT_ROWS = 32
 """K is split only up to this many rows (the buckets whose configs split): where the weight read dominates."""
 MAX_SPLIT_K = 8
@@ -230,7 +225,6 @@ def _kernels():
         stride_om,
         HAS_BIAS: tl.constexpr,
         DOT_F32: tl.constexpr,
-        DOT_F16: tl.constexpr,
         EVEN_K: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
@@ -247,7 +241,7 @@ def _kernels():
         rows_in, cols_in = rows % M, cols % N
         ks = tl.arange(0, BLOCK_K)
         # Triton's interpreter gets bf16 dots and int8 -> bf16 casts wrong: it multiplies in float32 instead
-        dot_dtype = tl.float32 if DOT_F32 else tl.float16 if DOT_F16 else x_ptr.dtype.element_ty
+        dot_dtype = tl.float32 if DOT_F32 else x_ptr.dtype.element_ty
         k_tiles = tl.cdiv(K, BLOCK_K)
         if SPLIT_K == 1:  # the loop from a constant 0, as the software pipeliner knows it best
             first, last = 0, k_tiles
@@ -263,15 +257,12 @@ def _kernels():
         for k in range(first, last):
             # dequantised in registers: exact (e4m3 and int8 values are all bf16/fp16 values); the scale comes last
             if EVEN_K:
-                x = tl.load(x_ptrs)
+                x = tl.load(x_ptrs).to(dot_dtype)
                 w = tl.load(w_ptrs).to(dot_dtype)
             else:  # the K tail: zeros on both sides (a masked-off lane's bits could read as NaN)
                 in_k = ks[None, :] < K - k * BLOCK_K
-                x = tl.load(x_ptrs, mask=in_k, other=0.0)
+                x = tl.load(x_ptrs, mask=in_k, other=0.0).to(dot_dtype)
                 w = tl.where(in_k, tl.load(w_ptrs, mask=in_k).to(dot_dtype), 0.0)
-            if DOT_F16:  # bf16 inputs in float16's range (exact there); beyond it, its largest value
-                x = tl.minimum(tl.maximum(x.to(tl.float32), -65504.0), 65504.0)
-            x = x.to(dot_dtype)
             if SWAP:  # (W x^T): the converted weight is the operand Hopper's wgmma may take from registers
                 acc = tl.dot(w, tl.trans(x), acc)
             else:
@@ -320,7 +311,7 @@ def _kernels():
     if "cache_results" in accepted:  # the next process reads the winners from Triton's cache instead of timing
         options["cache_results"] = True
     tuned = triton.autotune(
-        configs, key=["M_BUCKET", "N", "K", "DOT_F16"], prune_configs_by={"early_config_prune": _prune}, **options
+        configs, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune}, **options
     )(even_k(matmul))
     return even_k(matmul), tuned
 
@@ -339,13 +330,11 @@ def weight_only_matmul(
     bias: torch.Tensor | None = None,
     config: dict | None = None,
     counters: torch.Tensor | None = None,
-    half_dot: bool | None = None,
 ) -> torch.Tensor:
     """x (M, K) @ (weight (N, K) * scale (N,)[:, None])^T + bias (N,), in x's dtype, accumulated in float32.
     `weight` float8 e4m3 or int8; any M, N, K. `config` (`config_dict`'s keys; num_warps / num_stages optional):
     these tiles instead of the autotuned ones (the interpreter's default: one small config). `counters`: the
-    layer's `split_counters` (zeroed ones are made for this call without them). `half_dot`: multiply in float16
-    (`HALF_DOT`; the default for bf16 inputs on a GPU)."""
+    layer's `split_counters` (zeroed ones are made for this call without them)."""
     rows, k = x.shape
     n = weight.shape[0]
     if x.stride(-1) != 1:
@@ -356,7 +345,6 @@ def weight_only_matmul(
     if rows == 0:
         return out
     plain, tuned = _kernels()
-    half = (HALF_DOT and x.dtype == torch.bfloat16 and not kernels.interpreting()) if half_dot is None else half_dot
     if config is None and kernels.interpreting():
         config = INTERPRETER_CONFIG
     may_split = rows <= SPLIT_ROWS and (config is None or config.get("SPLIT_K", 1) > 1)
@@ -375,12 +363,10 @@ def weight_only_matmul(
         if min(config["BLOCK_M"], config["BLOCK_N"]) < 16:
             raise ValueError("BLOCK_M and BLOCK_N must be at least 16 (tl.dot's smallest tile; the counters' size)")
         grid = (-(-rows // config["BLOCK_M"]), -(-n // config["BLOCK_N"]), config["SPLIT_K"])
-        plain[grid](
-            *args, HAS_BIAS=bias is not None, DOT_F32=kernels.interpreting() and not half, DOT_F16=half, **config
-        )
+        plain[grid](*args, HAS_BIAS=bias is not None, DOT_F32=kernels.interpreting(), **config)
     else:
         tuned[lambda meta: (-(-rows // meta["BLOCK_M"]), -(-n // meta["BLOCK_N"]), meta["SPLIT_K"])](
-            *args, HAS_BIAS=bias is not None, DOT_F32=False, DOT_F16=half
+            *args, HAS_BIAS=bias is not None, DOT_F32=False
         )
     return out
 

@@ -191,9 +191,6 @@ class StaticKV:
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
-        # (a priority past the device's range is taken as the nearest one it has: the highest)
-        self.step_stream = torch.cuda.Stream(self.device, priority=-100) if self.cuda_graphs else None
-        """Where the captured steps replay, at the device's highest stream priority (None: the caller's stream)."""
         frame_step = model.config.frame_num_tokens + 1
         # `frames_per_step`: the multi-frame mode's full block (N frames of frame_step tokens) gets a step length of
         # its own, not the next power of two (16 frames of 11 tokens would pad 176 to 256: 45 % more compute).
@@ -349,16 +346,7 @@ class StaticKV:
             return self._forward(packed, frames, key)
         if key in self._graphs:
             graph, output = self._graphs[key]
-            if self.step_stream is None:
-                graph.replay()
-                return output
-            # On a high-priority stream: the step is what the caller waits for, and the vision encoder's kernels
-            # (on their own stream, for the next frames) take the multiprocessors the step leaves free.
-            consumer = torch.cuda.current_stream()
-            self.step_stream.wait_stream(consumer)
-            with torch.cuda.stream(self.step_stream):
-                graph.replay()
-            consumer.wait_stream(self.step_stream)
+            graph.replay()
             return output
         # First time for this shape: a warm-up run (its result is the real one: the inputs are the real ones, and
         # the cache writes it makes are the ones the replay would make; kernels are built here, outside capture),
