@@ -63,7 +63,8 @@ class EngineSettings:
     """Fast engine on a file: feed N frames per forward, rolled back where the model speaks (the same turns as frame
     by frame; 1: frame by frame; live sources: always 1)."""
     weights: str | None = None
-    """fp8 / int8: float8 e4m3 / int8 linear weights with per-channel scales, weight-only (implies --engine fast)."""
+    """fp8 / int8: float8 e4m3 / int8 linear weights with per-channel scales, weight-only (implies --engine fast):
+    ~1.3x one stream's frames/s on an H100; int8 stays closer to the bf16 model's answers."""
 
 
 MODEL_OPTIONS = {
