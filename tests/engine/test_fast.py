@@ -68,6 +68,52 @@ def test_static_cache_v1_and_lora_merged():
     assert as_turns(events, template) == reference_stream(model, template, frames, times, queries, 0.5, 8)
 
 
+def _weight_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind some tensors (a storage counted once, however many views)."""
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+def _engine_weights(static):
+    return [w for layer in static.layers for w in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+
+
+def test_the_engine_reads_the_models_own_weights_instead_of_a_copy():
+    model, template = tiny_model()
+    make_decisive(model, template, seed=3)
+    ids = torch.tensor([template.encode(template.system_text() + template.STREAM_PROMPT)])
+    with torch.no_grad():
+        logits = model.base_llm(input_ids=ids).logits
+    held = _weight_bytes(model.parameters())
+    static = StaticKV(model, template.ids.silence, max_tokens=256)
+    attention = model.base_llm.get_decoder().layers[0].self_attn
+    assert attention.q_proj.weight.untyped_storage().data_ptr() == static.layers[0].qkv.untyped_storage().data_ptr()
+    assert _weight_bytes([*model.parameters(), *_engine_weights(static)]) == held  # nothing held twice
+    with torch.no_grad():  # the model itself still computes what it did
+        assert torch.equal(model.base_llm(input_ids=ids).logits, logits)
+    second = StaticKV(model, template.ids.silence, max_tokens=256)  # a second engine on the same model
+    assert _weight_bytes([*model.parameters(), *_engine_weights(static), *_engine_weights(second)]) == held
+    quantised = StaticKV(model, template.ids.silence, max_tokens=256, weights="int8")  # copies by nature
+    assert attention.q_proj.weight.untyped_storage().data_ptr() == static.layers[0].qkv.untyped_storage().data_ptr()
+    assert quantised.layers[0].qkv.weight.dtype == torch.int8
+
+
+def test_an_unmerged_lora_keeps_the_models_weights_apart():
+    from videollm_online.core.checkpoint import add_lora
+
+    model, template = tiny_model()
+    add_lora(model, r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, parameter in model.llm.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    model.eval()
+    q_proj = model.base_llm.get_decoder().layers[0].self_attn.q_proj
+    base = q_proj.base_layer.weight.detach().clone()
+    static = StaticKV(model, template.ids.silence, max_tokens=256)
+    assert torch.equal(q_proj.base_layer.weight, base)  # the base weight untouched: the engine's has the LoRA in
+    assert not torch.equal(static.layers[0].qkv[: base.shape[0]], base)
+
+
 @pytest.mark.parametrize("backend", ["hf", "static"])
 @pytest.mark.parametrize("ahead", [4, 16])
 def test_multi_frame_guesses_give_the_frame_by_frame_events(backend, ahead):

@@ -135,13 +135,13 @@ def row_bucket(rows: int) -> int:
     return min(max(16, 1 << (rows - 1).bit_length()), 512)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, SPLIT_K) per row bucket, the leaders of sweeps on an H100
-# and an H200 (`benchmarks/fp8_matmul.py --sweep`: 48 tile and split choices at 1 and 11 rows). Few rows: memory-bound, so row blocks of 16 and tiles over N and
-# K small enough that there are several programs per multiprocessor to keep bytes in flight: Llama-3-8B's o and down
-# have only 4096 channels (128 tiles of 32, about one per H100 multiprocessor), so K is split too (SPLIT_K programs
-# a tile, the last one to finish adds up the partial sums). Many rows (a block of 16 frames: 176): the product is
-# transposed (SWAP: W x^T), so that the converted weight tile is the operand Hopper's wgmma may take from registers,
-# and wide row blocks convert each weight tile fewer times.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, SPLIT_K) per row bucket: at few rows the leaders of a sweep
+# on an H200 (`benchmarks/fp8_matmul.py --sweep`: 48 tile and split choices at 1 and 11 rows). Few rows: memory-bound,
+# so row blocks of 16 and tiles over N and K small enough that there are several programs per multiprocessor to keep
+# bytes in flight: Llama-3-8B's o and down have only 4096 channels (128 tiles of 32, about one per H100
+# multiprocessor), so K is split too (SPLIT_K programs a tile, the last one to finish adds up the partial sums). Many
+# rows (a block of 16 frames: 176): the product is transposed (SWAP: W x^T), so that the converted weight tile is the
+# operand Hopper's wgmma may take from registers, and wide row blocks convert each weight tile fewer times.
 CONFIGS = {
     16: [
         (16, 32, 256, 4, 4, 0, 1),
