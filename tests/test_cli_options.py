@@ -160,3 +160,17 @@ def test_the_launch_glue_of_data_does_not_import_the_command_line():
             if isinstance(node, ast.ImportFrom) and node.module:
                 module = node.module if node.level == 0 else "videollm_online." + node.module
                 assert not module.startswith("videollm_online.apps"), path
+
+
+@pytest.mark.parametrize(
+    "options, merged",
+    [([], False), (["--engine", "fast"], True), (["--weights", "int8"], True), (["--merge-lora"], True)],
+)
+def test_the_fast_engine_loads_the_bundled_model_with_its_lora_merged(options, merged):
+    """The fast engine folds the adapter into its weights; merged at load, the model shares them (no second copy)."""
+    from videollm_online.apps.cli.shared import load_model_from_args
+
+    args = build_parser().parse_args(["narrate", "clip.mp4", *options])
+    model, _, _ = load_model_from_args(args)
+    has_lora = any("lora_A" in name for name, _ in model.named_parameters())
+    assert has_lora is not merged

@@ -36,7 +36,8 @@ class ModelOptions:
     dtype: str | None = None
     """Weights' type: float32, bfloat16 or float16 (default: float32 on cpu, bfloat16 on cuda)."""
     merge_lora: bool = False
-    """Merge the LoRA adapter into the LLM for speed."""
+    """Merge the LoRA adapter into the LLM for speed (the fast engine always does: its weights are the merged ones,
+    which the model then shares instead of keeping a copy)."""
     offline: bool = False
     """Never download: hub ids must be in the local Hugging Face cache (as HF_HUB_OFFLINE=1)."""
     threads: int | None = None
@@ -137,8 +138,14 @@ def load_model_from_args(args: argparse.Namespace):
         vision=args.vision,
         device=args.device,
         dtype=dtype,
-        merge_lora=args.merge_lora,
+        merge_lora=args.merge_lora or uses_fast_engine(args),
     )
+
+
+def uses_fast_engine(args: argparse.Namespace) -> bool:
+    """Whether a command runs the fast engine: named, or implied by --cache-tokens or --weights."""
+    implied = getattr(args, "cache_tokens", None) is not None or getattr(args, "weights", None) is not None
+    return getattr(args, "engine", None) == "fast" or implied
 
 
 def model_argv(args: argparse.Namespace) -> list[str]:
