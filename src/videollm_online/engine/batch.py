@@ -25,6 +25,11 @@ from .static import ContextFullError, MemoryPolicy, SlotBackend, StaticKV
 ENGINES = ("default", "fast")
 
 
+def engine_in_use(engine: str, cache_tokens: int | None = None, weights: str | None = None) -> str:
+    """The engine `open_session` runs for these options: `cache_tokens` and `weights` imply the fast one."""
+    return "fast" if cache_tokens is not None or weights is not None else engine
+
+
 def open_session(
     model: LiveModel,
     template: StreamTemplate,
@@ -41,7 +46,7 @@ def open_session(
     engine): float8 linear weights (`engine.quant`). `cache_tokens` and `weights` imply the fast engine."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
-    if engine == "default" and cache_tokens is None and weights is None:
+    if engine_in_use(engine, cache_tokens, weights) == "default":
         return StreamSession(model, template, config)
     policy = MemoryPolicy() if cache_tokens is not None else None
     step_tokens = max(256, ahead * (model.config.frame_num_tokens + 1))

@@ -28,6 +28,7 @@ from ..core.policy import DecisionPolicy
 from ..core.text import StreamTemplate
 from ..data.frames import FrameStore
 from ..engine import EngineConfig, open_session
+from ..engine.batch import engine_in_use
 from ..engine.static import SlotBackend
 from ..utils.distributed import gather, shard
 from ..utils.errors import UserError
@@ -81,7 +82,9 @@ class EvalOptions:
     ahead: int = 16
     """World narration on the fast engine: frames per forward (`StreamSession.push_frames`); 1: frame by frame."""
     weights: str | None = None
-    """World narration: "fp8" for float8 linear weights (the fast engine)."""
+    """World narration: "fp8" / "int8" one-byte linear weights (the fast engine). The teacher-forced metrics (LM-PPL,
+    TimeDiff, Fluency, LM-Correctness) run the model's own forward, on its own weights: the report says so
+    (`teacher_forced_weights`)."""
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
@@ -196,11 +199,13 @@ def evaluate_world(
             "videos": len(videos),
             "threshold": threshold,
             "window_s": window,
-            "engine": engine,
+            "engine": engine_in_use(engine, cache_tokens, weights),
             "cache_tokens": cache_tokens,
             "weights": weights,
         }
     )
+    if weights is not None:  # only the narration ran on them
+        metrics["teacher_forced_weights"] = "the model's own (--weights applies to the narration)"
     if fields:  # why narrations are missed (events.event_field_counts): said near them, then part by part
         metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
         for name in EVENT_FIELDS:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ...core.policy import DEFAULT_MAX_NEW_TOKENS, DEFAULT_THRESHOLD
 from ...engine import ENGINES
+from ...engine.batch import engine_in_use
 from ...utils.errors import UserError
 from .options import Option, Parser, add_fields, positive_int, threshold_value
 
@@ -144,8 +145,8 @@ def load_model_from_args(args: argparse.Namespace):
 
 def uses_fast_engine(args: argparse.Namespace) -> bool:
     """Whether a command runs the fast engine: named, or implied by --cache-tokens or --weights."""
-    implied = getattr(args, "cache_tokens", None) is not None or getattr(args, "weights", None) is not None
-    return getattr(args, "engine", None) == "fast" or implied
+    options = (getattr(args, "engine", None) or "default", getattr(args, "cache_tokens", None))
+    return engine_in_use(*options, getattr(args, "weights", None)) == "fast"
 
 
 def model_argv(args: argparse.Namespace) -> list[str]:
