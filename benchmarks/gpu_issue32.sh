@@ -21,24 +21,13 @@
 # wheel (94 MB), past what a device call carries (64 MiB).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/outputs/gpu_issue32}
-mkdir -p "$OUT"
-cd "$ROOT"
-LOG=$OUT/gpu_issue32.log
-exec > >(tee -a "$LOG") 2>&1
-START=$SECONDS
-if ls .whl/*.whl >/dev/null 2>&1; then  # carried wheels (PyAV; pytest for the CUDA tests)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+MIN_STEP_S=30
+source "$ROOT/benchmarks/gpu_steps.sh"
+gpu_start gpu_issue32  # PyAV's wheel (and pytest's, for the CUDA tests) carried in .whl/
 python3 -c "import av" || { echo "PyAV is missing: put its wheel in .whl/"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 python3 -c "import torch, transformers, triton, av; print('torch', torch.__version__, 'transformers',
 transformers.__version__, 'triton', triton.__version__, 'av', av.__version__)"
-GPU=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
-MIN_STEP_S=30
-source "$ROOT/benchmarks/gpu_steps.sh"
 if python3 -c "import pytest" 2>/dev/null && [[ -d tests ]]; then  # the CUDA variants of the new tests
   step cuda_tests 75 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/test_narrate_ahead.py tests/engine/test_quant.py \
     -k cuda

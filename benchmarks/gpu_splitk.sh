@@ -9,19 +9,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_splitk.sh       # from the repository root (wheels in .whl/ installed if there)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/outputs/gpu_splitk}
-mkdir -p "$OUT"
-cd "$ROOT"
-exec > >(tee -a "$OUT/gpu_splitk.log") 2>&1
-START=$SECONDS
-if [[ -d .whl ]]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
-fi
-export PYTHONPATH=$ROOT/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export VIDEOLLM_ONLINE_CACHE=/tmp/vo-cache
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-GPU=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
 source "$ROOT/benchmarks/gpu_steps.sh"
+gpu_start gpu_splitk
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 step cuda_tests 100 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/engine/test_quant.py \
   tests/test_narrate_ahead.py tests/engine/test_frame_stager.py tests/test_decision_policy.py \
   -k "(cuda or stager or swap) and not every_candidate"
