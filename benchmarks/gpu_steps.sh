@@ -1,4 +1,4 @@
-# Sourced by the GPU scripts (gpu_issue32.sh, gpu_demo_and_e2e.sh, gpu_splitk.sh), after they set ROOT.
+# Sourced by the GPU scripts (gpu_issue32.sh, gpu_demo_and_e2e.sh, gpu_splitk.sh, gpu_vision_fp8.sh), after they set ROOT.
 # gpu_start NAME: results and the log NAME.log under $OUT (default outputs/NAME), the clock started, the wheels
 # carried in .whl/ installed to /tmp/site (one that fails to install stops the script), the environment set,
 # GPU=h100|h200|gpu for the result files' names.

@@ -44,6 +44,7 @@ from videollm_online.engine.batch import BatchEngine
 from videollm_online.engine.quant import WEIGHT_FORMATS
 from videollm_online.engine.static import MemoryPolicy
 from videollm_online.engine.vision import FrameEncoderRunner
+from videollm_online.engine.vision_fp8 import quantize_vision_tower
 from videollm_online.utils.files import write_json_atomic
 
 LLAMA3_8B = {
@@ -385,6 +386,11 @@ def main() -> int:
         default=None,
         help="every fast-engine part on float8 / int8 linear weights (the `fp8` and `int8` parts compare them anyway)",
     )
+    parser.add_argument(
+        "--vision-fp8",
+        action="store_true",
+        help="every part with the vision tower's encoder layers as FP8 GEMMs (`engine.vision_fp8`)",
+    )
     parser.add_argument("--keep-up", default="16,32,64,128,192", help="stream counts tried for the 2 fps test")
     parser.add_argument("--keep-up-window", type=int, default=2048, help="cache tokens per stream in that test")
     parser.add_argument("--hours", type=float, default=2.0)
@@ -407,6 +413,8 @@ def main() -> int:
     parts = set(args.parts.split(","))
     fps = 2.0
     model, template = build(args.small, device, dtype)
+    if args.vision_fp8:
+        quantize_vision_tower(model, check_device=device.type == "cuda")
     frames_inline = Frames(model)
     frames_ahead = Frames(model, side_stream=True)
     # A 10-minute stream without dropping: every frame, plus each forced response's prompt, text and eos.
@@ -421,6 +429,7 @@ def main() -> int:
         "frame_tokens": model.config.frame_num_tokens,
         "fused_kernels": kernels.fused_by_default(device),
         "weights": args.weights or "model dtype",
+        "vision": "fp8 GEMMs" if args.vision_fp8 else "model dtype",
     }
 
     def report(name: str, value) -> None:

@@ -174,3 +174,13 @@ def test_the_fast_engine_loads_the_bundled_model_with_its_lora_merged(options, m
     model, _, _ = load_model_from_args(args)
     has_lora = any("lora_A" in name for name, _ in model.named_parameters())
     assert has_lora is not merged
+
+
+def test_vision_fp8_off_a_gpu_is_one_line_before_the_model_loads(tmp_path, capsys):
+    from clips import write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=10)
+    code, out, err = run(["narrate", clip, "--vision-fp8", "--device", "cpu"], capsys)
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "--vision-fp8 runs on a GPU" in lines[0], err
