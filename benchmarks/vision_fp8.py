@@ -1,6 +1,6 @@
-"""The vision encoder in the model's dtype (bf16 on a GPU) against `--vision-fp8` (FP8 GEMMs in the encoder layers), same run: frames/s of the
-tower + connector replayed as a CUDA graph on its own stream (`FrameEncoderRunner`, what `narrate` and the server
-run) at several batch sizes, and how far the FP8 frame embeddings are from the bf16 ones.
+"""The vision encoder in the model's dtype (bf16 on a GPU) against `--vision-fp8` (FP8 GEMMs in the encoder layers),
+same run: frames/s of the tower + connector replayed as a CUDA graph on its own stream (`FrameEncoderRunner`, what
+`narrate` and the server run) at several batch sizes, and how far the FP8 frame embeddings are from the others.
 
     python benchmarks/vision_fp8.py                 # a GPU (compute capability 8.9+): SigLIP-L/16-384 sizes
     python benchmarks/vision_fp8.py --small         # a CPU: a small SigLIP, torch's CPU FP8 GEMM (no speed-up)
