@@ -8,7 +8,9 @@ import torch
 from tiny_models import make_decisive, random_frames, tiny_model
 from videollm_online.engine import EngineConfig, StreamSession, reference_stream
 from videollm_online.engine.batch import BatchEngine
+from videollm_online.engine.quant import QuantRows
 from videollm_online.engine.static import ContextFullError, MemoryPolicy, SlotBackend, StaticKV
+from videollm_online.utils.errors import UserError
 
 
 def as_turns(events, template):
@@ -92,9 +94,40 @@ def test_the_engine_reads_the_models_own_weights_instead_of_a_copy():
         assert torch.equal(model.base_llm(input_ids=ids).logits, logits)
     second = StaticKV(model, template.ids.silence, max_tokens=256)  # a second engine on the same model
     assert _weight_bytes([*model.parameters(), *_engine_weights(static), *_engine_weights(second)]) == held
-    quantised = StaticKV(model, template.ids.silence, max_tokens=256, weights="int8")  # copies by nature
-    assert attention.q_proj.weight.untyped_storage().data_ptr() == static.layers[0].qkv.untyped_storage().data_ptr()
-    assert quantised.layers[0].qkv.weight.dtype == torch.int8
+
+
+def test_one_byte_weights_replace_the_models_own_and_are_held_once():
+    """`weights="int8"` quantises the model's decoder linears in place: the float weights are freed, the model's own
+    forward computes with the one-byte ones, and a second engine reuses them."""
+    model, template = tiny_model()
+    make_decisive(model, template, seed=3)
+    ids = torch.tensor([template.encode(template.system_text() + template.STREAM_PROMPT)])
+    with torch.no_grad():
+        logits = model.base_llm(input_ids=ids).logits
+    linears = [p for n, p in model.named_parameters() if n.startswith("llm.") and n.endswith("_proj.weight")]
+    float_bytes = _weight_bytes(linears)
+    held = _weight_bytes(model.parameters())
+    quantised = StaticKV(model, template.ids.silence, max_tokens=256, weights="int8")
+    attention = model.base_llm.get_decoder().layers[0].self_attn
+    assert isinstance(attention.q_proj, QuantRows) and attention.q_proj.source.format == "int8"
+    assert not any(n.startswith("llm.") and n.endswith("_proj.weight") for n, _ in model.named_parameters())
+    engine = _engine_weights(quantised)
+    one_byte = _weight_bytes([w.weight for w in engine])
+    assert one_byte == float_bytes // 4  # float32 -> int8, every linear once (the model's and the engine's shared)
+    assert _weight_bytes(model.parameters()) == held - float_bytes
+    assert attention.q_proj._rows.weight.untyped_storage().data_ptr() == engine[0].weight.untyped_storage().data_ptr()
+    with torch.no_grad():  # the model's own forward on the int8 weights: close to the float one, not equal
+        quantised_logits = model.base_llm(input_ids=ids).logits
+    assert not torch.equal(quantised_logits, logits)
+    assert (quantised_logits - logits).norm() / logits.norm() < 0.05
+    second = StaticKV(model, template.ids.silence, max_tokens=256, weights="int8")
+    assert _weight_bytes([w.weight for w in _engine_weights(second)]) == one_byte
+    assert {w.weight.untyped_storage().data_ptr() for w in _engine_weights(second)} <= {
+        w.weight.untyped_storage().data_ptr() for w in engine
+    }
+    for other in (None, "fp8"):  # the float weights are gone, and another format would need them
+        with pytest.raises(UserError, match="linear weights are int8 already .* --weights int8"):
+            StaticKV(model, template.ids.silence, max_tokens=256, weights=other)
 
 
 def test_an_unmerged_lora_keeps_the_models_weights_apart():

@@ -35,6 +35,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from ..utils.errors import UserError
 from . import kernels
 
 FP8 = torch.float8_e4m3fn
@@ -104,6 +105,18 @@ class QuantLinear:
         self.counters = split_counters(self.out_features, weight.device) if self.use_kernel else None
         self._dequantized: torch.Tensor | None = None
 
+    def rows(self, start: int, stop: int) -> QuantLinear:
+        """Output channels start..stop-1 as a linear of their own: views of this one's weight, scales and bias, with
+        split-K counters of its own (so that it may run beside this one)."""
+        view = object.__new__(QuantLinear)
+        view.format, view.in_features, view.out_features = self.format, self.in_features, stop - start
+        view.weight, view.scale = self.weight[start:stop], self.scale[start:stop]
+        view.bias = None if self.bias is None else self.bias[start:stop]
+        view.use_kernel = self.use_kernel
+        view.counters = split_counters(view.out_features, self.weight.device) if self.use_kernel else None
+        view._dequantized = None
+        return view
+
     @property
     def nbytes(self) -> int:
         return self.weight.numel() * self.weight.element_size() + self.scale.numel() * 4
@@ -119,6 +132,94 @@ class QuantLinear:
             out = F.linear(rows.float(), self._dequantized, None if self.bias is None else self.bias.float())
             out = out.to(x.dtype)
         return out.reshape(*shape[:-1], self.out_features)
+
+
+class QuantRows(torch.nn.Module):
+    """Stands in for one of the model's linears (q_proj, gate_proj, ...): rows of a `QuantLinear` that stacks it with
+    its neighbours (q/k/v, gate/up), so the model's own forward (the default engine, eval's teacher-forced metrics)
+    and the fast engine compute with the same one-byte weights, held once. The tensors are plain attributes, not
+    buffers: a model quantised in place is for inference (no `state_dict`, no `.to()` of them)."""
+
+    def __init__(self, source: QuantLinear, start: int, stop: int):
+        super().__init__()
+        self.source, self.start, self.stop = source, start, stop
+        self.in_features, self.out_features = source.in_features, stop - start
+        self._rows = source.rows(start, stop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._rows(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.source.format}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+GROUPS = (
+    ("self_attn", ("q_proj", "k_proj", "v_proj")),
+    ("self_attn", ("o_proj",)),
+    ("mlp", ("gate_proj", "up_proj")),
+    ("mlp", ("down_proj",)),
+)
+"""A Llama-family decoder layer's linears, in the groups the fast engine multiplies as one matrix each."""
+
+
+def quantized_groups(layer: torch.nn.Module, weights: str) -> list[QuantLinear] | None:
+    """The layer's linears as one-byte `QuantLinear`s, one per group of `GROUPS` (q/k/v, o, gate/up, down), the
+    model's own linears replaced by `QuantRows` of them on first use (so its float weights are freed). None where
+    a group is not plain `nn.Linear`s (an unmerged LoRA: the caller folds it into copies). A layer quantised
+    before to another format is an error: its float weights are gone."""
+    found = []
+    for owner_name, names in GROUPS:
+        owner = getattr(layer, owner_name)
+        modules = [getattr(owner, name) for name in names]
+        if all(isinstance(module, QuantRows) for module in modules):
+            source = modules[0].source
+            if source.format != weights:
+                raise UserError(
+                    f"the model's linear weights are {source.format} already (quantised in place); open the "
+                    f"fast engine with the same --weights {source.format}"
+                )
+            spans = [(module.start, module.stop) for module in modules]
+            consecutive = all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+            if any(m.source is not source for m in modules) or not consecutive or spans[0][0] != 0:
+                return None
+            if spans[-1][1] != source.out_features:
+                return None
+            found.append(source)
+        elif all(type(module) is torch.nn.Linear for module in modules):
+            found.append(None)
+        else:
+            return None
+    quantized = []
+    for (owner_name, names), source in zip(GROUPS, found):
+        if source is None:
+            owner = getattr(layer, owner_name)
+            modules = [getattr(owner, name) for name in names]
+            weight = torch.cat([module.weight.detach() for module in modules])
+            biases = [module.bias for module in modules]
+            bias = None
+            if any(b is not None for b in biases):
+                bias = torch.cat(
+                    [b.detach() if b is not None else weight.new_zeros(m.out_features) for b, m in zip(biases, modules)]
+                )
+            source = QuantLinear(weight, bias, weights)
+            del weight
+            start = 0
+            for name, module in zip(names, modules):
+                setattr(owner, name, QuantRows(source, start, start + module.out_features))
+                start += module.out_features
+        quantized.append(source)
+    return quantized
+
+
+def quantize_linears(llm: torch.nn.Module, weights: str) -> int:
+    """Quantise a Llama-family LLM's decoder linears to `weights` ("fp8" / "int8") in place (`quantized_groups`):
+    the float weights are freed and every forward, the model's own included, uses the one-byte ones. Returns the
+    number of layers quantised (layers with an unmerged LoRA are left as they are)."""
+    if weights not in QUANTIZERS:
+        raise UserError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
+    decoder = llm.get_decoder()
+    with torch.no_grad():
+        return sum(quantized_groups(layer, weights) is not None for layer in decoder.layers)
 
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:

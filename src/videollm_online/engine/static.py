@@ -30,7 +30,7 @@ from ..core.policy import silence_probability
 from ..utils.errors import UserError
 from . import kernels
 from .backend import Feed, FeedResult
-from .quant import WEIGHT_FORMATS, QuantLinear, linear
+from .quant import WEIGHT_FORMATS, QuantLinear, QuantRows, linear, quantized_groups
 
 
 class ContextFullError(UserError):
@@ -122,13 +122,25 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class _Layer:
     def __init__(self, layer: torch.nn.Module, weights: str | None = None):
         attention, mlp = layer.self_attn, layer.mlp
-        share = weights is None  # one-byte weights are copies whatever happens
+        self.norm_1 = layer.input_layernorm.weight.detach()
+        self.norm_2 = layer.post_attention_layernorm.weight.detach()
+        if isinstance(attention.q_proj, QuantRows) and weights is None:
+            held = attention.q_proj.source.format
+            raise UserError(
+                f"the model's linear weights are {held} already (quantised in place); open the fast engine with "
+                f"--weights {held}"
+            )
+        groups = quantized_groups(layer, weights) if weights is not None else None
+        if groups is not None:  # the model's own linears read the same one-byte weights (held once)
+            # views with split-K counters of their own, so that a second engine may run beside this one
+            self.qkv, self.o, self.gate_up, self.down = (group.rows(0, group.out_features) for group in groups)
+            self.qkv_bias = self.o_bias = None  # each QuantLinear carries its bias
+            return
+        share = weights is None  # an unmerged LoRA: one-byte weights are copies with the adapter folded in
         self.qkv, self.qkv_bias = _fuse([attention.q_proj, attention.k_proj, attention.v_proj], share)
         self.o, self.o_bias = _merged_weight(attention.o_proj)
         self.gate_up, _ = _fuse([mlp.gate_proj, mlp.up_proj], share)
         self.down, _ = _merged_weight(mlp.down_proj)
-        self.norm_1 = layer.input_layernorm.weight.detach()
-        self.norm_2 = layer.post_attention_layernorm.weight.detach()
         if weights is not None:  # quantised after the LoRA merge; each carries its bias
             self.qkv, self.qkv_bias = QuantLinear(self.qkv, self.qkv_bias, weights), None
             self.o, self.o_bias = QuantLinear(self.o, self.o_bias, weights), None
@@ -167,7 +179,8 @@ class StaticKV:
             raise UserError(f"unknown weight format {weights!r}; valid: {', '.join(WEIGHT_FORMATS)}")
         self.weights = weights
         """None: the model's dtype; "fp8" / "int8": float8 e4m3 / int8 linear weights with per-channel scales
-        (`engine.quant`, weight-only), the LM head as it is."""
+        (`engine.quant`, weight-only), the LM head as it is. The model's own decoder linears are quantised in place
+        (`quant.quantize_linears`): their float weights are freed and the model's forward uses the one-byte ones."""
         self.model = model
         self.silence_id = silence_id
         self.device = model.device

@@ -29,6 +29,7 @@ from ..core.text import StreamTemplate
 from ..data.frames import FrameStore
 from ..engine import EngineConfig, open_session
 from ..engine.batch import engine_in_use
+from ..engine.quant import quantize_linears
 from ..engine.static import SlotBackend
 from ..utils.distributed import gather, shard
 from ..utils.errors import UserError
@@ -82,9 +83,9 @@ class EvalOptions:
     ahead: int = 16
     """World narration on the fast engine: frames per forward (`StreamSession.push_frames`); 1: frame by frame."""
     weights: str | None = None
-    """World narration: "fp8" / "int8" one-byte linear weights (the fast engine). The teacher-forced metrics (LM-PPL,
-    TimeDiff, Fluency, LM-Correctness) run the model's own forward, on its own weights: the report says so
-    (`teacher_forced_weights`)."""
+    """"fp8" / "int8": the LLM's decoder linears in one byte (quantised in place before anything runs): the narration
+    runs on the fast engine, and the teacher-forced metrics (LM-PPL, TimeDiff, Fluency, LM-Correctness) run the
+    model's own forward on the same one-byte weights."""
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
@@ -142,6 +143,8 @@ def evaluate_world(
     videos = sorted({row["video"] for row in rows})[:limit]
     fps = model.config.frame_fps
     threshold = DecisionPolicy.for_model(model.config, threshold).threshold
+    if weights is not None:  # before the first video: every metric on the same one-byte weights
+        quantize_linears(model.base_llm, weights)
     parts = []  # per video: (conversation results, event match)
     with torch.inference_mode():
         for video in tqdm(shard(videos, rank, world_size), desc="eval", unit="video", disable=not progress):
@@ -204,8 +207,6 @@ def evaluate_world(
             "weights": weights,
         }
     )
-    if weights is not None:  # only the narration ran on them
-        metrics["teacher_forced_weights"] = "the model's own (--weights applies to the narration)"
     if fields:  # why narrations are missed (events.event_field_counts): said near them, then part by part
         metrics["event_turn_near"] = fields["near"] / fields["narrations"] if fields["narrations"] else 0.0
         for name in EVENT_FIELDS:
