@@ -4,7 +4,7 @@
 # 2. vision_fp8.py: SigLIP-L/16-384 as a graph, bf16 against --vision-fp8, at 1 / 16 / 32 / 64 frames        ~1 min
 # 3. stream_fps.py, bf16 vision then --vision-fp8: one stream (bf16 and int8 weights), 16 and 32 streams       ~4 min
 # 4. the CUDA test of every candidate tile config of the weight-only kernel (a compile each)                 ~2 min
-# 5. narrate_e2e.py, frame by frame, --ahead 16 and int8: peak memory with the weights held once          ~1 min
+# 5. narrate_e2e.py, frame by frame and --ahead 16, then int8 alone: memory with the weights held once      ~2 min
 #   OUT=/tmp/out bash benchmarks/gpu_vision_fp8.sh       # from the repository root (wheels in .whl/ installed if there)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +21,8 @@ for vision in bf16 fp8; do
 done
 step config_tests 130 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider tests/engine/test_quant.py \
   -k every_candidate
-step narrate_e2e 90 python3 benchmarks/narrate_e2e.py --scenarios silent --work /tmp/e2e --engines fast-1,fast,fast-int8 \
+step narrate_e2e 80 python3 benchmarks/narrate_e2e.py --scenarios silent --work /tmp/e2e --engines fast-1,fast \
   --out "$OUT/narrate_e2e_${GPU}_held_once.json"
+step narrate_e2e_int8 60 python3 benchmarks/narrate_e2e.py --scenarios silent --work /tmp/e2e --engines fast-int8 \
+  --out "$OUT/narrate_e2e_${GPU}_int8_held_once.json"
 echo "== done in $((SECONDS - START)) s"

@@ -31,6 +31,7 @@ before the first frame, once a process: `warmup_s`, and `frames_per_s_with_warmu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -52,7 +53,7 @@ from stream_fps import LLAMA3_8B, SIGLIP_L_384, SMALL_LLM, SMALL_VISION  # noqa:
 from videollm_online.apps.narrate import History, narrate_frames  # noqa: E402
 from videollm_online.core.checkpoint import build_model  # noqa: E402
 from videollm_online.core.config import LiveConfig  # noqa: E402
-from videollm_online.engine import EngineConfig, reference_stream  # noqa: E402
+from videollm_online.engine import EngineConfig, quant, reference_stream  # noqa: E402
 from videollm_online.utils.files import write_json_atomic  # noqa: E402
 from videollm_online.video import open_video  # noqa: E402
 
@@ -202,6 +203,9 @@ def run_engine(
         summary["frames_per_s_without_captures"] = round(stages["frames"] / (streamed - times.capture), 2)
     if device.type == "cuda":
         summary["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        # what stays held at the end (weights, cache, graphs): the peak includes the bf16 weights one-byte ones
+        # replaced, which the command line frees at load
+        summary["end_memory_gb"] = round(torch.cuda.memory_allocated() / 2**30, 2)
     return summary, history.conversation
 
 
@@ -298,20 +302,23 @@ def main() -> int:
                 kind = "default" if engine == "default" else "fast"
                 ahead = 1 if engine in ("default", "fast-1") else args.ahead
                 short = engine in SLOW
-                summary, said[engine] = run_engine(
-                    model,
-                    template,
-                    video,
-                    args.fps,
-                    slow if short else None,
-                    slow_queries if short else queries,
-                    config,
-                    history_path,
-                    device,
-                    kind,
-                    ahead,
-                    QUANTISED.get(engine),
-                )
+                # one-byte weights quantise the model in place; other engines of this run need it as it was
+                keep = quant.linears_restored(model.base_llm) if len(engines) > 1 else contextlib.nullcontext()
+                with keep:
+                    summary, said[engine] = run_engine(
+                        model,
+                        template,
+                        video,
+                        args.fps,
+                        slow if short else None,
+                        slow_queries if short else queries,
+                        config,
+                        history_path,
+                        device,
+                        kind,
+                        ahead,
+                        QUANTISED.get(engine),
+                    )
             report(f"{scenario}/{engine}", summary)
             gc.collect()  # the engine's static cache and graphs go with the session
             if device.type == "cuda":

@@ -41,7 +41,7 @@ from videollm_online.core.checkpoint import build_model
 from videollm_online.core.config import LiveConfig
 from videollm_online.engine import EngineConfig, StreamSession, kernels
 from videollm_online.engine.batch import BatchEngine
-from videollm_online.engine.quant import WEIGHT_FORMATS
+from videollm_online.engine.quant import WEIGHT_FORMATS, linears_restored, quantize_linears
 from videollm_online.engine.static import MemoryPolicy
 from videollm_online.engine.vision import FrameEncoderRunner
 from videollm_online.engine.vision_fp8 import quantize_vision_tower
@@ -413,6 +413,8 @@ def main() -> int:
     parts = set(args.parts.split(","))
     fps = 2.0
     model, template = build(args.small, device, dtype)
+    if args.weights:  # as the command line does at load: every part on the one-byte weights
+        quantize_linears(model.base_llm, args.weights)
     if args.vision_fp8:
         quantize_vision_tower(model, check_device=device.type == "cuda")
     frames_inline = Frames(model)
@@ -501,8 +503,9 @@ def main() -> int:
                 count = sum(e.frame_index < args.reference_frames for e in solo_events[scenario])
                 report(f"single/{scenario}/vs_reference", same_events(solo_events[scenario][:count], reference_events))
         for fmt in [fmt for fmt in WEIGHT_FORMATS if fmt in parts and args.weights != fmt]:
-            quant_engine, quant_session = solo_session(config, every, weights=fmt)
-            report(f"{fmt}/{scenario}", timed_frames(quant_session))
+            with linears_restored(model.base_llm):  # the engine quantises the model in place; later parts need bf16
+                quant_engine, quant_session = solo_session(config, every, weights=fmt)
+                report(f"{fmt}/{scenario}", timed_frames(quant_session))
             if scenario in solo_events:
                 report(
                     f"{fmt}/{scenario}/vs_single",

@@ -29,6 +29,7 @@ read, and its logits decide silence.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 
@@ -220,6 +221,24 @@ def quantize_linears(llm: torch.nn.Module, weights: str) -> int:
     decoder = llm.get_decoder()
     with torch.no_grad():
         return sum(quantized_groups(layer, weights) is not None for layer in decoder.layers)
+
+
+@contextlib.contextmanager
+def linears_restored(llm: torch.nn.Module):
+    """Put the decoder's linear modules back as they were when the block ends, whatever quantised them in place
+    meanwhile (for benchmarks that compare weight formats on one model: the float weights stay alive throughout)."""
+    saved = [
+        (owner, name, getattr(owner, name))
+        for layer in llm.get_decoder().layers
+        for owner_name, names in GROUPS
+        for owner in [getattr(layer, owner_name)]
+        for name in names
+    ]
+    try:
+        yield
+    finally:
+        for owner, name, module in saved:
+            setattr(owner, name, module)
 
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
