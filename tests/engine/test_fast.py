@@ -281,3 +281,20 @@ def test_a_session_that_outgrows_its_cache_fails_alone():
     expected = reference_stream(model, template, frames[:12], times[:12], [], threshold=0.5, max_new_tokens=4)
     assert as_turns(short_events, template) == expected
     assert long.num_frames < 60 and not engine.busy()
+
+
+def test_linears_restored_puts_the_float_linears_back_after_a_quantised_engine():
+    """What the benchmarks comparing formats on one model rely on: after the block, bf16 (here float32) again."""
+    from videollm_online.engine.quant import linears_restored
+
+    model, template = tiny_model()
+    ids = torch.tensor([template.encode(template.system_text() + template.STREAM_PROMPT)])
+    with torch.no_grad():
+        logits = model.base_llm(input_ids=ids).logits
+    with linears_restored(model.base_llm):
+        StaticKV(model, template.ids.silence, max_tokens=256, weights="fp8")
+        assert isinstance(model.base_llm.get_decoder().layers[1].mlp.down_proj, QuantRows)
+    assert type(model.base_llm.get_decoder().layers[1].mlp.down_proj) is torch.nn.Linear
+    with torch.no_grad():
+        assert torch.equal(model.base_llm(input_ids=ids).logits, logits)
+    StaticKV(model, template.ids.silence, max_tokens=256, weights="int8")  # any format again
