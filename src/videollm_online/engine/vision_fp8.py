@@ -127,6 +127,7 @@ def quantize_rows(
         fused = kernels.fused_by_default(x.device) or (kernels.interpreting() and kernels.triton_available())
     if not fused:
         return quantize_rows_torch(x, norm, activation)
+    x = x.contiguous()  # the kernel reads rows of `cols` consecutive values
     rows, cols = x.shape
     q = torch.empty((rows, cols), dtype=FP8, device=x.device)
     scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
