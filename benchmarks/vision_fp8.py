@@ -5,10 +5,12 @@ same run: frames/s of the tower + connector replayed as a CUDA graph on its own 
     python benchmarks/vision_fp8.py                 # a GPU (compute capability 8.9+): SigLIP-L/16-384 sizes
     python benchmarks/vision_fp8.py --small         # a CPU: a small SigLIP, torch's CPU FP8 GEMM (no speed-up)
 
-The weights are random (HF's init at SigLIP-L/16-384's sizes), so the speed is what a real checkpoint gets; the
-error is only indicative: real towers have larger outlier activations than a random one, which per-token scales
-absorb (e4m3's error is relative), but it is not measured here on real weights. Results:
-benchmarks/results/vision_fp8_<device>.json.
+    python benchmarks/vision_fp8.py --small --tower DIR --video clip.mp4   # a trained tower on real frames
+
+By default the weights are random (HF's init at SigLIP-L/16-384's sizes) and so are the pixels: the speed is what a
+real checkpoint gets, the error only indicative (trained towers have larger outlier activations than random ones).
+`--tower` loads a trained SigLIP / CLIP tower from a Hugging Face directory and `--video` encodes a video's frames
+(decoded at 2 fps at the tower's image size) instead. Results: benchmarks/results/vision_fp8_<device>.json.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import transformers
 
 from videollm_online.core.checkpoint import build_model
 from videollm_online.core.config import LiveConfig
+from videollm_online.core.model import preprocess_frames
 from videollm_online.engine.vision import FrameEncoderRunner
 from videollm_online.engine.vision_fp8 import quantize_vision_tower
 from videollm_online.utils.files import write_json_atomic
+from videollm_online.video import open_video
 
 SIGLIP_L_384 = {
     "model_type": "siglip_vision_model",
@@ -91,12 +95,22 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", default="1,16,32,64", help="frames per encode, comma-separated")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size and format")
+    parser.add_argument("--tower", type=Path, help="a trained vision tower (Hugging Face directory) instead")
+    parser.add_argument("--video", type=Path, help="encode this video's frames instead of random pixels")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    vision = SMALL_VISION if args.small else SIGLIP_L_384
-    config = LiveConfig(llm_config=LLM, vision_config=vision, frame_resolution=vision["image_size"])
+    if args.tower:
+        from transformers import AutoConfig
+
+        tower = AutoConfig.from_pretrained(args.tower)
+        vision = getattr(tower, "vision_config", None) or tower
+        vision = {key: getattr(vision, key) for key in ("hidden_size", "num_hidden_layers", "image_size", "patch_size")}
+        config = LiveConfig(llm_config=LLM, vision=str(args.tower), frame_resolution=vision["image_size"])
+    else:
+        vision = SMALL_VISION if args.small else SIGLIP_L_384
+        config = LiveConfig(llm_config=LLM, vision_config=vision, frame_resolution=vision["image_size"])
     with torch.device(device):
         model, _ = build_model(config, dtype=dtype, device=device)
     model.eval()
@@ -108,16 +122,25 @@ def main() -> int:
         "dtype": str(dtype),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "tower": f"random SigLIP, hidden {vision['hidden_size']}, {vision['num_hidden_layers']} layers, "
-        f"{vision['image_size']} px / {vision['patch_size']}",
+        "tower": f"{args.tower or 'random SigLIP'}, hidden {vision['hidden_size']}, {vision['num_hidden_layers']} "
+        f"layers, {vision['image_size']} px / {vision['patch_size']}",
+        "pixels": str(args.video) if args.video else "random",
         "fp8_layers": layers,
         "runs": [],
     }
     runners = {"model_dtype": FrameEncoderRunner(model), "fp8": FrameEncoderRunner(fp8_model)}
     generator = torch.Generator(device=device).manual_seed(0)
+    video_pixels = None
+    if args.video:
+        with open_video(str(args.video), fps=2.0, resolution=config.frame_resolution) as stream:
+            video_pixels = preprocess_frames([frame.image for frame in stream], config, device=device, dtype=dtype)
+        results["video_frames"] = len(video_pixels)
     for batch in [int(n) for n in args.batches.split(",")]:
-        pixels = torch.randn(batch, 3, vision["image_size"], vision["image_size"], generator=generator, device=device)
-        pixels = pixels.to(dtype)
+        if video_pixels is not None:  # the video's frames, repeated where a batch wants more
+            pixels = video_pixels[torch.arange(batch) % len(video_pixels)]
+        else:
+            side = vision["image_size"]
+            pixels = torch.randn(batch, 3, side, side, generator=generator, device=device).to(dtype)
         run: dict = {"batch": batch}
         with torch.inference_mode():
             embeds = {}
