@@ -34,23 +34,9 @@ from videollm_online.engine.vision_fp8 import quantize_vision_tower
 from videollm_online.utils.files import write_json_atomic
 from videollm_online.video import open_video
 
-SIGLIP_L_384 = {
-    "model_type": "siglip_vision_model",
-    "hidden_size": 1024,
-    "intermediate_size": 4096,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 16,
-    "image_size": 384,
-    "patch_size": 16,
-}
-SMALL_VISION = {
-    **SIGLIP_L_384,
-    "hidden_size": 128,
-    "intermediate_size": 512,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "image_size": 64,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stream_fps import SIGLIP_L_384, SMALL_VISION  # noqa: E402  the shapes the engine's benchmarks share
+
 LLM = {  # only the connector's output width matters here: Llama-3-8B's 4096
     "model_type": "llama",
     "vocab_size": 512,

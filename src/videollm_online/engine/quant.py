@@ -181,9 +181,8 @@ def quantized_groups(layer: torch.nn.Module, weights: str) -> list[QuantLinear] 
                 )
             spans = [(module.start, module.stop) for module in modules]
             consecutive = all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-            if any(m.source is not source for m in modules) or not consecutive or spans[0][0] != 0:
-                return None
-            if spans[-1][1] != source.out_features:
+            whole = spans[0][0] == 0 and spans[-1][1] == source.out_features
+            if any(m.source is not source for m in modules) or not consecutive or not whole:
                 return None
             found.append(source)
         elif all(type(module) is torch.nn.Linear for module in modules):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..utils.errors import UserError
 from . import kernels
-from .quant import FP8, quantize_fp8
+from .quant import FP8, kernel_available, quantize_fp8
 
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu", "quick_gelu")
 """The MLP activations the fused quantisation knows: SigLIP's tanh GELU, the exact (erf) one, CLIP's quick GELU."""
@@ -123,8 +123,8 @@ def quantize_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`quantize_rows_torch` as one Triton kernel where the fused kernels run (`fused=None`: the device's default):
     x (rows, cols) contiguous is read once, q and the scales written."""
-    if fused is None:
-        fused = kernels.fused_by_default(x.device) or (kernels.interpreting() and kernels.triton_available())
+    if fused is None:  # the same rule as the weight-only kernel's: both write / read e4m3 in Triton
+        fused = kernel_available(x.device, "fp8")
     if not fused:
         return quantize_rows_torch(x, norm, activation)
     x = x.contiguous()  # the kernel reads rows of `cols` consecutive values
